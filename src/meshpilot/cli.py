@@ -1,0 +1,111 @@
+"""The `meshpilot` command line. Thin: parse options, call the library, print the result."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from meshpilot.errors import MeshpilotError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+def _sidecar_options(func: F) -> F:
+    options = [
+        click.option("--service", required=True, help="Service this instance belongs to."),
+        click.option("--version", "version_", default=None, help="Value of the `version` label."),
+        click.option("--label", "labels", multiple=True, metavar="K=V", help="Extra label."),
+        click.option("--ip", default="127.0.0.1", show_default=True, help="Instance IP."),
+        click.option("--app-port", default=8080, show_default=True, type=int),
+        click.option("--xds", default="127.0.0.1:18000", show_default=True, metavar="HOST:PORT"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+class _Group(click.Group):
+    """Prints MeshpilotErrors as one clean message instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MeshpilotError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(1)
+
+@click.group(cls=_Group)
+def main() -> None:
+    """meshpilot: a service-mesh control plane driving real Envoy sidecars."""
+
+@main.command()
+@click.argument("mesh", type=click.Path(path_type=Path))
+def validate(mesh: Path) -> None:
+    """Validate a mesh file: exit 0 with a summary, or 1 with every problem."""
+    from meshpilot.mesh.diagnostics import MeshInvalid
+    from meshpilot.mesh.load import load_mesh
+
+    try:
+        spec = load_mesh(mesh)
+    except MeshInvalid as invalid:
+        for problem in invalid.problems:
+            click.echo(problem.format())
+        sys.exit(1)
+    routes = sum(len(s.routes) for s in spec.services.values())
+    click.echo(f"{mesh}: valid: mesh {spec.mesh!r}, {len(spec.services)} services, {routes} routes")
+
+@main.command()
+@click.argument("mesh", type=click.Path(path_type=Path))
+@click.option("--service", required=True)
+@click.option("--version", "version_", default=None)
+@click.option(
+    "--type", "type_", default="all", type=click.Choice(["lds", "cds", "rds", "eds", "all"])
+)
+def render(mesh: Path, service: str, version_: str | None, type_: str) -> None:
+    """Print the xDS resources a sidecar of SERVICE would receive, as Envoy JSON."""
+    from meshpilot.render import render_resources
+
+    click.echo(json.dumps(render_resources(mesh, service, version_, type_), indent=2))
+
+@main.command()
+@click.argument("mesh", type=click.Path(path_type=Path))
+@click.option("--xds", default="127.0.0.1:18000", show_default=True, metavar="HOST:PORT")
+@click.option("--admin", default="127.0.0.1:18001", show_default=True, metavar="HOST:PORT")
+def serve(mesh: Path, xds: str, admin: str) -> None:
+    """Run the control plane: ADS gRPC server and admin HTTP API, watching MESH."""
+    from meshpilot.controlplane import run_control_plane
+
+    run_control_plane(mesh, xds, admin)
+
+@main.command()
+@_sidecar_options
+@click.option("-o", "output", type=click.Path(path_type=Path), default=None)
+def bootstrap(output: Path | None, **opts: Any) -> None:
+    """Write an Envoy bootstrap (YAML) for one sidecar instance."""
+    from meshpilot.bootstrap import render_bootstrap, sidecar_identity
+
+    text = render_bootstrap(sidecar_identity(**opts))
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+
+@main.command()
+@_sidecar_options
+def sidecar(**opts: Any) -> None:
+    """Run a real Envoy as the sidecar of one instance, in the foreground."""
+    from meshpilot.bootstrap import sidecar_identity
+    from meshpilot.runner.envoy import run_sidecar
+
+    sys.exit(run_sidecar(sidecar_identity(**opts)))
+
+@main.command()
+@click.option("--admin", default="127.0.0.1:18001", show_default=True, metavar="HOST:PORT")
+def status(admin: str) -> None:
+    """Show connected proxies and their sync state per resource type."""
+    from meshpilot.admin.status import print_status
+
+    sys.exit(print_status(admin))
