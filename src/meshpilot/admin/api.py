@@ -1,0 +1,67 @@
+"""The control plane's admin HTTP API (contract section 6)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from meshpilot.admin.http import Handler, Reply
+from meshpilot.translator.resources import decode
+from meshpilot.xds.cache import Watch
+
+if TYPE_CHECKING:
+    from meshpilot.controlplane import ControlPlane
+
+
+def proxy_json(watch: Watch) -> dict[str, Any]:
+    proxy = watch.proxy
+    return {
+        "node_id": proxy.node_id,
+        "service": proxy.service,
+        "labels": dict(proxy.labels),
+        "ip": proxy.ip,
+        "connected_at": watch.connected_at,
+        "types": {type_url: state.as_json() for type_url, state in watch.sync.items()},
+    }
+
+
+def config_dump(watch: Watch) -> dict[str, Any]:
+    """The resources last sent to the proxy, per type, as Envoy JSON."""
+    return {
+        type_url: {
+            "version": state.sent_version,
+            "resources": [decode(r) for r in state.sent.resources.values()] if state.sent else [],
+        }
+        for type_url, state in watch.sync.items()
+    }
+
+
+def admin_routes(plane: ControlPlane) -> dict[str, Handler]:
+    def proxies(_: dict[str, str]) -> Reply:
+        return Reply.json([proxy_json(w) for w in plane.cache.watches])
+
+    def dump(query: dict[str, str]) -> Reply:
+        node = query.get("node")
+        watch = next((w for w in plane.cache.watches if w.proxy.node_id == node), None)
+        if watch is None:
+            return Reply.json({"error": f"no connected proxy with node id {node!r}"}, 404)
+        return Reply.json(config_dump(watch))
+
+    def mesh(_: dict[str, str]) -> Reply:
+        status = plane.status
+        return Reply.json(
+            {"version": status.version, "applied_at": status.applied_at, "problems": status.problems}
+        )
+
+    def metrics(_: dict[str, str]) -> Reply:
+        return Reply(200, generate_latest(plane.metrics.registry), CONTENT_TYPE_LATEST)
+
+    return {
+        "/healthz": lambda _: Reply(200, b"ok\n"),
+        "/proxies": proxies,
+        "/config_dump": dump,
+        "/mesh": mesh,
+        "/metrics": metrics,
+    }

@@ -1,0 +1,113 @@
+"""`meshpilot serve`: the mesh file, the snapshot cache, the ADS server and the admin API, wired.
+
+This is the one place where the long-running components are created, started and stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meshpilot.admin.api import admin_routes
+from meshpilot.admin.http import HttpServer
+from meshpilot.errors import MeshpilotError
+from meshpilot.mesh.diagnostics import Diagnostic, MeshInvalid
+from meshpilot.mesh.load import parse_mesh
+from meshpilot.mesh.watch import MeshWatcher
+from meshpilot.translator.build import build_ir
+from meshpilot.xds.cache import SnapshotCache
+from meshpilot.xds.metrics import XdsMetrics
+from meshpilot.xds.server import AdsServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MeshStatus:
+    """What `/mesh` reports: the applied file's version and time, and the last save's problems."""
+
+    version: str | None = None
+    applied_at: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+class ControlPlane:
+    def __init__(self, mesh_path: Path, xds: str, admin: str) -> None:
+        self.mesh_path = mesh_path
+        self.cache = SnapshotCache()
+        self.metrics = XdsMetrics(lambda: len(self.cache.watches))
+        self.status = MeshStatus()
+        self.ads = AdsServer(self.cache, self.metrics, xds)
+        self.admin = HttpServer(admin, admin_routes(self))
+        self.watcher = MeshWatcher(mesh_path, self.apply_file)
+
+    async def start(self) -> None:
+        self.apply_file()
+        await self.ads.start()
+        await self.admin.start()
+        await self.watcher.start()
+
+    async def stop(self) -> None:
+        await self.watcher.stop()
+        await self.admin.stop()
+        await self.ads.stop(grace=1.0)
+
+    def apply_file(self) -> None:
+        """Load, validate and apply the mesh file; a bad file changes nothing that is serving."""
+        try:
+            data = self.mesh_path.read_bytes()
+            changed_at = self.mesh_path.stat().st_mtime
+        except OSError as err:
+            self._reject([Diagnostic(str(self.mesh_path), 1, 1, "<root>", f"cannot read: {err}")])
+            return
+        version = hashlib.blake2b(data, digest_size=8).hexdigest()
+        if version == self.status.version:
+            self.status.problems = []
+            return
+        try:
+            started = time.perf_counter()
+            self.cache.set_mesh(build_ir(parse_mesh(data.decode("utf-8", "replace"), str(self.mesh_path))))
+            self.metrics.translation.observe(time.perf_counter() - started)
+        except MeshInvalid as invalid:
+            self._reject(invalid.problems)
+            return
+        except MeshpilotError as err:
+            self._reject([Diagnostic(str(self.mesh_path), 1, 1, "<root>", str(err))])
+            return
+        self.metrics.change_started(changed_at)
+        self.status = MeshStatus(version, time.time(), [])
+        log.info("applied %s version %s", self.mesh_path, version)
+
+    def _reject(self, problems: list[Diagnostic]) -> None:
+        self.status.problems = [p.format() for p in sorted(problems)]
+        for line in self.status.problems:
+            log.error("%s", line)
+        log.error("%s not applied; the last good configuration keeps serving", self.mesh_path)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+async def _serve_until_signalled(plane: ControlPlane) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await plane.start()
+    log.info("control plane ready: xds %s, admin %s", plane.ads.address, plane.admin.address)
+    await stop.wait()
+    log.info("shutting down")
+    await plane.stop()
+
+
+def run_control_plane(mesh_path: Path, xds: str, admin: str) -> None:
+    configure_logging()
+    asyncio.run(_serve_until_signalled(ControlPlane(mesh_path, xds, admin)))

@@ -1,0 +1,34 @@
+"""`meshpilot render`: the resources one sidecar would receive, computed offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from meshpilot.mesh.load import load_mesh
+from meshpilot.translator import ir
+from meshpilot.translator.build import build_ir
+from meshpilot.translator.resources import SHORT_NAMES, decode
+from meshpilot.translator.translate import Translator
+
+RENDER_IP = "127.0.0.1"
+RENDER_APP_PORT = 8080
+
+
+def render_resources(
+    mesh_path: Path, service: str, version: str | None, type_: str
+) -> dict[str, list[Any]]:
+    """Per short type name (cds, eds, lds, rds), the resources as Envoy JSON with `@type`.
+
+    Endpoints are the static ones from the file: no sidecar is connected offline.
+    """
+    labels = ir.labels_of({"version": version} if version else {})
+    proxy = ir.Proxy(f"{service}~{RENDER_IP}", service, RENDER_IP, RENDER_APP_PORT, labels)
+    translator = Translator()
+    shared = translator.translate(build_ir(load_mesh(mesh_path)), [])
+    view = translator.view(shared, proxy)
+    return {
+        SHORT_NAMES[type_url]: [decode(r) for r in resources.resources.values()]
+        for type_url, resources in view.items()
+        if type_ in ("all", SHORT_NAMES[type_url])
+    }

@@ -1,0 +1,26 @@
+"""Every Envoy resource name meshpilot generates is made here, so names stay consistent."""
+
+from __future__ import annotations
+
+INBOUND_LISTENER = "inbound"
+OUTBOUND_LISTENER = "outbound"
+OUTBOUND_ROUTE = "outbound"
+INBOUND_ROUTE = "inbound"
+UNKNOWN_HOST_VHOST = "unknown-service"
+
+
+def outbound_cluster(service: str, port: int, subset: str | None = None) -> str:
+    """Istio-style `outbound|PORT|SUBSET|SERVICE`; SUBSET empty for the whole service."""
+    return f"outbound|{port}|{subset or ''}|{service}"
+
+
+def inbound_cluster(app_port: int) -> str:
+    return f"inbound|{app_port}||"
+
+
+def virtual_host(service: str) -> str:
+    return service
+
+
+def route(service: str, route_name: str) -> str:
+    return f"{service}/{route_name}"

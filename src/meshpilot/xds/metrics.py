@@ -1,0 +1,55 @@
+"""Control-plane metrics (contract section 6), in a registry owned by one control plane."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from meshpilot.translator.resources import SHORT_NAMES
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class XdsMetrics:
+    def __init__(self, connected: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        Gauge(
+            "meshpilot_connected_proxies", "Proxies with an open ADS stream", registry=self.registry
+        ).set_function(connected)
+        self._pushes = Counter(
+            "meshpilot_pushes", "Discovery responses sent", ["type"], registry=self.registry
+        )
+        self._nacks = Counter(
+            "meshpilot_nacks", "Discovery responses rejected by a proxy", ["type"],
+            registry=self.registry,
+        )
+        self.convergence = Histogram(
+            "meshpilot_config_convergence_seconds",
+            "From a change of the mesh file until every proxy ACKed it",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.translation = Histogram(
+            "meshpilot_translation_seconds",
+            "Time to translate a change into every proxy's view",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._change_started: float | None = None
+
+    def pushed(self, type_url: str) -> None:
+        self._pushes.labels(SHORT_NAMES[type_url]).inc()
+
+    def nacked(self, type_url: str) -> None:
+        self._nacks.labels(SHORT_NAMES[type_url]).inc()
+
+    def change_started(self, at: float) -> None:
+        """A new mesh file (changed at `at`, epoch seconds) is being pushed."""
+        self._change_started = at
+
+    def check_converged(self, all_synced: Callable[[], bool]) -> None:
+        if self._change_started is not None and all_synced():
+            self.convergence.observe(max(0.0, time.time() - self._change_started))
+            self._change_started = None

@@ -1,0 +1,32 @@
+"""Who is connecting: the proxy described by an Envoy node (id and metadata from the bootstrap)."""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from google.protobuf import json_format
+
+from meshpilot.errors import MeshpilotError
+from meshpilot.translator import ir
+
+
+class BadNode(MeshpilotError):
+    """The node in a discovery request does not describe a mesh sidecar."""
+
+
+def proxy_from_node(node: base_pb2.Node) -> ir.Proxy:
+    if not node.id:
+        raise BadNode("the first discovery request carries no node id")
+    metadata = json_format.MessageToDict(node.metadata)
+    service = metadata.get("service") or node.cluster
+    ip = metadata.get("ip")
+    app_port = metadata.get("app_port", 8080)
+    labels = metadata.get("labels", {})
+    if not isinstance(service, str) or not service:
+        raise BadNode(f"node {node.id!r}: metadata.service (or node.cluster) is required")
+    if not isinstance(ip, str) or not ip:
+        raise BadNode(f"node {node.id!r}: metadata.ip is required")
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise BadNode(f"node {node.id!r}: metadata.labels must map names to strings")
+    if not isinstance(app_port, int | float) or not 0 < int(app_port) < 65536:
+        raise BadNode(f"node {node.id!r}: metadata.app_port must be a port number")
+    return ir.Proxy(node.id, service, ip, int(app_port), ir.labels_of(labels))
