@@ -126,9 +126,13 @@ async def test_endpoints_are_sent_only_for_the_names_asked_for(plane: Plane) -> 
     async with plane.client(proxy("a", "127.0.0.2")) as client:
         client.send(ENDPOINT, ["outbound|9080|v1|reviews"])
         response = await client.receive()
-    assignments = [endpoint_pb2.ClusterLoadAssignment.FromString(r.value) for r in response.resources]
+    assignments = [
+        endpoint_pb2.ClusterLoadAssignment.FromString(r.value) for r in response.resources
+    ]
     assert [a.cluster_name for a in assignments] == ["outbound|9080|v1|reviews"]
-    addresses = [e.endpoint.address.socket_address for e in assignments[0].endpoints[0].lb_endpoints]
+    addresses = [
+        e.endpoint.address.socket_address for e in assignments[0].endpoints[0].lb_endpoints
+    ]
     assert [(a.address, a.port_value) for a in addresses] == [("127.0.0.2", 15006)]
 
 
@@ -201,7 +205,10 @@ async def test_a_connected_sidecar_is_an_endpoint_until_its_stream_ends(plane: P
             joined = await watcher.receive()
             watcher.ack(joined, names)
             assignment = endpoint_pb2.ClusterLoadAssignment.FromString(joined.resources[0].value)
-            assert assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address == "127.0.0.3"
+            assert (
+                assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address
+                == "127.0.0.3"
+            )
         left = await watcher.receive()
     assert not endpoint_pb2.ClusterLoadAssignment.FromString(left.resources[0].value).endpoints
 

@@ -14,6 +14,7 @@ from meshpilot.errors import MeshpilotError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
 def _sidecar_options(func: F) -> F:
     options = [
         click.option("--service", required=True, help="Service this instance belongs to."),
@@ -27,6 +28,7 @@ def _sidecar_options(func: F) -> F:
         func = option(func)
     return func
 
+
 class _Group(click.Group):
     """Prints MeshpilotErrors as one clean message instead of a traceback."""
 
@@ -37,9 +39,11 @@ class _Group(click.Group):
             click.echo(f"error: {err}", err=True)
             sys.exit(1)
 
+
 @click.group(cls=_Group)
 def main() -> None:
     """meshpilot: a service-mesh control plane driving real Envoy sidecars."""
+
 
 @main.command()
 @click.argument("mesh", type=click.Path(path_type=Path))
@@ -57,6 +61,7 @@ def validate(mesh: Path) -> None:
     routes = sum(len(s.routes) for s in spec.services.values())
     click.echo(f"{mesh}: valid: mesh {spec.mesh!r}, {len(spec.services)} services, {routes} routes")
 
+
 @main.command()
 @click.argument("mesh", type=click.Path(path_type=Path))
 @click.option("--service", required=True)
@@ -70,6 +75,7 @@ def render(mesh: Path, service: str, version_: str | None, type_: str) -> None:
 
     click.echo(json.dumps(render_resources(mesh, service, version_, type_), indent=2))
 
+
 @main.command()
 @click.argument("mesh", type=click.Path(path_type=Path))
 @click.option("--xds", default="127.0.0.1:18000", show_default=True, metavar="HOST:PORT")
@@ -79,6 +85,7 @@ def serve(mesh: Path, xds: str, admin: str) -> None:
     from meshpilot.controlplane import run_control_plane
 
     run_control_plane(mesh, xds, admin)
+
 
 @main.command()
 @_sidecar_options
@@ -93,6 +100,7 @@ def bootstrap(output: Path | None, **opts: Any) -> None:
     else:
         output.write_text(text)
 
+
 @main.command()
 @_sidecar_options
 def sidecar(**opts: Any) -> None:
@@ -101,6 +109,7 @@ def sidecar(**opts: Any) -> None:
     from meshpilot.runner.envoy import run_sidecar
 
     sys.exit(run_sidecar(sidecar_identity(**opts)))
+
 
 @main.command()
 @click.option("--admin", default="127.0.0.1:18001", show_default=True, metavar="HOST:PORT")

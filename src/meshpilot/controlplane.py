@@ -71,7 +71,9 @@ class ControlPlane:
             return
         try:
             started = time.perf_counter()
-            self.cache.set_mesh(build_ir(parse_mesh(data.decode("utf-8", "replace"), str(self.mesh_path))))
+            self.cache.set_mesh(
+                build_ir(parse_mesh(data.decode("utf-8", "replace"), str(self.mesh_path)))
+            )
             self.metrics.translation.observe(time.perf_counter() - started)
         except MeshInvalid as invalid:
             self._reject(invalid.problems)

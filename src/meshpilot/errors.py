@@ -1,4 +1,4 @@
-"""One exception tree: anything user-facing is a MeshpilotError and is printed without a traceback."""
+"""One exception tree: anything user-facing is a MeshpilotError, printed without a traceback."""
 
 
 class MeshpilotError(Exception):

@@ -52,7 +52,11 @@ def admin_routes(plane: ControlPlane) -> dict[str, Handler]:
     def mesh(_: dict[str, str]) -> Reply:
         status = plane.status
         return Reply.json(
-            {"version": status.version, "applied_at": status.applied_at, "problems": status.problems}
+            {
+                "version": status.version,
+                "applied_at": status.applied_at,
+                "problems": status.problems,
+            }
         )
 
     def metrics(_: dict[str, str]) -> Reply:

@@ -29,7 +29,13 @@ class Reply:
 
 
 Handler = Callable[[dict[str, str]], Reply | Awaitable[Reply]]
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Error"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Error",
+}
 
 
 class HttpServer:

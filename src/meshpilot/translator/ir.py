@@ -82,6 +82,16 @@ class Service:
     endpoints: tuple[StaticEndpoint, ...] = ()
     routes: tuple[Route, ...] = ()
 
+    def __hash__(self) -> int:
+        """Hashed once: services key the translator's caches, 10,000 lookups per change."""
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(
+                (self.name, self.port, self.protocol, self.subsets, self.endpoints, self.routes)
+            )
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
 
 @dataclass(frozen=True)
 class MeshIR:

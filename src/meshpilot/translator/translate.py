@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from envoy.config.route.v3 import route_pb2
 
+from meshpilot.errors import InconsistentSnapshot
 from meshpilot.translator import ir, names
 from meshpilot.translator.envoy import cluster, endpoint, listener, route
 from meshpilot.translator.envoy.http_connection_manager import HttpConnectionManagerBuilder
@@ -20,7 +21,8 @@ from meshpilot.translator.resources import (
     ENDPOINT,
     LISTENER,
     ROUTE,
-    Resource,
+    LazyUnion,
+    Part,
     ResourceSet,
     resource,
     resource_from_bytes,
@@ -33,9 +35,9 @@ View = Mapping[str, ResourceSet]
 class ServiceOutput:
     """What one service contributes to every proxy: its clusters and its virtual host."""
 
-    clusters: tuple[Resource, ...]
-    virtual_host: bytes
-    route_targets: tuple[str, ...]
+    clusters: Part
+    virtual_host_entry: bytes
+    route_targets: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class MeshResources:
 
     clusters: ResourceSet
     endpoints: ResourceSet
-    outbound_routes: Resource
+    routes: ResourceSet
 
 
 def _cluster_namer(service: ir.Service) -> route.ClusterNamer:
@@ -57,43 +59,44 @@ def _service_cluster_names(service: ir.Service) -> list[str]:
 
 
 def translate_service(service: ir.Service) -> ServiceOutput:
+    """The service's clusters (one per subset, each named after its endpoints) and routes."""
     cluster_names = _service_cluster_names(service)
-    clusters = tuple(
-        resource(CLUSTER, name, cluster.eds_cluster(name), refs=[name]) for name in cluster_names
-    )
     namer = _cluster_namer(service)
     targets = {namer(d.subset) for r in service.routes for d in r.to if d.weight > 0}
-    vhost = route.virtual_host(service, namer).SerializeToString(deterministic=True)
-    return ServiceOutput(clusters, vhost, tuple(sorted(targets)))
-
-
-def _has_labels(labels: ir.Labels, wanted: ir.Labels) -> bool:
-    return set(wanted) <= set(labels)
-
-
-def translate_endpoints(
-    service: ir.Service, instances: tuple[ir.Instance, ...]
-) -> tuple[Resource, ...]:
-    """One assignment per cluster of the service: static endpoints plus connected instances."""
-    members = [(e.address, e.port, e.labels) for e in service.endpoints]
-    members += [(i.address, i.port, i.labels) for i in instances]
-    namer = _cluster_namer(service)
-    selectors: list[tuple[str, ir.Labels]] = [(namer(None), ())]
-    selectors += [(namer(s.name), s.labels) for s in service.subsets]
-    return tuple(
-        resource(
-            ENDPOINT,
-            name,
-            endpoint.cluster_load_assignment(
-                name, [(a, p) for a, p, labels in members if _has_labels(labels, wanted)]
-            ),
-        )
-        for name, wanted in selectors
+    missing = targets - set(cluster_names)
+    if missing:
+        raise InconsistentSnapshot(f"service {service.name}: routes to unknown {sorted(missing)}")
+    clusters = Part(
+        resource_from_bytes(CLUSTER, name, cluster.eds_cluster_bytes(name), refs=[name])
+        for name in cluster_names
     )
+    vhost = route.virtual_host(service, namer).SerializeToString(deterministic=True)
+    return ServiceOutput(clusters, route.virtual_host_entry(vhost), frozenset(targets))
 
 
-def local_resources(proxy: ir.Proxy) -> tuple[Resource, ...]:
-    """The proxy's own listeners and the cluster that reaches its app."""
+def translate_endpoints(service: ir.Service, instances: tuple[ir.Instance, ...]) -> Part:
+    """One assignment per cluster of the service: static endpoints plus connected instances."""
+    members = [(e.address, e.port, frozenset(e.labels)) for e in service.endpoints]
+    members += [(i.address, i.port, frozenset(i.labels)) for i in instances]
+    namer = _cluster_namer(service)
+    everyone = [(address, port) for address, port, _ in members]
+    assignments = [endpoint.cluster_load_assignment(namer(None), everyone)]
+    for subset in service.subsets:
+        wanted = frozenset(subset.labels)
+        chosen = [(address, port) for address, port, labels in members if wanted <= labels]
+        assignments.append(endpoint.cluster_load_assignment(namer(subset.name), chosen))
+    return Part(resource(ENDPOINT, a.cluster_name, a) for a in assignments)
+
+
+@dataclass(frozen=True)
+class LocalResources:
+    """A proxy's own resources: the cluster that reaches its app, and its two listeners."""
+
+    app_cluster: Part
+    listeners: ResourceSet
+
+
+def local_resources(proxy: ir.Proxy) -> LocalResources:
     app = names.inbound_cluster(proxy.app_port)
     inbound_routes = route_pb2.RouteConfiguration(
         name=names.INBOUND_ROUTE,
@@ -101,8 +104,7 @@ def local_resources(proxy: ir.Proxy) -> tuple[Resource, ...]:
     )
     inbound = HttpConnectionManagerBuilder("inbound").with_route_config(inbound_routes).build()
     outbound = HttpConnectionManagerBuilder("outbound").with_rds(names.OUTBOUND_ROUTE).build()
-    return (
-        resource(CLUSTER, app, cluster.static_cluster(app, proxy.ip, proxy.app_port)),
+    listeners = [
         resource(
             LISTENER,
             names.INBOUND_LISTENER,
@@ -115,40 +117,43 @@ def local_resources(proxy: ir.Proxy) -> tuple[Resource, ...]:
             listener.http_listener(names.OUTBOUND_LISTENER, proxy.ip, ir.OUTBOUND_PORT, outbound),
             refs=[names.OUTBOUND_ROUTE],
         ),
-    )
+    ]
+    app_cluster = resource(CLUSTER, app, cluster.static_cluster(app, proxy.ip, proxy.app_port))
+    return LocalResources(Part([app_cluster]), ResourceSet.of(LISTENER, listeners))
 
 
 class Translator:
-    """Translates whole meshes, reusing the previous change's output for unchanged inputs."""
+    """Translates whole meshes, reusing the previous change's output for unchanged inputs.
+
+    Consistency is checked where resources are made: a service's routes against its clusters when
+    the service is translated, a proxy's listeners against its view when the view is assembled.
+    """
 
     def __init__(self) -> None:
-        self._services: dict[ir.Service, ServiceOutput] = {}
-        self._endpoints: dict[tuple[ir.Service, tuple[ir.Instance, ...]], tuple[Resource, ...]] = {}
-        self._local: dict[ir.Proxy, tuple[Resource, ...]] = {}
-        self._unknown_host = route.unknown_host_virtual_host().SerializeToString(
-            deterministic=True
+        self._services: dict[ir.Service, _ServiceEntry] = {}
+        self._local: dict[ir.Proxy, LocalResources] = {}
+        self._unknown_host = route.virtual_host_entry(
+            route.unknown_host_virtual_host().SerializeToString(deterministic=True)
         )
 
     def translate(self, mesh: ir.MeshIR, instances: Iterable[ir.Instance]) -> MeshResources:
         by_service: dict[str, list[ir.Instance]] = defaultdict(list)
         for instance in instances:
             by_service[instance.service].append(instance)
-        services = {s: self._services.get(s) or translate_service(s) for s in mesh.services}
-        self._services = services  # type: ignore[assignment]
-        endpoints = {
-            key: self._endpoints.get(key) or translate_endpoints(*key)
-            for key in ((s, tuple(sorted(by_service[s.name], key=_instance_key))) for s in mesh.services)
-        }
-        self._endpoints = endpoints
-        outputs = [services[s] for s in mesh.services]
+        self._services = {s: self._services.get(s) or _ServiceEntry(s) for s in mesh.services}
+        entries = list(self._services.values())
+        outputs = [e.output for e in entries]
         table = route.route_configuration_bytes(
-            names.OUTBOUND_ROUTE, [o.virtual_host for o in outputs] + [self._unknown_host]
+            names.OUTBOUND_ROUTE, [o.virtual_host_entry for o in outputs] + [self._unknown_host]
         )
+        targets = LazyUnion([o.route_targets for o in outputs])
         return MeshResources(
-            clusters=ResourceSet.of(CLUSTER, (c for o in outputs for c in o.clusters)),
-            endpoints=ResourceSet.of(ENDPOINT, (e for es in endpoints.values() for e in es)),
-            outbound_routes=resource_from_bytes(
-                ROUTE, names.OUTBOUND_ROUTE, table, refs=(t for o in outputs for t in o.route_targets)
+            clusters=ResourceSet(CLUSTER, (o.clusters for o in outputs)),
+            endpoints=ResourceSet(
+                ENDPOINT, (e.endpoints(by_service.get(e.service.name)) for e in entries)
+            ),
+            routes=ResourceSet.of(
+                ROUTE, [resource_from_bytes(ROUTE, names.OUTBOUND_ROUTE, table, targets)]
             ),
         )
 
@@ -156,13 +161,20 @@ class Translator:
         """Everything one proxy should have, per type URL."""
         local = self._local.get(proxy) or local_resources(proxy)
         self._local[proxy] = local
-        app_cluster, *listeners = local
-        return {
-            CLUSTER: ResourceSet.of(CLUSTER, [*shared.clusters.resources.values(), app_cluster]),
+        view = {
+            CLUSTER: shared.clusters.plus(local.app_cluster),
             ENDPOINT: shared.endpoints,
-            LISTENER: ResourceSet.of(LISTENER, listeners),
-            ROUTE: ResourceSet.of(ROUTE, [shared.outbound_routes]),
+            LISTENER: local.listeners,
+            ROUTE: shared.routes,
         }
+        dangling = [
+            ref
+            for ref in local.listeners.refs()
+            if ref not in view[ROUTE] and ref not in view[CLUSTER]
+        ]
+        if dangling:
+            raise InconsistentSnapshot(f"listeners of {proxy.node_id} refer to missing {dangling}")
+        return view
 
     def forget(self, proxy: ir.Proxy) -> None:
         self._local.pop(proxy, None)
@@ -170,3 +182,22 @@ class Translator:
 
 def _instance_key(instance: ir.Instance) -> tuple[str, int]:
     return (instance.address, instance.port)
+
+
+class _ServiceEntry:
+    """A service's translation, and its endpoints for the members it had at the last change."""
+
+    __slots__ = ("_endpoints", "_instances", "output", "service")
+
+    def __init__(self, service: ir.Service) -> None:
+        self.service = service
+        self.output = translate_service(service)
+        self._instances: tuple[ir.Instance, ...] | None = None
+        self._endpoints: Part | None = None
+
+    def endpoints(self, members: list[ir.Instance] | None) -> Part:
+        instances = tuple(sorted(members, key=_instance_key)) if members else ()
+        if self._endpoints is None or instances != self._instances:
+            self._endpoints = translate_endpoints(self.service, instances)
+            self._instances = instances
+        return self._endpoints

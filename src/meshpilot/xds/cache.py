@@ -60,7 +60,7 @@ class SnapshotCache:
         )
 
     def set_mesh(self, mesh: ir.MeshIR) -> None:
-        """Apply a new mesh now; raises InconsistentSnapshot (and keeps the old one) if it is bad."""
+        """Apply a new mesh now; raises InconsistentSnapshot (keeping the old mesh) if it is bad."""
         self._publish(mesh)
         self._mesh = mesh
 

@@ -73,7 +73,10 @@ class AdsClient:
         error: str | None = None,
     ) -> None:
         request = discovery_pb2.DiscoveryRequest(
-            type_url=type_url, resource_names=list(names), version_info=version, response_nonce=nonce
+            type_url=type_url,
+            resource_names=list(names),
+            version_info=version,
+            response_nonce=nonce,
         )
         if not self._node_sent:
             request.node.CopyFrom(self.node)
@@ -86,7 +89,7 @@ class AdsClient:
         response = await asyncio.wait_for(self._call.read(), timeout)
         if response is grpc.aio.EOF:
             raise ConnectionError("the control plane closed the stream")
-        return response  # type: ignore[no-any-return]
+        return response
 
     def ack(self, response: discovery_pb2.DiscoveryResponse, names: Iterable[str] = ()) -> None:
         self.send(response.type_url, names, response.version_info, response.nonce)

@@ -22,7 +22,9 @@ class XdsMetrics:
             "meshpilot_pushes", "Discovery responses sent", ["type"], registry=self.registry
         )
         self._nacks = Counter(
-            "meshpilot_nacks", "Discovery responses rejected by a proxy", ["type"],
+            "meshpilot_nacks",
+            "Discovery responses rejected by a proxy",
+            ["type"],
             registry=self.registry,
         )
         self.convergence = Histogram(

@@ -45,7 +45,11 @@ class AdsServer:
             self._stream, request_deserializer=discovery_pb2.DiscoveryRequest.FromString
         )
         server.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler(ADS_SERVICE, {"StreamAggregatedResources": handler})]
+            [
+                grpc.method_handlers_generic_handler(
+                    ADS_SERVICE, {"StreamAggregatedResources": handler}
+                )
+            ]
         )
         if server.add_insecure_port(self.address) == 0:
             raise OSError(f"cannot listen for xDS on {self.address}")
@@ -79,7 +83,6 @@ class AdsServer:
             reader.cancel()
             self.cache.disconnect(watch)
             log.info("proxy disconnected: %s", proxy.node_id)
-
 
     async def _serve(
         self,

@@ -12,7 +12,7 @@ REFERENCE_TYPES = {CLUSTER: (ENDPOINT,), LISTENER: (ROUTE, CLUSTER), ROUTE: (CLU
 
 
 def check_consistent(view: Mapping[str, ResourceSet]) -> None:
-    """Raise InconsistentSnapshot naming every dangling reference (go-control-plane's Consistent)."""
+    """Raise InconsistentSnapshot naming every dangling reference (as go-control-plane does)."""
     dangling = []
     for type_url, targets in REFERENCE_TYPES.items():
         known = {name for t in targets for name in view[t].resources}

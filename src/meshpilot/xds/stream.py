@@ -29,7 +29,7 @@ from meshpilot.xds.sync import TypeSync
 log = logging.getLogger(__name__)
 
 WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
-# Resources of a type are still in use while a resource of these types, sent or ACKed, refers to them.
+# A resource is still in use while a resource of these types, sent or ACKed, refers to it.
 REFERRERS = {CLUSTER: (LISTENER, ROUTE), ENDPOINT: (CLUSTER,)}
 # Types that must only be pushed once everything they refer to is ACKed.
 GATED_TYPES = frozenset({LISTENER, ROUTE})

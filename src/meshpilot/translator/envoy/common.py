@@ -17,12 +17,15 @@ def socket_address(ip: str, port: int) -> address_pb2.Address:
     )
 
 
+_ADS = config_source_pb2.ConfigSource(
+    ads=config_source_pb2.AggregatedConfigSource(),
+    resource_api_version=config_source_pb2.ApiVersion.Value("V3"),
+)
+
+
 def ads_config_source() -> config_source_pb2.ConfigSource:
     """Fetch the resource over the proxy's one aggregated (ADS) stream."""
-    return config_source_pb2.ConfigSource(
-        ads=config_source_pb2.AggregatedConfigSource(),
-        resource_api_version=config_source_pb2.ApiVersion.V3,
-    )
+    return _ADS
 
 
 def typed(message: Message) -> any_pb2.Any:

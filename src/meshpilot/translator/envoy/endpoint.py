@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-
-from meshpilot.translator.envoy.common import socket_address
-
-
-def lb_endpoint(address: str, port: int) -> endpoint_components_pb2.LbEndpoint:
-    return endpoint_components_pb2.LbEndpoint(
-        endpoint=endpoint_components_pb2.Endpoint(address=socket_address(address, port))
-    )
+from envoy.config.endpoint.v3 import endpoint_pb2
 
 
 def cluster_load_assignment(
     cluster: str, members: Iterable[tuple[str, int]]
 ) -> endpoint_pb2.ClusterLoadAssignment:
-    """All members in one locality; an empty assignment is valid and means "no healthy host"."""
-    lb_endpoints = [lb_endpoint(address, port) for address, port in sorted(set(members))]
-    localities = [endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)]
-    return endpoint_pb2.ClusterLoadAssignment(
-        cluster_name=cluster, endpoints=localities if lb_endpoints else []
-    )
+    """All members in one locality; an empty assignment is valid and means "no healthy host".
+
+    Built in place: nested constructors would copy every sub-message, and EDS is the largest
+    resource type in a big mesh.
+    """
+    assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster)
+    unique = sorted(set(members))
+    if unique:
+        lb_endpoints = assignment.endpoints.add().lb_endpoints
+        for address, port in unique:
+            socket = lb_endpoints.add().endpoint.address.socket_address
+            socket.address = address
+            socket.port_value = port
+    return assignment

@@ -27,7 +27,9 @@ class HttpConnectionManagerBuilder:
         self.rds_name = name
         return self
 
-    def with_route_config(self, config: route_pb2.RouteConfiguration) -> HttpConnectionManagerBuilder:
+    def with_route_config(
+        self, config: route_pb2.RouteConfiguration
+    ) -> HttpConnectionManagerBuilder:
         self.route_config = config
         return self
 

@@ -20,7 +20,9 @@ def http_listener(
         address=socket_address(ip, port),
         filter_chains=[
             listener_components_pb2.FilterChain(
-                filters=[listener_components_pb2.Filter(name=HCM_FILTER, typed_config=typed(manager))]
+                filters=[
+                    listener_components_pb2.Filter(name=HCM_FILTER, typed_config=typed(manager))
+                ]
             )
         ],
     )

@@ -9,6 +9,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
+
 from meshpilot.translator import ir, names
 from meshpilot.translator.envoy.common import duration, typed
 from meshpilot.translator.envoy.wire import length_delimited, string_field
@@ -128,12 +129,15 @@ def forward_all_virtual_host(name: str, cluster: str) -> rc.VirtualHost:
     )
 
 
-def route_configuration_bytes(name: str, virtual_hosts: Sequence[bytes]) -> bytes:
-    """A serialized RouteConfiguration assembled from already-serialized virtual hosts.
+def virtual_host_entry(serialized: bytes) -> bytes:
+    """A serialized virtual host encoded as one `virtual_hosts` field of a RouteConfiguration."""
+    return length_delimited(_ROUTE_CONFIG_VHOSTS_FIELD, serialized)
+
+
+def route_configuration_bytes(name: str, virtual_host_entries: Sequence[bytes]) -> bytes:
+    """A serialized RouteConfiguration assembled from encoded virtual host entries.
 
     The outbound table holds one virtual host per service; editing one service re-serializes only
     that host, and the table is a concatenation of cached bytes.
     """
-    parts = [string_field(_ROUTE_CONFIG_NAME_FIELD, name)]
-    parts.extend(length_delimited(_ROUTE_CONFIG_VHOSTS_FIELD, vh) for vh in virtual_hosts)
-    return b"".join(parts)
+    return string_field(_ROUTE_CONFIG_NAME_FIELD, name) + b"".join(virtual_host_entries)

@@ -9,13 +9,21 @@ from __future__ import annotations
 _LEN = 2
 
 
-def varint(value: int) -> bytes:
+def _encode_varint(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_SMALL_VARINTS = [_encode_varint(i) for i in range(1 << 14)]
+
+
+def varint(value: int) -> bytes:
+    """Base-128 varint; the common small values (tags, short lengths) come from a table."""
+    return _SMALL_VARINTS[value] if value < 1 << 14 else _encode_varint(value)
 
 
 def length_delimited(field: int, payload: bytes) -> bytes:
@@ -25,8 +33,3 @@ def length_delimited(field: int, payload: bytes) -> bytes:
 
 def string_field(field: int, text: str) -> bytes:
     return length_delimited(field, text.encode())
-
-
-def any_bytes(type_url: str, value: bytes) -> bytes:
-    """A serialized google.protobuf.Any (type_url = 1, value = 2)."""
-    return string_field(1, type_url) + length_delimited(2, value)

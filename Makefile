@@ -1,0 +1,38 @@
+# The two set-up commands are `make demo` and `make test`; both create .venv on first use.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test unit e2e lint demo bench golden
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest -q -n 2 --dist loadgroup tests e2e
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests
+
+e2e: $(STAMP)
+	$(BIN)/pytest -q -n 2 --dist loadgroup e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests e2e bench
+	$(BIN)/ruff format --check src tests e2e bench
+	$(BIN)/mypy
+
+golden: $(STAMP)
+	$(BIN)/pytest -q tests/test_golden.py --update-golden
+
+demo: $(STAMP)
+	$(BIN)/python examples/quickstart/run.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/translate.py

@@ -1,0 +1,45 @@
+"""Reusable pieces for end-to-end tests with real processes (see e2e/conftest.py for fixtures)."""
+
+from harness.addresses import LoopbackAllocator, free_port
+from harness.client import LoadGenerator, MeshClient, Result
+from harness.envoy_admin import EnvoyAdmin, Host
+from harness.mesh import ControlPlane, Instance, MeshEnv
+from harness.processes import Proc, Processes, pid_alive
+from harness.wait import (
+    HttpReply,
+    NotYet,
+    WaitTimeout,
+    envoy_ready,
+    envoy_state,
+    http_get,
+    http_json,
+    wait_envoy_live,
+    wait_for,
+    wait_http_ok,
+)
+
+__all__ = [
+    "ControlPlane",
+    "EnvoyAdmin",
+    "Host",
+    "HttpReply",
+    "Instance",
+    "LoadGenerator",
+    "LoopbackAllocator",
+    "MeshClient",
+    "MeshEnv",
+    "NotYet",
+    "Proc",
+    "Processes",
+    "Result",
+    "WaitTimeout",
+    "envoy_ready",
+    "envoy_state",
+    "free_port",
+    "http_get",
+    "http_json",
+    "pid_alive",
+    "wait_envoy_live",
+    "wait_for",
+    "wait_http_ok",
+]

@@ -1,0 +1,208 @@
+"""A test's own little world: loopback IPs, a control plane, app instances with real sidecars."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.addresses import LoopbackAllocator
+from harness.client import MeshClient
+from harness.envoy_admin import EnvoyAdmin
+from harness.processes import Proc, Processes
+from harness.wait import http_get, http_json, wait_envoy_live, wait_for, wait_http_ok
+
+MESHPILOT = str(Path(sys.executable).parent / "meshpilot")
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+XDS_PORT, ADMIN_PORT = 18000, 18001  # the contract's defaults, on the control plane's own IP
+ENVOY_ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT = 15000, 15001, 15006
+START_TIMEOUT = 20.0
+
+
+@dataclass
+class ControlPlane:
+    """A running `meshpilot serve` and its admin API."""
+
+    proc: Proc
+    ip: str
+    xds_port: int
+    admin_port: int
+    mesh_path: Path
+
+    @property
+    def xds(self) -> str:
+        return f"{self.ip}:{self.xds_port}"
+
+    @property
+    def admin(self) -> str:
+        return f"{self.ip}:{self.admin_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.admin}"
+
+    def healthz(self) -> int:
+        return http_get(f"{self.admin_url}/healthz").status
+
+    def proxies(self) -> list[dict[str, Any]]:
+        proxies: list[dict[str, Any]] = http_json(f"{self.admin_url}/proxies")
+        return proxies
+
+    def proxy(self, node_id: str) -> dict[str, Any] | None:
+        return next((p for p in self.proxies() if p["node_id"] == node_id), None)
+
+    def mesh(self) -> dict[str, Any]:
+        mesh: dict[str, Any] = http_json(f"{self.admin_url}/mesh")
+        return mesh
+
+    def config_dump(self, node_id: str) -> Any:
+        return http_json(f"{self.admin_url}/config_dump?node={node_id}")
+
+    def metrics(self) -> str:
+        return http_get(f"{self.admin_url}/metrics").text
+
+    def wait_synced(self, node_ids: Iterable[str], timeout: float = 10.0) -> None:
+        """Wait until each named proxy is connected and every type it was sent is SYNCED."""
+        wanted = set(node_ids)
+
+        def synced() -> bool:
+            by_id = {p["node_id"]: p for p in self.proxies()}
+            return all(
+                node in by_id
+                and by_id[node]["types"]
+                and all(t["status"] == "SYNCED" for t in by_id[node]["types"].values())
+                for node in wanted
+            )
+
+        wait_for(synced, timeout, message=f"{sorted(wanted)} SYNCED", ignore=(OSError,))
+
+
+@dataclass
+class Instance:
+    """One app process on its own IP plus its real Envoy sidecar."""
+
+    service: str
+    version: str | None
+    ip: str
+    app_port: int
+    app: Proc
+    sidecar: Proc
+
+    @property
+    def node_id(self) -> str:
+        return f"{self.service}~{self.ip}"
+
+    @property
+    def admin(self) -> EnvoyAdmin:
+        return EnvoyAdmin(f"http://{self.ip}:{ENVOY_ADMIN_PORT}")
+
+    @property
+    def app_url(self) -> str:
+        return f"http://{self.ip}:{self.app_port}"
+
+    @property
+    def inbound(self) -> str:
+        """`ip:15006`: how this instance appears as an endpoint of its service."""
+        return f"{self.ip}:{INBOUND_PORT}"
+
+    def client(self, timeout: float = 5.0) -> MeshClient:
+        """A client of this instance's outbound listener: requests as if sent by its app."""
+        return MeshClient(self.ip, OUTBOUND_PORT, timeout)
+
+
+class MeshEnv:
+    """Everything one e2e test starts; the `mesh_env` fixture stops it all afterwards."""
+
+    def __init__(self, tmp: Path, ips: LoopbackAllocator, processes: Processes) -> None:
+        self.tmp, self.ips, self.processes = tmp, ips, processes
+        self.control_plane: ControlPlane | None = None
+        self.instances: list[Instance] = []
+
+    def write_mesh(self, text: str, name: str = "mesh.yaml") -> Path:
+        """Write a mesh file (dedented) into the test's directory; rewriting it is a live edit."""
+        path = self.tmp / name
+        path.write_text(textwrap.dedent(text).lstrip())
+        return path
+
+    def start_control_plane(
+        self,
+        mesh_path: Path,
+        *,
+        ip: str | None = None,
+        xds_port: int = XDS_PORT,
+        admin_port: int = ADMIN_PORT,
+        wait: bool = True,
+    ) -> ControlPlane:
+        """`meshpilot serve` on its own IP; waits for `/healthz` unless `wait=False`.
+        Pass the old `ip` to restart a stopped control plane on the same addresses."""
+        ip = ip or self.ips.ip()
+        argv = [MESHPILOT, "serve", str(mesh_path)]
+        argv += ["--xds", f"{ip}:{xds_port}", "--admin", f"{ip}:{admin_port}"]
+        proc = self.processes.start("controlplane", argv, cwd=mesh_path.parent)
+        cp = ControlPlane(proc, ip, xds_port, admin_port, mesh_path)
+        if wait:
+            wait_http_ok(f"{cp.admin_url}/healthz", START_TIMEOUT, procs=[proc])
+        self.control_plane = cp
+        return cp
+
+    def start_app(self, service: str, version: str | None, ip: str, port: int = 8080) -> Proc:
+        """The test app (e2e/app.py) on `ip:port`, once it answers."""
+        argv = [sys.executable, APP, "--ip", ip, "--port", str(port), "--service", service]
+        argv += ["--version", version or ""]
+        proc = self.processes.start(f"app-{service}-{ip}", argv)
+        wait_http_ok(f"http://{ip}:{port}/", START_TIMEOUT, procs=[proc])
+        return proc
+
+    def start_sidecar(
+        self,
+        service: str,
+        version: str | None,
+        ip: str,
+        app_port: int = 8080,
+        *,
+        labels: Iterable[str] = (),
+        xds: str | None = None,
+    ) -> Proc:
+        """`meshpilot sidecar` (a real Envoy) for an instance; does not wait."""
+        argv = [MESHPILOT, "sidecar", "--service", service, "--ip", ip]
+        argv += ["--app-port", str(app_port), "--xds", xds or self._xds()]
+        argv += ["--version", version] if version else []
+        for label in labels:
+            argv += ["--label", label]
+        return self.processes.start(f"sidecar-{service}-{ip}", argv)
+
+    def start_instance(
+        self,
+        service: str,
+        version: str | None = None,
+        app_port: int = 8080,
+        *,
+        labels: Iterable[str] = (),
+        xds: str | None = None,
+        ip: str | None = None,
+        wait: bool = True,
+    ) -> Instance:
+        """App + sidecar on a fresh IP; waits until the app answers and Envoy is LIVE
+        (i.e. it got its configuration from the control plane)."""
+        ip = ip or self.ips.ip()
+        app = self.start_app(service, version, ip, app_port)
+        sidecar = self.start_sidecar(service, version, ip, app_port, labels=labels, xds=xds)
+        instance = Instance(service, version, ip, app_port, app, sidecar)
+        if wait:
+            wait_envoy_live(instance.admin.url, START_TIMEOUT, procs=[sidecar])
+        self.instances.append(instance)
+        return instance
+
+    def stop_instance(self, instance: Instance) -> None:
+        """Sidecar first (its stream ends, the endpoint goes away), then the app."""
+        self.processes.stop(instance.sidecar)
+        self.processes.stop(instance.app)
+        self.instances.remove(instance)
+
+    def _xds(self) -> str:
+        if self.control_plane is None:
+            raise RuntimeError("start a control plane first, or pass xds=")
+        return self.control_plane.xds

@@ -1,0 +1,150 @@
+"""Waiting with deadlines: poll a condition until it holds, never sleep and hope."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from harness.processes import Proc
+
+T = TypeVar("T")
+
+
+class WaitTimeout(AssertionError):
+    """A condition did not hold in time (an AssertionError so pytest shows it as a failure)."""
+
+
+class ProcessDied(AssertionError):
+    """A process we were waiting on exited first; the message carries its log tail."""
+
+
+class NotYet(Exception):
+    """Raised by a condition to say "not yet, and here is what I saw" (shown on timeout)."""
+
+
+def wait_for(
+    condition: Callable[[], T | None],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "condition",
+    *,
+    ignore: tuple[type[BaseException], ...] = (),
+    procs: Iterable[Proc] = (),
+) -> T:
+    """Poll `condition` until it returns something truthy and return that value.
+
+    Exceptions of the `ignore` types count as "not yet". If any of `procs` exits meanwhile,
+    fail at once with its log instead of waiting out the deadline."""
+    watched = list(procs)
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+            last = value
+        except ignore as err:
+            last = err
+        _check_alive(watched, message)
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"timed out after {timeout}s waiting for {message}; last: {last!r}")
+        time.sleep(interval)
+
+
+def _check_alive(procs: list[Proc], message: str) -> None:
+    for proc in procs:
+        if not proc.alive():
+            raise ProcessDied(
+                f"{proc.name} exited with {proc.returncode} while waiting for {message}\n"
+                f"{proc.tail()}"
+            )
+
+
+@dataclass
+class HttpReply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    elapsed: float = 0.0
+    retried: bool = field(default=False)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http_get(url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> HttpReply:
+    """One GET on a fresh connection (for admin APIs and probes, not for traffic)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=timeout)
+    started = time.monotonic()
+    try:
+        path = parts.path or "/"
+        conn.request("GET", f"{path}?{parts.query}" if parts.query else path, headers=headers or {})
+        response = conn.getresponse()
+        body = response.read()
+        reply_headers = {k.lower(): v for k, v in response.getheaders()}
+        return HttpReply(response.status, reply_headers, body, time.monotonic() - started)
+    finally:
+        conn.close()
+
+
+def http_json(url: str, timeout: float = 2.0) -> Any:
+    """GET a JSON document; a non-200 answer is an error naming the URL."""
+    reply = http_get(url, timeout)
+    if reply.status != 200:
+        raise AssertionError(f"GET {url}: {reply.status} {reply.text[:500]}")
+    return reply.json()
+
+
+def wait_http_ok(
+    url: str, timeout: float = 10.0, *, procs: Iterable[Proc] = (), message: str = ""
+) -> HttpReply:
+    """Wait until GET `url` answers 200 (connection errors mean "not yet")."""
+
+    def ok() -> HttpReply | None:
+        reply = http_get(url, timeout=1.0)
+        return reply if reply.status == 200 else None
+
+    message = message or f"200 from {url}"
+    return wait_for(ok, timeout, message=message, ignore=(OSError,), procs=procs)
+
+
+def envoy_state(admin_url: str) -> str:
+    """Envoy's server state from `/ready`: LIVE, PRE_INITIALIZING, INITIALIZING or DRAINING."""
+    return http_get(f"{admin_url}/ready", timeout=1.0).text.strip()
+
+
+def envoy_ready(admin_url: str) -> bool:
+    """True when Envoy says LIVE (it does so only once its initial CDS and LDS arrived)."""
+    try:
+        return envoy_state(admin_url) == "LIVE"
+    except OSError:
+        return False
+
+
+def wait_envoy_live(admin_url: str, timeout: float = 15.0, *, procs: Iterable[Proc] = ()) -> None:
+    """Wait for LIVE; on timeout the message shows the last state Envoy reported."""
+
+    def live() -> bool:
+        state = envoy_state(admin_url)
+        if state != "LIVE":
+            raise NotYet(state)
+        return True
+
+    wait_for(
+        live,
+        timeout,
+        message=f"Envoy at {admin_url} to be LIVE",
+        ignore=(OSError, NotYet),
+        procs=procs,
+    )

@@ -1,0 +1,244 @@
+"""Envoy bootstrap for one sidecar instance: who it is (node) and where its control plane is.
+
+Everything else (listeners, clusters, routes, endpoints) comes over ADS, so the bootstrap stays
+small: the node identity with its metadata, the admin endpoint on `IP:15000`, the ADS config
+source and one static cluster, `xds_cluster`, that reaches the control plane over HTTP/2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from meshpilot.errors import MeshpilotError
+from meshpilot.translator.ir import ADMIN_PORT, Labels, labels_of
+
+XDS_CLUSTER = "xds_cluster"
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+# ADS reconnect backoff: Envoy draws a jittered delay below base * 2^n, capped at max. With a
+# 100ms base and a 500ms cap a sidecar is back within about half a second of the control plane.
+RETRY_BASE_INTERVAL = "0.1s"
+RETRY_MAX_INTERVAL = "0.5s"
+
+DOWNSTREAM_CONNECTIONS = (
+    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+)
+MAX_DOWNSTREAM_CONNECTIONS = 50_000
+
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$")
+
+
+class BadSidecarOption(MeshpilotError):
+    """A sidecar option (label, address) cannot be used."""
+
+
+@dataclass(frozen=True)
+class SidecarIdentity:
+    """One instance of a service: its IP, app port, labels and the control plane it talks to."""
+
+    service: str
+    ip: str
+    app_port: int
+    labels: Labels
+    xds_host: str
+    xds_port: int
+
+    @property
+    def node_id(self) -> str:
+        return f"{self.service}~{self.ip}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{_url_host(self.ip)}:{ADMIN_PORT}"
+
+
+def sidecar_identity(
+    service: str,
+    version_: str | None,
+    labels: tuple[str, ...],
+    ip: str,
+    app_port: int,
+    xds: str,
+) -> SidecarIdentity:
+    """Turn command-line options into an identity; reports bad input as a clean error."""
+    if not service:
+        raise BadSidecarOption("--service must not be empty")
+    mapping = parse_labels(labels)
+    if version_ is not None:
+        mapping["version"] = version_
+    _check_ip(ip)
+    if not 0 < app_port < 65536:
+        raise BadSidecarOption(f"--app-port {app_port}: must be between 1 and 65535")
+    host, port = parse_host_port(xds, option="--xds")
+    return SidecarIdentity(service, ip, app_port, labels_of(mapping), host, port)
+
+
+def parse_labels(labels: tuple[str, ...]) -> dict[str, str]:
+    """`K=V` strings to a dict; a label without `=`, or with an odd key, is an error."""
+    result: dict[str, str] = {}
+    for label in labels:
+        key, sep, value = label.partition("=")
+        if not sep:
+            raise BadSidecarOption(f"--label {label!r}: expected K=V, e.g. --label zone=eu")
+        if not _LABEL_KEY.match(key):
+            raise BadSidecarOption(
+                f"--label {label!r}: key must be letters, digits, '.', '_', '-' or '/'"
+            )
+        if key in result and result[key] != value:
+            raise BadSidecarOption(f"--label {key}: given twice with different values")
+        result[key] = value
+    return result
+
+
+def parse_host_port(text: str, *, option: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[V6]:PORT` to (host, port)."""
+    host, sep, port_text = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise BadSidecarOption(f"{option} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:18000")
+    return host, int(port_text)
+
+
+def _check_ip(ip: str) -> None:
+    """The instance IP must be an address: Envoy binds its admin and listeners to it."""
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise BadSidecarOption(f"--ip {ip!r}: not an IP address") from None
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def render_bootstrap(identity: SidecarIdentity) -> str:
+    """The bootstrap as YAML text, keys in a readable order."""
+    return yaml.safe_dump(bootstrap(identity), sort_keys=False)
+
+
+def bootstrap(identity: SidecarIdentity) -> dict[str, Any]:
+    """The whole bootstrap as a plain dict (what `render_bootstrap` dumps)."""
+    return {
+        "node": node(identity),
+        "admin": admin(identity),
+        "dynamic_resources": dynamic_resources(),
+        "static_resources": {"clusters": [xds_cluster(identity)]},
+        "overload_manager": overload_manager(),
+    }
+
+
+def node(identity: SidecarIdentity) -> dict[str, Any]:
+    """Node id `service~ip`; metadata is what the control plane registers the instance by."""
+    return {
+        "id": identity.node_id,
+        "cluster": identity.service,
+        "metadata": {
+            "service": identity.service,
+            "ip": identity.ip,
+            "app_port": identity.app_port,
+            "labels": dict(identity.labels),
+        },
+    }
+
+
+def admin(identity: SidecarIdentity) -> dict[str, Any]:
+    """Admin on the instance IP, so every sidecar on one host has its own `IP:15000`."""
+    return {"address": socket_address(identity.ip, ADMIN_PORT)}
+
+
+def socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def dynamic_resources() -> dict[str, Any]:
+    """Everything over one ADS stream; Envoy waits for the control plane before going LIVE."""
+    return {
+        "ads_config": ads_config(),
+        "cds_config": ads_config_source(),
+        "lds_config": ads_config_source(),
+    }
+
+
+def ads_config_source() -> dict[str, Any]:
+    """A fresh dict each time: shared objects would be dumped as YAML anchors."""
+    # 0s disables the initial fetch timeout, so LIVE means "configured by the control plane".
+    return {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}
+
+
+def ads_config() -> dict[str, Any]:
+    """gRPC ADS to `xds_cluster` with a short reconnect backoff (`envoy_grpc.retry_policy`)."""
+    return {
+        "api_type": "GRPC",
+        "transport_api_version": "V3",
+        "set_node_on_first_message_only": True,
+        "grpc_services": [
+            {
+                "envoy_grpc": {
+                    "cluster_name": XDS_CLUSTER,
+                    "retry_policy": {
+                        "retry_back_off": {
+                            "base_interval": RETRY_BASE_INTERVAL,
+                            "max_interval": RETRY_MAX_INTERVAL,
+                        }
+                    },
+                }
+            }
+        ],
+    }
+
+
+def xds_cluster(identity: SidecarIdentity) -> dict[str, Any]:
+    """The control plane: HTTP/2 with keepalives so a dead peer is noticed, fast connect."""
+    host, port = identity.xds_host, identity.xds_port
+    address = socket_address(host, port)
+    return {
+        "name": XDS_CLUSTER,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {HTTP_PROTOCOL_OPTIONS: http2_options()},
+        "upstream_connection_options": {
+            "tcp_keepalive": {"keepalive_probes": 3, "keepalive_time": 30, "keepalive_interval": 5}
+        },
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+    }
+
+
+def overload_manager() -> dict[str, Any]:
+    """A generous downstream connection cap; without one Envoy 1.40 warns at every start."""
+    return {
+        "resource_monitors": [
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": f"type.googleapis.com/{DOWNSTREAM_CONNECTIONS}",
+                    "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
+                },
+            }
+        ]
+    }
+
+
+def http2_options() -> dict[str, Any]:
+    return {
+        "@type": f"type.googleapis.com/{HTTP_PROTOCOL_OPTIONS}",
+        "explicit_http_config": {
+            "http2_protocol_options": {
+                "connection_keepalive": {"interval": "30s", "timeout": "5s"},
+            }
+        },
+    }

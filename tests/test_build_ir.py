@@ -1,0 +1,188 @@
+"""MeshSpec -> MeshIR: defaults applied, durations in ms, everything sorted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from textwrap import dedent
+
+from meshpilot.mesh.load import load_mesh, parse_mesh
+from meshpilot.translator.build import build_ir
+from meshpilot.translator.ir import (
+    Destination,
+    HeaderMatch,
+    MeshIR,
+    RetryPolicy,
+    Route,
+    RouteMatch,
+    Service,
+    StaticEndpoint,
+    Subset,
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "valid-mesh.yaml"
+
+MESH = dedent(
+    """\
+    mesh: shop
+    defaults:
+      timeout: 15s
+      retries: {attempts: 2, on: [connect-failure, reset], per_try_timeout: 5s}
+    services:
+      reviews:
+        port: 9080
+        subsets:
+          v2: {version: v2, track: canary}
+          v1: {version: v1}
+        endpoints:
+          - {address: 10.0.0.9, port: 9102, labels: {version: v2}}
+          - {address: 10.0.0.1, port: 9101, labels: {zone: a, version: v1}}
+        routes:
+          - name: testers
+            match: {path_prefix: /, headers: {X-User: tester, accept: json}, methods: [POST, GET]}
+            to: [{subset: v2}]
+          - name: canary
+            to:
+              - {subset: v1, weight: 90}
+              - {subset: v2, weight: 10}
+            timeout: 2s
+            retries: {attempts: 3, on: [5xx], per_try_timeout: 500ms}
+          - name: no-retries
+            match: {path: /health}
+            retries: {attempts: 0}
+      cart:
+        port: 8080
+        protocol: grpc
+    """
+)
+
+DEFAULT_RETRIES = RetryPolicy(attempts=2, on=("connect-failure", "reset"), per_try_timeout_ms=5000)
+WHOLE = (Destination(subset=None, weight=100),)
+
+EXPECTED = MeshIR(
+    name="shop",
+    services=(
+        Service(
+            name="cart",
+            port=8080,
+            protocol="grpc",
+            routes=(
+                Route(
+                    name="default",
+                    match=RouteMatch(),
+                    to=WHOLE,
+                    timeout_ms=15000,
+                    retries=DEFAULT_RETRIES,
+                ),
+            ),
+        ),
+        Service(
+            name="reviews",
+            port=9080,
+            protocol="http",
+            subsets=(
+                Subset("v1", (("version", "v1"),)),
+                Subset("v2", (("track", "canary"), ("version", "v2"))),
+            ),
+            endpoints=(
+                StaticEndpoint("10.0.0.9", 9102, (("version", "v2"),)),
+                StaticEndpoint("10.0.0.1", 9101, (("version", "v1"), ("zone", "a"))),
+            ),
+            routes=(
+                Route(
+                    name="testers",
+                    match=RouteMatch(
+                        path_prefix="/",
+                        headers=(HeaderMatch("accept", "json"), HeaderMatch("x-user", "tester")),
+                        methods=("POST", "GET"),
+                    ),
+                    to=(Destination("v2", 100),),
+                    timeout_ms=15000,
+                    retries=DEFAULT_RETRIES,
+                ),
+                Route(
+                    name="canary",
+                    match=RouteMatch(),
+                    to=(Destination("v1", 90), Destination("v2", 10)),
+                    timeout_ms=2000,
+                    retries=RetryPolicy(attempts=3, on=("5xx",), per_try_timeout_ms=500),
+                ),
+                Route(
+                    name="no-retries",
+                    match=RouteMatch(path="/health"),
+                    to=WHOLE,
+                    timeout_ms=15000,
+                    retries=RetryPolicy(
+                        attempts=0,
+                        on=("connect-failure", "refused-stream", "reset"),
+                        per_try_timeout_ms=None,
+                    ),
+                ),
+            ),
+        ),
+    ),
+)
+
+
+def test_ir_of_a_small_mesh() -> None:
+    assert build_ir(parse_mesh(MESH, "mesh.yaml")) == EXPECTED
+
+
+def test_without_defaults_routes_have_no_timeout_or_retries() -> None:
+    ir = build_ir(parse_mesh("mesh: m\nservices:\n  a: {port: 1}\n", "mesh.yaml"))
+    assert ir == MeshIR(
+        name="m",
+        services=(
+            Service(
+                name="a",
+                port=1,
+                protocol="http",
+                routes=(Route(name="default", match=RouteMatch(), to=WHOLE),),
+            ),
+        ),
+    )
+
+
+def test_route_overrides_win_over_defaults() -> None:
+    text = dedent(
+        """\
+        mesh: m
+        defaults: {timeout: 1m, retries: {attempts: 5}}
+        services:
+          a:
+            port: 1
+            routes:
+              - {name: own, timeout: 0s, retries: {attempts: 1, on: [gateway-error]}}
+              - {name: inherits}
+        """
+    )
+    own, inherits = build_ir(parse_mesh(text, "mesh.yaml")).services[0].routes
+    assert (own.timeout_ms, own.retries) == (0, RetryPolicy(1, ("gateway-error",), None))
+    assert (inherits.timeout_ms, inherits.retries) == (
+        60_000,
+        RetryPolicy(5, ("connect-failure", "refused-stream", "reset"), None),
+    )
+
+
+def test_defaults_are_replaced_whole_not_merged() -> None:
+    """A route's `retries` does not inherit `per_try_timeout` from the defaults."""
+    text = dedent(
+        """\
+        mesh: m
+        defaults: {retries: {attempts: 2, per_try_timeout: 5s}}
+        services:
+          a: {port: 1, routes: [{name: r, retries: {attempts: 3}}]}
+        """
+    )
+    route = build_ir(parse_mesh(text, "mesh.yaml")).services[0].routes[0]
+    assert route.retries is not None
+    assert route.retries.per_try_timeout_ms is None
+
+
+def test_fixture_builds_and_is_deterministic() -> None:
+    first = build_ir(load_mesh(FIXTURE))
+    assert [s.name for s in first.services] == ["frontend", "ratings", "reviews"]
+    assert first == build_ir(load_mesh(FIXTURE))
+    assert hash(first) == hash(build_ir(load_mesh(FIXTURE)))
+    reviews = first.service("reviews")
+    assert reviews is not None
+    assert [r.name for r in reviews.routes] == ["testers-to-v2", "canary"]

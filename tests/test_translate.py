@@ -1,0 +1,27 @@
+"""Unit tests of translator pieces whose correctness is not visible in golden files alone."""
+
+from __future__ import annotations
+
+from meshpilot.translator.envoy import cluster
+from meshpilot.translator.resources import CLUSTER, ENDPOINT, Part, ResourceSet, resource_from_bytes
+
+
+def test_eds_cluster_bytes_equal_serializing_the_cluster() -> None:
+    for name in ["a", "outbound|9080|v1|reviews", "x" * 300]:
+        expected = cluster.eds_cluster(name).SerializeToString(deterministic=True)
+        assert cluster.eds_cluster_bytes(name) == expected
+
+
+def test_a_set_version_depends_on_content_not_on_how_the_set_was_built() -> None:
+    made = [resource_from_bytes(CLUSTER, name, name.encode()) for name in "abcd"]
+    whole = ResourceSet.of(CLUSTER, made)
+    grouped = ResourceSet(CLUSTER, [Part(made[:2]), Part(made[2:3])]).plus(Part(made[3:]))
+    assert grouped.version == whole.version
+    assert ResourceSet.of(CLUSTER, made[:3]).version != whole.version
+
+
+def test_only_keeps_the_named_resources_and_returns_itself_when_all_are_named() -> None:
+    made = [resource_from_bytes(ENDPOINT, name, name.encode()) for name in "abc"]
+    full = ResourceSet.of(ENDPOINT, made)
+    assert list(full.only(frozenset({"a", "c"})).resources) == ["a", "c"]
+    assert full.only(frozenset("abcz")) is full
