@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from harness.wait import envoy_state, http_get, http_json
+from harness.wait import envoy_state, http_get, http_json, wait_for
 
 HEALTHY_EDS_STATES = {"HEALTHY", "UNKNOWN"}  # Envoy routes to UNKNOWN hosts too
 
@@ -83,6 +84,16 @@ class EnvoyAdmin:
     def healthy_hosts(self, cluster: str) -> list[str]:
         """`ip:port` of the hosts of `cluster` that Envoy would route to, sorted."""
         return sorted(h.endpoint for h in self.clusters().get(cluster, []) if h.healthy)
+
+    def wait_hosts(self, cluster: str, endpoints: Iterable[str], timeout: float = 10.0) -> None:
+        """Wait until exactly `endpoints` (ip:port) are the healthy members of `cluster`."""
+        wanted = sorted(endpoints)
+        wait_for(
+            lambda: sorted(self.healthy_hosts(cluster)) == wanted,
+            timeout,
+            message=f"{cluster} members to be {wanted}",
+            ignore=(OSError,),
+        )
 
     def stats(self, filter_regex: str | None = None) -> dict[str, int]:
         """Counters and gauges (histograms and text readouts are left out)."""
