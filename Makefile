@@ -24,8 +24,8 @@ e2e: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadgroup e2e
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests e2e bench
-	$(BIN)/ruff format --check src tests e2e bench
+	$(BIN)/ruff check src tests e2e bench examples
+	$(BIN)/ruff format --check src tests e2e bench examples
 	$(BIN)/mypy
 
 golden: $(STAMP)

@@ -579,7 +579,7 @@ INVALID = [
             "mean 'connect-failure'?",
             "mesh.yaml:3:54: defaults.retries.on[2]: expected one of 5xx, gateway-error, reset, "
             "reset-before-request, connect-failure, envoy-ratelimited, retriable-4xx, "
-            "refused-stream, retriable-status-codes, retriable-headers, "
+            "refused-stream, "
             "http3-post-connect-failure, cancelled, deadline-exceeded, internal, "
             "resource-exhausted, unavailable; got string 'bogus'",
         ],

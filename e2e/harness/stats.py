@@ -9,7 +9,7 @@ Z = 4.5
 
 
 def binomial_bounds(samples: int, share: float, z: float = Z) -> tuple[float, float]:
-    """The range the count of hits in `samples` Bernoulli(share) trials falls in, barring bad luck."""
+    """Where the number of hits in `samples` Bernoulli(share) trials falls, barring bad luck."""
     mean = samples * share
     spread = z * math.sqrt(samples * share * (1 - share))
     return mean - spread, mean + spread

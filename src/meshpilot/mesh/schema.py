@@ -32,8 +32,6 @@ RetryOn = Literal[
     "envoy-ratelimited",
     "retriable-4xx",
     "refused-stream",
-    "retriable-status-codes",
-    "retriable-headers",
     "http3-post-connect-failure",
     "cancelled",
     "deadline-exceeded",
