@@ -1,0 +1,62 @@
+"""The command line: exit codes and output formats from the contract, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from meshpilot.cli import main
+
+FIXTURE = Path(__file__).parent / "fixtures" / "valid-mesh.yaml"
+
+
+def test_validate_a_good_file_prints_a_summary_and_exits_0() -> None:
+    result = CliRunner().invoke(main, ["validate", str(FIXTURE)])
+    assert result.exit_code == 0
+    assert result.output.startswith(f"{FIXTURE}: valid: mesh 'demo', 3 services")
+
+
+def test_validate_a_bad_file_prints_every_problem_and_exits_1(tmp_path: Path) -> None:
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text("mesh: x\nservices:\n  web:\n    prot: 80\n")
+    result = CliRunner().invoke(main, ["validate", str(mesh)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"{mesh}:3:3: services.web: missing required key 'port'",
+        f"{mesh}:4:5: services.web.prot: unknown key 'prot'; did you mean 'port'?",
+    ]
+
+
+def test_validate_a_missing_file_is_a_clean_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and "nope.yaml" in result.output
+
+
+def test_render_prints_envoy_json_for_one_type() -> None:
+    result = CliRunner().invoke(
+        main, ["render", str(FIXTURE), "--service", "reviews", "--type", "cds"]
+    )
+    assert result.exit_code == 0
+    rendered = json.loads(result.output)
+    assert list(rendered) == ["cds"]
+    assert {c["@type"] for c in rendered["cds"]} == {
+        "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    }
+
+
+def test_render_of_an_invalid_file_exits_1_with_the_problems(tmp_path: Path) -> None:
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text("mesh: x\nservices: 3\n")
+    result = CliRunner().invoke(main, ["render", str(mesh), "--service", "web"])
+    assert result.exit_code == 1
+    assert f"{mesh}:2:11: services:" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_status_without_a_control_plane_is_a_clean_error() -> None:
+    result = CliRunner().invoke(main, ["status", "--admin", "127.0.0.1:1"])
+    assert result.exit_code == 1
+    assert "cannot reach the control plane admin API at 127.0.0.1:1" in result.output
