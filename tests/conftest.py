@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
 
 import pytest
+
+from meshpilot.xds.cache import SnapshotCache
+from meshpilot.xds.metrics import XdsMetrics
+from meshpilot.xds.server import AdsServer
+from tests.ads_support import Plane, mesh
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -22,3 +28,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture
+async def plane() -> AsyncIterator[Plane]:
+    cache = SnapshotCache()
+    cache.set_mesh(mesh())
+    address = f"127.0.0.1:{free_port()}"
+    server = AdsServer(cache, XdsMetrics(lambda: len(cache.watches)), address)
+    await server.start()
+    yield Plane(cache, address)
+    await server.stop(grace=0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
@@ -11,58 +9,10 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from meshpilot.translator import ir
 from meshpilot.translator.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from meshpilot.xds.cache import SnapshotCache
-from meshpilot.xds.client import AdsClient, sidecar_node
-from meshpilot.xds.metrics import XdsMetrics
-from meshpilot.xds.server import AdsServer
+from meshpilot.xds.client import AdsClient
 from meshpilot.xds.sync import SyncStatus
-from tests.conftest import free_port
-
-V1 = (("version", "v1"),)
-V2 = (("version", "v2"),)
-
-
-def mesh(*, v2_weight: int = 25, with_v2: bool = True) -> ir.MeshIR:
-    subsets = [ir.Subset("v1", V1)] + ([ir.Subset("v2", V2)] if with_v2 else [])
-    to = (
-        (ir.Destination("v1", 100 - v2_weight), ir.Destination("v2", v2_weight))
-        if with_v2
-        else (ir.Destination("v1", 100),)
-    )
-    reviews = ir.Service(
-        "reviews", 9080, "http", tuple(subsets), routes=(ir.Route("canary", ir.RouteMatch(), to),)
-    )
-    return ir.MeshIR("test", (reviews,))
-
-
-def proxy(name: str, ip: str, labels: ir.Labels = V1, service: str = "reviews") -> ir.Proxy:
-    return ir.Proxy(f"{name}~{ip}", service, ip, 8080, labels)
-
-
-class Plane:
-    def __init__(self, cache: SnapshotCache, address: str) -> None:
-        self.cache = cache
-        self.address = address
-
-    def client(self, p: ir.Proxy) -> AdsClient:
-        return AdsClient(self.address, sidecar_node(p))
-
-    def state(self, node_id: str, type_url: str) -> SyncStatus:
-        watch = next(w for w in self.cache.watches if w.proxy.node_id == node_id)
-        return watch.sync[type_url].status
-
-
-@pytest.fixture
-async def plane() -> AsyncIterator[Plane]:
-    cache = SnapshotCache()
-    cache.set_mesh(mesh())
-    address = f"127.0.0.1:{free_port()}"
-    server = AdsServer(cache, XdsMetrics(lambda: len(cache.watches)), address)
-    await server.start()
-    yield Plane(cache, address)
-    await server.stop(grace=0)
+from tests.ads_support import V2, Plane, mesh, proxy
 
 
 def cluster_names(response: discovery_pb2.DiscoveryResponse) -> list[str]:
@@ -231,3 +181,20 @@ async def test_an_unknown_type_is_ignored(plane: Plane) -> None:
         client.send("type.googleapis.com/no.such.Type")
         client.send(CLUSTER)
         assert (await client.receive()).type_url == CLUSTER
+
+
+async def test_after_a_restart_a_reconnecting_proxy_keeps_its_endpoints_while_others_return(
+    plane: Plane,
+) -> None:
+    names = ["outbound|9080|v2|reviews"]
+    async with plane.client(proxy("member", "127.0.0.3", labels=V2)) as member:
+        member.send(ENDPOINT, names)
+        before = await member.receive()
+        member.ack(before, names)
+    plane.cache.hold_reconnects(0.3)  # as if the control plane had just restarted
+    async with plane.client(proxy("watcher", "127.0.0.2")) as watcher:
+        watcher.send(ENDPOINT, names, version=before.version_info)
+        with pytest.raises(TimeoutError):
+            await watcher.receive(timeout=0.15)  # held: it claims what it had before the restart
+        after = await watcher.receive(timeout=2)  # the grace period ended without the member
+    assert after.version_info != before.version_info

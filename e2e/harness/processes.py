@@ -131,6 +131,32 @@ class Processes:
         """SIGTERM the group, SIGKILL it after `grace` seconds; returns the leader's status."""
         return stop_groups([proc], grace)[0]
 
+    def kill(self, proc: Proc) -> int:
+        """SIGKILL the whole group at once, like a crash: no signal handler or clean-up runs.
+        Returns the leader's status (-9)."""
+        if not proc.stopped:
+            proc.signal_group(signal.SIGKILL)
+            proc.popen.wait()
+            # Once the group is empty its id may be reused: from then on, never signal it.
+            proc.stopped = _wait_group_gone(proc, TERM_GRACE)
+        return proc.popen.returncode
+
+    def terminate(self, proc: Proc, timeout: float = TERM_GRACE) -> int | None:
+        """SIGTERM the group and wait up to `timeout` for it to exit by itself (a graceful
+        shutdown). Returns the leader's status, or None if the group is still running, in
+        which case it is left to `stop()`/`stop_all()` to kill."""
+        if proc.stopped:
+            return proc.popen.returncode
+        proc.signal_group(signal.SIGTERM)
+        try:
+            proc.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        if not _wait_group_gone(proc, TERM_GRACE):
+            return None  # children linger; the group id is still theirs, teardown kills them
+        proc.stopped = True
+        return proc.popen.returncode
+
     def stop_all(self, grace: float = TERM_GRACE) -> None:
         """Stop everything, all groups at once so a teardown takes one grace period at most."""
         stop_groups(self.procs, grace)
@@ -155,6 +181,16 @@ def stop_groups(procs: Sequence[Proc], grace: float) -> list[int]:
         proc.popen.wait()
         proc.stopped = True
     return [p.popen.returncode for p in procs]
+
+
+def _wait_group_gone(proc: Proc, timeout: float) -> bool:
+    """Wait until no live process is left in `proc`'s group; False if some still are."""
+    deadline = time.monotonic() + timeout
+    while proc.group_pids():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _still_running(proc: Proc) -> bool:

@@ -26,6 +26,9 @@ from meshpilot.xds.server import AdsServer
 
 log = logging.getLogger(__name__)
 
+# Sidecars reconnect within about 0.5 s (their bootstrap's backoff); give them all time to be back.
+RECONNECT_GRACE_S = 2.0
+
 
 @dataclass
 class MeshStatus:
@@ -48,6 +51,7 @@ class ControlPlane:
 
     async def start(self) -> None:
         self.apply_file()
+        self.cache.hold_reconnects(RECONNECT_GRACE_S)
         await self.ads.start()
         await self.admin.start()
         await self.watcher.start()
@@ -68,6 +72,7 @@ class ControlPlane:
         version = hashlib.blake2b(data, digest_size=8).hexdigest()
         if version == self.status.version:
             self.status.problems = []
+            self.metrics.reloaded("unchanged")
             return
         try:
             started = time.perf_counter()
@@ -82,10 +87,12 @@ class ControlPlane:
             self._reject([Diagnostic(str(self.mesh_path), 1, 1, "<root>", str(err))])
             return
         self.metrics.change_started(changed_at)
+        self.metrics.reloaded("applied")
         self.status = MeshStatus(version, time.time(), [])
         log.info("applied %s version %s", self.mesh_path, version)
 
     def _reject(self, problems: list[Diagnostic]) -> None:
+        self.metrics.reloaded("rejected")
         self.status.problems = [p.format() for p in sorted(problems)]
         for line in self.status.problems:
             log.error("%s", line)

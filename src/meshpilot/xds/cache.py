@@ -28,6 +28,7 @@ class Watch:
     """One connected proxy: the view it should have and the sync state of what it has."""
 
     proxy: ir.Proxy
+    hold_claims_until: float = 0.0  # time.monotonic(); see SnapshotCache.hold_reconnects
     connected_at: float = field(default_factory=time.time)
     view: View | None = None
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -40,6 +41,7 @@ class SnapshotCache:
         self._mesh = EMPTY_MESH
         self._watches: list[Watch] = []
         self._rebuild_pending = False
+        self._hold_until = 0.0
         self.on_rebuild: list[Callable[[], None]] = []
 
     @property
@@ -64,8 +66,22 @@ class SnapshotCache:
         self._publish(mesh)
         self._mesh = mesh
 
+    def hold_reconnects(self, seconds: float) -> None:
+        """After a control-plane restart, let reconnecting proxies keep what they have for a while.
+
+        Proxies reconnect one by one, so the registry of instances starts out incomplete; a proxy
+        that claims a version we would change is left alone until the others are back, instead
+        of being sent endpoints that lack the instances that have not reconnected yet.
+        """
+        self._hold_until = time.monotonic() + seconds
+        asyncio.get_running_loop().call_later(seconds, self._wake_all)
+
+    def _wake_all(self) -> None:
+        for watch in self._watches:
+            watch.wakeup.set()
+
     def connect(self, proxy: ir.Proxy) -> Watch:
-        watch = Watch(proxy)
+        watch = Watch(proxy, hold_claims_until=self._hold_until)
         self._watches.append(watch)
         self._schedule_rebuild()
         return watch

@@ -39,21 +39,37 @@ class AdsClient:
         self.address = address
         self.node = node
         self._outbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
+        self._inbox: asyncio.Queue[discovery_pb2.DiscoveryResponse | BaseException] = (
+            asyncio.Queue()
+        )
         self._channel: grpc.aio.Channel | None = None
         self._call: Any = None
+        self._reader: asyncio.Task[None] | None = None
         self._node_sent = False
 
     async def __aenter__(self) -> AdsClient:
         self._channel = grpc.aio.insecure_channel(self.address)
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
         self._call = stub.StreamAggregatedResources(self._requests())
+        self._reader = asyncio.create_task(self._read_responses())
         return self
+
+    async def _read_responses(self) -> None:
+        """Queue the responses: waiting for one with a timeout must never cancel the call."""
+        try:
+            while (response := await self._call.read()) is not grpc.aio.EOF:
+                self._inbox.put_nowait(response)
+            self._inbox.put_nowait(ConnectionError("the control plane closed the stream"))
+        except grpc.aio.AioRpcError as err:
+            self._inbox.put_nowait(err)
 
     async def __aexit__(self, *_: object) -> None:
         await self.close()
 
     async def close(self) -> None:
         self._outbox.put_nowait(None)
+        if self._reader is not None:
+            self._reader.cancel()
         if self._call is not None:
             self._call.cancel()
         if self._channel is not None:
@@ -86,10 +102,12 @@ class AdsClient:
         self._outbox.put_nowait(request)
 
     async def receive(self, timeout: float = 5.0) -> discovery_pb2.DiscoveryResponse:
-        response = await asyncio.wait_for(self._call.read(), timeout)
-        if response is grpc.aio.EOF:
-            raise ConnectionError("the control plane closed the stream")
-        return response
+        """The next response; raises TimeoutError, or the error that ended the stream."""
+        item = await asyncio.wait_for(self._inbox.get(), timeout)
+        if isinstance(item, BaseException):
+            self._inbox.put_nowait(item)
+            raise item
+        return item
 
     def ack(self, response: discovery_pb2.DiscoveryResponse, names: Iterable[str] = ()) -> None:
         self.send(response.type_url, names, response.version_info, response.nonce)

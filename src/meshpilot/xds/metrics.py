@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from meshpilot.translator.resources import SHORT_NAMES
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # `*_created` series are noise
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -39,7 +41,27 @@ class XdsMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.push_seconds = Histogram(
+            "meshpilot_push_seconds",
+            "Time to compute and write one proxy's responses after it was woken",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=self.registry,
+        )
+        self._reloads = Counter(
+            "meshpilot_mesh_reloads",
+            "Saves of the mesh file handled, by result (applied, rejected, unchanged)",
+            ["result"],
+            registry=self.registry,
+        )
         self._change_started: float | None = None
+
+    def reloaded(self, result: str) -> None:
+        self._reloads.labels(result).inc()
+
+    def reloads(self, result: str) -> int:
+        return int(
+            self.registry.get_sample_value("meshpilot_mesh_reloads_total", {"result": result}) or 0
+        )
 
     def pushed(self, type_url: str) -> None:
         self._pushes.labels(SHORT_NAMES[type_url]).inc()

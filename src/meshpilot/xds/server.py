@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import grpc
@@ -98,8 +99,12 @@ class AdsServer:
                 if request is _END:
                     return
                 stream.handle_request(request)
-            for response in stream.next_responses():
+            started = time.perf_counter()
+            responses = stream.next_responses()
+            for response in responses:
                 await context.write(response)
+            if responses:
+                self.metrics.push_seconds.observe(time.perf_counter() - started)
             self.metrics.check_converged(self.cache.all_synced)
 
 

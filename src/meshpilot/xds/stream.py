@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -99,9 +100,7 @@ class AdsStream:
                 continue
             desired = self._desired(type_url)
             state.desired_version = desired.version
-            if state.sent is None and self._claimed.pop(type_url, None) == desired.version:
-                state.sent = desired  # a reconnecting proxy already has exactly this
-                state.record_ack()
+            if self._settled_by_claim(type_url, state, desired):
                 continue
             if state.awaiting_reply or (state.sent and state.sent.version == desired.version):
                 continue
@@ -113,6 +112,22 @@ class AdsStream:
             responses.append(discovery_response(desired, state.nonce))
             self.metrics.pushed(type_url)
         return responses
+
+    def _settled_by_claim(self, type_url: str, state: TypeSync, desired: ResourceSet) -> bool:
+        """True when a reconnecting proxy's claimed version means nothing is to be sent now:
+        it already has exactly `desired`, or it keeps its config while others reconnect."""
+        claimed = self._claimed.get(type_url)
+        if state.sent is not None or claimed is None:
+            return False
+        if claimed == desired.version:
+            del self._claimed[type_url]
+            state.sent = desired
+            state.record_ack()
+            return True
+        if time.monotonic() < self.watch.hold_claims_until:
+            return True
+        del self._claimed[type_url]
+        return False
 
     def _desired(self, type_url: str) -> ResourceSet:
         assert self.watch.view is not None

@@ -1,0 +1,77 @@
+"""Saves of the mesh file are debounced: a burst becomes a few applies ending on the last save,
+and a constant stream of saves is still applied regularly."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from meshpilot.controlplane import ControlPlane
+from meshpilot.mesh.watch import MAX_WAIT_MS
+from tests.conftest import free_port
+
+
+def mesh_text(weight: int) -> str:
+    return f"""mesh: debounce
+services:
+  reviews:
+    port: 9080
+    subsets: {{v1: {{version: v1}}, v2: {{version: v2}}}}
+    routes:
+      - name: split
+        to: [{{subset: v1, weight: {weight}}}, {{subset: v2, weight: {100 - weight}}}]
+"""
+
+
+def version_of(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def applies(plane: ControlPlane) -> int:
+    return plane.metrics.reloads("applied")
+
+
+@pytest.fixture
+async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(mesh_text(100))
+    control = ControlPlane(path, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
+    await control.start()
+    yield control
+    await control.stop()
+
+
+async def wait_applied(plane: ControlPlane, text: str, timeout: float = 3.0) -> None:
+    async def poll() -> None:
+        while plane.status.version != version_of(text):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_a_burst_of_saves_is_applied_a_few_times_ending_on_the_last(
+    plane: ControlPlane,
+) -> None:
+    before = applies(plane)
+    for weight in range(0, 100, 5):  # 20 saves in about 100 ms
+        plane.mesh_path.write_text(mesh_text(weight))
+        await asyncio.sleep(0.005)
+    await wait_applied(plane, mesh_text(95))
+    assert 1 <= applies(plane) - before <= 3
+
+
+async def test_a_constant_stream_of_saves_is_still_applied(plane: ControlPlane) -> None:
+    before = applies(plane)
+    deadline = time.monotonic() + 3 * MAX_WAIT_MS / 1000
+    weight = 0
+    while time.monotonic() < deadline:  # a save every 20 ms, never quiet for 100 ms
+        weight = (weight + 1) % 100
+        plane.mesh_path.write_text(mesh_text(weight))
+        await asyncio.sleep(0.02)
+    assert applies(plane) - before >= 2
+    await wait_applied(plane, mesh_text(weight))
