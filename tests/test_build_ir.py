@@ -9,7 +9,6 @@ from meshpilot.mesh.load import load_mesh, parse_mesh
 from meshpilot.translator.build import build_ir
 from meshpilot.translator.ir import (
     Destination,
-    HeaderMatch,
     MeshIR,
     RetryPolicy,
     Route,
@@ -17,6 +16,7 @@ from meshpilot.translator.ir import (
     Service,
     StaticEndpoint,
     Subset,
+    ValueMatch,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "valid-mesh.yaml"
@@ -92,7 +92,10 @@ EXPECTED = MeshIR(
                     name="testers",
                     match=RouteMatch(
                         path_prefix="/",
-                        headers=(HeaderMatch("accept", "json"), HeaderMatch("x-user", "tester")),
+                        headers=(
+                            ValueMatch("accept", "exact", "json"),
+                            ValueMatch("x-user", "exact", "tester"),
+                        ),
                         methods=("POST", "GET"),
                     ),
                     to=(Destination("v2", 100),),

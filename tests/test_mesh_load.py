@@ -49,7 +49,8 @@ def test_fixture_loads() -> None:
     assert [(d.subset, d.weight) for d in canary.to or []] == [("v1", 90), ("v2", 10)]
     assert canary.retries is not None
     assert canary.retries.on == ["5xx"]
-    assert canary.fault == {
+    assert canary.fault is not None
+    assert canary.fault.model_dump() == {
         "delay": {"fixed": "100ms", "percent": 10},
         "abort": {"status": 503, "percent": 1},
     }
@@ -558,8 +559,8 @@ INVALID = [
             "mesh.yaml:7:33: services.reviews.routes[0].match.path: 'api' must start with '/'",
             "mesh.yaml:8:40: services.reviews.routes[1].match.path_prefix: 'api/' must start "
             "with '/'",
-            "mesh.yaml:9:26: services.reviews.routes[2].match: give either 'path' or "
-            "'path_prefix', not both",
+            "mesh.yaml:9:26: services.reviews.routes[2].match: give one of 'path', "
+            "'path_prefix' or 'path_regex', not path and path_prefix",
         ],
         id="paths",
     ),
@@ -713,7 +714,8 @@ INVALID = [
             "mesh.yaml:2:8: mixer: expected a mapping, got string '127.0.0.1:18081'",
             "mesh.yaml:3:11: policies: expected a list, got a mapping",
             "mesh.yaml:5:21: services.a.run: expected a list, got a mapping",
-            "mesh.yaml:5:50: services.a.load_balancer: expected a string, got a list",
+            "mesh.yaml:5:50: services.a.load_balancer: expected one of round_robin, least_request, "
+            "random, ring_hash, maglev; got a list",
         ],
         id="ignored-keys-wrong-shape",
     ),
@@ -743,7 +745,8 @@ INVALID = [
         [
             "mesh.yaml:6:9: services.a.endpoints[0]: missing required key 'address'",
             "mesh.yaml:6:16: services.a.endpoints[0].port: must be 1 or more, got integer 0",
-            "mesh.yaml:7:19: services.a.endpoints[1].address: must not be empty",
+            "mesh.yaml:7:19: services.a.endpoints[1].address: '' is neither an IP address "
+            "nor a DNS name",
             "mesh.yaml:7:33: services.a.endpoints[1].zone: unknown key 'zone'; expected one of: "
             "address, port, labels",
         ],

@@ -77,7 +77,10 @@ class ControlPlane:
         try:
             started = time.perf_counter()
             self.cache.set_mesh(
-                build_ir(parse_mesh(data.decode("utf-8", "replace"), str(self.mesh_path)))
+                build_ir(
+                    parse_mesh(data.decode("utf-8", "replace"), str(self.mesh_path)),
+                    self.mesh_path.parent,
+                )
             )
             self.metrics.translation.observe(time.perf_counter() - started)
         except MeshInvalid as invalid:

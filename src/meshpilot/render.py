@@ -25,7 +25,7 @@ def render_resources(
     labels = ir.labels_of({"version": version} if version else {})
     proxy = ir.Proxy(f"{service}~{RENDER_IP}", service, RENDER_IP, RENDER_APP_PORT, labels)
     translator = Translator()
-    shared = translator.translate(build_ir(load_mesh(mesh_path)), [])
+    shared = translator.translate(build_ir(load_mesh(mesh_path), mesh_path.parent), [])
     view = translator.view(shared, proxy)
     return {
         SHORT_NAMES[type_url]: [decode(r) for r in resources.resources.values()]

@@ -22,7 +22,15 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from meshpilot.mesh.diagnostics import Diagnostic, MeshInvalid
-from meshpilot.mesh.schema import Issue, Loc, MeshSpec, cross_checks, suggest
+from meshpilot.mesh.schema import (
+    MAPPING_FORM,
+    SHAPE_TAGS,
+    Issue,
+    Loc,
+    MeshSpec,
+    cross_checks,
+    suggest,
+)
 
 ROOT = "<root>"
 # Aliases can make a small file expand exponentially ("billion laughs"); refuse past this size.
@@ -375,19 +383,21 @@ _EXPECTED = {
 
 
 def _issue(error: ErrorDetails) -> Issue:
-    loc, kind = tuple(error["loc"]), error["type"]
+    """An error at its place in the file; `typed` keeps the union tags that name the form used."""
+    typed, kind = tuple(error["loc"]), error["type"]
+    loc = tuple(item for item in typed if item not in SHAPE_TAGS)
     if kind == "missing":
         return Issue(loc[:-1], f"missing required key '{loc[-1]}'", at_key=True)
     if kind == "extra_forbidden":
-        return Issue(loc, _unknown_key(loc), at_key=True)
+        return Issue(loc, _unknown_key(typed), at_key=True)
     if loc and loc[-1] == "[key]":
         return Issue(loc[:-1], error["msg"], at_key=True)
-    return Issue(loc, _message(error, loc))
+    return Issue(loc, _message(error, typed))
 
 
-def _unknown_key(loc: Loc) -> str:
-    key = str(loc[-1])
-    model = _type_at(loc[:-1])
+def _unknown_key(typed: Loc) -> str:
+    key = str(typed[-1])
+    model = _type_at(typed[:-1])
     known = list(model.model_fields) if _is_model(model) else []
     close = suggest(key, known)
     if close:
@@ -441,7 +451,9 @@ def _type_at(loc: Loc) -> Any:
     current: Any = MeshSpec
     for item in loc:
         current = _unwrap(current)
-        if _is_model(current):
+        if item in SHAPE_TAGS:
+            current = _form(current, item)
+        elif _is_model(current):
             field = current.model_fields.get(str(item))
             current = field.annotation if field else None
         elif get_origin(current) is dict:
@@ -451,6 +463,15 @@ def _type_at(loc: Loc) -> Any:
         else:
             return None
     return _unwrap(current)
+
+
+def _form(union: Any, tag: object) -> Any:
+    """The member of a shorthand-or-mapping union that `tag` names."""
+    members = [_unwrap(m) for m in get_args(union)]
+    models = [m for m in members if _is_model(m)]
+    others = [m for m in members if not _is_model(m)]
+    chosen = models if tag == MAPPING_FORM else others
+    return chosen[0] if chosen else None
 
 
 def _unwrap(annotation: Any) -> Any:

@@ -11,11 +11,21 @@ full contract validate today; later issues give them real schemas.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from meshpilot.mesh.durations import DurationError, parse_duration
@@ -100,7 +110,48 @@ def _http_path(path: str) -> str:
     raise PydanticCustomError("http_path", "'{path}' must start with '/'", {"path": path})
 
 
+def _regex(pattern: str) -> str:
+    """Envoy uses RE2: a valid pattern without the Perl-only features RE2 lacks."""
+    try:
+        re.compile(pattern)
+    except re.error as err:
+        raise PydanticCustomError(
+            "regex", "invalid regular expression: {error}", {"error": str(err)}
+        ) from None
+    unsupported = next((f for f in _RE2_UNSUPPORTED if f.search(pattern)), None)
+    if unsupported is not None:
+        raise PydanticCustomError(
+            "regex",
+            "Envoy's regular expressions (RE2) support no lookaround or backreferences",
+        )
+    return pattern
+
+
+_RE2_UNSUPPORTED = (re.compile(r"\(\?<?[=!]"), re.compile(r"\\[1-9]"))
+_HOST = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
+
+
+def _host(address: str) -> str:
+    """An endpoint address is an IP address or a DNS name (an external service)."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        if not _HOST.fullmatch(address):
+            raise PydanticCustomError(
+                "address",
+                "'{address}' is neither an IP address nor a DNS name",
+                {"address": address},
+            ) from None
+    return address
+
+
 Duration = Annotated[str, BeforeValidator(_duration)]
+Regex = Annotated[str, AfterValidator(_regex)]
+Address = Annotated[str, AfterValidator(_host)]
+Percent = Annotated[int | float, Field(ge=0, le=100)]
+Count = Annotated[int, Field(ge=0)]
 ServiceName = Annotated[str, AfterValidator(_service_name)]
 HeaderName = Annotated[str, AfterValidator(_header_name)]
 HttpPath = Annotated[str, AfterValidator(_http_path)]
@@ -109,18 +160,38 @@ Labels = dict[str, str]
 Loose = dict[str, Any]  # a key accepted but not yet interpreted
 
 
+# Keys that take either a shorthand scalar or a mapping (`x-user: tester` or `x-user: {regex: ..}`)
+# are unions told apart by the value's shape, so a problem is reported once, for the form used.
+TEXT_FORM = "<text>"
+MAPPING_FORM = "<mapping>"
+SHAPE_TAGS = (TEXT_FORM, MAPPING_FORM)
+
+
+def _shape(value: object) -> str:
+    return MAPPING_FORM if isinstance(value, dict) else TEXT_FORM
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class BackoffSpec(_Spec):
+    base: Duration
+    max: Duration | None = None
 
 
 class RetriesSpec(_Spec):
     attempts: int = Field(ge=0)
     on: list[RetryOn] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON))
     per_try_timeout: Duration | None = None
+    retriable_status_codes: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=list
+    )
+    backoff: BackoffSpec | None = None
 
     @model_validator(mode="after")
     def _retries_something(self) -> RetriesSpec:
-        if self.attempts > 0 and not self.on:
+        if self.attempts > 0 and not self.on and not self.retriable_status_codes:
             raise PydanticCustomError(
                 "retry_on", "'on' is empty, so nothing would be retried; list a condition"
             )
@@ -132,17 +203,49 @@ class DefaultsSpec(_Spec):
     retries: RetriesSpec | None = None
 
 
+class ValueMatchSpec(_Spec):
+    """How a header or query parameter must look; exactly one rule."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: Regex | None = None
+    present: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> ValueMatchSpec:
+        given = [k for k in ("exact", "prefix", "regex", "present") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "value_match",
+                "give exactly one of 'exact', 'prefix', 'regex' or 'present' (got {given})",
+                {"given": ", ".join(given) or "none"},
+            )
+        return self
+
+
+# A plain string means `exact`.
+ValueMatch = Annotated[
+    Annotated[str, Tag(TEXT_FORM)] | Annotated[ValueMatchSpec, Tag(MAPPING_FORM)],
+    Discriminator(_shape),
+]
+
+
 class MatchSpec(_Spec):
     path_prefix: HttpPath | None = None
     path: HttpPath | None = None
-    headers: dict[HeaderName, str] = Field(default_factory=dict)
+    path_regex: Regex | None = None
+    headers: dict[HeaderName, ValueMatch] = Field(default_factory=dict)
+    query: dict[Annotated[str, Field(min_length=1)], ValueMatch] = Field(default_factory=dict)
     methods: list[Method] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_path_rule(self) -> MatchSpec:
-        if self.path is not None and self.path_prefix is not None:
+        given = [k for k in ("path", "path_prefix", "path_regex") if getattr(self, k) is not None]
+        if len(given) > 1:
             raise PydanticCustomError(
-                "path_conflict", "give either 'path' or 'path_prefix', not both"
+                "path_conflict",
+                "give one of 'path', 'path_prefix' or 'path_regex', not {given}",
+                {"given": " and ".join(given)},
             )
         return self
 
@@ -152,20 +255,158 @@ class DestinationSpec(_Spec):
     weight: int | None = Field(default=None, ge=0, le=100)
 
 
+class FaultDelaySpec(_Spec):
+    fixed: Duration
+    percent: Percent = 100
+
+
+class FaultAbortSpec(_Spec):
+    status: int = Field(ge=200, le=599)
+    percent: Percent = 100
+
+
+class FaultSpec(_Spec):
+    delay: FaultDelaySpec | None = None
+    abort: FaultAbortSpec | None = None
+
+    @model_validator(mode="after")
+    def _some_fault(self) -> FaultSpec:
+        if self.delay is None and self.abort is None:
+            raise PydanticCustomError("fault", "give 'delay', 'abort' or both")
+        return self
+
+
+class MirrorSpec(_Spec):
+    subset: str | None = None
+    percent: Percent = 100
+
+
+class HeaderOpsSpec(_Spec):
+    add: dict[HeaderName, str] = Field(default_factory=dict)
+    set: dict[HeaderName, str] = Field(default_factory=dict)
+    remove: list[HeaderName] = Field(default_factory=list)
+
+
+class HeadersSpec(_Spec):
+    request: HeaderOpsSpec | None = None
+    response: HeaderOpsSpec | None = None
+
+
+class RewriteSpec(_Spec):
+    prefix: HttpPath
+
+
+class RateLimitSpec(_Spec):
+    requests_per_second: int = Field(ge=1)
+    burst: int | None = Field(default=None, ge=1)
+
+
 class RouteSpec(_Spec):
     name: str = Field(min_length=1)
     match: MatchSpec | None = None
     to: list[DestinationSpec] | None = Field(default=None, min_length=1)
     timeout: Duration | None = None
     retries: RetriesSpec | None = None
-    fault: Loose | None = None  # not yet interpreted
-    mirror: Loose | None = None  # not yet interpreted
+    fault: FaultSpec | None = None
+    mirror: MirrorSpec | None = None
+    headers: HeadersSpec | None = None
+    rewrite: RewriteSpec | None = None
+    rate_limit: RateLimitSpec | None = None
 
 
 class EndpointSpec(_Spec):
-    address: str = Field(min_length=1)
+    address: Address
     port: Port
     labels: Labels = Field(default_factory=dict)
+
+
+LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
+HASHING_POLICIES = ("ring_hash", "maglev")
+
+
+class CookieSpec(_Spec):
+    name: str = Field(min_length=1)
+    ttl: Duration | None = None
+    path: HttpPath | None = None
+
+
+class HashSpec(_Spec):
+    """What consistent hashing keys on; exactly one."""
+
+    header: HeaderName | None = None
+    cookie: CookieSpec | None = None
+    source_ip: Literal[True] | None = None
+    query_parameter: str | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> HashSpec:
+        keys = ("header", "cookie", "source_ip", "query_parameter")
+        given = [k for k in keys if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "hash", "give exactly one of 'header', 'cookie', 'source_ip' or 'query_parameter'"
+            )
+        return self
+
+
+class LoadBalancerSpec(_Spec):
+    policy: LbPolicy
+    hash: HashSpec | None = None
+
+    @model_validator(mode="after")
+    def _hash_fits_policy(self) -> LoadBalancerSpec:
+        if self.policy in HASHING_POLICIES and self.hash is None:
+            raise PydanticCustomError(
+                "hash",
+                "'{policy}' needs 'hash': what requests are hashed on",
+                {"policy": self.policy},
+            )
+        if self.policy not in HASHING_POLICIES and self.hash is not None:
+            raise PydanticCustomError(
+                "hash",
+                "'hash' only applies to ring_hash and maglev, not {policy}",
+                {"policy": self.policy},
+            )
+        return self
+
+
+# A plain name means that policy.
+LoadBalancer = Annotated[
+    Annotated[LbPolicy, Tag(TEXT_FORM)] | Annotated[LoadBalancerSpec, Tag(MAPPING_FORM)],
+    Discriminator(_shape),
+]
+
+
+class CircuitBreakerSpec(_Spec):
+    max_connections: Count | None = None
+    max_pending_requests: Count | None = None
+    max_requests: Count | None = None
+    max_retries: Count | None = None
+
+
+class OutlierDetectionSpec(_Spec):
+    consecutive_5xx: Count | None = None
+    consecutive_gateway_errors: Count | None = None
+    interval: Duration | None = None
+    base_ejection_time: Duration | None = None
+    max_ejection_percent: Annotated[int, Field(ge=0, le=100)] | None = None
+
+
+class TrafficPolicySpec(_Spec):
+    """Per-subset overrides of the service's traffic policy."""
+
+    load_balancer: LoadBalancer | None = None
+    circuit_breaker: CircuitBreakerSpec | None = None
+    outlier_detection: OutlierDetectionSpec | None = None
+    connect_timeout: Duration | None = None
+
+
+class TlsSpec(_Spec):
+    """TLS origination: the sidecar speaks TLS to the service's endpoints."""
+
+    sni: str | None = None
+    ca_file: str | None = None
+    verify: bool = True
 
 
 class ServiceSpec(_Spec):
@@ -175,10 +416,13 @@ class ServiceSpec(_Spec):
     endpoints: list[EndpointSpec] = Field(default_factory=list)
     routes: list[RouteSpec] = Field(default_factory=list)
     run: list[Loose] | None = None  # not yet interpreted
-    load_balancer: str | None = None  # not yet interpreted
-    circuit_breaker: Loose | None = None  # not yet interpreted
-    outlier_detection: Loose | None = None  # not yet interpreted
-    rate_limit: Loose | None = None  # not yet interpreted
+    load_balancer: LoadBalancer | None = None
+    circuit_breaker: CircuitBreakerSpec | None = None
+    outlier_detection: OutlierDetectionSpec | None = None
+    connect_timeout: Duration | None = None
+    subset_policies: dict[str, TrafficPolicySpec] = Field(default_factory=dict)
+    rate_limit: RateLimitSpec | None = None
+    tls: TlsSpec | None = None
 
 
 class MeshSpec(_Spec):
@@ -216,6 +460,13 @@ def cross_checks(data: object) -> list[Issue]:
 def _service_checks(loc: Loc, service: object) -> Iterator[Issue]:
     subsets = _get(service, "subsets", {})
     known = list(subsets) if isinstance(subsets, dict) else None
+    for subset, _ in _items(_get(service, "subset_policies")):
+        if known is not None and subset not in known:
+            yield Issue(
+                (*loc, "subset_policies", subset), _unknown_subset(subset, known), at_key=True
+            )
+    if _get(service, "protocol") == "tcp":
+        yield from _tcp_checks(loc, service)
     seen: dict[str, int] = {}
     for i, route in _entries(_get(service, "routes")):
         name = _get(route, "name")
@@ -227,7 +478,45 @@ def _service_checks(loc: Loc, service: object) -> Iterator[Issue]:
         elif isinstance(name, str):
             seen[name] = i
         yield from _to_checks((*loc, "routes", i, "to"), _get(route, "to"), known)
+        mirror = _get(_get(route, "mirror"), "subset")
+        if isinstance(mirror, str) and known is not None and mirror not in known:
+            yield Issue((*loc, "routes", i, "mirror", "subset"), _unknown_subset(mirror, known))
         yield from _header_checks((*loc, "routes", i, "match", "headers"), route)
+        for name, rule in _items(_get(_get(route, "match"), "query")):
+            if _get(rule, "present") is False:
+                yield Issue(
+                    (*loc, "routes", i, "match", "query", name, "present"),
+                    "Envoy cannot match an absent query parameter; only 'present: true'",
+                )
+
+
+# Ports a sidecar already uses on every instance IP; a TCP service's outbound listener would clash.
+RESERVED_PORTS = (15000, 15001, 15006)
+_HTTP_ONLY_ROUTE_KEYS = ("match", "timeout", "retries", "fault", "mirror", "headers", "rewrite")
+
+
+def _tcp_checks(loc: Loc, service: object) -> Iterator[Issue]:
+    """A TCP service has one listener per caller: one route at most, and only a split."""
+    port = _get(service, "port")
+    if port in RESERVED_PORTS:
+        yield Issue(
+            (*loc, "port"),
+            f"port {port} is used by every sidecar ({', '.join(map(str, RESERVED_PORTS))}); "
+            "a tcp service needs another port",
+        )
+    if _get(service, "rate_limit") is not None:
+        yield Issue(
+            (*loc, "rate_limit"), "rate limits apply to HTTP requests, not tcp", at_key=True
+        )
+    routes = list(_entries(_get(service, "routes")))
+    if len(routes) > 1:
+        yield Issue((*loc, "routes", 1), "a tcp service has at most one route (a weighted split)")
+    for i, route in routes:
+        for key in (*_HTTP_ONLY_ROUTE_KEYS, "rate_limit"):
+            if _get(route, key) is not None:
+                yield Issue(
+                    (*loc, "routes", i, key), f"'{key}' applies to HTTP, not tcp", at_key=True
+                )
 
 
 def _to_checks(loc: Loc, to: object, subsets: list[str] | None) -> Iterator[Issue]:

@@ -5,27 +5,50 @@ Pure: the same spec always gives an equal IR. The spec is assumed valid (`mesh.l
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from meshpilot.mesh.durations import parse_duration
 from meshpilot.mesh.schema import (
+    CircuitBreakerSpec,
     DefaultsSpec,
     DestinationSpec,
     EndpointSpec,
+    FaultSpec,
+    HashSpec,
+    HeaderOpsSpec,
+    LoadBalancerSpec,
     MatchSpec,
     MeshSpec,
+    MirrorSpec,
+    OutlierDetectionSpec,
+    RateLimitSpec,
     RetriesSpec,
     RouteSpec,
     ServiceSpec,
+    TlsSpec,
+    TrafficPolicySpec,
+    ValueMatchSpec,
 )
 from meshpilot.translator.ir import (
+    CircuitBreaker,
     Destination,
-    HeaderMatch,
+    Fault,
+    HashKey,
+    HeaderOps,
+    LoadBalancer,
     MeshIR,
+    Mirror,
+    OutlierDetection,
+    RateLimit,
     RetryPolicy,
     Route,
     RouteMatch,
     Service,
     StaticEndpoint,
     Subset,
+    TrafficPolicy,
+    UpstreamTls,
+    ValueMatch,
     labels_of,
 )
 
@@ -33,23 +56,106 @@ DEFAULT_ROUTE = "default"
 WHOLE_SERVICE = (Destination(subset=None, weight=100),)
 
 
-def build_ir(spec: MeshSpec) -> MeshIR:
-    """Sorted by name throughout, so that equal files give equal IR and equal versions."""
+def build_ir(spec: MeshSpec, base_dir: Path | None = None) -> MeshIR:
+    """Sorted by name throughout, so that equal files give equal IR and equal versions.
+
+    Relative file names in the mesh (a CA file) are relative to `base_dir`, the mesh file's folder.
+    """
     defaults = spec.defaults or DefaultsSpec()
-    services = tuple(service(name, spec.services[name], defaults) for name in sorted(spec.services))
+    base = base_dir or Path()
+    services = tuple(
+        service(name, spec.services[name], defaults, base) for name in sorted(spec.services)
+    )
     return MeshIR(name=spec.mesh, services=services)
 
 
-def service(name: str, spec: ServiceSpec, defaults: DefaultsSpec) -> Service:
+def service(name: str, spec: ServiceSpec, defaults: DefaultsSpec, base: Path = Path()) -> Service:
     routes = [route(r, defaults) for r in spec.routes] or [default_route(defaults)]
+    policy = traffic_policy(spec)
+    subsets = (
+        Subset(n, labels_of(spec.subsets[n]), subset_policy(policy, spec.subset_policies.get(n)))
+        for n in sorted(spec.subsets)
+    )
     return Service(
         name=name,
         port=spec.port,
         protocol=spec.protocol,
-        subsets=tuple(Subset(n, labels_of(spec.subsets[n])) for n in sorted(spec.subsets)),
+        subsets=tuple(subsets),
         endpoints=tuple(static_endpoint(e) for e in spec.endpoints),
         routes=tuple(routes),
+        policy=policy,
+        tls=upstream_tls(spec.tls, base),
+        rate_limit=rate_limit(spec.rate_limit),
     )
+
+
+def traffic_policy(spec: ServiceSpec | TrafficPolicySpec) -> TrafficPolicy:
+    return TrafficPolicy(
+        load_balancer=load_balancer(spec.load_balancer),
+        circuit_breaker=circuit_breaker(spec.circuit_breaker),
+        outlier_detection=outlier_detection(spec.outlier_detection),
+        connect_timeout_ms=millis(spec.connect_timeout),
+    )
+
+
+def subset_policy(service_policy: TrafficPolicy, spec: TrafficPolicySpec | None) -> TrafficPolicy:
+    """The service's policy with the subset's own settings in place of the same keys."""
+    if spec is None:
+        return service_policy
+    own = traffic_policy(spec)
+    return TrafficPolicy(
+        load_balancer=own.load_balancer if spec.load_balancer else service_policy.load_balancer,
+        circuit_breaker=own.circuit_breaker or service_policy.circuit_breaker,
+        outlier_detection=own.outlier_detection or service_policy.outlier_detection,
+        connect_timeout_ms=own.connect_timeout_ms or service_policy.connect_timeout_ms,
+    )
+
+
+def load_balancer(spec: str | LoadBalancerSpec | None) -> LoadBalancer:
+    if spec is None:
+        return LoadBalancer()
+    if isinstance(spec, str):
+        return LoadBalancer(spec)
+    return LoadBalancer(spec.policy, hash_key(spec.hash) if spec.hash else None)
+
+
+def hash_key(spec: HashSpec) -> HashKey:
+    if spec.header is not None:
+        return HashKey("header", spec.header.lower())
+    if spec.cookie is not None:
+        return HashKey("cookie", spec.cookie.name, millis(spec.cookie.ttl), spec.cookie.path)
+    if spec.query_parameter is not None:
+        return HashKey("query_parameter", spec.query_parameter)
+    return HashKey("source_ip")
+
+
+def circuit_breaker(spec: CircuitBreakerSpec | None) -> CircuitBreaker | None:
+    return None if spec is None else CircuitBreaker(**spec.model_dump())
+
+
+def outlier_detection(spec: OutlierDetectionSpec | None) -> OutlierDetection | None:
+    if spec is None:
+        return None
+    return OutlierDetection(
+        consecutive_5xx=spec.consecutive_5xx,
+        consecutive_gateway_errors=spec.consecutive_gateway_errors,
+        interval_ms=millis(spec.interval),
+        base_ejection_time_ms=millis(spec.base_ejection_time),
+        max_ejection_percent=spec.max_ejection_percent,
+    )
+
+
+def upstream_tls(spec: TlsSpec | None, base: Path) -> UpstreamTls | None:
+    if spec is None:
+        return None
+    ca_file = str((base / spec.ca_file).resolve()) if spec.ca_file else None
+    return UpstreamTls(spec.sni, ca_file, spec.verify)
+
+
+def rate_limit(spec: RateLimitSpec | None) -> RateLimit | None:
+    if spec is None:
+        return None
+    return RateLimit(spec.requests_per_second, spec.burst or spec.requests_per_second)
 
 
 def static_endpoint(spec: EndpointSpec) -> StaticEndpoint:
@@ -64,6 +170,39 @@ def route(spec: RouteSpec, defaults: DefaultsSpec) -> Route:
         to=destinations(spec.to),
         timeout_ms=millis(spec.timeout if spec.timeout is not None else defaults.timeout),
         retries=retry_policy(spec.retries if spec.retries is not None else defaults.retries),
+        fault=fault(spec.fault),
+        mirror=mirror(spec.mirror),
+        request_headers=header_ops(spec.headers.request if spec.headers else None),
+        response_headers=header_ops(spec.headers.response if spec.headers else None),
+        prefix_rewrite=spec.rewrite.prefix if spec.rewrite else None,
+        rate_limit=rate_limit(spec.rate_limit),
+    )
+
+
+def fault(spec: FaultSpec | None) -> Fault | None:
+    if spec is None:
+        return None
+    delay, abort = spec.delay, spec.abort
+    return Fault(
+        delay_ms=parse_duration(delay.fixed) if delay else None,
+        delay_percent=delay.percent if delay else 100,
+        abort_status=abort.status if abort else None,
+        abort_percent=abort.percent if abort else 100,
+    )
+
+
+def mirror(spec: MirrorSpec | None) -> Mirror | None:
+    return None if spec is None else Mirror(spec.subset, spec.percent)
+
+
+def header_ops(spec: HeaderOpsSpec | None) -> HeaderOps:
+    """Header names lower-cased, as HTTP/2 and Envoy use them; sorted for stable output."""
+    if spec is None:
+        return HeaderOps()
+    return HeaderOps(
+        add=tuple(sorted((k.lower(), v) for k, v in spec.add.items())),
+        set=tuple(sorted((k.lower(), v) for k, v in spec.set.items())),
+        remove=tuple(sorted({k.lower() for k in spec.remove})),
     )
 
 
@@ -76,16 +215,29 @@ def route_match(spec: MatchSpec | None) -> RouteMatch:
     """Header names are lower-cased: Envoy matches HTTP headers by their lower-case name."""
     if spec is None:
         return RouteMatch()
-    headers = sorted(
-        (HeaderMatch(name.lower(), value) for name, value in spec.headers.items()),
-        key=lambda header: header.name,
-    )
+    headers = sorted(value_match(name.lower(), v) for name, v in spec.headers.items())
+    query = sorted(value_match(name, v) for name, v in spec.query.items())
     return RouteMatch(
         path_prefix=spec.path_prefix,
         path=spec.path,
+        path_regex=spec.path_regex,
         headers=tuple(headers),
+        query=tuple(query),
         methods=tuple(spec.methods),
     )
+
+
+def value_match(name: str, spec: str | ValueMatchSpec) -> ValueMatch:
+    """A plain string is an exact match; `present: false` means the value must be absent."""
+    if isinstance(spec, str):
+        return ValueMatch(name, "exact", spec)
+    if spec.exact is not None:
+        return ValueMatch(name, "exact", spec.exact)
+    if spec.prefix is not None:
+        return ValueMatch(name, "prefix", spec.prefix)
+    if spec.regex is not None:
+        return ValueMatch(name, "regex", spec.regex)
+    return ValueMatch(name, "present" if spec.present else "absent")
 
 
 def destinations(to: list[DestinationSpec] | None) -> tuple[Destination, ...]:
@@ -99,7 +251,18 @@ def retry_policy(spec: RetriesSpec | None) -> RetryPolicy | None:
     """Kept even with `attempts: 0`, which the route builder turns into "no retries"."""
     if spec is None:
         return None
-    return RetryPolicy(spec.attempts, tuple(spec.on), millis(spec.per_try_timeout))
+    on: list[str] = list(spec.on)
+    if spec.retriable_status_codes and "retriable-status-codes" not in on:
+        on.append("retriable-status-codes")
+    backoff = spec.backoff
+    return RetryPolicy(
+        spec.attempts,
+        tuple(on),
+        millis(spec.per_try_timeout),
+        tuple(sorted(set(spec.retriable_status_codes))),
+        millis(backoff.base) if backoff else None,
+        millis(backoff.max) if backoff else None,
+    )
 
 
 def millis(duration: str | None) -> int | None:

@@ -7,9 +7,11 @@ Durations are whole milliseconds. Labels are sorted (key, value) pairs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Literal
 
 Labels = tuple[tuple[str, str], ...]
+Pairs = tuple[tuple[str, str], ...]
 
 INBOUND_PORT = 15006
 OUTBOUND_PORT = 15001
@@ -20,10 +22,16 @@ def labels_of(mapping: dict[str, str]) -> Labels:
     return tuple(sorted(mapping.items()))
 
 
-@dataclass(frozen=True)
-class HeaderMatch:
+MatchKind = Literal["exact", "prefix", "regex", "present", "absent"]
+
+
+@dataclass(frozen=True, order=True)
+class ValueMatch:
+    """A condition on a header or query parameter named `name`."""
+
     name: str
-    exact: str
+    kind: MatchKind
+    value: str = ""
 
 
 @dataclass(frozen=True)
@@ -32,7 +40,9 @@ class RouteMatch:
 
     path_prefix: str | None = None
     path: str | None = None
-    headers: tuple[HeaderMatch, ...] = ()
+    path_regex: str | None = None
+    headers: tuple[ValueMatch, ...] = ()
+    query: tuple[ValueMatch, ...] = ()
     methods: tuple[str, ...] = ()
 
 
@@ -49,6 +59,42 @@ class RetryPolicy:
     attempts: int
     on: tuple[str, ...]
     per_try_timeout_ms: int | None = None
+    retriable_status_codes: tuple[int, ...] = ()
+    backoff_base_ms: int | None = None
+    backoff_max_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Injected at the caller's sidecar: a delay and/or an abort, each for a share of requests."""
+
+    delay_ms: int | None = None
+    delay_percent: float = 100
+    abort_status: int | None = None
+    abort_percent: float = 100
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A copy of a share of requests, sent to a subset (or the whole service); replies dropped."""
+
+    subset: str | None
+    percent: float = 100
+
+
+@dataclass(frozen=True)
+class HeaderOps:
+    add: Pairs = ()  # appended to any existing value
+    set: Pairs = ()  # replaces any existing value
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket: `burst` tokens, refilled at `requests_per_second`."""
+
+    requests_per_second: int
+    burst: int
 
 
 @dataclass(frozen=True)
@@ -58,12 +104,76 @@ class Route:
     to: tuple[Destination, ...]
     timeout_ms: int | None = None
     retries: RetryPolicy | None = None
+    fault: Fault | None = None
+    mirror: Mirror | None = None
+    request_headers: HeaderOps = HeaderOps()
+    response_headers: HeaderOps = HeaderOps()
+    prefix_rewrite: str | None = None
+    rate_limit: RateLimit | None = None
+
+
+HashKind = Literal["header", "cookie", "source_ip", "query_parameter"]
+
+
+@dataclass(frozen=True)
+class HashKey:
+    """What consistent hashing keys on (`name` is the header, cookie or parameter)."""
+
+    kind: HashKind
+    name: str = ""
+    ttl_ms: int | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    policy: str = "round_robin"
+    hash: HashKey | None = None
+
+
+@dataclass(frozen=True)
+class CircuitBreaker:
+    max_connections: int | None = None
+    max_pending_requests: int | None = None
+    max_requests: int | None = None
+    max_retries: int | None = None
+
+
+@dataclass(frozen=True)
+class OutlierDetection:
+    consecutive_5xx: int | None = None
+    consecutive_gateway_errors: int | None = None
+    interval_ms: int | None = None
+    base_ejection_time_ms: int | None = None
+    max_ejection_percent: int | None = None
+
+
+@dataclass(frozen=True)
+class TrafficPolicy:
+    """How a cluster talks to its members: balancing, limits, ejection, connect timeout."""
+
+    load_balancer: LoadBalancer = LoadBalancer()
+    circuit_breaker: CircuitBreaker | None = None
+    outlier_detection: OutlierDetection | None = None
+    connect_timeout_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamTls:
+    """TLS origination to the service's endpoints; `ca_file` None means the system's CAs."""
+
+    sni: str | None = None
+    ca_file: str | None = None
+    verify: bool = True
 
 
 @dataclass(frozen=True)
 class Subset:
+    """`policy` is the service's traffic policy with this subset's overrides applied."""
+
     name: str
     labels: Labels
+    policy: TrafficPolicy = TrafficPolicy()
 
 
 @dataclass(frozen=True)
@@ -81,16 +191,25 @@ class Service:
     subsets: tuple[Subset, ...] = ()
     endpoints: tuple[StaticEndpoint, ...] = ()
     routes: tuple[Route, ...] = ()
+    policy: TrafficPolicy = TrafficPolicy()
+    tls: UpstreamTls | None = None
+    rate_limit: RateLimit | None = None
 
     def __hash__(self) -> int:
         """Hashed once: services key the translator's caches, 10,000 lookups per change."""
         cached: int | None = self.__dict__.get("_hash")
         if cached is None:
-            cached = hash(
-                (self.name, self.port, self.protocol, self.subsets, self.endpoints, self.routes)
-            )
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self)))
             object.__setattr__(self, "_hash", cached)
         return cached
+
+    @property
+    def is_http(self) -> bool:
+        return self.protocol != "tcp"
+
+    @property
+    def speaks_http2(self) -> bool:
+        return self.protocol in ("http2", "grpc")
 
 
 @dataclass(frozen=True)

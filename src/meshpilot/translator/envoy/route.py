@@ -21,26 +21,46 @@ _ROUTE_CONFIG_VHOSTS_FIELD = 2
 _UNKNOWN_HOST_BODY = "meshpilot: no such service in the mesh\n"
 
 
-def header_matcher(match: ir.HeaderMatch) -> rc.HeaderMatcher:
-    return rc.HeaderMatcher(
-        name=match.name, string_match=string_pb2.StringMatcher(exact=match.exact)
-    )
+def string_matcher(match: ir.ValueMatch) -> string_pb2.StringMatcher:
+    if match.kind == "regex":
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=match.value))
+    if match.kind == "prefix":
+        return string_pb2.StringMatcher(prefix=match.value)
+    return string_pb2.StringMatcher(exact=match.value)
+
+
+def header_matcher(match: ir.ValueMatch) -> rc.HeaderMatcher:
+    if match.kind in ("present", "absent"):
+        return rc.HeaderMatcher(
+            name=match.name, present_match=True, invert_match=match.kind == "absent"
+        )
+    return rc.HeaderMatcher(name=match.name, string_match=string_matcher(match))
+
+
+def query_matcher(match: ir.ValueMatch) -> rc.QueryParameterMatcher:
+    if match.kind == "present":
+        return rc.QueryParameterMatcher(name=match.name, present_match=True)
+    if match.kind == "absent":
+        raise ValueError("Envoy cannot match an absent query parameter")
+    return rc.QueryParameterMatcher(name=match.name, string_match=string_matcher(match))
 
 
 def method_matcher(methods: Sequence[str]) -> rc.HeaderMatcher:
     if len(methods) == 1:
-        return header_matcher(ir.HeaderMatch(":method", methods[0]))
+        return header_matcher(ir.ValueMatch(":method", "exact", methods[0]))
     regex = "^(" + "|".join(methods) + ")$"
-    return rc.HeaderMatcher(
-        name=":method",
-        string_match=string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=regex)),
-    )
+    return header_matcher(ir.ValueMatch(":method", "regex", regex))
 
 
 def route_match(match: ir.RouteMatch) -> rc.RouteMatch:
-    result = rc.RouteMatch(headers=[header_matcher(h) for h in match.headers])
+    result = rc.RouteMatch(
+        headers=[header_matcher(h) for h in match.headers],
+        query_parameters=[query_matcher(q) for q in match.query],
+    )
     if match.path is not None:
         result.path = match.path
+    elif match.path_regex is not None:
+        result.safe_regex.regex = match.path_regex
     else:
         result.prefix = match.path_prefix or "/"
     if match.methods:
