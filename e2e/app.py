@@ -6,7 +6,11 @@ Behaviours for tests, combinable in one path (e.g. `/delay/200/status/503`):
 - `/status/<code>` answers with that status;
 - `/delay/<ms>` sleeps that long before answering;
 - headers `x-fail-times: N` and `x-fail-key: K`: the first N requests carrying key K get 503,
-  later ones the normal answer (counts are per app process), for retry tests.
+  later ones the normal answer (counts are per app process), for retry tests;
+- header `x-fail-ip: IP`: the instance on that IP answers 503, the others normally (one bad
+  instance among healthy ones, for outlier detection);
+- `GET /__seen` answers `{"hosts": {HOST: count}}`: the requests this instance received so far
+  per Host header (a mirrored copy arrives with Host `<host>-shadow`), not counting itself.
 Silent (no access log) and exits 0 on SIGTERM.
 """
 
@@ -42,16 +46,37 @@ class FailureCounter:
             return self._seen[key] <= times
 
 
+class HostCounter:
+    """Requests received per Host header, shared by all handler threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: Counter[str] = Counter()
+
+    def count(self, host: str) -> None:
+        with self._lock:
+            self._seen[host] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._seen)
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     identity: ClassVar[dict[str, Any]] = {}
     failures: ClassVar[FailureCounter] = FailureCounter()
+    hosts: ClassVar[HostCounter] = HostCounter()
 
     def log_message(self, format: str, *args: Any) -> None:
         """No access log: the process log is for problems only."""
 
     def handle_any(self) -> None:
         body = self.read_body()
+        if self.path == "/__seen":
+            self.reply(200, {"hosts": self.hosts.snapshot()})
+            return
+        self.hosts.count(self.headers.get("host", ""))
         delay = DELAY.search(self.path)
         if delay:
             time.sleep(int(delay.group(1)) / 1000)
@@ -72,6 +97,8 @@ class Handler(BaseHTTPRequestHandler):
     def status_for(self) -> int:
         times = int(self.headers.get("x-fail-times") or 0)
         if times and self.failures.should_fail(self.headers.get("x-fail-key", ""), times):
+            return 503
+        if self.headers.get("x-fail-ip") == self.identity["ip"]:
             return 503
         match = STATUS.search(self.path)
         return int(match.group(1)) if match else 200

@@ -11,10 +11,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 
 from meshpilot.errors import InconsistentSnapshot
 from meshpilot.translator import ir, names
-from meshpilot.translator.envoy import cluster, endpoint, listener, route
+from meshpilot.translator.envoy import cluster, endpoint, http_filters, listener, route
 from meshpilot.translator.envoy.http_connection_manager import HttpConnectionManagerBuilder
 from meshpilot.translator.resources import (
     CLUSTER,
@@ -103,7 +104,12 @@ def local_resources(proxy: ir.Proxy) -> LocalResources:
         virtual_hosts=[route.forward_all_virtual_host(names.INBOUND_ROUTE, app)],
     )
     inbound = HttpConnectionManagerBuilder("inbound").with_route_config(inbound_routes).build()
-    outbound = HttpConnectionManagerBuilder("outbound").with_rds(names.OUTBOUND_ROUTE).build()
+    outbound = (
+        HttpConnectionManagerBuilder("outbound")
+        .with_rds(names.OUTBOUND_ROUTE)
+        .with_filter(http_filters.FAULT, fault_pb2.HTTPFault())
+        .build()
+    )
     listeners = [
         resource(
             LISTENER,

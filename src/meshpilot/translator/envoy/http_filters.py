@@ -16,15 +16,13 @@ from google.protobuf.message import Message
 
 from meshpilot.translator.envoy.common import typed
 
-ORDER = (
-    "envoy.filters.http.ext_authz",
-    "envoy.filters.http.rbac",
-    "envoy.filters.http.local_ratelimit",
-    "envoy.filters.http.fault",
-    "envoy.filters.http.router",
-)
-
+EXT_AUTHZ = "envoy.filters.http.ext_authz"
+RBAC = "envoy.filters.http.rbac"
+LOCAL_RATE_LIMIT = "envoy.filters.http.local_ratelimit"
+FAULT = "envoy.filters.http.fault"
 ROUTER = "envoy.filters.http.router"
+
+ORDER = (EXT_AUTHZ, RBAC, LOCAL_RATE_LIMIT, FAULT, ROUTER)
 
 
 def http_filters(configs: Mapping[str, Message]) -> list[hcm.HttpFilter]:
