@@ -118,3 +118,60 @@ def status(admin: str) -> None:
     from meshpilot.admin.status import print_status
 
     sys.exit(print_status(admin))
+
+
+@main.command()
+@click.argument("mesh", type=click.Path(path_type=Path))
+@click.option("--listen", default="127.0.0.1:18081", show_default=True, metavar="HOST:PORT")
+@click.option("--metrics", default="127.0.0.1:18082", show_default=True, metavar="HOST:PORT")
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes sharing the gRPC port.",
+)
+def mixer(mesh: Path, listen: str, metrics: str, workers: int) -> None:
+    """Run the policy & telemetry service (ext_authz, access logs, Prometheus metrics)."""
+    from meshpilot.mixer import run_mixer
+
+    run_mixer(mesh, listen, metrics, workers)
+
+
+@main.command()
+@click.option(
+    "--mixer",
+    "mixer_",
+    default="127.0.0.1:18082",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="The mixer's metrics address.",
+)
+@click.option("--service", default=None, help="Only requests from or to this service.")
+@click.option("--status", default=None, type=int, help="Only responses with this status code.")
+@click.option("--path", default=None, help="Only requests whose path contains this.")
+@click.option("--limit", default=50, show_default=True, type=int)
+def logs(
+    mixer_: str, service: str | None, status: int | None, path: str | None, limit: int
+) -> None:
+    """Show recent requests through the mesh, from the mixer's access-log store."""
+    from meshpilot.telemetry.cli import print_logs
+
+    print_logs(mixer_, service, status, path, limit)
+
+
+@main.command()
+@click.option(
+    "--mixer",
+    "mixer_",
+    default="127.0.0.1:18082",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="The mixer's metrics address.",
+)
+@click.option("--window", default=60.0, show_default=True, help="Seconds to look back.")
+def top(mixer_: str, window: float) -> None:
+    """Per caller -> callee: request rate, error rate, p50 and p99 latency."""
+    from meshpilot.telemetry.cli import print_top
+
+    print_top(mixer_, window)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from meshpilot.mesh.load import load_mesh
 from meshpilot.translator import ir
-from meshpilot.translator.build import build_ir
+from meshpilot.translator.build import load_ir
 from meshpilot.translator.resources import SHORT_NAMES, decode
 from meshpilot.translator.translate import Translator
 
@@ -25,7 +24,7 @@ def render_resources(
     labels = ir.labels_of({"version": version} if version else {})
     proxy = ir.Proxy(f"{service}~{RENDER_IP}", service, RENDER_IP, RENDER_APP_PORT, labels)
     translator = Translator()
-    shared = translator.translate(build_ir(load_mesh(mesh_path), mesh_path.parent), [])
+    shared = translator.translate(load_ir(mesh_path), [])
     view = translator.view(shared, proxy)
     return {
         SHORT_NAMES[type_url]: [decode(r) for r in resources.resources.values()]

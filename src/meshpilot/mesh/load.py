@@ -108,7 +108,9 @@ def _parse(text: str, filename: str) -> MeshSpec:
         message = f"the file must be a mapping of keys such as 'mesh', got {_describe(data)}"
         raise MeshInvalid([*tree.problems, tree.diagnostic(Issue((), message))])
     spec, issues = _validate(data)
-    issues = [issue for issue in issues + cross_checks(data) if issue.loc not in tree.unreadable]
+    base_dir = Path(filename).parent
+    issues += cross_checks(data, base_dir)
+    issues = [issue for issue in issues if issue.loc not in tree.unreadable]
     problems = tree.problems + [tree.diagnostic(issue) for issue in issues]
     if problems or spec is None:
         raise MeshInvalid(problems)
@@ -398,7 +400,7 @@ def _issue(error: ErrorDetails) -> Issue:
 def _unknown_key(typed: Loc) -> str:
     key = str(typed[-1])
     model = _type_at(typed[:-1])
-    known = list(model.model_fields) if _is_model(model) else []
+    known = [f.alias or n for n, f in model.model_fields.items()] if _is_model(model) else []
     close = suggest(key, known)
     if close:
         return f"unknown key '{key}'; did you mean '{close}'?"
@@ -463,6 +465,11 @@ def _type_at(loc: Loc) -> Any:
         else:
             return None
     return _unwrap(current)
+
+
+def _field(model: type[BaseModel], key: str) -> Any:
+    """A model's field by the key written in the file (its alias, as `from` for `from_`)."""
+    return next((f for n, f in model.model_fields.items() if (f.alias or n) == key), None)
 
 
 def _form(union: Any, tag: object) -> Any:

@@ -14,6 +14,7 @@ import difflib
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
@@ -409,6 +410,87 @@ class TlsSpec(_Spec):
     verify: bool = True
 
 
+class TracingSpec(_Spec):
+    sampling: Percent
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise PydanticCustomError(
+            "address", "'{value}' is not HOST:PORT (e.g. 127.0.0.1:18081)", {"value": value}
+        )
+    return value
+
+
+def _hook(value: str) -> str:
+    """`FILE.py:FUNCTION`, the file relative to the mesh file (or absolute)."""
+    file, sep, function = value.rpartition(":")
+    if not sep or not file.endswith(".py") or not function.isidentifier():
+        raise PydanticCustomError(
+            "hook",
+            "'{value}' is not FILE.py:FUNCTION (e.g. hooks/ratings.py:check)",
+            {"value": value},
+        )
+    return value
+
+
+def _path_glob(value: str) -> str:
+    if not value.startswith("/") and value != "*":
+        raise PydanticCustomError(
+            "path_glob", "'{value}' must start with '/' (or be '*')", {"value": value}
+        )
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+HookRef = Annotated[str, AfterValidator(_hook)]
+PathGlob = Annotated[str, AfterValidator(_path_glob)]
+PolicyAction = Literal["allow", "deny", "audit", "custom"]
+
+
+class PolicyTargetSpec(_Spec):
+    """Which requests a policy is about; each list matches if any entry does."""
+
+    methods: list[Method] = Field(default_factory=list)
+    paths: list[PathGlob] = Field(default_factory=list)
+    headers: dict[HeaderName, ValueMatch] = Field(default_factory=dict)
+
+
+class PolicySpec(_Spec):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+    name: str = Field(min_length=1)
+    service: str
+    action: PolicyAction
+    from_: list[str] | None = Field(default=None, alias="from", min_length=1)
+    to: PolicyTargetSpec | None = None
+    hook: HookRef | None = None
+
+    @model_validator(mode="after")
+    def _hook_fits_action(self) -> PolicySpec:
+        if self.action == "custom" and self.hook is None:
+            raise PydanticCustomError("hook", "a custom policy needs 'hook: FILE.py:FUNCTION'")
+        if self.action != "custom" and self.hook is not None:
+            raise PydanticCustomError(
+                "hook",
+                "'hook' is only for custom policies (this one is {action})",
+                {"action": self.action},
+            )
+        return self
+
+
+class MixerSpec(_Spec):
+    address: HostPort = "127.0.0.1:18081"
+    failure_mode: Literal["closed", "open"] = "closed"
+    timeout: Duration = "500ms"
+
+
+class TelemetrySpec(_Spec):
+    access_log: bool = False
+    tracing: TracingSpec | None = None
+
+
 class ServiceSpec(_Spec):
     port: Port
     protocol: Protocol = "http"
@@ -423,15 +505,16 @@ class ServiceSpec(_Spec):
     subset_policies: dict[str, TrafficPolicySpec] = Field(default_factory=dict)
     rate_limit: RateLimitSpec | None = None
     tls: TlsSpec | None = None
+    tracing: TracingSpec | None = None
 
 
 class MeshSpec(_Spec):
     mesh: str = Field(min_length=1)
     defaults: DefaultsSpec | None = None
     services: dict[ServiceName, ServiceSpec] = Field(default_factory=dict)
-    mixer: Loose | None = None  # not yet interpreted
-    telemetry: Loose | None = None  # not yet interpreted
-    policies: list[Loose] | None = None  # not yet interpreted
+    mixer: MixerSpec | None = None
+    telemetry: TelemetrySpec | None = None
+    policies: list[PolicySpec] = Field(default_factory=list)
 
 
 # Rules that span several fields. They read the raw (YAML-constructed) data rather than a
@@ -449,12 +532,45 @@ class Issue(NamedTuple):
     at_key: bool = False
 
 
-def cross_checks(data: object) -> list[Issue]:
-    """Problems that no single field can see: weights, subset names, duplicate names."""
+def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
+    """Problems that no single field can see: weights, subset names, duplicate names, policies
+    naming services that do not exist, hook files that are not there (relative to `base_dir`)."""
     issues: list[Issue] = []
     for name, service in _items(_get(data, "services")):
         issues += _service_checks(("services", name), service)
+    services = [name for name, _ in _items(_get(data, "services"))]
+    issues += _policy_checks(_get(data, "policies"), services, base_dir)
     return issues
+
+
+def _policy_checks(policies: object, services: list[str], base_dir: Path | None) -> Iterator[Issue]:
+    seen: dict[str, int] = {}
+    for i, policy in _entries(policies):
+        loc: Loc = ("policies", i)
+        name = _get(policy, "name")
+        if isinstance(name, str) and name in seen:
+            yield Issue(
+                (*loc, "name"), f"duplicate policy name '{name}' (also policies[{seen[name]}])"
+            )
+        elif isinstance(name, str):
+            seen[name] = i
+        target = _get(policy, "service")
+        if isinstance(target, str) and target not in services:
+            yield Issue((*loc, "service"), _unknown_service(target, services))
+        for j, source in _entries(_get(policy, "from")):
+            if isinstance(source, str) and source not in services:
+                yield Issue((*loc, "from", j), _unknown_service(source, services))
+        hook = _get(policy, "hook")
+        if isinstance(hook, str) and base_dir is not None and ":" in hook:
+            file = base_dir / hook.rpartition(":")[0]
+            if not file.is_file():
+                yield Issue((*loc, "hook"), f"hook file '{file}' does not exist")
+
+
+def _unknown_service(name: str, services: list[str]) -> str:
+    close = suggest(name, services)
+    hint = f"; did you mean '{close}'?" if close else ""
+    return f"unknown service '{name}'{hint}"
 
 
 def _service_checks(loc: Loc, service: object) -> Iterator[Issue]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from meshpilot.mesh.durations import parse_duration
+from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import (
     CircuitBreakerSpec,
     DefaultsSpec,
@@ -20,11 +21,15 @@ from meshpilot.mesh.schema import (
     MatchSpec,
     MeshSpec,
     MirrorSpec,
+    MixerSpec,
     OutlierDetectionSpec,
+    PolicySpec,
+    PolicyTargetSpec,
     RateLimitSpec,
     RetriesSpec,
     RouteSpec,
     ServiceSpec,
+    TelemetrySpec,
     TlsSpec,
     TrafficPolicySpec,
     ValueMatchSpec,
@@ -38,7 +43,10 @@ from meshpilot.translator.ir import (
     LoadBalancer,
     MeshIR,
     Mirror,
+    Mixer,
     OutlierDetection,
+    Policy,
+    PolicyTarget,
     RateLimit,
     RetryPolicy,
     Route,
@@ -46,6 +54,7 @@ from meshpilot.translator.ir import (
     Service,
     StaticEndpoint,
     Subset,
+    Telemetry,
     TrafficPolicy,
     UpstreamTls,
     ValueMatch,
@@ -54,6 +63,11 @@ from meshpilot.translator.ir import (
 
 DEFAULT_ROUTE = "default"
 WHOLE_SERVICE = (Destination(subset=None, weight=100),)
+
+
+def load_ir(path: Path) -> MeshIR:
+    """The IR of a mesh file; raises MeshInvalid with every problem if it is not valid."""
+    return build_ir(load_mesh(path), path.parent)
 
 
 def build_ir(spec: MeshSpec, base_dir: Path | None = None) -> MeshIR:
@@ -66,7 +80,46 @@ def build_ir(spec: MeshSpec, base_dir: Path | None = None) -> MeshIR:
     services = tuple(
         service(name, spec.services[name], defaults, base) for name in sorted(spec.services)
     )
-    return MeshIR(name=spec.mesh, services=services)
+    policies = tuple(policy(p, base) for p in spec.policies)
+    telemetry = telemetry_of(spec.telemetry)
+    needs_mixer = telemetry.access_log or any(p.action == "custom" for p in policies)
+    return MeshIR(
+        name=spec.mesh,
+        services=services,
+        policies=policies,
+        mixer=mixer(spec.mixer) if spec.mixer is not None or needs_mixer else None,
+        telemetry=telemetry,
+    )
+
+
+def policy(spec: PolicySpec, base: Path) -> Policy:
+    target = spec.to or PolicyTargetSpec()
+    headers = sorted(value_match(name.lower(), v) for name, v in target.headers.items())
+    return Policy(
+        name=spec.name,
+        service=spec.service,
+        action=spec.action,
+        sources=tuple(spec.from_) if spec.from_ is not None else None,
+        target=PolicyTarget(tuple(target.methods), tuple(target.paths), tuple(headers)),
+        hook=_absolute_hook(spec.hook, base) if spec.hook else None,
+    )
+
+
+def _absolute_hook(hook: str, base: Path) -> str:
+    file, _, function = hook.rpartition(":")
+    return f"{(base / file).resolve()}:{function}"
+
+
+def mixer(spec: MixerSpec | None) -> Mixer:
+    spec = spec or MixerSpec()
+    return Mixer(spec.address, spec.failure_mode == "open", parse_duration(spec.timeout))
+
+
+def telemetry_of(spec: TelemetrySpec | None) -> Telemetry:
+    if spec is None:
+        return Telemetry()
+    sampling = float(spec.tracing.sampling) if spec.tracing else None
+    return Telemetry(spec.access_log, sampling)
 
 
 def service(name: str, spec: ServiceSpec, defaults: DefaultsSpec, base: Path = Path()) -> Service:
@@ -86,6 +139,7 @@ def service(name: str, spec: ServiceSpec, defaults: DefaultsSpec, base: Path = P
         policy=policy,
         tls=upstream_tls(spec.tls, base),
         rate_limit=rate_limit(spec.rate_limit),
+        tracing_sampling=float(spec.tracing.sampling) if spec.tracing else None,
     )
 
 

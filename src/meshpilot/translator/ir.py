@@ -194,6 +194,7 @@ class Service:
     policy: TrafficPolicy = TrafficPolicy()
     tls: UpstreamTls | None = None
     rate_limit: RateLimit | None = None
+    tracing_sampling: float | None = None  # overrides the mesh's telemetry sampling
 
     def __hash__(self) -> int:
         """Hashed once: services key the translator's caches, 10,000 lookups per change."""
@@ -212,10 +213,59 @@ class Service:
         return self.protocol in ("http2", "grpc")
 
 
+PolicyAction = Literal["allow", "deny", "audit", "custom"]
+
+
+@dataclass(frozen=True)
+class PolicyTarget:
+    """Requests a policy is about: any of the methods, any of the path globs, all the headers.
+
+    Empty means any. A path glob is a path in which `*` stands for any characters.
+    """
+
+    methods: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    headers: tuple[ValueMatch, ...] = ()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An access policy, evaluated at the destination `service`'s sidecar.
+
+    `sources` None means any caller, including requests no sidecar vouches for.
+    `hook` is `ABSOLUTE_FILE.py:FUNCTION` for custom policies.
+    """
+
+    name: str
+    service: str
+    action: PolicyAction
+    sources: tuple[str, ...] | None = None
+    target: PolicyTarget = PolicyTarget()
+    hook: str | None = None
+
+
+@dataclass(frozen=True)
+class Mixer:
+    """Where sidecars reach the policy & telemetry service, and what they do when they cannot."""
+
+    address: str
+    fail_open: bool = False
+    timeout_ms: int = 500
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    access_log: bool = False
+    sampling: float | None = None  # percent of requests traced; None: tracing off
+
+
 @dataclass(frozen=True)
 class MeshIR:
     name: str
     services: tuple[Service, ...]
+    policies: tuple[Policy, ...] = ()
+    mixer: Mixer | None = None  # set when sidecars need one: custom policies or access logs
+    telemetry: Telemetry = Telemetry()
 
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)

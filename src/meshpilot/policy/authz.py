@@ -1,0 +1,64 @@
+"""`envoy.service.auth.v3.Authorization`: Envoy's ext_authz checks, decided by custom policies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+
+from meshpilot import identity
+from meshpilot.policy.decision import Decision, Request
+from meshpilot.policy.engine import CustomPolicies
+
+_OVERWRITE = base_pb2.HeaderValueOption.HeaderAppendAction.Value("OVERWRITE_IF_EXISTS_OR_ADD")
+
+
+def request_of(check: external_auth_pb2.CheckRequest, destination: str) -> Request:
+    http = check.attributes.request.http
+    headers = dict(http.headers)
+    path, _, query = http.path.partition("?")
+    return Request(identity.source_of(headers), destination, http.method, path, headers, query)
+
+
+def _header_options(headers: dict[str, str] | Any) -> list[base_pb2.HeaderValueOption]:
+    return [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=k, value=v), append_action=_OVERWRITE
+        )
+        for k, v in headers.items()
+    ]
+
+
+def check_response(decision: Decision) -> external_auth_pb2.CheckResponse:
+    if decision.allow:
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=external_auth_pb2.OkHttpResponse(headers=_header_options(decision.headers)),
+        )
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=decision.status),
+            headers=_header_options(decision.headers),
+            body=decision.body,
+        ),
+    )
+
+
+class AuthorizationService:
+    """Registered with `add_AuthorizationServicer_to_server`."""
+
+    def __init__(self, policies: CustomPolicies) -> None:
+        self.policies = policies
+
+    async def Check(
+        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> external_auth_pb2.CheckResponse:
+        metadata = dict(context.invocation_metadata() or ())
+        destination = str(metadata.get(identity.DESTINATION_METADATA, ""))
+        decision = await self.policies.decide(request_of(request, destination))
+        return check_response(decision)

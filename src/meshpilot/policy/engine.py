@@ -1,0 +1,49 @@
+"""Custom policies in the mixer: for a checked request, run the hooks of the policies it matches.
+
+Static allow/deny policies never reach the mixer: Envoy's RBAC filter enforces them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from meshpilot.policy.decision import ALLOW, Decision, Request
+from meshpilot.policy.hooks import HookLoader, run_hook
+from meshpilot.policy.match import policy_matches
+from meshpilot.translator import ir
+
+DEFAULT_HOOK_TIMEOUT_S = 0.2
+
+
+class CustomPolicies:
+    def __init__(self, loader: HookLoader | None = None) -> None:
+        self.loader = loader or HookLoader()
+        self._by_service: dict[str, list[ir.Policy]] = {}
+        self.hook_timeout = DEFAULT_HOOK_TIMEOUT_S
+
+    def update(self, mesh: ir.MeshIR) -> None:
+        by_service: dict[str, list[ir.Policy]] = defaultdict(list)
+        for policy in mesh.policies:
+            if policy.action == "custom":
+                by_service[policy.service].append(policy)
+        self._by_service = dict(by_service)
+        if mesh.mixer is not None:
+            self.hook_timeout = mesh.mixer.timeout_ms / 2000  # leave the sidecar time to hear back
+
+    async def decide(self, request: Request) -> Decision:
+        """The first matching policy whose hook denies decides; otherwise allow, with the headers
+        every allowing hook added."""
+        added: dict[str, str] = {}
+        for policy in self._by_service.get(request.destination, ()):
+            if not policy_matches(
+                policy, request.source, request.method, request.path, request.headers
+            ):
+                continue
+            assert policy.hook is not None
+            decision = await run_hook(
+                policy.hook, self.loader.get(policy.hook), request, self.hook_timeout
+            )
+            if not decision.allow:
+                return decision
+            added.update(decision.headers)
+        return Decision(True, headers=added) if added else ALLOW

@@ -1,0 +1,46 @@
+"""Which requests a policy is about. Shared by the translator (Envoy RBAC and matchers) and the
+mixer (which hooks to run), so both sides agree on every request."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import cache
+
+from meshpilot.translator import ir
+
+
+def path_glob_regex(glob: str) -> str:
+    """`/reviews/*` -> `^/reviews/.*$`: `*` is any characters, everything else is literal."""
+    return "^" + ".*".join(re.escape(part) for part in glob.split("*")) + "$"
+
+
+@cache
+def _compiled(glob: str) -> re.Pattern[str]:
+    return re.compile(path_glob_regex(glob))
+
+
+def value_matches(rule: ir.ValueMatch, value: str | None) -> bool:
+    if rule.kind == "absent":
+        return value is None
+    if value is None:
+        return False
+    if rule.kind == "present":
+        return True
+    if rule.kind == "prefix":
+        return value.startswith(rule.value)
+    if rule.kind == "regex":
+        return re.fullmatch(rule.value, value) is not None
+    return value == rule.value
+
+
+def policy_matches(
+    policy: ir.Policy, source: str | None, method: str, path: str, headers: Mapping[str, str]
+) -> bool:
+    target = policy.target
+    return (
+        (policy.sources is None or source in policy.sources)
+        and (not target.methods or method in target.methods)
+        and (not target.paths or any(_compiled(g).match(path) for g in target.paths))
+        and all(value_matches(h, headers.get(h.name)) for h in target.headers)
+    )

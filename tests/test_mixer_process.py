@@ -1,0 +1,89 @@
+"""The mixer as processes: workers share the gRPC port, the parent aggregates what they receive,
+and a worker that dies is restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from envoy.service.accesslog.v3 import als_pb2
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+
+from meshpilot.mixer import Mixer
+from tests.conftest import free_port
+from tests.test_mixer_services import check_request, http_entry, identifier, stream_logs
+
+MESH = "mesh: m\nservices:\n  ratings: {port: 9080}\n"
+
+
+@pytest.fixture
+async def mixer(tmp_path: Path) -> AsyncIterator[Mixer]:
+    (tmp_path / "mesh.yaml").write_text(MESH)
+    running = Mixer(
+        tmp_path / "mesh.yaml", f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", workers=2
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(running.run(stop))
+    yield running
+    stop.set()
+    await asyncio.wait_for(task, 15)
+
+
+async def eventually(condition: object, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def checks_pass(address: str) -> bool:
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            reply = await stub.Check(check_request("/"), timeout=1)
+            return bool(reply.status.code == 0)
+    except grpc.aio.AioRpcError:
+        return False
+
+
+async def test_entries_from_any_worker_are_counted_once_by_the_parent(mixer: Mixer) -> None:
+    await eventually(lambda: checks_pass(mixer.listen))
+    for _ in range(6):  # separate connections: the kernel spreads them over the workers
+        message = als_pb2.StreamAccessLogsMessage(
+            identifier=identifier("frontend", "v1", "outbound")
+        )
+        message.http_logs.log_entry.extend([http_entry(200, "outbound|9080||ratings")] * 5)
+        await stream_logs(mixer.listen, [message])
+
+    async def all_counted() -> bool:
+        labels = {
+            "reporter": "source",
+            "source_service": "frontend",
+            "destination_service": "ratings",
+            "destination_version": "v2",
+            "response_code": "200",
+        }
+        return mixer.metrics.registry.get_sample_value("mesh_requests_total", labels) == 30
+
+    await eventually(all_counted, timeout=5)
+
+
+async def test_a_killed_worker_is_restarted(mixer: Mixer) -> None:
+    await eventually(lambda: checks_pass(mixer.listen))
+    victim = mixer._processes[0]  # noqa: SLF001
+    assert victim is not None and victim.pid is not None
+    os.kill(victim.pid, signal.SIGKILL)
+
+    async def replaced() -> bool:
+        current = mixer._processes[0]  # noqa: SLF001
+        return current is not None and current.pid != victim.pid and current.is_alive()
+
+    await eventually(replaced)
+    await eventually(lambda: checks_pass(mixer.listen))
