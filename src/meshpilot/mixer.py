@@ -169,6 +169,10 @@ class Mixer:
             except Exception:
                 log.exception("could not record access-log entries")
 
+    def worker_pids(self) -> list[int | None]:
+        """The pid of each worker slot's live process (None while it is being restarted)."""
+        return [p.pid if p is not None and p.is_alive() else None for p in self._processes]
+
     def _start_worker(self, index: int) -> None:
         process = self._context.Process(
             target=_worker_main,
