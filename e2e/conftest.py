@@ -17,9 +17,10 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from harness.addresses import LoopbackAllocator
 from harness.mesh import MeshEnv
 from harness.processes import Processes
+
+from meshpilot.runner.addresses import LoopbackAllocator
 
 PROCESSES_KEY = pytest.StashKey[Processes]()
 E2E_DIR = Path(__file__).parent

@@ -26,8 +26,9 @@ from harness import (
     pid_alive,
     wait_for,
 )
-from harness.addresses import block_prefix, try_claim
 from harness.fake_xds import FakeAdsServer
+
+from meshpilot.runner.addresses import block_prefix, try_claim
 
 pytestmark = pytest.mark.e2e
 HARNESS_DIR = Path(__file__).parent
@@ -102,9 +103,9 @@ def test_allocator_skips_blocks_claimed_by_another_process() -> None:
 
 HOLD_BLOCK = """
 import random, sys
-from harness.addresses import BLOCK_COUNT, try_claim
+from meshpilot.runner.addresses import TEST_RANGE, block_count, try_claim
 while True:
-    index = random.randrange(BLOCK_COUNT)
+    index = random.randrange(block_count(TEST_RANGE))
     claim = try_claim(index)
     if claim:
         break

@@ -1,6 +1,5 @@
 """Reusable pieces for end-to-end tests with real processes (see e2e/conftest.py for fixtures)."""
 
-from harness.addresses import LoopbackAllocator, free_port
 from harness.client import LoadGenerator, MeshClient, Result
 from harness.envoy_admin import EnvoyAdmin, Host
 from harness.mesh import ControlPlane, Instance, MeshEnv
@@ -17,6 +16,7 @@ from harness.wait import (
     wait_for,
     wait_http_ok,
 )
+from meshpilot.runner.addresses import LoopbackAllocator, free_port
 
 __all__ = [
     "ControlPlane",

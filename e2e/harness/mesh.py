@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.addresses import LoopbackAllocator
 from harness.client import MeshClient
 from harness.envoy_admin import EnvoyAdmin
 from harness.processes import Proc, Processes
 from harness.wait import http_get, http_json, wait_envoy_live, wait_for, wait_http_ok
+from meshpilot.runner.addresses import LoopbackAllocator
 
 MESHPILOT = str(Path(sys.executable).parent / "meshpilot")
 APP = str(Path(__file__).resolve().parent.parent / "app.py")

@@ -1,11 +1,12 @@
-"""Loopback addresses that no other concurrently running test uses.
+"""Loopback addresses that no other concurrently running mesh (another `meshpilot up`, a test)
+uses, so that every instance can have its own IP with the same port layout.
 
 Linux routes all of 127.0.0.0/8 to `lo`, so any 127.X.Y.Z can be bound with no set-up, and
-every address has the whole port range to itself. A test claims a block 127.X.Y.0/24 by binding
-a TCP socket to the block's claim address `127.X.Y.254:CLAIM_PORT` and holding it until the test
-ends: the kernel refuses a second bind, so other xdist workers and other pytest runs skip the
-block, and a crashed run releases it automatically. Blocks live in 127.100-199.*.* to stay clear
-of 127.0.0.1 and of `meshpilot up` (which uses 127.0.*.*).
+every address has the whole port range to itself. A user claims a block 127.X.Y.0/24 by binding
+a TCP socket to the block's claim address `127.X.Y.254:CLAIM_PORT` and holding it while it runs:
+the kernel refuses a second bind, so others skip the block, and a crashed process releases it
+automatically. `meshpilot up` takes blocks in 127.200-254.*.*, tests in 127.100-199.*.*, both
+clear of 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -14,24 +15,30 @@ import errno
 import random
 import socket
 
-FIRST_X, LAST_X = 100, 199
+from meshpilot.errors import MeshpilotError
+
+UP_RANGE = (200, 254)  # X of 127.X.Y.Z for `meshpilot up`
+TEST_RANGE = (100, 199)  # ... and for tests
 CLAIM_HOST = 254
 CLAIM_PORT = 61999  # above the ephemeral range (32768-60999), so no connection takes it
 HOSTS_PER_BLOCK = 250  # .1 .. .250
-BLOCK_COUNT = (LAST_X - FIRST_X + 1) * 256
 
 
-def block_prefix(index: int) -> str:
-    """`127.X.Y` of block number `index` (0 .. BLOCK_COUNT-1)."""
-    x, y = divmod(index % BLOCK_COUNT, 256)
-    return f"127.{FIRST_X + x}.{y}"
+def block_count(x_range: tuple[int, int]) -> int:
+    return (x_range[1] - x_range[0] + 1) * 256
 
 
-def try_claim(index: int) -> socket.socket | None:
+def block_prefix(index: int, x_range: tuple[int, int] = TEST_RANGE) -> str:
+    """`127.X.Y` of block number `index` (0 .. block_count-1) in `x_range`."""
+    x, y = divmod(index % block_count(x_range), 256)
+    return f"127.{x_range[0] + x}.{y}"
+
+
+def try_claim(index: int, x_range: tuple[int, int] = TEST_RANGE) -> socket.socket | None:
     """The claim socket of block `index`, or None when someone else holds it."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock.bind((f"{block_prefix(index)}.{CLAIM_HOST}", CLAIM_PORT))
+        sock.bind((f"{block_prefix(index, x_range)}.{CLAIM_HOST}", CLAIM_PORT))
     except OSError as err:
         sock.close()
         if err.errno == errno.EADDRINUSE:
@@ -43,8 +50,10 @@ def try_claim(index: int) -> socket.socket | None:
 class LoopbackAllocator:
     """Hands out distinct loopback IPs from blocks it has claimed; `release()` frees them."""
 
-    def __init__(self, start: int | None = None) -> None:
-        self._next_block = random.randrange(BLOCK_COUNT) if start is None else start
+    def __init__(self, x_range: tuple[int, int] = TEST_RANGE, start: int | None = None) -> None:
+        self.x_range = x_range
+        count = block_count(x_range)
+        self._next_block = random.randrange(count) if start is None else start
         self._claims: list[socket.socket] = []
         self._prefix = ""
         self._next_host = HOSTS_PER_BLOCK + 1
@@ -63,16 +72,18 @@ class LoopbackAllocator:
         return [self.ip() for _ in range(count)]
 
     def _claim_block(self) -> None:
-        for _ in range(BLOCK_COUNT):
+        count = block_count(self.x_range)
+        for _ in range(count):
             index = self._next_block
-            self._next_block = (index + 1) % BLOCK_COUNT
-            claim = try_claim(index)
+            self._next_block = (index + 1) % count
+            claim = try_claim(index, self.x_range)
             if claim is not None:
                 self._claims.append(claim)
-                self._prefix = block_prefix(index)
+                self._prefix = block_prefix(index, self.x_range)
                 self._next_host = 1
                 return
-        raise RuntimeError("every loopback block 127.100-199.*.* is claimed")
+        low, high = self.x_range
+        raise MeshpilotError(f"every loopback block 127.{low}-{high}.*.* is taken")
 
     @property
     def blocks(self) -> list[str]:
@@ -88,7 +99,7 @@ class LoopbackAllocator:
 
 
 def free_port(ip: str) -> int:
-    """A port that is free on `ip` right now (on a test's own IP nobody else will take it)."""
+    """A port that is free on `ip` right now (on an IP of one's own block nobody else takes it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((ip, 0))
         port: int = sock.getsockname()[1]
