@@ -32,7 +32,7 @@ golden: $(STAMP)
 	$(BIN)/pytest -q tests/test_golden.py --update-golden
 
 demo: $(STAMP)
-	$(BIN)/python examples/quickstart/run.py
+	$(BIN)/meshpilot up examples/demo/mesh.yaml
 
 bench: $(STAMP)
 	$(BIN)/python bench/translate.py

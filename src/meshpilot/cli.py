@@ -80,11 +80,18 @@ def render(mesh: Path, service: str, version_: str | None, type_: str) -> None:
 @click.argument("mesh", type=click.Path(path_type=Path))
 @click.option("--xds", default="127.0.0.1:18000", show_default=True, metavar="HOST:PORT")
 @click.option("--admin", default="127.0.0.1:18001", show_default=True, metavar="HOST:PORT")
-def serve(mesh: Path, xds: str, admin: str) -> None:
+@click.option(
+    "--mixer",
+    "mixer_address",
+    default=None,
+    metavar="HOST:PORT",
+    help="Tell sidecars to reach the mixer here, whatever the mesh file's mixer.address says.",
+)
+def serve(mesh: Path, xds: str, admin: str, mixer_address: str | None) -> None:
     """Run the control plane: ADS gRPC server and admin HTTP API, watching MESH."""
     from meshpilot.controlplane import run_control_plane
 
-    run_control_plane(mesh, xds, admin)
+    run_control_plane(mesh, xds, admin, mixer_address)
 
 
 @main.command()
@@ -175,3 +182,20 @@ def top(mixer_: str, window: float) -> None:
     from meshpilot.telemetry.cli import print_top
 
     print_top(mixer_, window)
+
+
+@main.command()
+@click.argument("mesh", type=click.Path(path_type=Path))
+@click.option(
+    "--xds", default=None, metavar="HOST:PORT", help="Default: a free loopback IP, :18000."
+)
+@click.option("--admin", default=None, metavar="HOST:PORT", help="Default: same IP, :18001.")
+@click.option("--listen", default=None, metavar="HOST:PORT", help="Mixer gRPC; default :18081.")
+@click.option("--metrics", default=None, metavar="HOST:PORT", help="Mixer HTTP; default :18082.")
+def up(
+    mesh: Path, xds: str | None, admin: str | None, listen: str | None, metrics: str | None
+) -> None:
+    """Run a whole mesh locally: control plane, mixer, and every `run:` replica with a sidecar."""
+    from meshpilot.runner.up import run_up
+
+    sys.exit(run_up(mesh, xds, admin, listen, metrics))

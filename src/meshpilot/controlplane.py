@@ -10,7 +10,7 @@ import hashlib
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from meshpilot.admin.api import admin_routes
@@ -20,6 +20,7 @@ from meshpilot.mesh.diagnostics import Diagnostic, MeshInvalid
 from meshpilot.mesh.load import parse_mesh
 from meshpilot.mesh.watch import MeshWatcher
 from meshpilot.translator.build import build_ir
+from meshpilot.translator.ir import MeshIR
 from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.metrics import XdsMetrics
 from meshpilot.xds.server import AdsServer
@@ -40,8 +41,9 @@ class MeshStatus:
 
 
 class ControlPlane:
-    def __init__(self, mesh_path: Path, xds: str, admin: str) -> None:
+    def __init__(self, mesh_path: Path, xds: str, admin: str, mixer: str | None = None) -> None:
         self.mesh_path = mesh_path
+        self.mixer_address = mixer
         self.cache = SnapshotCache()
         self.metrics = XdsMetrics(lambda: len(self.cache.watches))
         self.status = MeshStatus()
@@ -76,12 +78,11 @@ class ControlPlane:
             return
         try:
             started = time.perf_counter()
-            self.cache.set_mesh(
-                build_ir(
-                    parse_mesh(data.decode("utf-8", "replace"), str(self.mesh_path)),
-                    self.mesh_path.parent,
-                )
+            mesh = build_ir(
+                parse_mesh(data.decode("utf-8", "replace"), str(self.mesh_path)),
+                self.mesh_path.parent,
             )
+            self.cache.set_mesh(self._with_mixer_address(mesh))
             self.metrics.translation.observe(time.perf_counter() - started)
         except MeshInvalid as invalid:
             self._reject(invalid.problems)
@@ -93,6 +94,12 @@ class ControlPlane:
         self.metrics.reloaded("applied")
         self.status = MeshStatus(version, time.time(), [])
         log.info("applied %s version %s", self.mesh_path, version)
+
+    def _with_mixer_address(self, mesh: MeshIR) -> MeshIR:
+        """`serve --mixer` wins over the file: `up` runs the mixer where it has room."""
+        if self.mixer_address is None or mesh.mixer is None:
+            return mesh
+        return replace(mesh, mixer=replace(mesh.mixer, address=self.mixer_address))
 
     def _reject(self, problems: list[Diagnostic]) -> None:
         self.metrics.reloaded("rejected")
@@ -120,6 +127,6 @@ async def _serve_until_signalled(plane: ControlPlane) -> None:
     await plane.stop()
 
 
-def run_control_plane(mesh_path: Path, xds: str, admin: str) -> None:
+def run_control_plane(mesh_path: Path, xds: str, admin: str, mixer: str | None = None) -> None:
     configure_logging()
-    asyncio.run(_serve_until_signalled(ControlPlane(mesh_path, xds, admin)))
+    asyncio.run(_serve_until_signalled(ControlPlane(mesh_path, xds, admin, mixer)))

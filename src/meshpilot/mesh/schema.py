@@ -13,9 +13,10 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import string
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -158,7 +159,6 @@ HeaderName = Annotated[str, AfterValidator(_header_name)]
 HttpPath = Annotated[str, AfterValidator(_http_path)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Labels = dict[str, str]
-Loose = dict[str, Any]  # a key accepted but not yet interpreted
 
 
 # Keys that take either a shorthand scalar or a mapping (`x-user: tester` or `x-user: {regex: ..}`)
@@ -491,13 +491,50 @@ class TelemetrySpec(_Spec):
     tracing: TracingSpec | None = None
 
 
+RUN_PLACEHOLDERS = ("ip", "app_port", "service", "version")
+
+
+def _command_template(command: str) -> str:
+    """`run:` commands are templates filled in per replica; only known placeholders."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(command) if name is not None]
+    except ValueError as err:
+        raise PydanticCustomError(
+            "template",
+            "not a valid template ({error}); write {escaped} for a literal brace",
+            {"error": str(err), "escaped": "'{{' or '}}'"},
+        ) from None
+    unknown = [f for f in fields if f not in RUN_PLACEHOLDERS]
+    if unknown:
+        raise PydanticCustomError(
+            "template",
+            "unknown placeholder {name}; use {known}",
+            {
+                "name": "'{" + unknown[0] + "}'",
+                "known": ", ".join("{" + p + "}" for p in RUN_PLACEHOLDERS),
+            },
+        )
+    return command
+
+
+class RunSpec(_Spec):
+    """How `meshpilot up` starts local instances of a service."""
+
+    command: Annotated[str, Field(min_length=1), AfterValidator(_command_template)]
+    version: str | None = None
+    replicas: int = Field(default=1, ge=1, le=200)
+    app_port: Port = 8080
+    labels: Labels = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
 class ServiceSpec(_Spec):
     port: Port
     protocol: Protocol = "http"
     subsets: dict[str, Labels] = Field(default_factory=dict)
     endpoints: list[EndpointSpec] = Field(default_factory=list)
     routes: list[RouteSpec] = Field(default_factory=list)
-    run: list[Loose] | None = None  # not yet interpreted
+    run: list[RunSpec] = Field(default_factory=list)
     load_balancer: LoadBalancer | None = None
     circuit_breaker: CircuitBreakerSpec | None = None
     outlier_detection: OutlierDetectionSpec | None = None

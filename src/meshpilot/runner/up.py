@@ -1,0 +1,214 @@
+"""`meshpilot up`: a whole mesh on this host, without Docker.
+
+The control plane, the mixer (when the mesh needs one) and every `run:` replica with its own
+real Envoy sidecar, each replica on its own loopback IP so that all sidecars use the same ports
+as under docker-compose. Processes log into a run directory; a replica that crashes is restarted
+with back-off; SIGINT or SIGTERM stops everything that was started.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from meshpilot.admin.status import format_table
+from meshpilot.errors import MeshpilotError
+from meshpilot.mesh.load import load_mesh
+from meshpilot.mesh.schema import MeshSpec
+from meshpilot.runner.addresses import UP_RANGE, LoopbackAllocator
+from meshpilot.runner.processes import Supervised, Supervisor
+from meshpilot.translator.build import build_ir
+from meshpilot.translator.ir import ADMIN_PORT, OUTBOUND_PORT
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 60.0
+MESHPILOT = [sys.executable, "-m", "meshpilot"]
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One local instance of a service: its app command (filled in) and where it runs."""
+
+    service: str
+    version: str | None
+    index: int
+    ip: str
+    app_port: int
+    command: str
+    env: dict[str, str]
+    labels: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}-{self.version or 'default'}-{self.index}"
+
+
+def plan_replicas(spec: MeshSpec, next_ip: Callable[[], str]) -> list[Replica]:
+    """Every replica of every `run:` entry, each with a fresh IP, services in name order."""
+    replicas = []
+    for service in sorted(spec.services):
+        for run in spec.services[service].run:
+            for index in range(run.replicas):
+                ip = next_ip()
+                values = {
+                    "ip": ip,
+                    "app_port": str(run.app_port),
+                    "service": service,
+                    "version": run.version or "",
+                }
+                env = {f"MESH_{k.upper()}": v for k, v in values.items()} | run.env
+                labels = tuple(f"{k}={v}" for k, v in sorted(run.labels.items()))
+                command = run.command.format(**values)
+                replicas.append(
+                    Replica(service, run.version, index, ip, run.app_port, command, env, labels)
+                )
+    return replicas
+
+
+@dataclass(frozen=True)
+class Addresses:
+    xds: str
+    admin: str
+    mixer: str | None
+    metrics: str | None
+
+
+class LocalMesh:
+    """Everything `up` starts, and the order it starts and checks it in."""
+
+    def __init__(self, mesh_path: Path, addresses: Addresses, run_dir: Path) -> None:
+        self.mesh_path = mesh_path.resolve()
+        self.addresses = addresses
+        self.run_dir = run_dir
+        self.supervisor = Supervisor()
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.supervisor.start(Supervised(name, argv, self.run_dir / f"{name}.log", env or {}))
+
+    def start_control_plane(self) -> None:
+        argv = [*MESHPILOT, "serve", str(self.mesh_path), "--xds", self.addresses.xds]
+        argv += ["--admin", self.addresses.admin]
+        if self.addresses.mixer:
+            argv += ["--mixer", self.addresses.mixer]
+        self._start("controlplane", argv)
+        if self.addresses.mixer and self.addresses.metrics:
+            argv = [*MESHPILOT, "mixer", str(self.mesh_path), "--listen", self.addresses.mixer]
+            self._start("mixer", [*argv, "--metrics", self.addresses.metrics])
+        _wait_until(f"http://{self.addresses.admin}/healthz", b"ok", "the control plane")
+
+    def start_replica(self, replica: Replica) -> None:
+        app = [
+            "/bin/sh",
+            "-c",
+            f"cd {_quote(str(self.mesh_path.parent))} && exec {replica.command}",
+        ]
+        self._start(f"{replica.name}.app", app, replica.env)
+        sidecar = [*MESHPILOT, "sidecar", "--service", replica.service, "--ip", replica.ip]
+        sidecar += ["--app-port", str(replica.app_port), "--xds", self.addresses.xds]
+        sidecar += ["--version", replica.version] if replica.version else []
+        for label in replica.labels:
+            sidecar += ["--label", label]
+        self._start(f"{replica.name}.envoy", sidecar)
+
+    def wait_ready(self, replicas: list[Replica]) -> None:
+        for replica in replicas:
+            _wait_until(f"http://{replica.ip}:{ADMIN_PORT}/ready", b"LIVE", replica.name)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _wait_until(url: str, expected: bytes, what: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                if expected in reply.read():
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise MeshpilotError(f"{what} did not become ready within {READY_TIMEOUT_S:.0f} s ({url})")
+
+
+def describe(spec: MeshSpec, mesh: LocalMesh, replicas: list[Replica]) -> str:
+    a = mesh.addresses
+    lines = [
+        f"mesh '{spec.mesh}' from {mesh.mesh_path}; logs in {mesh.run_dir}",
+        f"control plane: xds {a.xds}, admin http://{a.admin} (meshpilot status --admin {a.admin})",
+    ]
+    if a.mixer:
+        lines.append(f"mixer: grpc {a.mixer}, metrics http://{a.metrics}/metrics")
+    rows = [["SERVICE", "VERSION", "IP", "APP PORT", "SIDECAR ADMIN", "CALL OTHERS VIA"]]
+    rows += [
+        [
+            r.service,
+            r.version or "-",
+            r.ip,
+            str(r.app_port),
+            f"http://{r.ip}:{ADMIN_PORT}",
+            f"http://{r.ip}:{OUTBOUND_PORT} (Host: <service>)",
+        ]
+        for r in replicas
+    ]
+    lines += ["", format_table(rows)]
+    if replicas:
+        first = replicas[0]
+        lines += ["", f"try: curl -H 'Host: {first.service}' http://{first.ip}:{OUTBOUND_PORT}/"]
+    return "\n".join(lines)
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, _signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+
+
+def run_up(
+    mesh_path: Path, xds: str | None, admin: str | None, listen: str | None, metrics: str | None
+) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s up: %(message)s")
+    spec = load_mesh(mesh_path)
+    needs_mixer = build_ir(spec, mesh_path.parent).mixer is not None
+    stop = _Stop()
+    ips = LoopbackAllocator(UP_RANGE)
+    plane_ip = ips.ip()
+    addresses = Addresses(
+        xds or f"{plane_ip}:18000",
+        admin or f"{plane_ip}:18001",
+        (listen or f"{plane_ip}:18081") if needs_mixer else None,
+        (metrics or f"{plane_ip}:18082") if needs_mixer else None,
+    )
+    run_dir = Path(".run") / f"{spec.mesh}-{time.strftime('%Y%m%d-%H%M%S')}-{plane_ip}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mesh = LocalMesh(mesh_path, addresses, run_dir.resolve())
+    try:
+        mesh.start_control_plane()
+        replicas = plan_replicas(spec, ips.ip)
+        for replica in replicas:
+            mesh.start_replica(replica)
+        mesh.wait_ready(replicas)
+        print(describe(spec, mesh, replicas), flush=True)
+        print("\nready; Ctrl-C stops everything", flush=True)
+        while not stop.requested:
+            mesh.supervisor.check()
+            time.sleep(0.25)
+        return 0
+    finally:
+        log.info("stopping %d processes", len(mesh.supervisor.members))
+        mesh.supervisor.stop_all()
+        ips.release()
