@@ -9,6 +9,7 @@ import time
 
 from harness.client import LoadGenerator, Result
 from harness.mesh import ControlPlane, MeshEnv
+from harness.wait import wait_for
 from meshes import reviews_mesh, start_reviews_mesh
 
 RESYNC_DEADLINE = 10.0  # every proxy SYNCED again within 10 s of the restart
@@ -62,7 +63,11 @@ def test_the_control_plane_is_killed_and_restarted_under_load_with_zero_failed_r
         killed_at = time.monotonic()
         assert mesh_env.processes.kill(first.proc) == -9
         assert refused(first.ip, first.xds_port)
-        load.wait_for_results(DOWN_REQUESTS)  # the sidecars serve on without a control plane
+        wait_for(  # the sidecars serve on without a control plane
+            lambda: len(load.since(killed_at)) >= DOWN_REQUESTS,
+            10,
+            message=f"{DOWN_REQUESTS} requests sent with the control plane down",
+        )
         restarted_at = time.monotonic()
         second = mesh_env.start_control_plane(first.mesh_path, ip=first.ip)
         second.wait_synced(nodes, timeout=RESYNC_DEADLINE - (time.monotonic() - restarted_at))
