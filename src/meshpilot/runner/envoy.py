@@ -135,7 +135,7 @@ def run_sidecar(identity: SidecarIdentity) -> int:
 def start_envoy(command: list[str]) -> subprocess.Popen[bytes]:
     """Start Envoy; a binary that cannot be executed is reported like a missing one."""
     try:
-        return subprocess.Popen(command, preexec_fn=_parent_death_signal())
+        return subprocess.Popen(command, preexec_fn=parent_death_signal())
     except OSError as err:
         raise EnvoyNotFound(f"cannot run {command[0]}: {err}") from err
 
@@ -181,9 +181,9 @@ def forwarding_signals() -> Iterator[Callable[[subprocess.Popen[bytes]], None]]:
             signal.signal(sig, handler)
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """On Linux, a pre-exec hook that makes the kernel SIGTERM Envoy if meshpilot itself is
-    SIGKILLed, so a sidecar never outlives its launcher. libc is resolved here, in the parent:
+def parent_death_signal() -> Callable[[], None] | None:
+    """On Linux, a pre-exec hook that makes the kernel SIGTERM a child if meshpilot itself is
+    SIGKILLed, so a sidecar (or anything `up` started) never outlives its launcher. libc is resolved here, in the parent:
     the hook runs between fork and exec and must not load anything."""
     if not sys.platform.startswith("linux"):
         return None

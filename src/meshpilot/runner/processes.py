@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meshpilot.runner.envoy import parent_death_signal
+
 log = logging.getLogger(__name__)
 
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -40,6 +42,7 @@ class Supervised:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self.env},
                 start_new_session=True,
+                preexec_fn=parent_death_signal(),
             )
 
     @property
