@@ -183,8 +183,9 @@ def forwarding_signals() -> Iterator[Callable[[subprocess.Popen[bytes]], None]]:
 
 def parent_death_signal() -> Callable[[], None] | None:
     """On Linux, a pre-exec hook that makes the kernel SIGTERM a child if meshpilot itself is
-    SIGKILLed, so a sidecar (or anything `up` started) never outlives its launcher. libc is resolved here, in the parent:
-    the hook runs between fork and exec and must not load anything."""
+    SIGKILLed, so a sidecar (or anything `up` started) never outlives its launcher. libc is
+    resolved here, in the parent: the hook runs between fork and exec and must not load
+    anything."""
     if not sys.platform.startswith("linux"):
         return None
     prctl = ctypes.CDLL(None, use_errno=True).prctl

@@ -161,11 +161,25 @@ def describe(spec: MeshSpec, mesh: LocalMesh, replicas: list[Replica]) -> str:
         ]
         for r in replicas
     ]
-    lines += ["", format_table(rows)]
-    if replicas:
-        first = replicas[0]
-        lines += ["", f"try: curl -H 'Host: {first.service}' http://{first.ip}:{OUTBOUND_PORT}/"]
+    lines += ["", format_table(rows), "", "try:", *_suggestions(spec, mesh, replicas)]
     return "\n".join(lines)
+
+
+def _suggestions(spec: MeshSpec, mesh: LocalMesh, replicas: list[Replica]) -> list[str]:
+    """Three things to try: a call through a sidecar, a live edit, and where to watch."""
+    tries = []
+    entry = next((r for name in spec.services for r in replicas if r.service == name), None)
+    if entry is not None:
+        tries.append(
+            f"  curl -H 'Host: {entry.service}' http://{entry.ip}:{OUTBOUND_PORT}/"
+            f"     # call {entry.service} through a sidecar"
+        )
+    tries.append(f"  edit {mesh.mesh_path} (weights, routes) and save     # applied live")
+    watch = f"  meshpilot status --admin {mesh.addresses.admin}"
+    if mesh.addresses.metrics:
+        watch += f"   and   http://{mesh.addresses.metrics}/metrics"
+    tries.append(watch)
+    return tries
 
 
 class _Stop:
