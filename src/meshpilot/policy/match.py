@@ -15,6 +15,11 @@ def path_glob_regex(glob: str) -> str:
     return "^" + ".*".join(re.escape(part) for part in glob.split("*")) + "$"
 
 
+def path_header_regex(glob: str) -> str:
+    """The same as `path_glob_regex` for the `:path` header, which may end in a query string."""
+    return path_glob_regex(glob)[:-1] + r"(\?.*)?$"
+
+
 @cache
 def _compiled(glob: str) -> re.Pattern[str]:
     return re.compile(path_glob_regex(glob))

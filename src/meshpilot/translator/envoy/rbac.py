@@ -1,0 +1,90 @@
+"""Envoy RBAC filters for static policies, enforced at the destination's inbound listener.
+
+`deny` policies go in a DENY filter, `allow` policies in an ALLOW filter (present only when the
+service has allow policies: none means everyone is allowed), `audit` policies in shadow rules
+that enforce nothing and record matches (stats `audit_rbac.shadow_allowed`, and the policy name
+in the access log's `shadow_effective_policy_id`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envoy.config.rbac.v3 import rbac_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
+from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
+
+from meshpilot import identity
+from meshpilot.policy.match import path_glob_regex
+from meshpilot.translator import ir
+from meshpilot.translator.envoy.route import header_matcher
+
+AUDIT_STAT_PREFIX = "audit_"
+_ALLOW = rbac_pb2.RBAC.Action.Value("ALLOW")
+_DENY = rbac_pb2.RBAC.Action.Value("DENY")
+
+
+def principal(sources: tuple[str, ...] | None) -> rbac_pb2.Principal:
+    """The callers: any (also unidentified ones), or the named source services."""
+    if sources is None:
+        return rbac_pb2.Principal(any=True)
+    ids = [
+        rbac_pb2.Principal(
+            header=rc.HeaderMatcher(
+                name=identity.SOURCE_HEADER, string_match=string_pb2.StringMatcher(exact=source)
+            )
+        )
+        for source in sources
+    ]
+    return ids[0] if len(ids) == 1 else rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=ids))
+
+
+def _any_of(rules: Sequence[rbac_pb2.Permission]) -> rbac_pb2.Permission:
+    if len(rules) == 1:
+        return rules[0]
+    return rbac_pb2.Permission(or_rules=rbac_pb2.Permission.Set(rules=rules))
+
+
+def _path_rule(glob: str) -> rbac_pb2.Permission:
+    regex = string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=path_glob_regex(glob)))
+    return rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=regex))
+
+
+def permission(target: ir.PolicyTarget) -> rbac_pb2.Permission:
+    """The requests: any of the methods, any of the paths (query ignored), all the headers."""
+    rules = []
+    if target.methods:
+        methods = [ir.ValueMatch(":method", "exact", m) for m in target.methods]
+        rules.append(_any_of([rbac_pb2.Permission(header=header_matcher(m)) for m in methods]))
+    if target.paths:
+        rules.append(_any_of([_path_rule(glob) for glob in target.paths]))
+    rules += [rbac_pb2.Permission(header=header_matcher(h)) for h in target.headers]
+    if not rules:
+        return rbac_pb2.Permission(any=True)
+    if len(rules) == 1:
+        return rules[0]
+    return rbac_pb2.Permission(and_rules=rbac_pb2.Permission.Set(rules=rules))
+
+
+def rbac_policies(policies: Sequence[ir.Policy]) -> dict[str, rbac_pb2.Policy]:
+    return {
+        p.name: rbac_pb2.Policy(
+            permissions=[permission(p.target)], principals=[principal(p.sources)]
+        )
+        for p in policies
+    }
+
+
+def enforcing_rbac(action: str, policies: Sequence[ir.Policy]) -> rbac_filter_pb2.RBAC:
+    """An RBAC filter that denies (action "deny") or only allows (action "allow") what matches."""
+    rules = rbac_pb2.RBAC(
+        action=_DENY if action == "deny" else _ALLOW, policies=rbac_policies(policies)
+    )
+    return rbac_filter_pb2.RBAC(rules=rules)
+
+
+def audit_rbac(policies: Sequence[ir.Policy]) -> rbac_filter_pb2.RBAC:
+    """Shadow rules only: every request passes; a match is counted and named in the access log."""
+    shadow = rbac_pb2.RBAC(action=_ALLOW, policies=rbac_policies(policies))
+    return rbac_filter_pb2.RBAC(shadow_rules=shadow, shadow_rules_stat_prefix=AUDIT_STAT_PREFIX)
