@@ -64,6 +64,7 @@ class HostCounter:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: do not delay the body
     identity: ClassVar[dict[str, Any]] = {}
     failures: ClassVar[FailureCounter] = FailureCounter()
     hosts: ClassVar[HostCounter] = HostCounter()

@@ -149,13 +149,37 @@ def _host(address: str) -> str:
     return address
 
 
+def _positive(duration: str) -> str:
+    if parse_duration(duration) == 0:
+        raise PydanticCustomError("duration", "must be longer than 0")
+    return duration
+
+
+def _editable_header(name: str) -> str:
+    """Envoy refuses to add, set or remove `host` and pseudo-headers (`:path`, ...)."""
+    if name.startswith(":") or name.lower() == "host":
+        raise PydanticCustomError(
+            "header_name", "'{name}' cannot be added, set or removed", {"name": name}
+        )
+    return name
+
+
+def _header_value(value: str) -> str:
+    if any(c in value for c in "\r\n\0"):
+        raise PydanticCustomError("header_value", "a header value cannot contain CR, LF or NUL")
+    return value
+
+
 Duration = Annotated[str, BeforeValidator(_duration)]
+PositiveDuration = Annotated[str, BeforeValidator(_duration), AfterValidator(_positive)]
 Regex = Annotated[str, AfterValidator(_regex)]
 Address = Annotated[str, AfterValidator(_host)]
 Percent = Annotated[int | float, Field(ge=0, le=100)]
 Count = Annotated[int, Field(ge=0)]
 ServiceName = Annotated[str, AfterValidator(_service_name)]
 HeaderName = Annotated[str, AfterValidator(_header_name)]
+EditableHeader = Annotated[str, AfterValidator(_header_name), AfterValidator(_editable_header)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
 HttpPath = Annotated[str, AfterValidator(_http_path)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Labels = dict[str, str]
@@ -177,8 +201,18 @@ class _Spec(BaseModel):
 
 
 class BackoffSpec(_Spec):
-    base: Duration
-    max: Duration | None = None
+    base: PositiveDuration
+    max: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _max_not_below_base(self) -> BackoffSpec:
+        if self.max is not None and parse_duration(self.max) < parse_duration(self.base):
+            raise PydanticCustomError(
+                "backoff",
+                "'max' ({max}) is shorter than 'base' ({base})",
+                {"max": self.max, "base": self.base},
+            )
+        return self
 
 
 class RetriesSpec(_Spec):
@@ -257,7 +291,7 @@ class DestinationSpec(_Spec):
 
 
 class FaultDelaySpec(_Spec):
-    fixed: Duration
+    fixed: PositiveDuration
     percent: Percent = 100
 
 
@@ -283,9 +317,9 @@ class MirrorSpec(_Spec):
 
 
 class HeaderOpsSpec(_Spec):
-    add: dict[HeaderName, str] = Field(default_factory=dict)
-    set: dict[HeaderName, str] = Field(default_factory=dict)
-    remove: list[HeaderName] = Field(default_factory=list)
+    add: dict[EditableHeader, HeaderValue] = Field(default_factory=dict)
+    set: dict[EditableHeader, HeaderValue] = Field(default_factory=dict)
+    remove: list[EditableHeader] = Field(default_factory=list)
 
 
 class HeadersSpec(_Spec):
