@@ -1,4 +1,9 @@
-"""Route builders: matches, actions, virtual hosts and the outbound route table."""
+"""Route builders: matches, actions, virtual hosts and the outbound route table.
+
+Everything a route does to a request is configured on the route itself: matching, the cluster
+choice, timeout, retries, mirroring, consistent-hash keys, header edits, the prefix rewrite, and
+fault injection (a per-route config of the fault filter that every outbound chain carries).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,14 @@ from collections.abc import Callable, Sequence
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
 from meshpilot.translator import ir, names
+from meshpilot.translator.envoy import http_filters
 from meshpilot.translator.envoy.common import duration, typed
 from meshpilot.translator.envoy.wire import length_delimited, string_field
 
@@ -19,6 +27,15 @@ ClusterNamer = Callable[[str | None], str]
 _ROUTE_CONFIG_NAME_FIELD = 1
 _ROUTE_CONFIG_VHOSTS_FIELD = 2
 _UNKNOWN_HOST_BODY = "meshpilot: no such service in the mesh\n"
+_MILLION = percent_pb2.FractionalPercent.DenominatorType.Value("MILLION")
+_APPEND = base_pb2.HeaderValueOption.HeaderAppendAction.Value("APPEND_IF_EXISTS_OR_ADD")
+_OVERWRITE = base_pb2.HeaderValueOption.HeaderAppendAction.Value("OVERWRITE_IF_EXISTS_OR_ADD")
+_HashPolicy = rc.RouteAction.HashPolicy
+
+
+def fractional_percent(percent: float) -> percent_pb2.FractionalPercent:
+    """A percentage in millionths, so that shares such as 0.01 % or 33.3333 % stay exact."""
+    return percent_pb2.FractionalPercent(numerator=round(percent * 10_000), denominator=_MILLION)
 
 
 def string_matcher(match: ir.ValueMatch) -> string_pb2.StringMatcher:
@@ -73,6 +90,7 @@ def retry_policy(retries: ir.RetryPolicy) -> rc.RetryPolicy:
     policy = rc.RetryPolicy(
         retry_on=",".join(retries.on),
         num_retries=wrappers_pb2.UInt32Value(value=retries.attempts),
+        retriable_status_codes=retries.retriable_status_codes,
         host_selection_retry_max_attempts=3,
         retry_host_predicate=[
             rc.RetryPolicy.RetryHostPredicate(
@@ -83,34 +101,132 @@ def retry_policy(retries: ir.RetryPolicy) -> rc.RetryPolicy:
     )
     if retries.per_try_timeout_ms is not None:
         policy.per_try_timeout.CopyFrom(duration(retries.per_try_timeout_ms))
+    if retries.backoff_base_ms is not None:
+        policy.retry_back_off.CopyFrom(
+            retry_back_off(retries.backoff_base_ms, retries.backoff_max_ms)
+        )
     return policy
 
 
-def route_action(route: ir.Route, cluster_of: ClusterNamer) -> rc.RouteAction:
-    action = rc.RouteAction()
-    shares = [d for d in route.to if d.weight > 0]
+def retry_back_off(base_ms: int, max_ms: int | None) -> rc.RetryPolicy.RetryBackOff:
+    """Jittered exponential back-off; Envoy caps it at ten times the base unless given a max."""
+    back_off = rc.RetryPolicy.RetryBackOff(base_interval=duration(base_ms))
+    if max_ms is not None:
+        back_off.max_interval.CopyFrom(duration(max_ms))
+    return back_off
+
+
+def mirror_policy(
+    mirror: ir.Mirror, cluster_of: ClusterNamer
+) -> rc.RouteAction.RequestMirrorPolicy:
+    """A fire-and-forget copy of a share of requests; Envoy appends `-shadow` to its Host."""
+    return rc.RouteAction.RequestMirrorPolicy(
+        cluster=cluster_of(mirror.subset),
+        runtime_fraction=base_pb2.RuntimeFractionalPercent(
+            default_value=fractional_percent(mirror.percent)
+        ),
+    )
+
+
+def hash_policy(key: ir.HashKey) -> rc.RouteAction.HashPolicy:
+    """What a ring_hash or maglev cluster hashes a request on."""
+    if key.kind == "header":
+        return _HashPolicy(header=_HashPolicy.Header(header_name=key.name))
+    if key.kind == "query_parameter":
+        return _HashPolicy(query_parameter=_HashPolicy.QueryParameter(name=key.name))
+    if key.kind == "source_ip":
+        return _HashPolicy(connection_properties=_HashPolicy.ConnectionProperties(source_ip=True))
+    cookie = _HashPolicy.Cookie(name=key.name, path=key.path or "")
+    if key.ttl_ms is not None:  # with a ttl, Envoy sets the cookie when the request has none
+        cookie.ttl.CopyFrom(duration(key.ttl_ms))
+    return _HashPolicy(cookie=cookie)
+
+
+def cluster_hash_key(service: ir.Service, subset: str | None) -> ir.HashKey | None:
+    """The hash key of a subset's cluster (its own policy), or of the whole service's."""
+    policy = next((s.policy for s in service.subsets if s.name == subset), service.policy)
+    return policy.load_balancer.hash
+
+
+def route_hash_key(service: ir.Service, r: ir.Route) -> ir.HashKey | None:
+    """The key the route's clusters hash on; when a split's clusters disagree, the service's."""
+    keys = [cluster_hash_key(service, d.subset) for d in r.to if d.weight > 0]
+    distinct = list(dict.fromkeys(k for k in keys if k is not None))
+    if len(distinct) > 1 and service.policy.load_balancer.hash in distinct:
+        return service.policy.load_balancer.hash
+    return distinct[0] if distinct else None
+
+
+def cluster_choice(to: Sequence[ir.Destination], cluster_of: ClusterNamer) -> rc.RouteAction:
+    """An action naming one cluster, or a weighted split (shares of weight 0 left out)."""
+    shares = [d for d in to if d.weight > 0]
     if len(shares) == 1:
-        action.cluster = cluster_of(shares[0].subset)
-    else:
-        action.weighted_clusters.clusters.extend(
+        return rc.RouteAction(cluster=cluster_of(shares[0].subset))
+    split = rc.WeightedCluster(
+        clusters=[
             rc.WeightedCluster.ClusterWeight(
                 name=cluster_of(d.subset), weight=wrappers_pb2.UInt32Value(value=d.weight)
             )
             for d in shares
-        )
+        ]
+    )
+    return rc.RouteAction(weighted_clusters=split)
+
+
+def route_action(
+    route: ir.Route, cluster_of: ClusterNamer, hash_key: ir.HashKey | None = None
+) -> rc.RouteAction:
+    action = cluster_choice(route.to, cluster_of)
     if route.timeout_ms is not None:
         action.timeout.CopyFrom(duration(route.timeout_ms))
     if route.retries is not None and route.retries.attempts > 0:
         action.retry_policy.CopyFrom(retry_policy(route.retries))
+    if route.mirror is not None:
+        action.request_mirror_policies.append(mirror_policy(route.mirror, cluster_of))
+    if hash_key is not None:
+        action.hash_policy.append(hash_policy(hash_key))
+    if route.prefix_rewrite is not None:
+        action.prefix_rewrite = route.prefix_rewrite
     return action
 
 
+def http_fault(fault: ir.Fault) -> fault_pb2.HTTPFault:
+    """The fault filter's per-route config: a fixed delay and/or an abort, each for a share."""
+    result = fault_pb2.HTTPFault()
+    if fault.delay_ms is not None:
+        result.delay.fixed_delay.CopyFrom(duration(fault.delay_ms))
+        result.delay.percentage.CopyFrom(fractional_percent(fault.delay_percent))
+    if fault.abort_status is not None:
+        result.abort.http_status = fault.abort_status
+        result.abort.percentage.CopyFrom(fractional_percent(fault.abort_percent))
+    return result
+
+
+def header_value_options(ops: ir.HeaderOps) -> list[base_pb2.HeaderValueOption]:
+    """`add` appends to a header already there, `set` replaces it; both add a missing one."""
+    edits = [(name, value, _APPEND) for name, value in ops.add]
+    edits += [(name, value, _OVERWRITE) for name, value in ops.set]
+    return [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=name, value=value), append_action=action
+        )
+        for name, value, action in edits
+    ]
+
+
 def route(service: ir.Service, r: ir.Route, cluster_of: ClusterNamer) -> rc.Route:
-    return rc.Route(
+    result = rc.Route(
         name=names.route(service.name, r.name),
         match=route_match(r.match),
-        route=route_action(r, cluster_of),
+        route=route_action(r, cluster_of, route_hash_key(service, r)),
+        request_headers_to_add=header_value_options(r.request_headers),
+        request_headers_to_remove=r.request_headers.remove,
+        response_headers_to_add=header_value_options(r.response_headers),
+        response_headers_to_remove=r.response_headers.remove,
     )
+    if r.fault is not None:
+        result.typed_per_filter_config[http_filters.FAULT].CopyFrom(typed(http_fault(r.fault)))
+    return result
 
 
 def virtual_host(service: ir.Service, cluster_of: ClusterNamer) -> rc.VirtualHost:
