@@ -611,7 +611,25 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
         issues += _service_checks(("services", name), service)
     services = [name for name, _ in _items(_get(data, "services"))]
     issues += _policy_checks(_get(data, "policies"), services, base_dir)
+    issues += _tcp_port_checks(_get(data, "services"))
     return issues
+
+
+def _tcp_port_checks(services: object) -> Iterator[Issue]:
+    """Each tcp service is a listener on every caller's IP at its port: ports must differ."""
+    owner: dict[object, str] = {}
+    for name, service in _items(services):
+        if _get(service, "protocol") != "tcp":
+            continue
+        port = _get(service, "port")
+        if port in owner:
+            yield Issue(
+                ("services", name, "port"),
+                f"tcp service '{owner[port]}' already uses port {port}; each tcp service "
+                "needs a port of its own (callers listen on it)",
+            )
+        else:
+            owner[port] = name
 
 
 def _policy_checks(policies: object, services: list[str], base_dir: Path | None) -> Iterator[Issue]:
