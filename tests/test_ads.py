@@ -198,3 +198,15 @@ async def test_after_a_restart_a_reconnecting_proxy_keeps_its_endpoints_while_ot
             await watcher.receive(timeout=0.15)  # held: it claims what it had before the restart
         after = await watcher.receive(timeout=2)  # the grace period ended without the member
     assert after.version_info != before.version_info
+
+
+async def test_a_re_request_for_endpoints_is_answered_again(plane: Plane) -> None:
+    """Envoy warming a replaced cluster asks again for its endpoints with the last nonce."""
+    names = ["outbound|9080|v1|reviews"]
+    async with plane.client(proxy("a", "127.0.0.2")) as client:
+        client.send(ENDPOINT, names)
+        first = await client.receive()
+        client.ack(first, names)
+        client.ack(first, names)  # the same nonce again, nothing in flight: a re-request
+        again = await client.receive()
+    assert again.version_info == first.version_info and again.nonce != first.nonce

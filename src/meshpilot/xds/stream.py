@@ -70,8 +70,12 @@ class AdsStream:
                 return  # a reply to a response that has since been superseded
             if request.HasField("error_detail"):
                 self._record_nack(request.type_url, state, request.error_detail.message)
-            else:
+            elif state.awaiting_reply:
                 state.record_ack()
+            elif request.type_url not in WILDCARD_TYPES:
+                # Nothing in flight, so not an ACK: Envoy asks again for resources it has, as it
+                # does for the endpoints of a cluster being replaced (warming); answer it.
+                state.resend = True
         elif request.version_info and state.sent is None:
             self._claimed[request.type_url] = request.version_info
         state.subscribed = True
@@ -102,11 +106,15 @@ class AdsStream:
             state.desired_version = desired.version
             if self._settled_by_claim(type_url, state, desired):
                 continue
-            if state.awaiting_reply or (state.sent and state.sent.version == desired.version):
+            if state.awaiting_reply:
+                continue
+            unchanged = state.sent is not None and state.sent.version == desired.version
+            if unchanged and (not state.resend or state.nacked_version == desired.version):
                 continue
             if type_url in GATED_TYPES and not self._dependencies_acked(desired):
                 continue
             state.sent = desired
+            state.resend = False
             state.nonce = str(next(self._nonces))
             state.awaiting_reply = True
             responses.append(discovery_response(desired, state.nonce))

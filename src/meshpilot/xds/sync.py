@@ -24,6 +24,7 @@ class TypeSync:
     sent: ResourceSet | None = None
     nonce: str = ""
     awaiting_reply: bool = False
+    resend: bool = False  # Envoy asked again for what it was sent: send it again
     acked: ResourceSet | None = None
     nacked_version: str | None = None
     error: str | None = None
