@@ -612,7 +612,47 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
     services = [name for name, _ in _items(_get(data, "services"))]
     issues += _policy_checks(_get(data, "policies"), services, base_dir)
     issues += _tcp_port_checks(_get(data, "services"))
+    issues += _host_name_checks(_get(data, "services"))
+    issues += _file_checks(_get(data, "services"), base_dir)
     return issues
+
+
+def _host_name_checks(services: object) -> Iterator[Issue]:
+    """An external service answers to its endpoints' DNS names: every host name must name one
+    service only, or the shared route table would have one domain twice."""
+    owner = {name: name for name, _ in _items(services)}
+    for name, service in _items(services):
+        for i, endpoint in _entries(_get(service, "endpoints")):
+            address = _get(endpoint, "address")
+            if not isinstance(address, str) or _is_ip(address):
+                continue
+            other = owner.setdefault(address, name)
+            if other != name:
+                yield Issue(
+                    ("services", name, "endpoints", i, "address"),
+                    f"'{address}' already names service '{other}'; a host name can reach one "
+                    "service only",
+                )
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _file_checks(services: object, base_dir: Path | None) -> Iterator[Issue]:
+    """Envoy rejects a cluster whose CA file is missing, for every proxy: check it here."""
+    if base_dir is None:
+        return
+    for name, service in _items(services):
+        ca_file = _get(_get(service, "tls"), "ca_file")
+        if isinstance(ca_file, str) and not (base_dir / ca_file).is_file():
+            yield Issue(
+                ("services", name, "tls", "ca_file"), f"'{base_dir / ca_file}' does not exist"
+            )
 
 
 def _tcp_port_checks(services: object) -> Iterator[Issue]:
