@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,43 @@ class MeshEnv:
         if self.control_plane is None:
             raise RuntimeError("start a control plane first, or pass xds=")
         return self.control_plane.xds
+
+    def start_command_app(
+        self, service: str, ip: str, port: int, argv: Sequence[str], *, name: str = "app"
+    ) -> Proc:
+        """Any app command (a TCP or gRPC server) on `ip:port`, once it accepts connections."""
+        proc = self.processes.start(f"{name}-{service}-{ip}", argv)
+        wait_for(
+            lambda: accepts_connections(ip, port),
+            START_TIMEOUT,
+            message=f"{ip}:{port} to accept connections",
+            ignore=(OSError,),
+            procs=[proc],
+        )
+        return proc
+
+    def start_command_instance(
+        self,
+        service: str,
+        version: str | None,
+        app_argv: Callable[[str, int], Sequence[str]],
+        app_port: int = 8080,
+        *,
+        labels: Iterable[str] = (),
+        ip: str | None = None,
+    ) -> Instance:
+        """Like `start_instance`, with the app started as `app_argv(ip, app_port)` instead of the
+        HTTP test app; waits until the app accepts connections and Envoy is LIVE."""
+        ip = ip or self.ips.ip()
+        app = self.start_command_app(service, ip, app_port, app_argv(ip, app_port))
+        sidecar = self.start_sidecar(service, version, ip, app_port, labels=labels)
+        instance = Instance(service, version, ip, app_port, app, sidecar)
+        wait_envoy_live(instance.admin.url, START_TIMEOUT, procs=[sidecar])
+        self.instances.append(instance)
+        return instance
+
+
+def accepts_connections(ip: str, port: int, timeout: float = 1.0) -> bool:
+    """True when a TCP connection to `ip:port` opens (OSError when it does not)."""
+    with socket.create_connection((ip, port), timeout=timeout):
+        return True

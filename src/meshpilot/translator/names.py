@@ -24,3 +24,16 @@ def virtual_host(service: str) -> str:
 
 def route(service: str, route_name: str) -> str:
     return f"{service}/{route_name}"
+
+
+def tcp_listener(service: str, port: int) -> str:
+    """A caller's outbound listener for a tcp service, on the caller's IP at the service's port."""
+    return f"outbound_tcp|{port}|{service}"
+
+
+def rate_limit_stat_prefix(route_name: str | None = None) -> str:
+    """Stats of the inbound token bucket: the service's, or a route's own (`..._ROUTE`)."""
+    if route_name is None:
+        return "inbound_rate_limit"
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in route_name)
+    return f"inbound_rate_limit_{safe}"

@@ -6,16 +6,31 @@ service re-translates and re-serializes only that service; everything else is re
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+import socket
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
+from operator import attrgetter
 
-from envoy.config.route.v3 import route_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 
 from meshpilot.errors import InconsistentSnapshot
 from meshpilot.translator import ir, names
-from meshpilot.translator.envoy import cluster, endpoint, http_filters, listener, route
+from meshpilot.translator.envoy import (
+    cluster,
+    endpoint,
+    http_filters,
+    inbound_route,
+    listener,
+    rate_limit,
+    route,
+    tcp_proxy,
+)
 from meshpilot.translator.envoy.http_connection_manager import HttpConnectionManagerBuilder
 from meshpilot.translator.resources import (
     CLUSTER,
@@ -24,12 +39,16 @@ from meshpilot.translator.resources import (
     ROUTE,
     LazyUnion,
     Part,
+    Resource,
     ResourceSet,
     resource,
     resource_from_bytes,
 )
 
 View = Mapping[str, ResourceSet]
+# What a proxy's own resources depend on besides the proxy: its service, the tcp services.
+_LocalInputs = tuple[ir.Service | None, tuple[ir.Service, ...]]
+_NAME = attrgetter("name")
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,21 @@ class MeshResources:
     clusters: ResourceSet
     endpoints: ResourceSet
     routes: ResourceSet
+    # For each proxy's own resources: its service's settings, and the tcp services it may call
+    # (each gets a listener of its own on the proxy's IP). Services are sorted by name.
+    services: tuple[ir.Service, ...] = ()
+    tcp_services: tuple[ir.Service, ...] = ()
+
+    def service(self, name: str) -> ir.Service | None:
+        """A binary search, as `build_ir` sorts services by name; any order works, more slowly."""
+        i = bisect.bisect_left(self.services, name, key=_NAME)
+        if i < len(self.services) and self.services[i].name == name:
+            return self.services[i]
+        return self._by_name.get(name)
+
+    @cached_property
+    def _by_name(self) -> dict[str, ir.Service]:
+        return {s.name: s for s in self.services}
 
 
 def _cluster_namer(service: ir.Service) -> route.ClusterNamer:
@@ -64,19 +98,100 @@ def translate_service(service: ir.Service) -> ServiceOutput:
     cluster_names = _service_cluster_names(service)
     namer = _cluster_namer(service)
     targets = {namer(d.subset) for r in service.routes for d in r.to if d.weight > 0}
+    targets |= {namer(r.mirror.subset) for r in service.routes if r.mirror is not None}
     missing = targets - set(cluster_names)
     if missing:
         raise InconsistentSnapshot(f"service {service.name}: routes to unknown {sorted(missing)}")
-    clusters = Part(
-        resource_from_bytes(CLUSTER, name, cluster.eds_cluster_bytes(name), refs=[name])
-        for name in cluster_names
-    )
-    vhost = route.virtual_host(service, namer).SerializeToString(deterministic=True)
+    external = is_external(service)
+    built = _dns_clusters if external else _eds_clusters
+    clusters = Part(built(service, cluster_names))
+    virtual_host = route.virtual_host(service, namer)
+    if external:
+        _reach_by_endpoint_names(virtual_host, service)
+    vhost = virtual_host.SerializeToString(deterministic=True)
     return ServiceOutput(clusters, route.virtual_host_entry(vhost), frozenset(targets))
 
 
+def _eds_clusters(service: ir.Service, names: list[str]) -> list[Resource]:
+    """`names` as `_service_cluster_names` gives them: the whole service's cluster with the
+    service's policy, then each subset's with its own. Each refers to its assignment (same name).
+    """
+    tls, http2 = upstream_tls(service), service.speaks_http2
+    policies = [service.policy, *(s.policy for s in service.subsets)]
+    return [
+        resource_from_bytes(CLUSTER, name, cluster.eds_cluster_bytes(name, p, tls, http2), (name,))
+        for name, p in zip(names, policies, strict=True)
+    ]
+
+
+def _dns_clusters(service: ir.Service, names: list[str]) -> list[Resource]:
+    """An external service's clusters list their members inline (the static endpoints with the
+    subset's labels, every one for the whole service): they refer to nothing."""
+    tls, http2 = upstream_tls(service), service.speaks_http2
+    whole: tuple[ir.Labels, ir.TrafficPolicy] = ((), service.policy)
+    settings = [whole, *((s.labels, s.policy) for s in service.subsets)]
+    resources = []
+    for name, (labels, policy) in zip(names, settings, strict=True):
+        wanted = frozenset(labels)
+        members = [(e.address, e.port) for e in service.endpoints if wanted <= frozenset(e.labels)]
+        built = cluster.dns_cluster(name, members, policy, tls, http2)
+        resources.append(resource(CLUSTER, name, built))
+    return resources
+
+
+def upstream_tls(service: ir.Service) -> ir.UpstreamTls | None:
+    """The service's TLS; without an `sni`, the endpoints' DNS name when they all share one."""
+    tls = service.tls
+    if tls is None or tls.sni:
+        return tls
+    hosts = {e.address for e in service.endpoints if not is_ip(e.address)}
+    return dataclasses.replace(tls, sni=hosts.pop()) if len(hosts) == 1 else tls
+
+
+def is_ip(address: str) -> bool:
+    """An IPv4 or IPv6 address, as Envoy parses one (anything else is a DNS name)."""
+    for family in _ADDRESS_FAMILIES:
+        try:
+            socket.inet_pton(family, address)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+_ADDRESS_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+def is_external(service: ir.Service) -> bool:
+    """A service with a static endpoint named by DNS: Envoy resolves its members itself (a
+    STRICT_DNS cluster per subset); connected sidecars of such a service are not members."""
+    return any(not is_ip(e.address) for e in service.endpoints)
+
+
+def _reach_by_endpoint_names(
+    virtual_host: route_components_pb2.VirtualHost, service: ir.Service
+) -> None:
+    """An external service's virtual host also answers to its endpoints' names, and requests
+    reach each endpoint with its name as Host, as if the app had called it directly."""
+    virtual_host.domains.extend(external_domains(service))
+    for r in virtual_host.routes:
+        if r.HasField("route") and r.route.WhichOneof("host_rewrite_specifier") is None:
+            r.route.auto_host_rewrite.value = True
+
+
+def external_domains(service: ir.Service) -> list[str]:
+    """An external service also answers to its endpoints' names (`api.example.com` and
+    `api.example.com:443`), so apps can call it by the name they know through the sidecar."""
+    hosts = sorted({(e.address, e.port) for e in service.endpoints if not is_ip(e.address)})
+    domains = dict.fromkeys(d for host, port in hosts for d in (host, f"{host}:{port}"))
+    return [d for d in domains if d not in (service.name, f"{service.name}:{service.port}")]
+
+
 def translate_endpoints(service: ir.Service, instances: tuple[ir.Instance, ...]) -> Part:
-    """One assignment per cluster of the service: static endpoints plus connected instances."""
+    """One assignment per EDS cluster of the service: static endpoints plus connected
+    instances. An external service has none: its clusters carry their members inline."""
+    if is_external(service):
+        return Part([])
     members = [(e.address, e.port, frozenset(e.labels)) for e in service.endpoints]
     members += [(i.address, i.port, frozenset(i.labels)) for i in instances]
     namer = _cluster_namer(service)
@@ -91,41 +206,88 @@ def translate_endpoints(service: ir.Service, instances: tuple[ir.Instance, ...])
 
 @dataclass(frozen=True)
 class LocalResources:
-    """A proxy's own resources: the cluster that reaches its app, and its two listeners."""
+    """A proxy's own resources: the cluster that reaches its app, its inbound and outbound
+    listeners, and an outbound TCP listener per tcp service it may call."""
 
     app_cluster: Part
     listeners: ResourceSet
 
 
-def local_resources(proxy: ir.Proxy) -> LocalResources:
+def local_resources(
+    proxy: ir.Proxy, service: ir.Service | None = None, tcp_services: Iterable[ir.Service] = ()
+) -> LocalResources:
+    """`service` is the proxy's own service as the mesh defines it (None: not in the mesh)."""
     app = names.inbound_cluster(proxy.app_port)
-    inbound_routes = route_pb2.RouteConfiguration(
-        name=names.INBOUND_ROUTE,
-        virtual_hosts=[route.forward_all_virtual_host(names.INBOUND_ROUTE, app)],
+    listeners = [
+        _inbound_listener(proxy, service, app),
+        _outbound_listener(proxy),
+        *_tcp_listeners(proxy, tcp_services),
+    ]
+    app_cluster = resource(CLUSTER, app, _app_cluster(proxy, service, app))
+    return LocalResources(Part([app_cluster]), ResourceSet.of(LISTENER, listeners))
+
+
+def _inbound_listener(proxy: ir.Proxy, service: ir.Service | None, app: str) -> Resource:
+    """IP:15006 to the app: HTTP through the service's rate limits, or for a tcp service a
+    plain TCP proxy."""
+    if service is not None and not service.is_http:
+        to_app = tcp_proxy.tcp_proxy(names.INBOUND_LISTENER, [(app, 100)])
+        built = listener.tcp_listener(names.INBOUND_LISTENER, proxy.ip, ir.INBOUND_PORT, to_app)
+        return resource(LISTENER, names.INBOUND_LISTENER, built, refs=[app])
+    manager = HttpConnectionManagerBuilder("inbound").with_route_config(
+        inbound_route.inbound_route_configuration(service, app)
     )
-    inbound = HttpConnectionManagerBuilder("inbound").with_route_config(inbound_routes).build()
+    if service is not None and rate_limit.has_rate_limits(service):
+        grpc = service.protocol == "grpc"
+        bucket = rate_limit.local_rate_limit(
+            service.rate_limit, names.rate_limit_stat_prefix(), grpc
+        )
+        manager.with_filter(http_filters.LOCAL_RATE_LIMIT, bucket)
+    built = listener.http_listener(
+        names.INBOUND_LISTENER, proxy.ip, ir.INBOUND_PORT, manager.build()
+    )
+    return resource(LISTENER, names.INBOUND_LISTENER, built, refs=[app])
+
+
+def _outbound_listener(proxy: ir.Proxy) -> Resource:
     outbound = (
         HttpConnectionManagerBuilder("outbound")
         .with_rds(names.OUTBOUND_ROUTE)
         .with_filter(http_filters.FAULT, fault_pb2.HTTPFault())
         .build()
     )
-    listeners = [
-        resource(
-            LISTENER,
-            names.INBOUND_LISTENER,
-            listener.http_listener(names.INBOUND_LISTENER, proxy.ip, ir.INBOUND_PORT, inbound),
-            refs=[app],
-        ),
-        resource(
-            LISTENER,
-            names.OUTBOUND_LISTENER,
-            listener.http_listener(names.OUTBOUND_LISTENER, proxy.ip, ir.OUTBOUND_PORT, outbound),
-            refs=[names.OUTBOUND_ROUTE],
-        ),
-    ]
-    app_cluster = resource(CLUSTER, app, cluster.static_cluster(app, proxy.ip, proxy.app_port))
-    return LocalResources(Part([app_cluster]), ResourceSet.of(LISTENER, listeners))
+    built = listener.http_listener(names.OUTBOUND_LISTENER, proxy.ip, ir.OUTBOUND_PORT, outbound)
+    return resource(LISTENER, names.OUTBOUND_LISTENER, built, refs=[names.OUTBOUND_ROUTE])
+
+
+def _tcp_listeners(proxy: ir.Proxy, tcp_services: Iterable[ir.Service]) -> list[Resource]:
+    """One per tcp service, on the proxy's IP at the service's port. Left out: a service on the
+    app's port or a sidecar port (taken on that IP) and any but the first (by name) on one port."""
+    taken = {proxy.app_port, ir.ADMIN_PORT, ir.INBOUND_PORT, ir.OUTBOUND_PORT}
+    listeners = []
+    for service in tcp_services:
+        if service.port not in taken:
+            taken.add(service.port)
+            listeners.append(_tcp_listener(proxy, service))
+    return listeners
+
+
+def _tcp_listener(proxy: ir.Proxy, service: ir.Service) -> Resource:
+    """Connections split as the service's (only) route says; it refers to the clusters it uses."""
+    name = names.tcp_listener(service.name, service.port)
+    to = service.routes[0].to if service.routes else (ir.Destination(None),)
+    shares = [(names.outbound_cluster(service.name, service.port, d.subset), d.weight) for d in to]
+    built = listener.tcp_listener(name, proxy.ip, service.port, tcp_proxy.tcp_proxy(name, shares))
+    return resource(LISTENER, name, built, refs=[c for c, weight in shares if weight > 0])
+
+
+def _app_cluster(proxy: ir.Proxy, service: ir.Service | None, app: str) -> cluster_pb2.Cluster:
+    """The local app at IP:app_port, spoken to in HTTP/2 when the service is http2 or grpc."""
+    result = cluster.static_cluster(app, proxy.ip, proxy.app_port)
+    if service is not None and service.speaks_http2:
+        for key, options in cluster.http2_protocol_options().items():
+            result.typed_extension_protocol_options[key].CopyFrom(options)
+    return result
 
 
 class Translator:
@@ -137,7 +299,8 @@ class Translator:
 
     def __init__(self) -> None:
         self._services: dict[ir.Service, _ServiceEntry] = {}
-        self._local: dict[ir.Proxy, LocalResources] = {}
+        self._local: dict[ir.Proxy, tuple[_LocalInputs, LocalResources]] = {}
+        self._tcp: dict[str, _ServiceEntry] = {}  # the tcp services' entries, by name
         self._unknown_host = route.virtual_host_entry(
             route.unknown_host_virtual_host().SerializeToString(deterministic=True)
         )
@@ -146,7 +309,8 @@ class Translator:
         by_service: dict[str, list[ir.Instance]] = defaultdict(list)
         for instance in instances:
             by_service[instance.service].append(instance)
-        self._services = {s: self._services.get(s) or _ServiceEntry(s) for s in mesh.services}
+        created: list[_ServiceEntry] = []
+        self._services = {s: self._services.get(s) or _entry(s, created) for s in mesh.services}
         entries = list(self._services.values())
         outputs = [e.output for e in entries]
         table = route.route_configuration_bytes(
@@ -161,12 +325,19 @@ class Translator:
             routes=ResourceSet.of(
                 ROUTE, [resource_from_bytes(ROUTE, names.OUTBOUND_ROUTE, table, targets)]
             ),
+            services=mesh.services,
+            tcp_services=self._tcp_services(created),
         )
 
     def view(self, shared: MeshResources, proxy: ir.Proxy) -> dict[str, ResourceSet]:
         """Everything one proxy should have, per type URL."""
-        local = self._local.get(proxy) or local_resources(proxy)
-        self._local[proxy] = local
+        service = self._own_service(shared, proxy)
+        inputs = (service, shared.tcp_services)
+        cached = self._local.get(proxy)
+        if cached is None or cached[0] != inputs:
+            cached = (inputs, local_resources(proxy, service, shared.tcp_services))
+            self._local[proxy] = cached
+        local = cached[1]
         view = {
             CLUSTER: shared.clusters.plus(local.app_cluster),
             ENDPOINT: shared.endpoints,
@@ -182,8 +353,30 @@ class Translator:
             raise InconsistentSnapshot(f"listeners of {proxy.node_id} refer to missing {dangling}")
         return view
 
+    def _tcp_services(self, created: list[_ServiceEntry]) -> tuple[ir.Service, ...]:
+        """The tcp services by name, updated from what this change made (not by a scan of every
+        service: this runs on every change of a 10,000-service mesh)."""
+        kept = {n: e for n, e in self._tcp.items() if self._services.get(e.service) is e}
+        kept.update((e.service.name, e) for e in created if e.service.protocol == "tcp")
+        self._tcp = dict(sorted(kept.items()))
+        return tuple(e.service for e in self._tcp.values())
+
+    def _own_service(self, shared: MeshResources, proxy: ir.Proxy) -> ir.Service | None:
+        """The proxy's service as first translated: the same object while the service is
+        unchanged (as are `tcp_services`), so a proxy's cached resources are found by identity."""
+        service = shared.service(proxy.service)
+        entry = self._services.get(service) if service is not None else None
+        return entry.service if entry is not None else service
+
     def forget(self, proxy: ir.Proxy) -> None:
         self._local.pop(proxy, None)
+
+
+def _entry(service: ir.Service, created: list[_ServiceEntry]) -> _ServiceEntry:
+    """A new service entry, noted in `created`."""
+    entry = _ServiceEntry(service)
+    created.append(entry)
+    return entry
 
 
 def _instance_key(instance: ir.Instance) -> tuple[str, int]:

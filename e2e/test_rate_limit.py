@@ -1,0 +1,109 @@
+"""Local rate limits at the destination's sidecar: the 429s past the bucket, through real Envoy."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from harness.client import LoadGenerator, MeshClient, Result
+from harness.mesh import Instance, MeshEnv
+from harness.wait import HttpReply
+
+
+def service_limit(per_second: int, burst: int) -> str:
+    return f"""
+        mesh: e2e
+        services:
+          productpage:
+            port: 9080
+          reviews:
+            port: 9080
+            rate_limit: {{requests_per_second: {per_second}, burst: {burst}}}
+        """
+
+
+ROUTE_LIMIT = """
+    mesh: e2e
+    services:
+      productpage:
+        port: 9080
+      reviews:
+        port: 9080
+        rate_limit: {requests_per_second: 1, burst: 10}
+        routes:
+          - name: limited
+            match: {path_prefix: /limited}
+            rate_limit: {requests_per_second: 1, burst: 3}
+          - name: rest
+    """
+
+
+def start(env: MeshEnv, mesh: str) -> Instance:
+    """A productpage caller and one reviews instance (one sidecar, so one bucket)."""
+    env.start_control_plane(env.write_mesh(mesh))
+    page = env.start_instance("productpage", "v1")
+    reviews = env.start_instance("reviews", "v1")
+    page.admin.wait_hosts("outbound|9080||reviews", [reviews.inbound])
+    return page
+
+
+def burst(client: MeshClient, path: str, count: int) -> tuple[list[HttpReply], float]:
+    """`count` requests back to back; the replies and how long the burst took."""
+    started = time.monotonic()
+    replies = [client.get("reviews", path) for _ in range(count)]
+    return replies, time.monotonic() - started
+
+
+def check_bucket(replies: list[HttpReply], elapsed: float, burst: int, per_second: int) -> None:
+    """A full bucket lets `burst` through, plus what refills during the burst; the rest get 429
+    from Envoy with the x-ratelimit-* headers, not from the app."""
+    allowed = [r for r in replies if r.status == 200]
+    limited = [r for r in replies if r.status == 429]
+    statuses = [r.status for r in replies]
+    assert len(allowed) + len(limited) == len(replies), statuses
+    assert burst <= len(allowed) <= burst + math.floor(per_second * elapsed), (statuses, elapsed)
+    assert statuses[:burst] == [200] * burst, statuses
+    for reply in limited:
+        assert reply.headers.get("x-ratelimit-limit") == str(burst), reply.headers
+        assert "x-ratelimit-remaining" in reply.headers, reply.headers
+        assert "x-app-service" not in reply.headers  # answered by the sidecar, not the app
+
+
+def test_the_429s_past_the_bucket(mesh_env: MeshEnv) -> None:
+    page = start(mesh_env, service_limit(5, 5))
+    with page.client() as client:
+        replies, elapsed = burst(client, "/", 15)
+    check_bucket(replies, elapsed, burst=5, per_second=5)
+    assert replies[0].headers.get("x-ratelimit-limit") == "5"  # allowed replies carry them too
+
+
+def test_a_route_limit_has_its_own_bucket_and_only_affects_its_route(mesh_env: MeshEnv) -> None:
+    page = start(mesh_env, ROUTE_LIMIT)
+    with page.client() as client:
+        on_route, route_elapsed = burst(client, "/limited/x", 8)
+        elsewhere, service_elapsed = burst(client, "/other", 14)
+    check_bucket(on_route, route_elapsed, burst=3, per_second=1)
+    # The route's requests did not draw on the service's bucket: all 10 of it are left.
+    check_bucket(elsewhere, service_elapsed, burst=10, per_second=1)
+
+
+def test_a_rate_limit_edit_applies_within_a_second_and_fails_no_request(mesh_env: MeshEnv) -> None:
+    """The edit replaces the destination's inbound listener: Envoy drains the old one (requests
+    in flight finish, connections close after their reply) while new connections get the new
+    bucket, so callers see the new limit and no error."""
+    page = start(mesh_env, service_limit(1000, 1000))
+
+    def limit_is(value: str) -> Callable[[Result], bool]:
+        return lambda r: r.headers is not None and r.headers.get("x-ratelimit-limit") == value
+
+    with LoadGenerator(page.client(), "reviews", concurrency=2) as load:
+        load.wait_for_results(50)
+        saved = time.monotonic()
+        mesh_env.write_mesh(service_limit(5, 5))
+        effective = load.wait_effective(limit_is("5"), settle=20)
+        load.wait_for_results(50)
+    assert load.failures() == [], load.summary()  # 429 is an answer, not a failure
+    assert all(limit_is("1000")(r) for r in load.results if r.sent_at < saved)
+    assert {r.status for r in load.since(effective)} == {200, 429}, load.summary()
+    assert effective - saved < 1.0, f"took {effective - saved:.3f} s"

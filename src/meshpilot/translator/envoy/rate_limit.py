@@ -1,0 +1,59 @@
+"""The local rate limit: a token bucket in the destination's sidecar, for a service or a route.
+
+Envoy's `local_ratelimit` filter runs in the inbound chain of a service that has any limit (see
+`http_filters.ORDER` for its place). The filter-level config is the service's bucket, or present
+but off when only routes have limits; a route with its own limit carries a per-route config,
+which replaces the service's bucket for the requests it matches. A request finding its bucket
+empty gets 429 (gRPC: RESOURCE_EXHAUSTED).
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2 as lrl
+from envoy.type.v3 import percent_pb2, token_bucket_pb2
+from google.protobuf import wrappers_pb2
+
+from meshpilot.translator import ir
+from meshpilot.translator.envoy.common import duration
+
+FILL_INTERVAL_MS = 1000
+_ALWAYS = base_pb2.RuntimeFractionalPercent(
+    default_value=percent_pb2.FractionalPercent(
+        numerator=100, denominator=percent_pb2.FractionalPercent.DenominatorType.Value("HUNDRED")
+    )
+)
+
+
+def has_rate_limits(service: ir.Service) -> bool:
+    """The service or one of its routes has a limit: its inbound chain needs the filter."""
+    return service.rate_limit is not None or any(r.rate_limit for r in service.routes)
+
+
+def token_bucket(limit: ir.RateLimit) -> token_bucket_pb2.TokenBucket:
+    """`burst` tokens at most, refilled at `requests_per_second`; one token per request."""
+    return token_bucket_pb2.TokenBucket(
+        max_tokens=limit.burst,
+        tokens_per_fill=wrappers_pb2.UInt32Value(value=limit.requests_per_second),
+        fill_interval=duration(FILL_INTERVAL_MS),
+    )
+
+
+def local_rate_limit(
+    limit: ir.RateLimit | None, stat_prefix: str, grpc: bool = False
+) -> lrl.LocalRateLimit:
+    """The filter's config: an enforced bucket with x-ratelimit-* response headers, or, with
+    no limit, a filter that is present but off (for a service whose routes have their limits).
+    """
+    config = lrl.LocalRateLimit(stat_prefix=stat_prefix)
+    if limit is None:
+        return config
+    config.token_bucket.CopyFrom(token_bucket(limit))
+    config.filter_enabled.CopyFrom(_ALWAYS)
+    config.filter_enforced.CopyFrom(_ALWAYS)
+    config.enable_x_ratelimit_headers = ratelimit_pb2.XRateLimitHeadersRFCVersion.Value(
+        "DRAFT_VERSION_03"
+    )
+    config.rate_limited_as_resource_exhausted = grpc
+    return config
