@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from meshpilot.translator import ir
 from meshpilot.translator.resources import CLUSTER, LISTENER, Resource, ResourceSet, decode
-from meshpilot.translator.translate import MeshResources, Translator
+from meshpilot.translator.translate import Translator
 from meshpilot.xds.snapshot import check_consistent
 
 PROXY = ir.Proxy("web~127.0.1.2", "web", "127.0.1.2", 8080, ())
@@ -156,13 +156,6 @@ def test_a_proxy_whose_service_is_not_in_the_mesh_gets_plain_listeners() -> None
     inbound = decode(view[LISTENER].resources["inbound"])
     manager = inbound["filterChains"][0]["filters"][0]["typedConfig"]
     assert [f["name"] for f in manager["httpFilters"]] == ["envoy.filters.http.router"]
-
-
-def test_services_are_found_by_name_whatever_their_order() -> None:
-    empty = ResourceSet(CLUSTER, [])
-    services = tuple(ir.Service(name, 80, "http") for name in ["b", "a", "c"])
-    shared = MeshResources(empty, empty, empty, services=services)
-    assert [s.name if s else None for s in map(shared.service, "abcd")] == ["a", "b", "c", None]
 
 
 def test_tcp_listeners_follow_edits_of_the_tcp_services() -> None:

@@ -25,3 +25,21 @@ def test_only_keeps_the_named_resources_and_returns_itself_when_all_are_named() 
     full = ResourceSet.of(ENDPOINT, made)
     assert list(full.only(frozenset({"a", "c"})).resources) == ["a", "c"]
     assert full.only(frozenset("abcz")) is full
+
+
+def test_assignment_bytes_equal_serializing_the_proto() -> None:
+    from envoy.config.endpoint.v3 import endpoint_pb2
+
+    from meshpilot.translator.envoy.endpoint import cluster_load_assignment_bytes
+
+    members = [("127.0.1.2", 15006), ("10.0.0.1", 80), ("127.0.1.2", 15006), ("::1", 65535)]
+    for chosen in ([], members[:1], members):
+        expected = endpoint_pb2.ClusterLoadAssignment(cluster_name="outbound|80||a")
+        if chosen:
+            lb_endpoints = expected.endpoints.add().lb_endpoints
+            for address, port in sorted(set(chosen)):
+                socket = lb_endpoints.add().endpoint.address.socket_address
+                socket.address, socket.port_value = address, port
+        assert cluster_load_assignment_bytes(
+            "outbound|80||a", chosen
+        ) == expected.SerializeToString(deterministic=True)

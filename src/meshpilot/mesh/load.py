@@ -8,11 +8,8 @@ and every later problem (pydantic's or a cross-field rule's) must lead back to a
 
 from __future__ import annotations
 
-import gc
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Union, cast, get_args, get_origin
@@ -21,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from meshpilot.gc_pause import gc_paused
 from meshpilot.mesh.diagnostics import Diagnostic, MeshInvalid
 from meshpilot.mesh.schema import (
     MAPPING_FORM,
@@ -72,7 +70,7 @@ def load_mesh(path: Path) -> MeshSpec:
 def parse_mesh(text: str, filename: str) -> MeshSpec:
     """Validate mesh file `text`; `filename` is only used in the problems reported."""
     try:
-        with _gc_paused():
+        with gc_paused():
             return _parse(text, filename)
     except MeshInvalid:
         raise
@@ -81,19 +79,6 @@ def parse_mesh(text: str, filename: str) -> MeshSpec:
     except Exception as err:  # `validate` promises problems, never a traceback
         message = f"internal error while validating ({type(err).__name__}: {err}); please report it"
         raise MeshInvalid([_at_start(filename, message)]) from err
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """A big file builds a million small objects, and the full collections they trigger cost
-    ten times the parse itself (10,000 services: 20 s instead of 2 s)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _parse(text: str, filename: str) -> MeshSpec:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from functools import cached_property
@@ -18,7 +19,7 @@ from typing import Any, NamedTuple
 
 from google.protobuf.message import Message
 
-from meshpilot.translator.envoy.wire import length_delimited, string_field
+from meshpilot.translator.envoy.wire import string_field, varint
 
 _TYPE_PREFIX = "type.googleapis.com/"
 LISTENER = _TYPE_PREFIX + "envoy.config.listener.v3.Listener"
@@ -31,12 +32,13 @@ ENDPOINT = _TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 SHORT_NAMES = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds"}
 
-# `resources` is field 2 of DiscoveryResponse.
-_RESPONSE_RESOURCES_FIELD = 2
+# Tags of length-delimited fields: `resources` (2) of DiscoveryResponse, `value` (2) of Any.
+_RESOURCES_TAG = varint(2 << 3 | 2)
+_VALUE_TAG = varint(2 << 3 | 2)
 
 
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=8).digest()
+def _digest(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest())
 
 
 class Resource(NamedTuple):
@@ -50,7 +52,7 @@ class Resource(NamedTuple):
     type_url: str
     name: str
     entry: bytes
-    digest: bytes
+    digest: int  # 64-bit content hash of the serialized resource
     refs: AbstractSet[str] = frozenset()
 
 
@@ -62,10 +64,15 @@ def resource(type_url: str, name: str, message: Message, refs: Iterable[str] = (
 def resource_from_bytes(
     type_url: str, name: str, value: bytes, refs: Iterable[str] = ()
 ) -> Resource:
-    entry = length_delimited(
-        _RESPONSE_RESOURCES_FIELD, _type_url_field(type_url) + _value_field(value)
-    )
-    return Resource(type_url, name, entry, _digest(entry), _as_set(refs))
+    return Resource(type_url, name, _entry(type_url, value), _digest(value), _as_set(refs))
+
+
+def _entry(type_url: str, value: bytes) -> bytes:
+    """`resources` field of a DiscoveryResponse: an Any (type_url = 1, value = 2), in one join."""
+    head = _type_url_field(type_url)
+    value_len = varint(len(value))
+    any_len = len(head) + 1 + len(value_len) + len(value)
+    return b"".join((_RESOURCES_TAG, varint(any_len), head, _VALUE_TAG, value_len, value))
 
 
 def _as_set(refs: Iterable[str]) -> AbstractSet[str]:
@@ -101,8 +108,7 @@ def _type_url_field(type_url: str) -> bytes:
     return string_field(1, type_url)
 
 
-def _value_field(value: bytes) -> bytes:
-    return length_delimited(2, value)
+_by_name = operator.itemgetter(1)  # Resource.name
 
 
 class Part:
@@ -111,7 +117,7 @@ class Part:
     __slots__ = ("checksum", "entries", "names", "resources")
 
     def __init__(self, resources: Iterable[Resource]) -> None:
-        self.resources = tuple(sorted(resources, key=lambda r: r.name))
+        self.resources = tuple(sorted(resources, key=_by_name))
         self.entries = b"".join(r.entry for r in self.resources)
         self.checksum = _checksum(self.resources)
         self.names = frozenset(r.name for r in self.resources)
@@ -197,7 +203,7 @@ _MODULUS = 1 << 64
 
 def _checksum(resources: Iterable[Resource]) -> int:
     """Sum of the resources' digests: independent of order and grouping, and composable."""
-    return sum(int.from_bytes(r.digest) for r in resources) % _MODULUS
+    return sum(r.digest for r in resources) % _MODULUS
 
 
 class _NameUnion:

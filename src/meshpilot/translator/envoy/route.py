@@ -85,6 +85,10 @@ def route_match(match: ir.RouteMatch) -> rc.RouteMatch:
     return result
 
 
+# Packed once: every retry policy carries the same predicate, and packing costs ~30 us a time.
+_PREVIOUS_HOSTS = typed(previous_hosts_pb2.PreviousHostsPredicate())
+
+
 def retry_policy(retries: ir.RetryPolicy) -> rc.RetryPolicy:
     """Retries that prefer a host not tried yet, as Istio does."""
     policy = rc.RetryPolicy(
@@ -95,7 +99,7 @@ def retry_policy(retries: ir.RetryPolicy) -> rc.RetryPolicy:
         retry_host_predicate=[
             rc.RetryPolicy.RetryHostPredicate(
                 name="envoy.retry_host_predicates.previous_hosts",
-                typed_config=typed(previous_hosts_pb2.PreviousHostsPredicate()),
+                typed_config=_PREVIOUS_HOSTS,
             )
         ],
     )
