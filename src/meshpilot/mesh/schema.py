@@ -11,7 +11,6 @@ full contract validate today; later issues give them real schemas.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
 import string
 from collections.abc import Iterable, Iterator
@@ -31,6 +30,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from meshpilot.mesh.durations import DurationError, parse_duration
+from meshpilot.netaddr import is_ip
 
 Protocol = Literal["http", "http2", "grpc", "tcp"]
 Method = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
@@ -137,15 +137,10 @@ _HOST = re.compile(
 
 def _host(address: str) -> str:
     """An endpoint address is an IP address or a DNS name (an external service)."""
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        if not _HOST.fullmatch(address):
-            raise PydanticCustomError(
-                "address",
-                "'{address}' is neither an IP address nor a DNS name",
-                {"address": address},
-            ) from None
+    if not is_ip(address) and not _HOST.fullmatch(address):
+        raise PydanticCustomError(
+            "address", "'{address}' is neither an IP address nor a DNS name", {"address": address}
+        )
     return address
 
 
@@ -624,7 +619,7 @@ def _host_name_checks(services: object) -> Iterator[Issue]:
     for name, service in _items(services):
         for i, endpoint in _entries(_get(service, "endpoints")):
             address = _get(endpoint, "address")
-            if not isinstance(address, str) or _is_ip(address):
+            if not isinstance(address, str) or is_ip(address):
                 continue
             other = owner.setdefault(address, name)
             if other != name:
@@ -633,14 +628,6 @@ def _host_name_checks(services: object) -> Iterator[Issue]:
                     f"'{address}' already names service '{other}'; a host name can reach one "
                     "service only",
                 )
-
-
-def _is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
 
 
 def _file_checks(services: object, base_dir: Path | None) -> Iterator[Issue]:

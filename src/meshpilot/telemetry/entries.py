@@ -18,7 +18,6 @@ from meshpilot.translator import names
 
 UNKNOWN = "unknown"
 REPORTERS = {names.OUTBOUND_LISTENER: "source", names.INBOUND_LISTENER: "destination"}
-_RBAC_METADATA = "envoy.filters.http.rbac"
 _AUDIT_KEY = "shadow_effective_policy_id"
 # Headers the sidecars log besides Envoy's own fields (see the translator's access-log builder).
 LOGGED_REQUEST_HEADERS = (identity.SOURCE_HEADER,)
@@ -77,7 +76,6 @@ def log_entry(reporter: Reporter, entry: accesslog_pb2.HTTPAccessLogEntry) -> Lo
         source = headers.get(identity.SOURCE_HEADER) or UNKNOWN
         destination, version = reporter.service, reporter.version
     duration = common.time_to_last_downstream_tx_byte
-    audit = common.metadata.filter_metadata.get(_RBAC_METADATA)
     return LogEntry(
         timestamp=common.start_time.seconds + common.start_time.nanos / 1e9,
         reporter=reporter.kind,
@@ -90,10 +88,17 @@ def log_entry(reporter: Reporter, entry: accesslog_pb2.HTTPAccessLogEntry) -> Lo
         path=request.path,
         authority=request.authority,
         request_id=request.request_id,
-        audit_policy=audit.fields[_AUDIT_KEY].string_value
-        if audit and _AUDIT_KEY in audit.fields
-        else "",
+        audit_policy=audit_policy(common),
     )
+
+
+def audit_policy(common: accesslog_pb2.AccessLogCommon) -> str:
+    """The audit policy the request matched, from the RBAC filter's dynamic metadata (whichever
+    filter instance name it was recorded under)."""
+    for metadata in common.metadata.filter_metadata.values():
+        if _AUDIT_KEY in metadata.fields:
+            return str(metadata.fields[_AUDIT_KEY].string_value)
+    return ""
 
 
 def log_entries(

@@ -7,6 +7,7 @@ OUTBOUND_LISTENER = "outbound"
 OUTBOUND_ROUTE = "outbound"
 INBOUND_ROUTE = "inbound"
 UNKNOWN_HOST_VHOST = "unknown-service"
+MIXER_CLUSTER = "mixer"
 
 
 def outbound_cluster(service: str, port: int, subset: str | None = None) -> str:

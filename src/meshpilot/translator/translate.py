@@ -7,10 +7,9 @@ service re-translates and re-serializes only that service; everything else is re
 from __future__ import annotations
 
 import dataclasses
-import socket
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2
@@ -18,18 +17,23 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 
 from meshpilot.errors import InconsistentSnapshot
 from meshpilot.gc_pause import gc_paused
+from meshpilot.netaddr import is_ip
 from meshpilot.translator import ir, names
 from meshpilot.translator.envoy import (
+    access_log,
     cluster,
     endpoint,
+    ext_authz,
     http_filters,
     inbound_route,
     listener,
     rate_limit,
+    rbac,
     route,
     tcp_proxy,
 )
 from meshpilot.translator.envoy.http_connection_manager import HttpConnectionManagerBuilder
+from meshpilot.translator.envoy.source_identity import source_identity
 from meshpilot.translator.resources import (
     CLUSTER,
     ENDPOINT,
@@ -44,8 +48,6 @@ from meshpilot.translator.resources import (
 )
 
 View = Mapping[str, ResourceSet]
-# What a proxy's own resources depend on besides the proxy: its service, the tcp services.
-_LocalInputs = tuple[ir.Service | None, tuple[ir.Service, ...]]
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,34 @@ class MeshResources:
     routes: ResourceSet
     # The tcp services a proxy may call: each gets a listener of its own on the proxy's IP.
     tcp_services: tuple[ir.Service, ...] = ()
+    policies: Mapping[str, tuple[ir.Policy, ...]] = field(default_factory=dict)
+    mixer: ir.Mixer | None = None
+    telemetry: ir.Telemetry = field(default_factory=ir.Telemetry)
+
+    def proxy_policy(self, service: str) -> ProxyPolicy:
+        return ProxyPolicy(self.policies.get(service, ()), self.mixer, self.telemetry)
+
+
+@dataclass(frozen=True)
+class ProxyPolicy:
+    """What a proxy's listeners need from the mesh besides its own service: the policies its
+    sidecar enforces, where the mixer is, and what to log and trace."""
+
+    policies: tuple[ir.Policy, ...] = ()
+    mixer: ir.Mixer | None = None
+    telemetry: ir.Telemetry = field(default_factory=ir.Telemetry)
+
+    def of_action(self, action: str) -> list[ir.Policy]:
+        return [p for p in self.policies if p.action == action]
+
+    @property
+    def access_log(self) -> bool:
+        return self.telemetry.access_log and self.mixer is not None
+
+    def sampling(self, service: ir.Service | None) -> float | None:
+        if service is not None and service.tracing_sampling is not None:
+            return service.tracing_sampling
+        return self.telemetry.sampling
 
 
 def _cluster_namer(service: ir.Service) -> route.ClusterNamer:
@@ -132,20 +162,6 @@ def upstream_tls(service: ir.Service) -> ir.UpstreamTls | None:
     return dataclasses.replace(tls, sni=hosts.pop()) if len(hosts) == 1 else tls
 
 
-def is_ip(address: str) -> bool:
-    """An IPv4 or IPv6 address, as Envoy parses one (anything else is a DNS name)."""
-    for family in _ADDRESS_FAMILIES:
-        try:
-            socket.inet_pton(family, address)
-        except OSError:
-            continue
-        return True
-    return False
-
-
-_ADDRESS_FAMILIES = (socket.AF_INET, socket.AF_INET6)
-
-
 def is_external(service: ir.Service) -> bool:
     """A service with a static endpoint named by DNS: Envoy resolves its members itself (a
     STRICT_DNS cluster per subset); connected sidecars of such a service are not members."""
@@ -201,50 +217,100 @@ class LocalResources:
 
 
 def local_resources(
-    proxy: ir.Proxy, service: ir.Service | None = None, tcp_services: Iterable[ir.Service] = ()
+    proxy: ir.Proxy,
+    service: ir.Service | None = None,
+    tcp_services: Iterable[ir.Service] = (),
+    policy: ProxyPolicy = ProxyPolicy(),
 ) -> LocalResources:
     """`service` is the proxy's own service as the mesh defines it (None: not in the mesh)."""
     app = names.inbound_cluster(proxy.app_port)
     listeners = [
-        _inbound_listener(proxy, service, app),
-        _outbound_listener(proxy),
+        _inbound_listener(proxy, service, app, policy),
+        _outbound_listener(proxy, service, policy),
         *_tcp_listeners(proxy, tcp_services),
     ]
     app_cluster = resource(CLUSTER, app, _app_cluster(proxy, service, app))
     return LocalResources(Part([app_cluster]), ResourceSet.of(LISTENER, listeners))
 
 
-def _inbound_listener(proxy: ir.Proxy, service: ir.Service | None, app: str) -> Resource:
-    """IP:15006 to the app: HTTP through the service's rate limits, or for a tcp service a
-    plain TCP proxy."""
+def _inbound_listener(
+    proxy: ir.Proxy, service: ir.Service | None, app: str, policy: ProxyPolicy
+) -> Resource:
+    """IP:15006 to the app: HTTP through the service's policies and rate limits (or, for a tcp
+    service, a plain TCP proxy). Responses say which version answered, for callers' logs."""
     if service is not None and not service.is_http:
         to_app = tcp_proxy.tcp_proxy(names.INBOUND_LISTENER, [(app, 100)])
         built = listener.tcp_listener(names.INBOUND_LISTENER, proxy.ip, ir.INBOUND_PORT, to_app)
         return resource(LISTENER, names.INBOUND_LISTENER, built, refs=[app])
-    manager = HttpConnectionManagerBuilder("inbound").with_route_config(
-        inbound_route.inbound_route_configuration(service, app)
-    )
+    version = dict(proxy.labels).get("version")
+    routes = inbound_route.inbound_route_configuration(service, app, version)
+    manager = HttpConnectionManagerBuilder("inbound").with_route_config(routes)
+    _with_policies(manager, proxy.service, policy)
     if service is not None and rate_limit.has_rate_limits(service):
         grpc = service.protocol == "grpc"
         bucket = rate_limit.local_rate_limit(
             service.rate_limit, names.rate_limit_stat_prefix(), grpc
         )
         manager.with_filter(http_filters.LOCAL_RATE_LIMIT, bucket)
+    refs = [app, *_with_telemetry(manager, names.INBOUND_LISTENER, service, policy)]
+    if policy.mixer is not None and policy.of_action("custom"):
+        refs.append(names.MIXER_CLUSTER)
     built = listener.http_listener(
         names.INBOUND_LISTENER, proxy.ip, ir.INBOUND_PORT, manager.build()
     )
-    return resource(LISTENER, names.INBOUND_LISTENER, built, refs=[app])
+    return resource(LISTENER, names.INBOUND_LISTENER, built, refs=refs)
 
 
-def _outbound_listener(proxy: ir.Proxy) -> Resource:
-    outbound = (
+def _with_policies(
+    manager: HttpConnectionManagerBuilder, service: str, policy: ProxyPolicy
+) -> None:
+    """The service's policies, each kind as its filter (the order table runs them in the
+    contract's order). Static ones are Envoy's RBAC; custom ones call the mixer."""
+    audit, deny, allow = (policy.of_action(a) for a in ("audit", "deny", "allow"))
+    custom = policy.of_action("custom")
+    if audit:
+        manager.with_filter(http_filters.RBAC_AUDIT, rbac.audit_rbac(audit))
+    if custom and policy.mixer is not None:
+        check = ext_authz.ext_authz(policy.mixer, names.MIXER_CLUSTER, service)
+        manager.with_filter(http_filters.EXT_AUTHZ, ext_authz.ext_authz_for(custom, check))
+    if deny:
+        manager.with_filter(http_filters.RBAC_DENY, rbac.enforcing_rbac("deny", deny))
+    if allow:
+        manager.with_filter(http_filters.RBAC_ALLOW, rbac.enforcing_rbac("allow", allow))
+
+
+def _with_telemetry(
+    manager: HttpConnectionManagerBuilder,
+    log_name: str,
+    service: ir.Service | None,
+    policy: ProxyPolicy,
+) -> list[str]:
+    """Access log to the mixer and trace sampling; returns the clusters this makes it use."""
+    sampling = policy.sampling(service)
+    if sampling is not None:
+        manager.with_tracing(sampling)
+    if not policy.access_log:
+        return []
+    manager.with_access_log(access_log.grpc_access_log(log_name, names.MIXER_CLUSTER))
+    return [names.MIXER_CLUSTER]
+
+
+def _outbound_listener(
+    proxy: ir.Proxy, service: ir.Service | None, policy: ProxyPolicy
+) -> Resource:
+    """IP:15001 for the app's calls: every request leaves with this sidecar's identity."""
+    manager = (
         HttpConnectionManagerBuilder("outbound")
         .with_rds(names.OUTBOUND_ROUTE)
+        .with_filter(http_filters.SOURCE_IDENTITY, source_identity(proxy.service))
         .with_filter(http_filters.FAULT, fault_pb2.HTTPFault())
-        .build()
     )
-    built = listener.http_listener(names.OUTBOUND_LISTENER, proxy.ip, ir.OUTBOUND_PORT, outbound)
-    return resource(LISTENER, names.OUTBOUND_LISTENER, built, refs=[names.OUTBOUND_ROUTE])
+    telemetry = _with_telemetry(manager, names.OUTBOUND_LISTENER, service, policy)
+    refs = [names.OUTBOUND_ROUTE, *telemetry]
+    built = listener.http_listener(
+        names.OUTBOUND_LISTENER, proxy.ip, ir.OUTBOUND_PORT, manager.build()
+    )
+    return resource(LISTENER, names.OUTBOUND_LISTENER, built, refs=refs)
 
 
 def _tcp_listeners(proxy: ir.Proxy, tcp_services: Iterable[ir.Service]) -> list[Resource]:
@@ -277,6 +343,10 @@ def _app_cluster(proxy: ir.Proxy, service: ir.Service | None, app: str) -> clust
     return result
 
 
+# What a proxy's own resources are built from: its service, the tcp services, its policies.
+_LocalInputs = tuple[ir.Service | None, tuple[ir.Service, ...], ProxyPolicy]
+
+
 class Translator:
     """Translates whole meshes, reusing the previous change's output for unchanged inputs.
 
@@ -286,6 +356,7 @@ class Translator:
 
     def __init__(self) -> None:
         self._services: dict[str, _ServiceEntry] = {}
+        self._mixer_part: tuple[str, Part] | None = None
         self._local: dict[ir.Proxy, tuple[_LocalInputs, LocalResources]] = {}
         self._tcp: dict[str, _ServiceEntry] = {}  # the tcp services' entries, by name
         self._unknown_host = route.virtual_host_entry(
@@ -308,22 +379,39 @@ class Translator:
             names.OUTBOUND_ROUTE, [o.virtual_host_entry for o in outputs] + [self._unknown_host]
         )
         targets = LazyUnion([o.route_targets for o in outputs])
+        policies: dict[str, list[ir.Policy]] = defaultdict(list)
+        for p in mesh.policies:
+            policies[p.service].append(p)
         return MeshResources(
-            clusters=ResourceSet(CLUSTER, (o.clusters for o in outputs)),
+            clusters=ResourceSet(CLUSTER, [*(o.clusters for o in outputs), *self._mixer(mesh)]),
             endpoints=ResourceSet(ENDPOINT, _endpoint_parts(entries, by_service)),
             routes=ResourceSet.of(
                 ROUTE, [resource_from_bytes(ROUTE, names.OUTBOUND_ROUTE, table, targets)]
             ),
             tcp_services=self._tcp_services(created),
+            policies={name: tuple(found) for name, found in policies.items()},
+            mixer=mesh.mixer,
+            telemetry=mesh.telemetry,
         )
+
+    def _mixer(self, mesh: ir.MeshIR) -> list[Part]:
+        """The cluster every sidecar reaches the mixer through, when the mesh has one."""
+        if mesh.mixer is None:
+            return []
+        if self._mixer_part is None or self._mixer_part[0] != mesh.mixer.address:
+            built = cluster.mixer_cluster(names.MIXER_CLUSTER, mesh.mixer.address)
+            part = Part([resource(CLUSTER, names.MIXER_CLUSTER, built)])
+            self._mixer_part = (mesh.mixer.address, part)
+        return [self._mixer_part[1]]
 
     def view(self, shared: MeshResources, proxy: ir.Proxy) -> dict[str, ResourceSet]:
         """Everything one proxy should have, per type URL."""
         service = self._own_service(shared, proxy)
-        inputs = (service, shared.tcp_services)
+        policy = shared.proxy_policy(proxy.service)
+        inputs = (service, shared.tcp_services, policy)
         cached = self._local.get(proxy)
         if cached is None or cached[0] != inputs:
-            cached = (inputs, local_resources(proxy, service, shared.tcp_services))
+            cached = (inputs, local_resources(proxy, service, shared.tcp_services, policy))
             self._local[proxy] = cached
         local = cached[1]
         view = {

@@ -12,6 +12,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
+from meshpilot.netaddr import is_ip
 from meshpilot.translator import ir
 from meshpilot.translator.envoy.common import ads_config_source, duration, socket_address, typed
 from meshpilot.translator.envoy.endpoint import cluster_load_assignment
@@ -194,3 +195,15 @@ def static_cluster(name: str, ip: str, port: int) -> cluster_pb2.Cluster:
             ],
         ),
     )
+
+
+def mixer_cluster(name: str, address: str) -> cluster_pb2.Cluster:
+    """How sidecars reach the mixer (ext_authz checks, access logs): gRPC, so HTTP/2."""
+    host, _, port = address.rpartition(":")
+    if is_ip(host):
+        result = static_cluster(name, host, int(port))
+    else:
+        result = dns_cluster(name, [(host, int(port))])
+    for key, options in http2_protocol_options().items():
+        result.typed_extension_protocol_options[key].CopyFrom(options)
+    return result

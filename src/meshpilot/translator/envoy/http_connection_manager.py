@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
@@ -22,6 +23,8 @@ class HttpConnectionManagerBuilder:
     rds_name: str | None = None
     route_config: route_pb2.RouteConfiguration | None = None
     filters: dict[str, Message] = field(default_factory=dict)
+    access_logs: list[accesslog_pb2.AccessLog] = field(default_factory=list)
+    sampling_percent: float | None = None
 
     def with_rds(self, name: str) -> HttpConnectionManagerBuilder:
         self.rds_name = name
@@ -37,6 +40,15 @@ class HttpConnectionManagerBuilder:
         self.filters[name] = config
         return self
 
+    def with_access_log(self, log: accesslog_pb2.AccessLog) -> HttpConnectionManagerBuilder:
+        self.access_logs.append(log)
+        return self
+
+    def with_tracing(self, sampling_percent: float) -> HttpConnectionManagerBuilder:
+        """Envoy's random sampling decides which requests are traced (`x-request-id` carries it)."""
+        self.sampling_percent = sampling_percent
+        return self
+
     def build(self) -> hcm.HttpConnectionManager:
         manager = hcm.HttpConnectionManager(
             stat_prefix=self.stat_prefix,
@@ -49,4 +61,7 @@ class HttpConnectionManagerBuilder:
             )
         elif self.route_config is not None:
             manager.route_config.CopyFrom(self.route_config)
+        manager.access_log.extend(self.access_logs)
+        if self.sampling_percent is not None:
+            manager.tracing.random_sampling.value = self.sampling_percent
         return manager

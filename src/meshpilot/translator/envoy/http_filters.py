@@ -16,13 +16,27 @@ from google.protobuf.message import Message
 
 from meshpilot.translator.envoy.common import typed
 
+SOURCE_IDENTITY = "envoy.filters.http.header_mutation"
+RBAC_AUDIT = "envoy.filters.http.rbac.audit"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
-RBAC = "envoy.filters.http.rbac"
+RBAC_DENY = "envoy.filters.http.rbac.deny"
+RBAC_ALLOW = "envoy.filters.http.rbac.allow"
 LOCAL_RATE_LIMIT = "envoy.filters.http.local_ratelimit"
 FAULT = "envoy.filters.http.fault"
 ROUTER = "envoy.filters.http.router"
 
-ORDER = (EXT_AUTHZ, RBAC, LOCAL_RATE_LIMIT, FAULT, ROUTER)
+# Policies run in the contract's order: audits see every request; a custom policy's hook
+# decides before static deny and allow policies; rate limits count only admitted requests.
+ORDER = (
+    SOURCE_IDENTITY,
+    RBAC_AUDIT,
+    EXT_AUTHZ,
+    RBAC_DENY,
+    RBAC_ALLOW,
+    LOCAL_RATE_LIMIT,
+    FAULT,
+    ROUTER,
+)
 
 
 def http_filters(configs: Mapping[str, Message]) -> list[hcm.HttpFilter]:

@@ -6,26 +6,28 @@ from __future__ import annotations
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
+from meshpilot import identity
 from meshpilot.translator import ir, names
 from meshpilot.translator.envoy import http_filters, rate_limit, route
 from meshpilot.translator.envoy.common import typed
 
 
 def inbound_route_configuration(
-    service: ir.Service | None, cluster: str
+    service: ir.Service | None, cluster: str, version: str | None = None
 ) -> route_pb2.RouteConfiguration:
-    """The service's rate-limited routes (see `limited_routes`), then a catch-all to `cluster`."""
+    """The service's rate-limited routes (see `limited_routes`), then a catch-all to `cluster`.
+    Responses carry the instance's `version`, so the caller's access log knows who answered."""
     catch_all = route.forward_all_virtual_host(names.INBOUND_ROUTE, cluster)
     forward = catch_all.routes[0].route
     routes = limited_routes(service, forward) if service is not None else []
-    return route_pb2.RouteConfiguration(
-        name=names.INBOUND_ROUTE,
-        virtual_hosts=[
-            rc.VirtualHost(
-                name=catch_all.name, domains=catch_all.domains, routes=[*routes, *catch_all.routes]
-            )
-        ],
+    vhost = rc.VirtualHost(
+        name=catch_all.name, domains=catch_all.domains, routes=[*routes, *catch_all.routes]
     )
+    if version:
+        vhost.response_headers_to_add.extend(
+            route.header_value_options(ir.HeaderOps(set=((identity.VERSION_HEADER, version),)))
+        )
+    return route_pb2.RouteConfiguration(name=names.INBOUND_ROUTE, virtual_hosts=[vhost])
 
 
 def limited_routes(service: ir.Service, forward: rc.RouteAction) -> list[rc.Route]:

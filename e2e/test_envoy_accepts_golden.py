@@ -1,7 +1,8 @@
-"""Real Envoy accepts the route tables of the `routes-*` golden cases (`envoy --mode validate`).
+"""Real Envoy accepts every golden case's output (`envoy --mode validate`): listeners (policies,
+rate limits, access logs, tcp), clusters (policies, TLS, DNS) and route tables.
 
-A route table Envoy rejects is NACKed for every sidecar at once, so each golden case's output is
-checked by the binary itself: the outbound listener gets the route table inline instead of over
+A resource Envoy rejects is NACKed, and the shared route table for every sidecar at once, so
+each golden case's output is checked by the binary itself: the outbound listener gets the route table inline instead of over
 RDS, and EDS clusters become static ones without members (validation needs neither a control
 plane nor endpoints). Envoy checks field constraints and builds the whole route table, which
 catches what a schema cannot (e.g. a back-off max below its base, `host` header edits).
@@ -19,7 +20,7 @@ import pytest
 from meshpilot.runner.envoy import envoy_binary
 
 GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden"
-OUTPUTS = sorted(p for p in GOLDEN.glob("routes-*/*.json"))
+OUTPUTS = sorted(GOLDEN.glob("*/*.json"))
 
 
 def offline_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def bootstrap(rendered: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("output", OUTPUTS, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_envoy_accepts_the_rendered_route_table(output: Path, tmp_path: Path) -> None:
+def test_envoy_accepts_the_rendered_resources(output: Path, tmp_path: Path) -> None:
     config = tmp_path / "bootstrap.json"
     config.write_text(json.dumps(bootstrap(json.loads(output.read_text()))))
     argv = [envoy_binary(), "--mode", "validate", "-c", str(config), "-l", "error"]
