@@ -81,6 +81,33 @@ class ControlPlane:
         wait_for(synced, timeout, message=f"{sorted(wanted)} SYNCED", ignore=(OSError,))
 
 
+MIXER_GRPC_PORT = 18081
+MIXER_HTTP_PORT = 18082
+
+
+@dataclass
+class Mixer:
+    """A running `meshpilot mixer`: where sidecars reach it and where its metrics are."""
+
+    ip: str
+    proc: Proc | None = None
+
+    @property
+    def grpc(self) -> str:
+        return f"{self.ip}:{MIXER_GRPC_PORT}"
+
+    @property
+    def http(self) -> str:
+        return f"{self.ip}:{MIXER_HTTP_PORT}"
+
+    def metrics(self) -> str:
+        return http_get(f"http://{self.http}/metrics").text
+
+    def logs(self, **query: str) -> Any:
+        params = "&".join(f"{k}={v}" for k, v in query.items())
+        return http_json(f"http://{self.http}/logs?{params}")
+
+
 @dataclass
 class Instance:
     """One app process on its own IP plus its real Envoy sidecar."""
@@ -136,18 +163,32 @@ class MeshEnv:
         xds_port: int = XDS_PORT,
         admin_port: int = ADMIN_PORT,
         wait: bool = True,
+        mixer: str | None = None,
     ) -> ControlPlane:
         """`meshpilot serve` on its own IP; waits for `/healthz` unless `wait=False`.
         Pass the old `ip` to restart a stopped control plane on the same addresses."""
         ip = ip or self.ips.ip()
         argv = [MESHPILOT, "serve", str(mesh_path)]
         argv += ["--xds", f"{ip}:{xds_port}", "--admin", f"{ip}:{admin_port}"]
+        argv += ["--mixer", mixer] if mixer else []
         proc = self.processes.start("controlplane", argv, cwd=mesh_path.parent)
         cp = ControlPlane(proc, ip, xds_port, admin_port, mesh_path)
         if wait:
             wait_http_ok(f"{cp.admin_url}/healthz", START_TIMEOUT, procs=[proc])
         self.control_plane = cp
         return cp
+
+    def start_mixer(self, mesh_path: Path, ip: str | None = None, workers: int = 1) -> Mixer:
+        """`meshpilot mixer` on its own IP (gRPC :18081, metrics :18082); waits for /healthz.
+        Pass the old `ip` to restart a stopped mixer on the same addresses."""
+        ip = ip or self.ips.ip()
+        mixer = Mixer(ip)
+        argv = [MESHPILOT, "mixer", str(mesh_path), "--listen", mixer.grpc]
+        argv += ["--metrics", mixer.http, "--workers", str(workers)]
+        mixer.proc = self.processes.start("mixer", argv, cwd=mesh_path.parent)
+        wait_http_ok(f"http://{mixer.http}/healthz", START_TIMEOUT, procs=[mixer.proc])
+        wait_for(lambda: accepts_connections(ip, MIXER_GRPC_PORT), START_TIMEOUT, ignore=(OSError,))
+        return mixer
 
     def start_app(self, service: str, version: str | None, ip: str, port: int = 8080) -> Proc:
         """The test app (e2e/app.py) on `ip:port`, once it answers."""

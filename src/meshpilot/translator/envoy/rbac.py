@@ -2,8 +2,8 @@
 
 `deny` policies go in a DENY filter, `allow` policies in an ALLOW filter (present only when the
 service has allow policies: none means everyone is allowed), `audit` policies in shadow rules
-that enforce nothing and record matches (stats `audit_rbac.shadow_allowed`, and the policy name
-in the access log's `shadow_effective_policy_id`).
+that enforce nothing and record matches (stat `http.inbound.rbac.audit.shadow_allowed`, and the
+policy name in the access log's `shadow_effective_policy_id`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from meshpilot.policy.match import path_glob_regex
 from meshpilot.translator import ir
 from meshpilot.translator.envoy.route import header_matcher
 
-AUDIT_STAT_PREFIX = "audit_"
+AUDIT_STAT_PREFIX = "audit."
 _ALLOW = rbac_pb2.RBAC.Action.Value("ALLOW")
 _DENY = rbac_pb2.RBAC.Action.Value("DENY")
 
