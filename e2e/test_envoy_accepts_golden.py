@@ -4,8 +4,8 @@ rate limits, access logs, tcp), clusters (policies, TLS, DNS) and route tables.
 A resource Envoy rejects is NACKed, and the shared route table for every sidecar at once, so
 each golden case's output is checked by the binary itself: the outbound listener gets the route
 table inline instead of over RDS, and EDS clusters become static ones without members
-(validation needs neither a control plane nor endpoints). Envoy checks field constraints and builds the whole route table, which
-catches what a schema cannot (e.g. a back-off max below its base, `host` header edits).
+(validation needs neither a control plane nor endpoints). Envoy checks field constraints and
+builds everything, which catches what a schema cannot (e.g. a back-off max below its base).
 """
 
 from __future__ import annotations
