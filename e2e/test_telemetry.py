@@ -4,8 +4,9 @@ per reporter (the caller's sidecar and the callee's)."""
 from __future__ import annotations
 
 import http.client
+import subprocess
 
-from harness.mesh import MeshEnv
+from harness.mesh import MESHPILOT, MeshEnv
 from harness.wait import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,6 +25,11 @@ policies:
     service: reviews
     action: deny
     to: {paths: [/admin*]}
+  - name: watch-reviews
+    service: reviews
+    action: audit
+    from: [frontend]
+    to: {paths: [/reviews/*]}
 """
 OK, DENIED = 7, 3
 
@@ -78,7 +84,45 @@ def test_metrics_count_every_request_once_per_reporter_with_its_code(mesh_env: M
         message="the mixer to count every request",
     )
 
+    audits = 'mesh_policy_audit_matches_total{destination_service="reviews",policy="watch-reviews"'
+    assert f'{audits},source_service="frontend"}} {float(OK)}' in mixer.metrics()
+
     request_id = answers[0].json()["headers"]["x-request-id"]
     logged = mixer.logs(service="reviews", limit="100")
     same_request = sorted(e["reporter"] for e in logged if e["request_id"] == request_id)
     assert same_request == ["destination", "source"]  # x-request-id crossed both sidecars
+
+
+def run(*argv: str) -> str:
+    return subprocess.run([MESHPILOT, *argv], capture_output=True, text=True, check=True).stdout
+
+
+def test_logs_and_top_show_recent_requests(mesh_env: MeshEnv) -> None:
+    mesh = mesh_env.write_mesh(MESH)
+    mixer = mesh_env.start_mixer(mesh)
+    mesh_env.start_control_plane(mesh, mixer=mixer.grpc)
+    frontend = mesh_env.start_instance("frontend", "v1")
+    reviews = mesh_env.start_instance("reviews", "v1")
+    frontend.admin.wait_hosts("outbound|9080||reviews", [reviews.inbound])
+    with frontend.client() as client:
+        for _ in range(5):
+            client.get("reviews", "/reviews/1")
+        client.get("reviews", "/admin/x")
+    wait_for(lambda: len(mixer.logs(service="reviews")) == 12, 10, message="12 entries")
+
+    denied = run("logs", "--mixer", mixer.http, "--status", "403").splitlines()
+    assert denied[0].split()[:4] == ["TIME", "REPORTER", "SOURCE", "DESTINATION"]
+    assert len(denied) == 3 and all("/admin/x" in line and " 403 " in line for line in denied[1:])
+    top = run("top", "--mixer", mixer.http).splitlines()
+    assert top[0].split() == [
+        "SOURCE",
+        "DESTINATION",
+        "REQUESTS",
+        "RPS",
+        "ERRORS",
+        "P50",
+        "MS",
+        "P99",
+        "MS",
+    ]
+    assert top[1].split()[:3] == ["frontend", "reviews", "6"]

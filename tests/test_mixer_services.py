@@ -183,6 +183,7 @@ async def test_access_logs_become_entries_with_the_reporters_point_of_view(mixer
     ]
     assert mixer.received[0].duration_s == pytest.approx(0.012)
     assert mixer.received[0].request_id == "rid-1"
+    assert [e.audit_policy for e in mixer.received] == ["", "", "watch-ratings", ""]
 
 
 def entry(reporter: str, source: str, code: int, at: float, ms: float = 10) -> LogEntry:

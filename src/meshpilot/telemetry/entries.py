@@ -18,7 +18,8 @@ from meshpilot.translator import names
 
 UNKNOWN = "unknown"
 REPORTERS = {names.OUTBOUND_LISTENER: "source", names.INBOUND_LISTENER: "destination"}
-_AUDIT_KEY = "shadow_effective_policy_id"
+_RBAC = "envoy.filters.http.rbac"
+_AUDIT_KEY = names.AUDIT_PREFIX + "shadow_effective_policy_id"  # the matched audit policy
 # Headers the sidecars log besides Envoy's own fields (see the translator's access-log builder).
 LOGGED_REQUEST_HEADERS = (identity.SOURCE_HEADER,)
 LOGGED_RESPONSE_HEADERS = (identity.VERSION_HEADER,)
@@ -93,12 +94,11 @@ def log_entry(reporter: Reporter, entry: accesslog_pb2.HTTPAccessLogEntry) -> Lo
 
 
 def audit_policy(common: accesslog_pb2.AccessLogCommon) -> str:
-    """The audit policy the request matched, from the RBAC filter's dynamic metadata (whichever
-    filter instance name it was recorded under)."""
-    for metadata in common.metadata.filter_metadata.values():
-        if _AUDIT_KEY in metadata.fields:
-            return str(metadata.fields[_AUDIT_KEY].string_value)
-    return ""
+    """The audit policy the request matched: the RBAC filters' dynamic metadata names it."""
+    rbac = common.metadata.filter_metadata.get(_RBAC)
+    if rbac is None or _AUDIT_KEY not in rbac.fields:
+        return ""
+    return str(rbac.fields[_AUDIT_KEY].string_value)
 
 
 def log_entries(

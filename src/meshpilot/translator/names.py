@@ -8,6 +8,8 @@ OUTBOUND_ROUTE = "outbound"
 INBOUND_ROUTE = "inbound"
 UNKNOWN_HOST_VHOST = "unknown-service"
 MIXER_CLUSTER = "mixer"
+# Stats and dynamic-metadata keys of audit policies (Envoy RBAC shadow rules) start with this.
+AUDIT_PREFIX = "audit."
 
 
 def outbound_cluster(service: str, port: int, subset: str | None = None) -> str:

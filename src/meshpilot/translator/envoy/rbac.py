@@ -17,10 +17,9 @@ from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 
 from meshpilot import identity
 from meshpilot.policy.match import path_glob_regex
-from meshpilot.translator import ir
+from meshpilot.translator import ir, names
 from meshpilot.translator.envoy.route import header_matcher
 
-AUDIT_STAT_PREFIX = "audit."
 _ALLOW = rbac_pb2.RBAC.Action.Value("ALLOW")
 _DENY = rbac_pb2.RBAC.Action.Value("DENY")
 
@@ -87,4 +86,4 @@ def enforcing_rbac(action: str, policies: Sequence[ir.Policy]) -> rbac_filter_pb
 def audit_rbac(policies: Sequence[ir.Policy]) -> rbac_filter_pb2.RBAC:
     """Shadow rules only: every request passes; a match is counted and named in the access log."""
     shadow = rbac_pb2.RBAC(action=_ALLOW, policies=rbac_policies(policies))
-    return rbac_filter_pb2.RBAC(shadow_rules=shadow, shadow_rules_stat_prefix=AUDIT_STAT_PREFIX)
+    return rbac_filter_pb2.RBAC(shadow_rules=shadow, shadow_rules_stat_prefix=names.AUDIT_PREFIX)
