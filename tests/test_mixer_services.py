@@ -158,9 +158,10 @@ async def test_access_logs_become_entries_with_the_reporters_point_of_view(mixer
         [http_entry(200, "outbound|9080|v2|ratings"), http_entry(404)]
     )
     inbound = als_pb2.StreamAccessLogsMessage(identifier=identifier("ratings", "v2", "inbound"))
-    inbound.http_logs.log_entry.extend(
-        [http_entry(200, "inbound|8080||", **{"x-mesh-source": "frontend"})]
-    )
+    audited = http_entry(200, "inbound|8080||", **{"x-mesh-source": "frontend"})
+    rbac = audited.common_properties.metadata.filter_metadata["envoy.filters.http.rbac"]
+    rbac.update({"audit.shadow_effective_policy_id": "watch-ratings"})
+    inbound.http_logs.log_entry.extend([audited])
     more = als_pb2.StreamAccessLogsMessage()
     more.http_logs.log_entry.extend([http_entry(503, "inbound|8080||")])
     await stream_logs(mixer.address, [outbound])
