@@ -43,3 +43,15 @@ def test_assignment_bytes_equal_serializing_the_proto() -> None:
         assert cluster_load_assignment_bytes(
             "outbound|80||a", chosen
         ) == expected.SerializeToString(deterministic=True)
+
+
+def test_removed_from_finds_what_a_new_set_lacks_through_its_changed_parts() -> None:
+    a, b, c = (resource_from_bytes(CLUSTER, n, n.encode()) for n in "abc")
+    kept, changed = Part([a]), Part([b, c])
+    before = ResourceSet(CLUSTER, [kept, changed]).plus(Part([c]))
+    after = ResourceSet(CLUSTER, [kept, Part([b])]).plus(Part([c]))
+    assert before.removed_from(after) == []  # c moved into the proxy's own part: still there
+    assert ResourceSet(CLUSTER, [kept, changed]).removed_from(ResourceSet(CLUSTER, [kept])) == [
+        b,
+        c,
+    ]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from meshpilot.admin.api import admin_routes
 from meshpilot.admin.http import HttpServer
+from meshpilot.background import background
 from meshpilot.errors import MeshpilotError
 from meshpilot.mesh.diagnostics import Diagnostic, MeshInvalid
 from meshpilot.mesh.load import parse_mesh
@@ -22,7 +23,7 @@ from meshpilot.mesh.watch import MeshWatcher
 from meshpilot.translator.build import build_ir
 from meshpilot.translator.ir import MeshIR
 from meshpilot.xds.cache import SnapshotCache
-from meshpilot.xds.metrics import XdsMetrics
+from meshpilot.xds.metrics import XdsMetrics, track_convergence
 from meshpilot.xds.server import AdsServer
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class ControlPlane:
         self.ads = AdsServer(self.cache, self.metrics, xds)
         self.admin = HttpServer(admin, admin_routes(self))
         self.watcher = MeshWatcher(mesh_path, self.apply_file)
+        self._convergence: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.apply_file()
@@ -57,8 +59,13 @@ class ControlPlane:
         await self.ads.start()
         await self.admin.start()
         await self.watcher.start()
+        self._convergence = background(
+            track_convergence(self.metrics, self.cache.all_synced), "convergence"
+        )
 
     async def stop(self) -> None:
+        if self._convergence is not None:
+            self._convergence.cancel()
         await self.watcher.stop()
         await self.admin.stop()
         await self.ads.stop(grace=1.0)

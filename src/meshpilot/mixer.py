@@ -28,6 +28,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from meshpilot.admin.http import Handler, HttpServer, Reply
+from meshpilot.background import background
 from meshpilot.errors import MeshpilotError
 from meshpilot.mesh.diagnostics import MeshInvalid
 from meshpilot.mesh.watch import MeshWatcher
@@ -213,7 +214,7 @@ class Mixer:
             self.workers,
             self.http.address,
         )
-        supervisor = asyncio.create_task(self._supervise())
+        supervisor = background(self._supervise(), "supervise mixer workers")
         await stop.wait()
         supervisor.cancel()
         await self.http.stop()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from watchfiles import Change, awatch
 
+from meshpilot.background import background
+
 log = logging.getLogger(__name__)
 
 QUIET_MS = 100  # a save is applied once no further change came for this long
@@ -29,7 +31,7 @@ class MeshWatcher:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"watch {self.path}")
+        self._task = background(self._run(), f"watch {self.path}")
 
     async def stop(self) -> None:
         self._stop.set()

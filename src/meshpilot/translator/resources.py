@@ -139,6 +139,7 @@ class ResourceSet:
         self.type_url = type_url
         self.parts = tuple(parts)
         self._only: dict[frozenset[str], ResourceSet] = {}
+        self._base: ResourceSet | None = None  # set by `plus`
 
     @classmethod
     def of(cls, type_url: str, resources: Iterable[Resource]) -> ResourceSet:
@@ -152,7 +153,16 @@ class ResourceSet:
         combined = ResourceSet(self.type_url, (*self.parts, part))
         combined.__dict__["names"] = _NameUnion(self, part.names)
         combined.__dict__["checksum"] = (self.checksum + part.checksum) % _MODULUS
+        combined._base = self
         return combined
+
+    def removed_from(self, other: ResourceSet) -> list[Resource]:
+        """Resources of this set that `other` lacks. Only parts that are not shared (by
+        identity) can hold one, so comparing a proxy's last set with its next costs a look at
+        the parts that changed, not at every resource."""
+        shared = {id(p) for p in other.parts}
+        changed = [p for p in self.parts if id(p) not in shared]
+        return [r for p in changed for r in p.resources if r.name not in other.names]
 
     @cached_property
     def checksum(self) -> int:
@@ -165,7 +175,10 @@ class ResourceSet:
 
     @cached_property
     def entries(self) -> bytes:
-        """The encoded `resources` fields of a DiscoveryResponse carrying this set."""
+        """The encoded `resources` fields of a DiscoveryResponse carrying this set. A proxy's
+        set (shared + its own part) reuses the shared set's bytes: one concatenation."""
+        if self._base is not None:
+            return self._base.entries + self.parts[-1].entries
         return b"".join(p.entries for p in self.parts)
 
     @cached_property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -73,7 +74,23 @@ class XdsMetrics:
         """A new mesh file (changed at `at`, epoch seconds) is being pushed."""
         self._change_started = at
 
+    @property
+    def change_pending(self) -> bool:
+        return self._change_started is not None
+
     def check_converged(self, all_synced: Callable[[], bool]) -> None:
         if self._change_started is not None and all_synced():
             self.convergence.observe(max(0.0, time.time() - self._change_started))
             self._change_started = None
+
+
+CONVERGENCE_CHECK_S = 0.02
+
+
+async def track_convergence(metrics: XdsMetrics, all_synced: Callable[[], bool]) -> None:
+    """Observe the convergence time of each change. Checked on a timer while a change is
+    pending (O(proxies) a tick), not after every reply (O(proxies) per reply: O(P^2) a change)."""
+    while True:
+        await asyncio.sleep(CONVERGENCE_CHECK_S)
+        if metrics.change_pending:
+            metrics.check_converged(all_synced)

@@ -105,7 +105,6 @@ class AdsServer:
                 await context.write(response)
             if responses:
                 self.metrics.push_seconds.observe(time.perf_counter() - started)
-            self.metrics.check_converged(self.cache.all_synced)
 
 
 async def _read_requests(

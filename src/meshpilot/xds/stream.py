@@ -147,16 +147,15 @@ class AdsStream:
         previous = self.sync[type_url].sent
         if previous is None or type_url not in REFERRERS:
             return wanted
+        removed = previous.removed_from(wanted)
+        if not removed:
+            return wanted  # the usual case, found without looking at every resource
         in_use = set()
         for referrer in REFERRERS[type_url]:
             state = self.sync[referrer]
             for sent in (state.sent, state.acked):
                 in_use |= sent.refs() if sent else set()
-        kept = [
-            res
-            for name, res in previous.resources.items()
-            if name in in_use and name not in wanted.resources
-        ]
+        kept = [res for res in removed if res.name in in_use]
         return ResourceSet.of(type_url, [*wanted.resources.values(), *kept]) if kept else wanted
 
     def _dependencies_acked(self, desired: ResourceSet) -> bool:
