@@ -55,3 +55,31 @@ def test_removed_from_finds_what_a_new_set_lacks_through_its_changed_parts() -> 
         b,
         c,
     ]
+
+
+def test_egress_scopes_a_proxys_view_to_the_services_it_calls() -> None:
+    from meshpilot.translator import ir
+    from meshpilot.translator.resources import ROUTE, decode
+    from meshpilot.translator.translate import Translator
+
+    services = (
+        ir.Service("a", 80, "http", egress=("b",)),
+        ir.Service("b", 80, "http"),
+        ir.Service("c", 80, "http"),
+    )
+    translator = Translator()
+    shared = translator.translate(ir.MeshIR("m", services), [])
+    scoped = translator.view(shared, ir.Proxy("a~1", "a", "10.0.0.1", 8080, ()))
+    full = translator.view(shared, ir.Proxy("c~1", "c", "10.0.0.2", 8080, ()))
+    assert sorted(scoped[CLUSTER].resources) == ["inbound|8080||", "outbound|80||b"]
+    assert list(scoped[ENDPOINT].resources) == ["outbound|80||b"]
+    assert sorted(full[CLUSTER].resources) == [
+        "inbound|8080||",
+        "outbound|80||a",
+        "outbound|80||b",
+        "outbound|80||c",
+    ]
+    table = decode(scoped[ROUTE].resources["outbound"])
+    assert [v["name"] for v in table["virtualHosts"]] == ["b", "unknown-service"]
+    again = translator.view(shared, ir.Proxy("a~2", "a", "10.0.0.3", 8080, ()))
+    assert again[ROUTE] is scoped[ROUTE]  # one scoped set per egress list, shared by its proxies

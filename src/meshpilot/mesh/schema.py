@@ -572,6 +572,7 @@ class ServiceSpec(_Spec):
     rate_limit: RateLimitSpec | None = None
     tls: TlsSpec | None = None
     tracing: TracingSpec | None = None
+    egress: list[str] | None = None  # the services this one calls; None: every service
 
 
 class MeshSpec(_Spec):
@@ -606,6 +607,7 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
         issues += _service_checks(("services", name), service)
     services = [name for name, _ in _items(_get(data, "services"))]
     issues += _policy_checks(_get(data, "policies"), services, base_dir)
+    issues += _egress_checks(_get(data, "services"), services)
     issues += _tcp_port_checks(_get(data, "services"))
     issues += _host_name_checks(_get(data, "services"))
     issues += _file_checks(_get(data, "services"), base_dir)
@@ -640,6 +642,13 @@ def _file_checks(services: object, base_dir: Path | None) -> Iterator[Issue]:
             yield Issue(
                 ("services", name, "tls", "ca_file"), f"'{base_dir / ca_file}' does not exist"
             )
+
+
+def _egress_checks(services: object, names: list[str]) -> Iterator[Issue]:
+    for name, service in _items(services):
+        for i, callee in _entries(_get(service, "egress")):
+            if isinstance(callee, str) and callee not in names:
+                yield Issue(("services", name, "egress", i), _unknown_service(callee, names))
 
 
 def _tcp_port_checks(services: object) -> Iterator[Issue]:

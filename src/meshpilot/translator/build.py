@@ -140,6 +140,7 @@ def service(name: str, spec: ServiceSpec, defaults: DefaultsSpec, base: Path = P
         tls=upstream_tls(spec.tls, base),
         rate_limit=rate_limit(spec.rate_limit),
         tracing_sampling=float(spec.tracing.sampling) if spec.tracing else None,
+        egress=tuple(sorted(set(spec.egress))) if spec.egress is not None else None,
     )
 
 

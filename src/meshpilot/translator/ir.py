@@ -195,6 +195,7 @@ class Service:
     tls: UpstreamTls | None = None
     rate_limit: RateLimit | None = None
     tracing_sampling: float | None = None  # overrides the mesh's telemetry sampling
+    egress: tuple[str, ...] | None = None  # the services its sidecars may call; None: all
 
     def __hash__(self) -> int:
         """Hashed once: services key the translator's caches, 10,000 lookups per change."""

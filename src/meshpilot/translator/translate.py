@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2
@@ -59,6 +60,43 @@ class ServiceOutput:
     route_targets: frozenset[str]
 
 
+class ServiceParts(NamedTuple):
+    """A service's share of every proxy's outbound configuration."""
+
+    name: str
+    output: ServiceOutput
+    endpoints: Part
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """What a proxy needs to call services: their clusters, endpoints and routes."""
+
+    clusters: ResourceSet
+    endpoints: ResourceSet
+    routes: ResourceSet
+
+
+_UNKNOWN_HOST = route.virtual_host_entry(
+    route.unknown_host_virtual_host().SerializeToString(deterministic=True)
+)
+
+
+def outbound(services: Sequence[ServiceParts], shared_clusters: Sequence[Part]) -> Outbound:
+    """Sets for these services (the route table ends with the 404 for unknown hosts), plus
+    clusters every proxy has (the mixer's)."""
+    outputs = [s.output for s in services]
+    table = route.route_configuration_bytes(
+        names.OUTBOUND_ROUTE, [o.virtual_host_entry for o in outputs] + [_UNKNOWN_HOST]
+    )
+    targets = LazyUnion([o.route_targets for o in outputs])
+    return Outbound(
+        ResourceSet(CLUSTER, [*(o.clusters for o in outputs), *shared_clusters]),
+        ResourceSet(ENDPOINT, [s.endpoints for s in services]),
+        ResourceSet.of(ROUTE, [resource_from_bytes(ROUTE, names.OUTBOUND_ROUTE, table, targets)]),
+    )
+
+
 @dataclass(frozen=True)
 class MeshResources:
     """The part of the configuration that all proxies share after one change."""
@@ -71,6 +109,19 @@ class MeshResources:
     policies: Mapping[str, tuple[ir.Policy, ...]] = field(default_factory=dict)
     mixer: ir.Mixer | None = None
     telemetry: ir.Telemetry = field(default_factory=ir.Telemetry)
+    # What scoped views (`egress:`) are assembled from, and the ones made so far.
+    services: tuple[ServiceParts, ...] = ()
+    shared_clusters: tuple[Part, ...] = ()
+    _scoped: dict[tuple[str, ...], Outbound] = field(default_factory=dict, compare=False)
+
+    def scoped(self, egress: tuple[str, ...]) -> Outbound:
+        """The clusters, endpoints and routes of just these services (built once per change for
+        each distinct egress list, shared by every proxy that has it)."""
+        if egress not in self._scoped:
+            wanted = set(egress)
+            parts = [s for s in self.services if s.name in wanted]
+            self._scoped[egress] = outbound(parts, self.shared_clusters)
+        return self._scoped[egress]
 
     def proxy_policy(self, service: str) -> ProxyPolicy:
         return ProxyPolicy(self.policies.get(service, ()), self.mixer, self.telemetry)
@@ -359,9 +410,6 @@ class Translator:
         self._mixer_part: tuple[str, Part] | None = None
         self._local: dict[ir.Proxy, tuple[_LocalInputs, LocalResources]] = {}
         self._tcp: dict[str, _ServiceEntry] = {}  # the tcp services' entries, by name
-        self._unknown_host = route.virtual_host_entry(
-            route.unknown_host_virtual_host().SerializeToString(deterministic=True)
-        )
 
     def translate(self, mesh: ir.MeshIR, instances: Iterable[ir.Instance]) -> MeshResources:
         with gc_paused():
@@ -374,24 +422,25 @@ class Translator:
         created: list[_ServiceEntry] = []
         self._services = self._entries(mesh, created)
         entries = list(self._services.values())
-        outputs = [e.output for e in entries]
-        table = route.route_configuration_bytes(
-            names.OUTBOUND_ROUTE, [o.virtual_host_entry for o in outputs] + [self._unknown_host]
-        )
-        targets = LazyUnion([o.route_targets for o in outputs])
+        parts = [
+            ServiceParts(e.service.name, e.output, part)
+            for e, part in zip(entries, _endpoint_parts(entries, by_service), strict=True)
+        ]
+        shared_clusters = tuple(self._mixer(mesh))
+        full = outbound(parts, shared_clusters)
         policies: dict[str, list[ir.Policy]] = defaultdict(list)
         for p in mesh.policies:
             policies[p.service].append(p)
         return MeshResources(
-            clusters=ResourceSet(CLUSTER, [*(o.clusters for o in outputs), *self._mixer(mesh)]),
-            endpoints=ResourceSet(ENDPOINT, _endpoint_parts(entries, by_service)),
-            routes=ResourceSet.of(
-                ROUTE, [resource_from_bytes(ROUTE, names.OUTBOUND_ROUTE, table, targets)]
-            ),
+            clusters=full.clusters,
+            endpoints=full.endpoints,
+            routes=full.routes,
             tcp_services=self._tcp_services(created),
             policies={name: tuple(found) for name, found in policies.items()},
             mixer=mesh.mixer,
             telemetry=mesh.telemetry,
+            services=tuple(parts),
+            shared_clusters=shared_clusters,
         )
 
     def _mixer(self, mesh: ir.MeshIR) -> list[Part]:
@@ -405,20 +454,26 @@ class Translator:
         return [self._mixer_part[1]]
 
     def view(self, shared: MeshResources, proxy: ir.Proxy) -> dict[str, ResourceSet]:
-        """Everything one proxy should have, per type URL."""
+        """Everything one proxy should have, per type URL: all services, or only those its
+        service's `egress:` names."""
         service = self._own_service(shared, proxy)
+        egress = service.egress if service is not None else None
+        calls = shared.scoped(egress) if egress is not None else shared
+        tcp = shared.tcp_services
+        if egress is not None:
+            tcp = tuple(s for s in tcp if s.name in egress)
         policy = shared.proxy_policy(proxy.service)
-        inputs = (service, shared.tcp_services, policy)
+        inputs = (service, tcp, policy)
         cached = self._local.get(proxy)
         if cached is None or cached[0] != inputs:
-            cached = (inputs, local_resources(proxy, service, shared.tcp_services, policy))
+            cached = (inputs, local_resources(proxy, service, tcp, policy))
             self._local[proxy] = cached
         local = cached[1]
         view = {
-            CLUSTER: shared.clusters.plus(local.app_cluster),
-            ENDPOINT: shared.endpoints,
+            CLUSTER: calls.clusters.plus(local.app_cluster),
+            ENDPOINT: calls.endpoints,
             LISTENER: local.listeners,
-            ROUTE: shared.routes,
+            ROUTE: calls.routes,
         }
         dangling = [
             ref
