@@ -53,6 +53,7 @@ def answer(path: str, headers: Any) -> tuple[int, dict[str, Any]]:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: send both at once
 
     def do_GET(self) -> None:
         status, body = answer(self.path, self.headers)
