@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _END = object()
+MAX_CONCURRENT_PUSHES = 64
 
 
 class AdsServer:
@@ -33,6 +34,10 @@ class AdsServer:
         self.metrics = metrics
         self.address = address
         self._server: grpc.aio.Server | None = None
+        # A state-of-the-world push is a full copy of a proxy's resources; after a change every
+        # stream wants to push at once. Bounding how many build and write at the same time
+        # bounds the memory those copies take (and lets ACKs in between).
+        self._pushing = asyncio.Semaphore(MAX_CONCURRENT_PUSHES)
 
     async def start(self) -> None:
         server = grpc.aio.server(
@@ -99,10 +104,11 @@ class AdsServer:
                 if request is _END:
                     return
                 stream.handle_request(request)
-            started = time.perf_counter()
-            responses = stream.next_responses()
-            for response in responses:
-                await context.write(response)
+            async with self._pushing:
+                started = time.perf_counter()
+                responses = stream.next_responses()
+                for response in responses:
+                    await context.write(response)
             if responses:
                 self.metrics.push_seconds.observe(time.perf_counter() - started)
 
