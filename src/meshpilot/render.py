@@ -9,6 +9,7 @@ from meshpilot.translator import ir
 from meshpilot.translator.build import load_ir
 from meshpilot.translator.resources import SHORT_NAMES, decode
 from meshpilot.translator.translate import Translator
+from meshpilot.xds.snapshot import check_consistent
 
 RENDER_IP = "127.0.0.1"
 RENDER_APP_PORT = 8080
@@ -26,6 +27,7 @@ def render_resources(
     translator = Translator()
     shared = translator.translate(load_ir(mesh_path), [])
     view = translator.view(shared, proxy)
+    check_consistent(view)
     return {
         SHORT_NAMES[type_url]: [decode(r) for r in resources.resources.values()]
         for type_url, resources in view.items()

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 from meshpilot.translator import ir
 from meshpilot.translator.resources import PUSH_ORDER
-from meshpilot.translator.translate import MeshResources, Translator, View
-from meshpilot.xds.snapshot import check_consistent
+from meshpilot.translator.translate import Translator, View
 from meshpilot.xds.sync import SyncStatus, TypeSync
 
 log = logging.getLogger(__name__)
 
 EMPTY_MESH = ir.MeshIR(name="", services=())
+MEMBERSHIP_WINDOW_S = 0.05
 
 
 @dataclass(eq=False)
@@ -93,10 +93,11 @@ class SnapshotCache:
         self._schedule_rebuild()
 
     def _schedule_rebuild(self) -> None:
-        """Coalesce registry changes that arrive together (many proxies connecting at once)."""
+        """Coalesce membership changes that arrive together (thousands of proxies connecting
+        after a restart): one rebuild of every view per window, not one per connection."""
         if not self._rebuild_pending:
             self._rebuild_pending = True
-            asyncio.get_running_loop().call_soon(self._rebuild)
+            asyncio.get_running_loop().call_later(MEMBERSHIP_WINDOW_S, self._rebuild)
 
     def _rebuild(self) -> None:
         self._rebuild_pending = False
@@ -107,17 +108,12 @@ class SnapshotCache:
 
     def _publish(self, mesh: ir.MeshIR) -> None:
         shared = self._translator.translate(mesh, self._instances())
-        views = [(w, self._view(shared, w.proxy)) for w in self._watches]
+        views = [(w, self._translator.view(shared, w.proxy)) for w in self._watches]
         for watch, view in views:
             watch.view = view
             watch.wakeup.set()
         for callback in self.on_rebuild:
             callback()
-
-    def _view(self, shared: MeshResources, proxy: ir.Proxy) -> View:
-        view = self._translator.view(shared, proxy)
-        check_consistent(view)
-        return view
 
     def _instances(self) -> list[ir.Instance]:
         return [w.proxy.instance for w in self._watches]
