@@ -1,0 +1,543 @@
+"""Fan-out benchmark: S services and P simulated sidecars against `meshpilot serve`.
+
+Each service has two subsets, a weighted route and two static endpoints; each sidecar is an
+instance of one of them (node metadata service/ip/labels, a fake 10.x.y.z address that never
+receives traffic) simulated by meshpilot.xds.simulated, in worker processes (multiprocessing),
+so the simulator does not run in the control plane's process. For each size it prints:
+
+  - initial sync: from the start of the connections until every sidecar has ACKed clusters,
+    endpoints, listeners and routes (every joining sidecar changes its service's endpoints);
+  - save -> all: from a save of the mesh file adding one service until every sidecar has
+    received clusters that include it (median and max over --saves saves), and until every
+    sidecar also has its endpoints and a new route table ("all types");
+  - the control plane's RSS (now and peak, /proc/PID/status) and CPU seconds (utime + stime,
+    /proc/PID/stat) per phase.
+
+Targets (issue): 1,000 services / 2,000 proxies: save -> all sidecars updated <= 1 s; control
+plane RSS <= 400 MB.
+
+    python bench/fanout.py [--sizes 100x100,1000x2000,2000x5000] [--saves 3]
+    python bench/fanout.py --services 1000 --proxies 2000
+
+Everything it starts is stopped on exit, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, NoReturn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
+
+from harness.mesh import MESHPILOT
+from harness.processes import Proc, Processes
+from harness.wait import http_json, wait_http_ok
+
+from meshpilot.translator.names import outbound_cluster
+from meshpilot.translator.resources import CLUSTER, ENDPOINT, ROUTE
+from meshpilot.xds.simulated import Decoded, SidecarFleet, SimulatedSidecar, fleet_specs
+
+XDS_PORT, ADMIN_PORT = 18000, 18001
+START_TIMEOUT = 60.0
+PRESETS = {"small": [(100, 100)], "medium": [(1000, 2000)], "large": [(2000, 5000)]}
+DEFAULT_SIZES = "100x100,1000x2000,2000x5000"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+NEW_SERVICE_PORT = 7000
+# A rough budget per sidecar (control plane + simulator), to skip a size that cannot fit.
+MEMORY_PER_SIDECAR = 1.5 * 2**20
+
+
+# --- the mesh ---------------------------------------------------------------------------------
+
+
+def service_names(services: int) -> list[str]:
+    return [f"svc-{i}" for i in range(services)]
+
+
+def service_port(index: int) -> int:
+    """The port of service `index`."""
+    return 8000 + index % 1000
+
+
+def new_service(n: int) -> str:
+    return f"svc-new-{n}"
+
+
+def mesh_yaml(services: int, added: int = 0) -> str:
+    """`services` services, then `added` more (svc-new-1...): two subsets, a weighted route and
+    two static endpoints each."""
+    lines = ["mesh: fanout", "services:"]
+    entries = [(name, service_port(i)) for i, name in enumerate(service_names(services))]
+    entries += [(new_service(n), NEW_SERVICE_PORT + n) for n in range(1, added + 1)]
+    for i, (name, port) in enumerate(entries):
+        lines += [
+            f"  {name}:",
+            f"    port: {port}",
+            "    subsets: {v1: {version: v1}, v2: {version: v2}}",
+            "    endpoints:",
+            f"      - {{address: 172.16.{i // 250}.{i % 250 + 1}, port: 8080, "
+            "labels: {version: v1}}",
+            f"      - {{address: 172.17.{i // 250}.{i % 250 + 1}, port: 8080, "
+            "labels: {version: v2}}",
+            "    routes:",
+            "      - name: canary",
+            "        to: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# --- the simulator's worker processes ---------------------------------------------------------
+
+
+@dataclass
+class WorkerState:
+    """What a worker watches for: a new service's cluster `watched`. A sidecar has *seen* it
+    when its clusters include it; it is *done* when its endpoints include it too and its route
+    table is no longer the one it had when the watch began."""
+
+    watched: str | None = None
+    routes_before: dict[str, str | None] = field(default_factory=dict)  # node id -> version
+    seen: dict[str, float] = field(default_factory=dict)  # node id -> time.monotonic()
+    done: dict[str, float] = field(default_factory=dict)
+    last_received: float = 0.0
+
+
+def worker_main(
+    conn: Connection, address: str, first: int, count: int, services: int, channels: int
+) -> None:
+    """A worker process: `count` sidecars in one asyncio loop, driven by commands on `conn`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    asyncio.run(_worker(conn, address, first, count, services, channels))
+
+
+async def _worker(
+    conn: Connection, address: str, first: int, count: int, services: int, channels: int
+) -> None:
+    loop = asyncio.get_running_loop()
+    state = WorkerState()
+
+    def on_response(sidecar: SimulatedSidecar, response: Decoded) -> None:
+        received = sidecar.state[response.type_url].received_at
+        state.last_received = received
+        node, watched = sidecar.node_id, state.watched
+        if watched is None or node in state.done:
+            return
+        if response.type_url == CLUSTER and watched in response.names and node not in state.seen:
+            state.seen[node] = received
+        if (
+            node in state.seen
+            and watched in sidecar.state[ENDPOINT].names
+            and sidecar.state[ROUTE].version != state.routes_before[node]
+        ):
+            state.done[node] = received
+
+    specs = fleet_specs(count, service_names(services), first)
+    await loop.run_in_executor(None, conn.recv)  # "start"
+    async with SidecarFleet(address, specs, channels=channels, on_response=on_response) as fleet:
+        while True:
+            command, *args = await loop.run_in_executor(None, conn.recv)
+            try:
+                reply = await _command(fleet, state, command, args)
+            except ConnectionError as err:
+                reply = ("error", str(err))
+            conn.send(reply)
+            if command == "stop":
+                return
+
+
+async def _command(
+    fleet: SidecarFleet, state: WorkerState, command: str, args: list[Any]
+) -> tuple[Any, ...]:
+    if command == "synced":
+        ok = await fleet.wait_for(fleet.all_synced, timeout=args[0], interval=0.05)
+        times = [s.synced_at for s in fleet.sidecars if s.synced_at is not None]
+        return (ok, max(times, default=0.0), len(times))
+    if command == "quiet":
+        quiet, timeout = args
+
+        def is_quiet() -> bool:
+            return bool(time.monotonic() - state.last_received >= quiet)
+
+        return (await fleet.wait_for(is_quiet, timeout, interval=0.05), state.last_received)
+    if command == "watch":
+        state.routes_before = {s.node_id: s.version(ROUTE) for s in fleet.sidecars}
+        state.watched, state.seen, state.done = args[0], {}, {}
+        return ("watching",)
+    if command == "done":
+        total = len(fleet.sidecars)
+        ok = await fleet.wait_for(lambda: len(state.done) == total, timeout=args[0])
+        seen, done = state.seen.values(), state.done.values()
+        return (ok, max(seen, default=0.0), max(done, default=0.0), len(state.done))
+    if command in ("stats", "stop"):
+        examples = [e for s in fleet.sidecars for e in s.violation_examples][:3]
+        return (fleet.violations, examples, fleet.stream_errors, rss_kib(os.getpid())[0])
+    raise ValueError(f"unknown command {command!r}")
+
+
+class Workers:
+    """The simulator's processes; `ask` sends a command to all and returns their replies."""
+
+    def __init__(
+        self, count: int, address: str, services: int, proxies: int, channels: int
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conns: list[Connection] = []
+        self.procs: list[Any] = []
+        share, extra = divmod(proxies, count)
+        first = 0
+        for n in range(count):
+            size = share + (1 if n < extra else 0)
+            parent, child = context.Pipe()
+            proc = context.Process(
+                target=worker_main,
+                args=(child, address, first, size, services, channels),
+                name=f"fanout-worker-{n}",
+                daemon=True,
+            )
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+            first += size
+
+    def ask(self, command: tuple[Any, ...], alive: Proc, timeout: float) -> list[tuple[Any, ...]]:
+        for conn in self.conns:
+            conn.send(command)
+        replies = []
+        deadline = time.monotonic() + timeout
+        for conn in self.conns:
+            while not conn.poll(0.2):
+                if not alive.alive():
+                    raise RuntimeError(f"the control plane exited ({alive.returncode})")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no reply from a worker to {command[0]!r}")
+            reply = conn.recv()
+            if reply[0] == "error":
+                raise RuntimeError(f"worker: {reply[1]}")
+            replies.append(reply)
+        return replies
+
+    def start(self) -> None:
+        for conn in self.conns:
+            conn.send(("start",))
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(proc.pid) for proc in self.procs)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+# --- the control plane's resources ------------------------------------------------------------
+
+
+def rss_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) in KiB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid`."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / CLOCK_TICKS
+
+
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# --- one size ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    services: int
+    proxies: int
+    start: str  # cold: the sidecars join the full mesh; warm: a one-service mesh, then the full
+    join: float = float("nan")  # start of the connections -> every sidecar ACKed all four types
+    full_push: tuple[float, float] | None = (
+        None  # warm: save of the full mesh -> all have it, last push
+    )
+    fanout: list[float] = field(default_factory=list)  # save -> every sidecar has the service
+    settled: list[float] = field(default_factory=list)  # save -> endpoints and routes too
+    applied: list[float] = field(default_factory=list)  # save -> applied (/mesh applied_at)
+    rss_idle: int = 0
+    rss_synced: int = 0
+    rss_end: int = 0
+    rss_peak: int = 0
+    cpu_join: float = 0.0
+    cpu_saves: float = 0.0
+    sim_cpu_join: float = 0.0  # the simulator's worker processes
+    sim_cpu_saves: float = 0.0
+    worker_rss: int = 0
+    violations: int = 0
+    stream_failures: int = 0  # streams that failed; the sidecars opened new ones, as Envoy does
+    note: str = ""
+
+    @property
+    def joined(self) -> bool:
+        return self.join == self.join  # not NaN
+
+
+def check_free(ip: str, ports: list[int]) -> None:
+    for port in ports:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+            try:
+                sock.bind((ip, port))
+            except OSError as err:
+                sys.exit(f"{ip}:{port} is not free ({err}); choose another --ip")
+
+
+@dataclass
+class Bench:
+    """One size's control plane, mesh file and simulator."""
+
+    args: argparse.Namespace
+    mesh: Path
+    admin: str
+    control_plane: Proc
+    workers: Workers
+
+    def ask(self, command: tuple[Any, ...], timeout: float) -> list[tuple[Any, ...]]:
+        return self.workers.ask(command, self.control_plane, timeout + 30)
+
+    def wait_quiet(self) -> float:
+        """Wait until no sidecar received anything for --quiet seconds; the last receipt."""
+        replies = self.ask(("quiet", self.args.quiet, self.args.join_timeout), 600)
+        return float(max(r[1] for r in replies))
+
+    def save(self, text: str, watched: str) -> tuple[float, float, float] | None:
+        """Save `text`; seconds until every sidecar received clusters including `watched`,
+        until every sidecar also has its endpoints and a new route table, and until the
+        control plane applied the file (None: not in time)."""
+        self.ask(("watch", watched), 30)
+        saved_wall, saved = time.time(), time.monotonic()
+        self.mesh.write_text(text)
+        replies = self.ask(("done", self.args.save_timeout), self.args.save_timeout)
+        if not all(r[0] for r in replies):
+            return None
+        clusters = max(r[1] for r in replies) - saved
+        everything = max(r[2] for r in replies) - saved
+        applied = http_json(f"{self.admin}/mesh")["applied_at"] - saved_wall
+        self.wait_quiet()
+        return clusters, everything, applied
+
+
+def run_size(
+    args: argparse.Namespace, services: int, proxies: int, start: str, tmp: Path
+) -> Result:
+    result = Result(services, proxies, start)
+    check_free(args.ip, [XDS_PORT, ADMIN_PORT])
+    mesh = tmp / "mesh.yaml"
+    mesh.write_text(mesh_yaml(services if start == "cold" else 1))
+    xds, admin = f"{args.ip}:{XDS_PORT}", f"http://{args.ip}:{ADMIN_PORT}"
+    procs = Processes(tmp / "logs")
+    workers: Workers | None = None
+    try:
+        argv = [MESHPILOT, "serve", str(mesh), "--xds", xds]
+        control_plane = procs.start("controlplane", [*argv, "--admin", f"{args.ip}:{ADMIN_PORT}"])
+        wait_http_ok(f"{admin}/healthz", START_TIMEOUT, procs=[control_plane])
+        pid = control_plane.pid
+        result.rss_idle = rss_kib(pid)[0]
+        workers = Workers(args.workers, xds, services, proxies, args.channels)
+        bench = Bench(args, mesh, admin, control_plane, workers)
+        time.sleep(1.0)  # let the workers import and build their sidecars
+        cpu_before, sim_before = cpu_seconds(pid), workers.cpu_seconds()
+        started = time.monotonic()
+        workers.start()
+        replies = bench.ask(("synced", args.join_timeout), args.join_timeout)
+        if not all(r[0] for r in replies):
+            synced = sum(r[2] for r in replies)
+            result.note = f"{start} join: {synced}/{proxies} synced after {args.join_timeout:.0f} s"
+            result.rss_end, result.rss_peak = rss_kib(pid)
+            return result
+        result.join = max(r[1] for r in replies) - started
+        print(f"  {start} join: every sidecar synced after {result.join:.2f} s", flush=True)
+        bench.wait_quiet()
+        if start == "warm":
+            last = services - 1  # its clusters come with the full mesh
+            watched = outbound_cluster(f"svc-{last}", service_port(last))
+            full = bench.save(mesh_yaml(services), watched)
+            if full is None:
+                result.note = "the full mesh did not reach every sidecar in time"
+                return result
+            result.full_push = full[:2]
+            print(
+                f"  full mesh: every sidecar has its clusters after {full[0]:.3f} s, "
+                f"endpoints and routes too after {full[1]:.3f} s",
+                flush=True,
+            )
+        result.cpu_join = cpu_seconds(pid) - cpu_before
+        result.sim_cpu_join = workers.cpu_seconds() - sim_before
+        result.rss_synced = rss_kib(pid)[0]
+
+        cpu_before, sim_before = cpu_seconds(pid), workers.cpu_seconds()
+        for n in range(1, args.saves + 1):
+            name = outbound_cluster(new_service(n), NEW_SERVICE_PORT + n)
+            measured = bench.save(mesh_yaml(services, added=n), name)
+            if measured is None:
+                result.note = f"save {n}: not every sidecar had the new service in time"
+                break
+            result.fanout.append(measured[0])
+            result.settled.append(measured[1])
+            result.applied.append(measured[2])
+            print(
+                f"  save {n}: every sidecar has {new_service(n)} after {measured[0]:.3f} s "
+                f"(applied after {measured[2]:.3f} s; endpoints and routes too after "
+                f"{measured[1]:.3f} s)",
+                flush=True,
+            )
+        result.cpu_saves = cpu_seconds(pid) - cpu_before
+        result.sim_cpu_saves = workers.cpu_seconds() - sim_before
+        result.rss_end, result.rss_peak = rss_kib(pid)
+        stats = bench.ask(("stop",), 60)
+        result.violations = sum(s[0] for s in stats)
+        result.stream_failures = sum(s[2] for s in stats)
+        result.worker_rss = max(s[3] for s in stats)
+        if result.violations:
+            print(f"  violations, e.g.: {[e for s in stats for e in s[1]][:3]}")
+        return result
+    except BaseException:
+        print(procs.tails(), file=sys.stderr)
+        raise
+    finally:
+        if workers is not None:
+            workers.stop()
+        procs.stop_all()
+        if args.logs:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            for log in (tmp / "logs").glob("*.log"):
+                log.replace(args.logs / f"{services}x{proxies}-{start}-{log.name}")
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def mib(kib: int) -> str:
+    return f"{kib / 1024:.0f}"
+
+
+def print_table(results: list[Result], args: argparse.Namespace) -> None:
+    print()
+    print(
+        f"{os.cpu_count()} cores, shared by the control plane and the simulator "
+        f"({args.workers} worker processes, {args.channels} gRPC channels each): "
+        "the figures include the simulator's own CPU use competing with the control plane."
+    )
+    header = (
+        "| services | sidecars | start | join s | full mesh s (clusters / all types) "
+        "| save -> all have it s (median / max) | save -> applied s | save -> all types s "
+        "| CP RSS MiB idle / synced / end / peak | CP CPU s join / saves "
+        "| simulator CPU s join / saves | worker RSS MiB "
+        "| violations | failed streams |"
+    )
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for r in results:
+        full = f"{r.full_push[0]:.3f} / {r.full_push[1]:.3f}" if r.full_push else "-"
+        fan = f"{statistics.median(r.fanout):.3f} / {max(r.fanout):.3f}" if r.fanout else "-"
+        applied = f"{statistics.median(r.applied):.3f}" if r.applied else "-"
+        settled = f"{statistics.median(r.settled):.3f}" if r.settled else "-"
+        rss = " / ".join(mib(v) for v in (r.rss_idle, r.rss_synced, r.rss_end, r.rss_peak))
+        print(
+            f"| {r.services} | {r.proxies} | {r.start} | {r.join:.2f} | {full} | {fan} "
+            f"| {applied} | {settled} | {rss} | {r.cpu_join:.1f} / {r.cpu_saves:.1f} "
+            f"| {r.sim_cpu_join:.1f} / {r.sim_cpu_saves:.1f} "
+            f"| {mib(r.worker_rss)} | {r.violations} | {r.stream_failures} |"
+        )
+        if r.note:
+            print(f"  note ({r.services}x{r.proxies}, {r.start}): {r.note}")
+    print(
+        "cold: the sidecars join the full mesh; warm: they join a one-service mesh, then the "
+        "full mesh is saved. Targets at 1,000 services / 2,000 sidecars: save -> all updated "
+        "<= 1 s (debounce and translation included); control plane RSS <= 400 MB."
+    )
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        if item in PRESETS:
+            sizes += PRESETS[item]
+        else:
+            services, _, proxies = item.partition("x")
+            sizes.append((int(services), int(proxies)))
+    return sizes
+
+
+def raise_exit(signum: int, _frame: object) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes",
+        default=DEFAULT_SIZES,
+        help=f"SxP,... or presets {', '.join(PRESETS)} (default {DEFAULT_SIZES})",
+    )
+    parser.add_argument("--services", type=int, help="one size: this many services")
+    parser.add_argument("--proxies", type=int, help="one size: this many sidecars")
+    parser.add_argument("--saves", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="simulator processes")
+    parser.add_argument("--channels", type=int, default=16, help="gRPC channels per worker")
+    parser.add_argument("--ip", default="127.0.88.1", help="the control plane's loopback IP")
+    parser.add_argument(
+        "--start",
+        choices=("cold", "warm", "both"),
+        default="cold",
+        help="cold: join the full mesh (a warm start follows if the join times out); "
+        "warm: join a one-service mesh, then save the full mesh",
+    )
+    parser.add_argument("--join-timeout", type=float, default=300.0)
+    parser.add_argument("--save-timeout", type=float, default=120.0)
+    parser.add_argument("--quiet", type=float, default=2.0, help="seconds without a push")
+    parser.add_argument("--logs", type=Path, help="keep the control plane's log in this directory")
+    args = parser.parse_args()
+    if (args.services is None) != (args.proxies is None):
+        parser.error("--services and --proxies go together")
+    sizes = [(args.services, args.proxies)] if args.services else parse_sizes(args.sizes)
+    signal.signal(signal.SIGTERM, raise_exit)
+    results = []
+    for services, proxies in sizes:
+        needed = proxies * MEMORY_PER_SIDECAR
+        if mem_available() < needed:
+            print(f"{services}x{proxies}: skipped, needs ~{needed / 2**30:.1f} GiB of memory")
+            continue
+        starts = ["cold", "warm"] if args.start == "both" else [args.start]
+        while starts:
+            start = starts.pop(0)
+            print(f"{services} services / {proxies} sidecars, {start} start:", flush=True)
+            with tempfile.TemporaryDirectory(prefix="meshpilot-fanout-") as tmp:
+                result = run_size(args, services, proxies, start, Path(tmp))
+            results.append(result)
+            if not result.joined and start == "cold" and args.start == "cold":
+                print(f"  {result.note}; measuring the saves after a warm start")
+                starts.append("warm")
+    print_table(results, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""At scale, in process: 200 simulated sidecars over a 200-service mesh, a burst of 50 saves.
+
+Every client must end on the versions the control plane wants it to have, which carry the last
+save, and no client may receive a resource it did not ask for. A correctness test, not timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from meshpilot.admin.api import config_dump
+from meshpilot.controlplane import ControlPlane
+from meshpilot.translator.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from meshpilot.xds.cache import Watch
+from meshpilot.xds.server import ADS_SERVICE
+from meshpilot.xds.simulated import ResponseDecoder, SidecarFleet, fleet_specs
+from tests.conftest import free_port
+
+SERVICES = 200
+SIDECARS = 200
+SAVES = 50
+TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+
+
+def mesh_text(save: int) -> str:
+    """`SERVICES` services with two subsets, a weighted route and two static endpoints; save
+    `save` gives svc-0 a v1 weight of `save` and adds `save // 5` extra services."""
+    lines = ["mesh: scale", "services:"]
+    names = [f"svc-{i}" for i in range(SERVICES)] + [f"extra-{i}" for i in range(save // 5)]
+    for i, name in enumerate(names):
+        weight = save if i == 0 else 90
+        lines += [
+            f"  {name}:",
+            f"    port: {8000 + i}",
+            "    subsets: {v1: {version: v1}, v2: {version: v2}}",
+            "    endpoints:",
+            f"      - {{address: 172.16.{i // 250}.{i % 250 + 1}, port: 8080, "
+            "labels: {version: v1}}",
+            f"      - {{address: 172.17.{i // 250}.{i % 250 + 1}, port: 8080, "
+            "labels: {version: v2}}",
+            "    routes:",
+            "      - name: canary",
+            f"        to: [{{subset: v1, weight: {weight}}},",
+            f"             {{subset: v2, weight: {100 - weight}}}]",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(mesh_text(0))
+    control = ControlPlane(path, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
+    await control.start()
+    yield control
+    await control.stop()
+
+
+def settled(watch: Watch) -> bool:
+    """The control plane sent this proxy what it wants it to have, and got the ACK."""
+    return all(
+        state.subscribed
+        and not state.awaiting_reply
+        and state.sent_version == state.acked_version == state.desired_version
+        for state in (watch.sync[t] for t in TYPES)
+    )
+
+
+def svc0_weights(route_table: dict[str, Any]) -> dict[str, int]:
+    vhost = next(v for v in route_table["virtualHosts"] if v["name"] == "svc-0")
+    split = vhost["routes"][0]["route"]["weightedClusters"]["clusters"]
+    return {c["name"]: c["weight"] for c in split}
+
+
+async def test_a_burst_of_saves_leaves_every_client_on_the_last_one(
+    plane: ControlPlane,
+) -> None:
+    specs = fleet_specs(SIDECARS, [f"svc-{i}" for i in range(SERVICES)])
+    begun = time.monotonic()
+    async with SidecarFleet(plane.ads.address, specs, channels=4) as fleet:
+        # Each sidecar that joins changes its service's endpoints, which every sidecar is sent.
+        assert await fleet.wait_for(fleet.all_synced, timeout=40), "initial sync"
+        print(f"initial sync of {SIDECARS} sidecars: {time.monotonic() - begun:.1f} s")
+
+        for save in range(1, SAVES + 1):
+            plane.mesh_path.write_text(mesh_text(save))
+            await asyncio.sleep(0.005)
+        last = hashlib.blake2b(mesh_text(SAVES).encode(), digest_size=8).hexdigest()
+
+        def converged() -> bool:
+            watches = {w.proxy.node_id: w for w in plane.cache.watches}
+            return (
+                plane.status.version == last
+                and len(watches) == SIDECARS
+                and all(
+                    settled(watches[s.node_id])
+                    and all(s.version(t) == watches[s.node_id].sync[t].acked_version for t in TYPES)
+                    for s in fleet.sidecars
+                )
+            )
+
+        started = time.monotonic()
+        assert await fleet.wait_for(converged, timeout=40, interval=0.05), (
+            f"not converged {time.monotonic() - started:.1f} s after the burst"
+        )
+        print(f"converged {time.monotonic() - started:.1f} s after the burst")
+
+        assert fleet.violations == 0, [s.violation_examples for s in fleet.sidecars][:3]
+        assert fleet.stream_errors == 0
+        for type_url in (ENDPOINT, ROUTE):  # the same for every sidecar
+            assert len({s.version(type_url) for s in fleet.sidecars}) == 1
+        # What the sidecars hold is the last save: its weights, its extra services.
+        watch = plane.cache.watches[0]
+        dump = config_dump(watch)
+        assert svc0_weights(dump[ROUTE]["resources"][0]) == {
+            "outbound|8000|v1|svc-0": SAVES,
+            "outbound|8000|v2|svc-0": 100 - SAVES,
+        }
+        extra = f"outbound|{8000 + SERVICES + SAVES // 5 - 1}||extra-{SAVES // 5 - 1}"
+        sidecar = next(s for s in fleet.sidecars if s.node_id == watch.proxy.node_id)
+        clusters = {c["name"]: c for c in dump[CLUSTER]["resources"]}
+        assert extra in clusters
+        assert sidecar.state[CLUSTER].names == set(clusters)
+        # The simulators' shortcut (the `outbound|` clusters are the EDS ones) holds.
+        eds = {name for name, c in clusters.items() if c.get("type") == "EDS"}
+        assert eds == {name for name in clusters if name.startswith("outbound|")}
+        assert all(s.state[ENDPOINT].names == eds for s in fleet.sidecars)
+        assert all(s.state[ROUTE].names == {"outbound"} for s in fleet.sidecars)
+
+
+def test_the_decoder_reads_what_protobuf_reads() -> None:
+    """Names, version, type and nonce as protobuf decodes them, including from the runs of
+    resource bytes the decoder remembers from earlier responses."""
+
+    def response(names: list[str], nonce: str) -> bytes:
+        message = discovery_pb2.DiscoveryResponse(version_info="v" + nonce, type_url=CLUSTER)
+        for name in names:
+            cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
+            message.resources.add().Pack(cluster)
+        message.nonce = nonce
+        return bytes(message.SerializeToString())
+
+    shared = [f"outbound|{p}||svc-{p}" for p in range(50)]
+    decoder = ResponseDecoder()
+    for n in range(6):  # the same shared clusters, a different own cluster each time
+        raw = response([*shared, f"inbound|{n}||"], str(n))
+        decoded = decoder.decode(raw)
+        parsed = discovery_pb2.DiscoveryResponse.FromString(raw)
+        names = {cluster_pb2.Cluster.FromString(r.value).name for r in parsed.resources}
+        assert decoded.names == names
+        assert (decoded.version, decoded.type_url, decoded.nonce) == (
+            parsed.version_info,
+            parsed.type_url,
+            parsed.nonce,
+        )
+        assert decoded.foreign == 0
+    assert decoder.runs_read == 2  # the first two; then the shared run is known
+
+
+async def test_a_resource_not_asked_for_is_a_violation() -> None:
+    """Against a server that sends the endpoints of a cluster never asked for."""
+    asked: list[list[str]] = []
+
+    async def stream(_requests: Any, context: Any) -> None:
+        while (request := await context.read()) is not grpc.aio.EOF:
+            if request.response_nonce:
+                continue  # an ACK
+            reply = discovery_pb2.DiscoveryResponse(
+                version_info="1", type_url=request.type_url, nonce="1"
+            )
+            if request.type_url == CLUSTER:
+                for name in ("outbound|1||a", "inbound|8080||"):
+                    reply.resources.add().Pack(cluster_pb2.Cluster(name=name))
+            elif request.type_url == ENDPOINT:
+                asked.append(list(request.resource_names))
+                for name in ("outbound|1||a", "outbound|2||b"):
+                    reply.resources.add().Pack(
+                        endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+                    )
+            await context.write(reply)
+
+    handler = grpc.stream_stream_rpc_method_handler(
+        stream,
+        request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+        response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString,
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(ADS_SERVICE, {"StreamAggregatedResources": handler})]
+    )
+    address = f"127.0.0.1:{free_port()}"
+    server.add_insecure_port(address)
+    await server.start()
+    try:
+        async with SidecarFleet(address, fleet_specs(1, ["a"]), reconnect=False) as fleet:
+            sidecar = fleet.sidecars[0]
+            assert await fleet.wait_for(lambda: sidecar.violations > 0, timeout=5)
+    finally:
+        await server.stop(grace=0)
+    assert asked == [["outbound|1||a"]]
+    assert sidecar.violations == 1
+    assert "outbound|2||b" in sidecar.violation_examples[0]
