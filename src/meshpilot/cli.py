@@ -29,6 +29,16 @@ def _sidecar_options(func: F) -> F:
     return func
 
 
+_mixer_metrics_option = click.option(
+    "--mixer",
+    "mixer_",
+    default="127.0.0.1:18082",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="The mixer's metrics address.",
+)
+
+
 class _Group(click.Group):
     """Prints MeshpilotErrors as one clean message instead of a traceback."""
 
@@ -146,14 +156,7 @@ def mixer(mesh: Path, listen: str, metrics: str, workers: int) -> None:
 
 
 @main.command()
-@click.option(
-    "--mixer",
-    "mixer_",
-    default="127.0.0.1:18082",
-    show_default=True,
-    metavar="HOST:PORT",
-    help="The mixer's metrics address.",
-)
+@_mixer_metrics_option
 @click.option("--service", default=None, help="Only requests from or to this service.")
 @click.option("--status", default=None, type=int, help="Only responses with this status code.")
 @click.option("--path", default=None, help="Only requests whose path contains this.")
@@ -168,14 +171,7 @@ def logs(
 
 
 @main.command()
-@click.option(
-    "--mixer",
-    "mixer_",
-    default="127.0.0.1:18082",
-    show_default=True,
-    metavar="HOST:PORT",
-    help="The mixer's metrics address.",
-)
+@_mixer_metrics_option
 @click.option("--window", default=60.0, show_default=True, help="Seconds to look back.")
 def top(mixer_: str, window: float) -> None:
     """Per caller -> callee: request rate, error rate, p50 and p99 latency."""
