@@ -55,8 +55,10 @@ PRESETS = {"small": [(100, 100)], "medium": [(1000, 2000)], "large": [(2000, 500
 DEFAULT_SIZES = "100x100,1000x2000,2000x5000"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 NEW_SERVICE_PORT = 7000
-# A rough budget per sidecar (control plane + simulator), to skip a size that cannot fit.
-MEMORY_PER_SIDECAR = 1.5 * 2**20
+# A rough need per sidecar (control plane + simulator; measured at 2,000 services / 5,000
+# sidecars: 3 MiB + 1.2 MiB), to skip a size that cannot fit; --min-free-gib stops one that
+# turns out not to.
+MEMORY_PER_SIDECAR = 4 * 2**20
 
 
 # --- the mesh ---------------------------------------------------------------------------------
@@ -186,12 +188,23 @@ async def _command(
     raise ValueError(f"unknown command {command!r}")
 
 
+class OutOfMemory(Exception):
+    """The machine's available memory fell below the floor: this size does not fit."""
+
+
 class Workers:
     """The simulator's processes; `ask` sends a command to all and returns their replies."""
 
     def __init__(
-        self, count: int, address: str, services: int, proxies: int, channels: int
+        self,
+        count: int,
+        address: str,
+        services: int,
+        proxies: int,
+        channels: int,
+        min_available: float,
     ) -> None:
+        self.min_available = min_available  # bytes of MemAvailable below which to give up
         context = multiprocessing.get_context("spawn")
         self.conns: list[Connection] = []
         self.procs: list[Any] = []
@@ -218,6 +231,9 @@ class Workers:
         deadline = time.monotonic() + timeout
         for conn in self.conns:
             while not conn.poll(0.2):
+                if mem_available() < self.min_available:
+                    gib = self.min_available / 2**30
+                    raise OutOfMemory(f"stopped: less than {gib:.1f} GiB of memory left")
                 if not alive.alive():
                     raise RuntimeError(f"the control plane exited ({alive.returncode})")
                 if time.monotonic() > deadline:
@@ -294,6 +310,7 @@ class Result:
     violations: int = 0
     stream_failures: int = 0  # streams that failed; the sidecars opened new ones, as Envoy does
     note: str = ""
+    join_timed_out: bool = False
 
     @property
     def joined(self) -> bool:
@@ -359,9 +376,9 @@ def run_size(
         argv = [MESHPILOT, "serve", str(mesh), "--xds", xds]
         control_plane = procs.start("controlplane", [*argv, "--admin", f"{args.ip}:{ADMIN_PORT}"])
         wait_http_ok(f"{admin}/healthz", START_TIMEOUT, procs=[control_plane])
-        pid = control_plane.pid
-        result.rss_idle = rss_kib(pid)[0]
-        workers = Workers(args.workers, xds, services, proxies, args.channels)
+        result.rss_idle = rss_kib(pid := control_plane.pid)[0]
+        min_available = args.min_free_gib * 2**30
+        workers = Workers(args.workers, xds, services, proxies, args.channels, min_available)
         bench = Bench(args, mesh, admin, control_plane, workers)
         time.sleep(1.0)  # let the workers import and build their sidecars
         cpu_before, sim_before = cpu_seconds(pid), workers.cpu_seconds()
@@ -371,6 +388,7 @@ def run_size(
         if not all(r[0] for r in replies):
             synced = sum(r[2] for r in replies)
             result.note = f"{start} join: {synced}/{proxies} synced after {args.join_timeout:.0f} s"
+            result.join_timed_out = True
             result.rss_end, result.rss_peak = rss_kib(pid)
             return result
         result.join = max(r[1] for r in replies) - started
@@ -419,6 +437,10 @@ def run_size(
         if result.violations:
             print(f"  violations, e.g.: {[e for s in stats for e in s[1]][:3]}")
         return result
+    except OutOfMemory as err:
+        result.note = f"{err} (control plane RSS {rss_kib(pid)[0] / 2**20:.1f} GiB)"
+        result.rss_end, result.rss_peak = rss_kib(pid)
+        return result
     except BaseException:
         print(procs.tails(), file=sys.stderr)
         raise
@@ -439,6 +461,29 @@ def mib(kib: int) -> str:
     return f"{kib / 1024:.0f}"
 
 
+HEADER = (
+    "| services | sidecars | start | join s | full mesh s (clusters / all types) "
+    "| save -> all have it s (median / max) | save -> applied s | save -> all types s "
+    "| CP RSS MiB idle / synced / end / peak | CP CPU s join / saves "
+    "| simulator CPU s join / saves | worker RSS MiB | violations | failed streams |"
+)
+
+
+def table_row(r: Result) -> str:
+    full = f"{r.full_push[0]:.3f} / {r.full_push[1]:.3f}" if r.full_push else "-"
+    fan = f"{statistics.median(r.fanout):.3f} / {max(r.fanout):.3f}" if r.fanout else "-"
+    applied = f"{statistics.median(r.applied):.3f}" if r.applied else "-"
+    settled = f"{statistics.median(r.settled):.3f}" if r.settled else "-"
+    rss = " / ".join(mib(v) for v in (r.rss_idle, r.rss_synced, r.rss_end, r.rss_peak))
+    row = (
+        f"| {r.services} | {r.proxies} | {r.start} | {r.join:.2f} | {full} | {fan} "
+        f"| {applied} | {settled} | {rss} | {r.cpu_join:.1f} / {r.cpu_saves:.1f} "
+        f"| {r.sim_cpu_join:.1f} / {r.sim_cpu_saves:.1f} "
+        f"| {mib(r.worker_rss)} | {r.violations} | {r.stream_failures} |"
+    )
+    return row + (f"\n  note ({r.services}x{r.proxies}, {r.start}): {r.note}" if r.note else "")
+
+
 def print_table(results: list[Result], args: argparse.Namespace) -> None:
     print()
     print(
@@ -446,29 +491,10 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         f"({args.workers} worker processes, {args.channels} gRPC channels each): "
         "the figures include the simulator's own CPU use competing with the control plane."
     )
-    header = (
-        "| services | sidecars | start | join s | full mesh s (clusters / all types) "
-        "| save -> all have it s (median / max) | save -> applied s | save -> all types s "
-        "| CP RSS MiB idle / synced / end / peak | CP CPU s join / saves "
-        "| simulator CPU s join / saves | worker RSS MiB "
-        "| violations | failed streams |"
-    )
-    print(header)
-    print("|" + "---|" * (header.count("|") - 1))
-    for r in results:
-        full = f"{r.full_push[0]:.3f} / {r.full_push[1]:.3f}" if r.full_push else "-"
-        fan = f"{statistics.median(r.fanout):.3f} / {max(r.fanout):.3f}" if r.fanout else "-"
-        applied = f"{statistics.median(r.applied):.3f}" if r.applied else "-"
-        settled = f"{statistics.median(r.settled):.3f}" if r.settled else "-"
-        rss = " / ".join(mib(v) for v in (r.rss_idle, r.rss_synced, r.rss_end, r.rss_peak))
-        print(
-            f"| {r.services} | {r.proxies} | {r.start} | {r.join:.2f} | {full} | {fan} "
-            f"| {applied} | {settled} | {rss} | {r.cpu_join:.1f} / {r.cpu_saves:.1f} "
-            f"| {r.sim_cpu_join:.1f} / {r.sim_cpu_saves:.1f} "
-            f"| {mib(r.worker_rss)} | {r.violations} | {r.stream_failures} |"
-        )
-        if r.note:
-            print(f"  note ({r.services}x{r.proxies}, {r.start}): {r.note}")
+    print(HEADER)
+    print("|" + "---|" * (HEADER.count("|") - 1))
+    for result in results:
+        print(table_row(result))
     print(
         "cold: the sidecars join the full mesh; warm: they join a one-service mesh, then the "
         "full mesh is saved. Targets at 1,000 services / 2,000 sidecars: save -> all updated "
@@ -514,6 +540,12 @@ def main() -> None:
     parser.add_argument("--join-timeout", type=float, default=300.0)
     parser.add_argument("--save-timeout", type=float, default=120.0)
     parser.add_argument("--quiet", type=float, default=2.0, help="seconds without a push")
+    parser.add_argument(
+        "--min-free-gib",
+        type=float,
+        default=3.0,
+        help="stop a size when the machine's available memory falls below this",
+    )
     parser.add_argument("--logs", type=Path, help="keep the control plane's log in this directory")
     args = parser.parse_args()
     if (args.services is None) != (args.proxies is None):
@@ -533,7 +565,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="meshpilot-fanout-") as tmp:
                 result = run_size(args, services, proxies, start, Path(tmp))
             results.append(result)
-            if not result.joined and start == "cold" and args.start == "cold":
+            print(f"  {table_row(result)}", flush=True)
+            if result.join_timed_out and start == "cold" and args.start == "cold":
                 print(f"  {result.note}; measuring the saves after a warm start")
                 starts.append("warm")
     print_table(results, args)
