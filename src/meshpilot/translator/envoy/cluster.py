@@ -25,6 +25,7 @@ HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 # Envoy's ejection enforcement is a percentage: 100 = always eject once the threshold is hit.
 ENFORCE_ALWAYS = 100
 _EDS = cluster_pb2.Cluster.DiscoveryType.Value("EDS")
+MIXER_CONNECTIONS = 8  # per sidecar; see mixer_cluster
 _STATIC = cluster_pb2.Cluster.DiscoveryType.Value("STATIC")
 _STRICT_DNS = cluster_pb2.Cluster.DiscoveryType.Value("STRICT_DNS")
 _V4_PREFERRED = cluster_pb2.Cluster.DnsLookupFamily.Value("V4_PREFERRED")
@@ -198,12 +199,33 @@ def static_cluster(name: str, ip: str, port: int) -> cluster_pb2.Cluster:
 
 
 def mixer_cluster(name: str, address: str) -> cluster_pb2.Cluster:
-    """How sidecars reach the mixer (ext_authz checks, access logs): gRPC, so HTTP/2."""
+    """How sidecars reach the mixer (ext_authz checks, access logs): gRPC, so HTTP/2.
+
+    Envoy sends every call to one host over one HTTP/2 connection, and SO_REUSEPORT spreads the
+    mixer's connections over its workers, not its calls. So the address is listed
+    MIXER_CONNECTIONS times: Envoy keeps that many connections, and least-request balancing
+    sends each call to a connection with the fewest calls in flight, which favours connections
+    to idle workers over those to a busy one."""
     host, _, port = address.rpartition(":")
-    if is_ip(host):
-        result = static_cluster(name, host, int(port))
-    else:
-        result = dns_cluster(name, [(host, int(port))])
+    member = endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(address=socket_address(host, int(port)))
+    )
+    result = cluster_pb2.Cluster(
+        name=name,
+        type=_STATIC if is_ip(host) else _STRICT_DNS,
+        lb_policy=_LB_POLICIES["least_request"],
+        connect_timeout=duration(CONNECT_TIMEOUT_MS),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[member] * MIXER_CONNECTIONS
+                )
+            ],
+        ),
+    )
+    if not is_ip(host):
+        result.dns_lookup_family = _V4_PREFERRED
     for key, options in http2_protocol_options().items():
         result.typed_extension_protocol_options[key].CopyFrom(options)
     return result
