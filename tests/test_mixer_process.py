@@ -4,6 +4,7 @@ and a worker that dies is restarted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -87,3 +88,35 @@ async def test_a_killed_worker_is_restarted(mixer: Mixer) -> None:
 
     await eventually(replaced)
     await eventually(lambda: checks_pass(mixer.listen))
+
+
+def listening_pids(port: int, pids: list[int]) -> set[int]:
+    """Which of `pids` hold a listening TCP socket on `port` (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    holders = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fds = Path(f"/proc/{pid}/fd").iterdir()
+            if any(os.readlink(fd) in inodes for fd in fds):
+                holders.add(pid)
+    return holders
+
+
+async def test_the_first_workers_all_listen_without_a_restart(mixer: Mixer) -> None:
+    async def started() -> bool:
+        return None not in mixer.worker_pids()
+
+    await eventually(started)
+    first = [pid for pid in mixer.worker_pids() if pid is not None]
+    port = int(mixer.listen.rpartition(":")[2])
+
+    async def all_listening() -> bool:
+        return listening_pids(port, first) == set(first)
+
+    await eventually(all_listening)
+    assert mixer.worker_pids() == first

@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import grpc
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_BATCHES = 10_000  # batches of entries waiting for the parent; past this, entries drop
 RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+START_TOGETHER_TIMEOUT_S = 10.0
 
 Batch = list[LogEntry] | int  # entries, or a count of entries a worker had to drop
 
@@ -54,8 +56,11 @@ Batch = list[LogEntry] | int  # entries, or a count of entries a worker had to d
 class MixerWorker:
     """One worker: the gRPC services on the shared port, and the mesh file's custom policies."""
 
-    def __init__(self, mesh_path: Path, listen: str, batches: Queue[Batch]) -> None:
+    def __init__(
+        self, mesh_path: Path, listen: str, batches: Queue[Batch], start_together: Barrier | None
+    ) -> None:
         self.mesh_path = mesh_path
+        self.start_together = start_together
         self.listen = listen
         self.batches = batches
         self.policies = CustomPolicies()
@@ -71,6 +76,17 @@ class MixerWorker:
             for problem in invalid.problems:
                 log.error("%s", problem.format())
             log.error("%s not applied; the last good policies stay in force", self.mesh_path)
+
+    def _wait_for_the_others(self) -> None:
+        """The first workers start together: SO_REUSEPORT spreads connections over the sockets
+        listening when each arrives, so a worker listening early would get every sidecar that
+        was waiting for the mixer."""
+        if self.start_together is None:
+            return
+        try:
+            self.start_together.wait(timeout=START_TOGETHER_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            log.warning("not every mixer worker started in time; listening anyway")
 
     def sink(self, entries: list[LogEntry]) -> None:
         try:
@@ -89,6 +105,7 @@ class MixerWorker:
         als_pb2_grpc.add_AccessLogServiceServicer_to_server(
             AccessLogService(self.sink), self.server
         )
+        await asyncio.to_thread(self._wait_for_the_others)
         if self.server.add_insecure_port(self.listen) == 0:
             raise MeshpilotError(f"cannot listen on {self.listen}")
         await self.server.start()
@@ -98,7 +115,13 @@ class MixerWorker:
         await self.server.stop(grace=1.0)
 
 
-def _worker_main(mesh_path: Path, listen: str, batches: Queue[Batch], index: int) -> None:
+def _worker_main(
+    mesh_path: Path,
+    listen: str,
+    batches: Queue[Batch],
+    start_together: Barrier | None,
+    index: int,
+) -> None:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s mixer[{index}] %(name)s: %(message)s"
     )
@@ -108,7 +131,7 @@ def _worker_main(mesh_path: Path, listen: str, batches: Queue[Batch], index: int
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await MixerWorker(mesh_path, listen, batches).run(stop)
+        await MixerWorker(mesh_path, listen, batches, start_together).run(stop)
 
     asyncio.run(main())
 
@@ -132,6 +155,8 @@ class Mixer:
         self._restarts = [0] * self.workers
         self._stopping = threading.Event()
         self._drainer = threading.Thread(target=self._drain, name="telemetry", daemon=True)
+        self._start_together = self._context.Barrier(self.workers)
+        self._started = False
 
     def _routes(self) -> dict[str, Handler]:
         def logs(query: dict[str, str]) -> Reply:
@@ -177,7 +202,13 @@ class Mixer:
     def _start_worker(self, index: int) -> None:
         process = self._context.Process(
             target=_worker_main,
-            args=(self.mesh_path, self.listen, self._batches, index),
+            args=(
+                self.mesh_path,
+                self.listen,
+                self._batches,
+                None if self._started else self._start_together,  # a restart joins at once
+                index,
+            ),
             name=f"mixer-worker-{index}",
             daemon=True,
         )
@@ -207,6 +238,7 @@ class Mixer:
         self._drainer.start()
         for index in range(self.workers):
             self._start_worker(index)
+        self._started = True
         await self.http.start()
         log.info(
             "mixer ready: grpc %s (%d workers), metrics http://%s",

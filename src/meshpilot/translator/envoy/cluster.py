@@ -26,6 +26,7 @@ HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 ENFORCE_ALWAYS = 100
 _EDS = cluster_pb2.Cluster.DiscoveryType.Value("EDS")
 MIXER_CONNECTIONS = 8  # per sidecar; see mixer_cluster
+MIXER_CONNECTION_DURATION_S = 60
 _STATIC = cluster_pb2.Cluster.DiscoveryType.Value("STATIC")
 _STRICT_DNS = cluster_pb2.Cluster.DiscoveryType.Value("STRICT_DNS")
 _V4_PREFERRED = cluster_pb2.Cluster.DnsLookupFamily.Value("V4_PREFERRED")
@@ -81,15 +82,20 @@ def outlier_detection(
     return result
 
 
-def http2_protocol_options() -> dict[str, any_pb2.Any]:
+def http2_protocol_options(max_connection_duration_s: int = 0) -> dict[str, any_pb2.Any]:
     """`typed_extension_protocol_options` for a cluster that speaks HTTP/2 (cleartext or over
     TLS) to its members: `Cluster(..., typed_extension_protocol_options=http2_protocol_options())`.
+    A non-zero `max_connection_duration_s` has Envoy drain and replace connections that old.
     """
     options = http_protocol_options_pb2.HttpProtocolOptions(
         explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
             http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
         )
     )
+    if max_connection_duration_s:
+        options.common_http_protocol_options.max_connection_duration.FromSeconds(
+            max_connection_duration_s
+        )
     return {HTTP_PROTOCOL_OPTIONS: typed(options)}
 
 
@@ -205,7 +211,9 @@ def mixer_cluster(name: str, address: str) -> cluster_pb2.Cluster:
     mixer's connections over its workers, not its calls. So the address is listed
     MIXER_CONNECTIONS times: Envoy keeps that many connections, and least-request balancing
     sends each call to a connection with the fewest calls in flight, which favours connections
-    to idle workers over those to a busy one."""
+    to idle workers over those to a busy one. Connections are replaced every
+    MIXER_CONNECTION_DURATION_S, so that they spread again over workers that (re)started later
+    than others."""
     host, _, port = address.rpartition(":")
     member = endpoint_components_pb2.LbEndpoint(
         endpoint=endpoint_components_pb2.Endpoint(address=socket_address(host, int(port)))
@@ -226,6 +234,6 @@ def mixer_cluster(name: str, address: str) -> cluster_pb2.Cluster:
     )
     if not is_ip(host):
         result.dns_lookup_family = _V4_PREFERRED
-    for key, options in http2_protocol_options().items():
+    for key, options in http2_protocol_options(MIXER_CONNECTION_DURATION_S).items():
         result.typed_extension_protocol_options[key].CopyFrom(options)
     return result
