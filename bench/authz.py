@@ -17,8 +17,11 @@ instance (the fast asyncio app of bench/dataplane.py) with its real Envoy sideca
 
 Then (c) the mixer alone, with no Envoy: h2load sending gRPC Check calls (a CheckRequest like
 Envoy's) over several HTTP/2 connections straight to the mixer port, which SO_REUSEPORT spreads
-over the workers. CPU use per process group is printed for every run ("others" is whatever
-else ran on the machine meanwhile). Targets: >= 8,000 checks/s; p99 <= 5 ms at 2,000/s.
+over the workers; and (d) the same load against bench/grpc_floor.py, a grpc.aio server whose
+Check returns a constant: the floor of any Python gRPC server, so the mixer's own share of the
+CPU per check is the difference. CPU use per process group is printed for every run ("others"
+is whatever else ran on the machine meanwhile). Targets: >= 8,000 checks/s; p99 <= 5 ms at
+2,000/s.
 
     python bench/authz.py [--ip-block 127.0.91] [--workers 1,2] [--runs 3] [--seconds 8]
                           [--connections 32] [--rate 2000]
@@ -35,6 +38,7 @@ import struct
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,10 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dataplane import (
     CUSTOM,
     HOOK,
+    MIXER_GRPC_PORT,
     CpuMeter,
     FixedRateResult,
     World,
     WrkResult,
+    accepts_connections,
     envoy_histogram_buckets,
     envoy_stats,
     fixed_rate,
@@ -104,10 +110,17 @@ def probe_ok(url: str) -> bool:
     return http_get(url, timeout=2.0).status == 200
 
 
+@dataclass
+class MaxRun:
+    checks: float  # checks/s that Envoy counted as ok
+    cores: Cores  # per process group
+    workers: list[float]  # cores of each mixer worker
+
+
 def max_checks(
     args: argparse.Namespace, w: World, url: str, ip: str, meter: CpuMeter, workers: int
-) -> list[float]:
-    rates = []
+) -> list[MaxRun]:
+    runs = []
     worker_pids = mixer_workers(w.mixer)
     split = CpuMeter({f"w{i}": (lambda p=pid: [p]) for i, pid in enumerate(worker_pids)})
     for run in range(1, args.runs + 1):
@@ -125,9 +138,9 @@ def max_checks(
 
         (result, delta, per_worker), cores = undisturbed(measure)
         checks = delta.get("ok", 0) / result.seconds
-        rates.append(checks)
+        runs.append(MaxRun(checks, cores, list(per_worker_cores(per_worker))))
         failed = {k: v for k, v in delta.items() if k != "ok" and v}
-        workers_split = " / ".join(f"{v:.2f}" for k, v in per_worker.items() if k.startswith("w"))
+        workers_split = " / ".join(f"{v:.2f}" for v in per_worker_cores(per_worker))
         print(
             f"  [{workers}w] max run {run}: {checks:7.0f} checks/s ok (wrk {result.rps:.0f} req/s, "
             f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, non-2xx {result.non_2xx}, "
@@ -136,7 +149,11 @@ def max_checks(
             flush=True,
         )
     print(f"  command: {result.command}")
-    return rates
+    return runs
+
+
+def per_worker_cores(cores: Cores) -> list[float]:
+    return [v for k, v in cores.items() if re.fullmatch(r"w\d+", k)]
 
 
 def fixed_rate_runs(
@@ -180,16 +197,17 @@ def fixed_rate_runs(
     return results
 
 
-def mixer_alone(args: argparse.Namespace, w: World, workers: int) -> list[float]:
+def h2load_checks(
+    args: argparse.Namespace, w: World, address: str, meter: CpuMeter, label: str
+) -> list[float]:
+    """checks/s of h2load sending gRPC Check calls (shaped like Envoy's) straight to `address`."""
     frame = w.tmp / "check.bin"
     frame.write_bytes(check_request_frame(f"{w.block}.10"))
-    url = f"http://{w.mixer_grpc}{CHECK_PATH}"
     argv = [require_tool("h2load", "nghttp2-client"), "-c", str(args.direct_connections)]
     argv += ["-m", "16", "-D", f"{args.seconds:g}", "--warm-up-time", "1", "-d", str(frame)]
     for header in ("content-type: application/grpc", "te: trailers", "x-mesh-destination: api"):
         argv += ["-H", header]
-    argv.append(url)
-    meter = CpuMeter({f"w{i}": (lambda p=pid: [p]) for i, pid in enumerate(mixer_workers(w.mixer))})
+    argv.append(f"http://{address}{CHECK_PATH}")
     rates = []
     for run in range(1, args.runs + 1):
 
@@ -202,14 +220,41 @@ def mixer_alone(args: argparse.Namespace, w: World, workers: int) -> list[float]
         found = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
         codes = re.search(r"status codes: (\d+) 2xx", out)
         assert found is not None and codes is not None, out
-        rates.append(float(found.group(2)))
+        rate = float(found.group(2))
+        rates.append(rate)
+        served = sum(v for k, v in cores.items() if k not in ("load", "bench", "others"))
         print(
-            f"  [{workers}w] mixer alone run {run}: {float(found.group(2)):7.0f} checks/s "
-            f"({codes.group(1)} HTTP 200); cpu cores: {format_cpu(cores)}",
+            f"  [{label}] run {run}: {rate:7.0f} checks/s ({codes.group(1)} HTTP 200), "
+            f"{served / rate * 1e6:.0f} us of CPU per check; cpu cores: {format_cpu(cores)}",
             flush=True,
         )
     print("  command: h2load " + " ".join(argv[1:]))
     return rates
+
+
+def mixer_alone(args: argparse.Namespace, w: World, workers: int) -> list[float]:
+    pids = mixer_workers(w.mixer)
+    meter = CpuMeter({f"w{i}": (lambda p=pid: [p]) for i, pid in enumerate(pids)})
+    return h2load_checks(args, w, w.mixer_grpc, meter, f"{workers}w mixer alone")
+
+
+def grpc_floor(args: argparse.Namespace, w: World) -> list[float]:
+    """The same load against bench/grpc_floor.py, one process: what grpc.aio costs by itself."""
+    address = f"{w.block}.3:{MIXER_GRPC_PORT}"
+    floor = w.procs.start(
+        "grpc-floor", [sys.executable, str(Path(__file__).parent / "grpc_floor.py"), address]
+    )
+    try:
+        wait_for(
+            lambda: accepts_connections(address.split(":")[0], MIXER_GRPC_PORT),
+            10,
+            message="the gRPC floor server",
+            ignore=(OSError,),
+        )
+        meter = CpuMeter({"floor": lambda: [floor.pid]})
+        return h2load_checks(args, w, address, meter, "grpc.aio floor, 1 process")
+    finally:
+        w.procs.stop(floor)
 
 
 def run(args: argparse.Namespace, w: World) -> None:
@@ -240,6 +285,9 @@ def run(args: argparse.Namespace, w: World) -> None:
         direct = mixer_alone(args, w, workers)
         summary.append((workers, rates, timed, direct))
 
+    print("\ngrpc.aio with an empty Check handler (the floor of any Python gRPC server):")
+    floor = grpc_floor(args, w)
+
     print("\nno policy at all (baseline for the latency difference):")
     w.apply(none)
     baseline = fixed_rate_runs(args, url, api.ip, meter, "no policy", False)
@@ -247,17 +295,32 @@ def run(args: argparse.Namespace, w: World) -> None:
     base_p99 = median([r.quantile(0.99) for r, _ in baseline])
 
     print(f"\nsummary (medians of {args.runs} runs; {machine()}):")
-    print(f"  no policy at {args.rate}/s: p50 {base_p50:.3f} ms, p99 {base_p99:.3f} ms")
-    for workers, rates, timed, direct in summary:
+    base_rps = median([r.rps for r, _ in baseline])
+    print(
+        f"  no policy at ~{args.rate}/s ({base_rps:.0f} achieved): p50 {base_p50:.3f} ms, "
+        f"p99 {base_p99:.3f} ms"
+    )
+    print(f"  grpc.aio floor, 1 process: {median(floor):.0f} checks/s")
+    for workers, runs, timed, direct in summary:
+        checks = median([r.checks for r in runs])
+        split = [median([r.workers[i] for r in runs]) for i in range(len(runs[0].workers))]
+        mixer_us = median([r.cores["mixer"] / r.checks * 1e6 for r in runs])
+        envoy_us = median([r.cores["envoy"] / r.checks * 1e6 for r in runs])
+        rps = median([r.rps for r, _ in timed])
         p50 = median([r.quantile(0.5) for r, _ in timed])
         p99 = median([r.quantile(0.99) for r, _ in timed])
+        envoy_p50 = median([t[1][0] for _, t in timed if t is not None])
         envoy_p99 = median([t[1][1] for _, t in timed if t is not None])
         print(
-            f"  {workers} worker(s): max {median(rates):.0f} checks/s through Envoy "
-            f"(runs: {', '.join(f'{r:.0f}' for r in rates)}); mixer alone "
-            f"{median(direct):.0f} checks/s; at {args.rate}/s: p50 {p50:.3f} ms "
-            f"(+{p50 - base_p50:.3f}), p99 {p99:.3f} ms (+{p99 - base_p99:.3f}) end to end, "
-            f"Envoy's mixer call p99 in [{envoy_p99:.0f}, {envoy_p99 + 1:.0f}) ms"
+            f"  {workers} worker(s): max {checks:.0f} checks/s through Envoy (runs: "
+            f"{', '.join(f'{r.checks:.0f}' for r in runs)}; CPU per check: mixer "
+            f"{mixer_us:.0f} us, Envoy {envoy_us:.0f} us; cores per worker "
+            f"{' / '.join(f'{c:.2f}' for c in split)}); mixer alone {median(direct):.0f} "
+            f"checks/s (runs: {', '.join(f'{r:.0f}' for r in direct)})\n"
+            f"      at ~{args.rate}/s ({rps:.0f} achieved): end to end p50 {p50:.3f} ms "
+            f"(+{p50 - base_p50:.3f} vs no policy), p99 {p99:.3f} ms (+{p99 - base_p99:.3f}); "
+            f"Envoy's mixer call p50 in [{envoy_p50:.0f}, {envoy_p50 + 1:.0f}) ms, "
+            f"p99 in [{envoy_p99:.0f}, {envoy_p99 + 1:.0f}) ms"
         )
 
 
