@@ -645,9 +645,10 @@ def _file_checks(services: object, base_dir: Path | None) -> Iterator[Issue]:
 
 
 def _egress_checks(services: object, names: list[str]) -> Iterator[Issue]:
+    known = set(names)
     for name, service in _items(services):
         for i, callee in _entries(_get(service, "egress")):
-            if isinstance(callee, str) and callee not in names:
+            if isinstance(callee, str) and callee not in known:
                 yield Issue(("services", name, "egress", i), _unknown_service(callee, names))
 
 
@@ -670,6 +671,7 @@ def _tcp_port_checks(services: object) -> Iterator[Issue]:
 
 def _policy_checks(policies: object, services: list[str], base_dir: Path | None) -> Iterator[Issue]:
     seen: dict[str, int] = {}
+    known = set(services)
     for i, policy in _entries(policies):
         loc: Loc = ("policies", i)
         name = _get(policy, "name")
@@ -680,10 +682,10 @@ def _policy_checks(policies: object, services: list[str], base_dir: Path | None)
         elif isinstance(name, str):
             seen[name] = i
         target = _get(policy, "service")
-        if isinstance(target, str) and target not in services:
+        if isinstance(target, str) and target not in known:
             yield Issue((*loc, "service"), _unknown_service(target, services))
         for j, source in _entries(_get(policy, "from")):
-            if isinstance(source, str) and source not in services:
+            if isinstance(source, str) and source not in known:
                 yield Issue((*loc, "from", j), _unknown_service(source, services))
         hook = _get(policy, "hook")
         if isinstance(hook, str) and base_dir is not None and ":" in hook:
