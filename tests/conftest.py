@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 
@@ -30,12 +31,21 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
 
 
-@pytest.fixture
-async def plane() -> AsyncIterator[Plane]:
+@contextlib.asynccontextmanager
+async def running_plane() -> AsyncIterator[Plane]:
+    """An ADS server on a free port for the cache of `mesh()`."""
     cache = SnapshotCache()
     cache.set_mesh(mesh())
     address = f"127.0.0.1:{free_port()}"
     server = AdsServer(cache, XdsMetrics(lambda: len(cache.watches)), address)
     await server.start()
-    yield Plane(cache, address)
-    await server.stop(grace=0)
+    try:
+        yield Plane(cache, address)
+    finally:
+        await server.stop(grace=0)
+
+
+@pytest.fixture
+async def plane() -> AsyncIterator[Plane]:
+    async with running_plane() as running:
+        yield running

@@ -1,4 +1,5 @@
-"""At scale, in process: 200 simulated sidecars over a 200-service mesh, a burst of 50 saves.
+"""At scale, in process: 200 simulated sidecars over a 200-service mesh, a burst of 50 saves,
+with every sidecar getting every service and with each service's `egress:` naming three.
 
 Every client must end on the versions the control plane wants it to have, which carry the last
 save, and no client may receive a resource it did not ask for. A correctness test, not timed.
@@ -33,16 +34,23 @@ SAVES = 50
 TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 
 
-def mesh_text(save: int) -> str:
+def callees(index: int, egress: int) -> list[int]:
+    """With scoping, service `index` calls the `egress` services after it (in a ring)."""
+    return [(index + k) % SERVICES for k in range(1, egress + 1)]
+
+
+def mesh_text(save: int, egress: int = 0) -> str:
     """`SERVICES` services with two subsets, a weighted route and two static endpoints; save
-    `save` gives svc-0 a v1 weight of `save` and adds `save // 5` extra services."""
+    `save` gives svc-0 a v1 weight of `save` and adds `save // 5` extra services. With
+    `egress`, each of the `SERVICES` calls only the services `callees` names."""
     lines = ["mesh: scale", "services:"]
     names = [f"svc-{i}" for i in range(SERVICES)] + [f"extra-{i}" for i in range(save // 5)]
     for i, name in enumerate(names):
         weight = save if i == 0 else 90
+        lines += [f"  {name}:", f"    port: {8000 + i}"]
+        if egress and i < SERVICES:
+            lines.append(f"    egress: [{', '.join(f'svc-{j}' for j in callees(i, egress))}]")
         lines += [
-            f"  {name}:",
-            f"    port: {8000 + i}",
             "    subsets: {v1: {version: v1}, v2: {version: v2}}",
             "    endpoints:",
             f"      - {{address: 172.16.{i // 250}.{i % 250 + 1}, port: 8080, "
@@ -83,41 +91,46 @@ def svc0_weights(route_table: dict[str, Any]) -> dict[str, int]:
     return {c["name"]: c["weight"] for c in split}
 
 
+async def burst_of_saves(plane: ControlPlane, fleet: SidecarFleet, egress: int = 0) -> None:
+    """Join every sidecar, save `SAVES` times in a burst, and wait until every sidecar holds
+    what the control plane wants it to have after the last save, with no violation."""
+    begun = time.monotonic()
+    # Each sidecar that joins changes its service's endpoints, which every sidecar is sent.
+    assert await fleet.wait_for(fleet.all_synced, timeout=40), "initial sync"
+    print(f"initial sync of {SIDECARS} sidecars: {time.monotonic() - begun:.1f} s")
+
+    for save in range(1, SAVES + 1):
+        plane.mesh_path.write_text(mesh_text(save, egress))
+        await asyncio.sleep(0.005)
+    last = hashlib.blake2b(mesh_text(SAVES, egress).encode(), digest_size=8).hexdigest()
+
+    def converged() -> bool:
+        watches = {w.proxy.node_id: w for w in plane.cache.watches}
+        return (
+            plane.status.version == last
+            and len(watches) == SIDECARS
+            and all(
+                settled(watches[s.node_id])
+                and all(s.version(t) == watches[s.node_id].sync[t].acked_version for t in TYPES)
+                for s in fleet.sidecars
+            )
+        )
+
+    started = time.monotonic()
+    assert await fleet.wait_for(converged, timeout=40, interval=0.05), (
+        f"not converged {time.monotonic() - started:.1f} s after the burst"
+    )
+    print(f"converged {time.monotonic() - started:.1f} s after the burst")
+    assert fleet.violations == 0, [s.violation_examples for s in fleet.sidecars][:3]
+    assert fleet.stream_errors == 0
+
+
 async def test_a_burst_of_saves_leaves_every_client_on_the_last_one(
     plane: ControlPlane,
 ) -> None:
     specs = fleet_specs(SIDECARS, [f"svc-{i}" for i in range(SERVICES)])
-    begun = time.monotonic()
     async with SidecarFleet(plane.ads.address, specs, channels=4) as fleet:
-        # Each sidecar that joins changes its service's endpoints, which every sidecar is sent.
-        assert await fleet.wait_for(fleet.all_synced, timeout=40), "initial sync"
-        print(f"initial sync of {SIDECARS} sidecars: {time.monotonic() - begun:.1f} s")
-
-        for save in range(1, SAVES + 1):
-            plane.mesh_path.write_text(mesh_text(save))
-            await asyncio.sleep(0.005)
-        last = hashlib.blake2b(mesh_text(SAVES).encode(), digest_size=8).hexdigest()
-
-        def converged() -> bool:
-            watches = {w.proxy.node_id: w for w in plane.cache.watches}
-            return (
-                plane.status.version == last
-                and len(watches) == SIDECARS
-                and all(
-                    settled(watches[s.node_id])
-                    and all(s.version(t) == watches[s.node_id].sync[t].acked_version for t in TYPES)
-                    for s in fleet.sidecars
-                )
-            )
-
-        started = time.monotonic()
-        assert await fleet.wait_for(converged, timeout=40, interval=0.05), (
-            f"not converged {time.monotonic() - started:.1f} s after the burst"
-        )
-        print(f"converged {time.monotonic() - started:.1f} s after the burst")
-
-        assert fleet.violations == 0, [s.violation_examples for s in fleet.sidecars][:3]
-        assert fleet.stream_errors == 0
+        await burst_of_saves(plane, fleet)
         for type_url in (ENDPOINT, ROUTE):  # the same for every sidecar
             assert len({s.version(type_url) for s in fleet.sidecars}) == 1
         # What the sidecars hold is the last save: its weights, its extra services.
@@ -211,3 +224,21 @@ async def test_a_resource_not_asked_for_is_a_violation() -> None:
     assert asked == [["outbound|1||a"]]
     assert sidecar.violations == 1
     assert "outbound|2||b" in sidecar.violation_examples[0]
+
+
+async def test_scoped_sidecars_end_with_just_the_services_they_call(plane: ControlPlane) -> None:
+    egress = 3
+    plane.mesh_path.write_text(mesh_text(0, egress))
+    plane.apply_file()
+    specs = fleet_specs(SIDECARS, [f"svc-{i}" for i in range(SERVICES)])
+    async with SidecarFleet(plane.ads.address, specs, channels=4) as fleet:
+        await burst_of_saves(plane, fleet, egress)
+        for sidecar in fleet.sidecars:
+            index = int(sidecar.spec.service.removeprefix("svc-"))
+            calls = {
+                f"outbound|{8000 + j}|{subset}|svc-{j}"
+                for j in callees(index, egress)
+                for subset in ("", "v1", "v2")
+            }
+            assert sidecar.state[CLUSTER].names == {"inbound|8080||", *calls}
+            assert sidecar.state[ENDPOINT].names == calls

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from meshpilot.translator import ir
 from meshpilot.translator.envoy import cluster
-from meshpilot.translator.resources import CLUSTER, ENDPOINT, Part, ResourceSet, resource_from_bytes
+from meshpilot.translator.resources import (
+    CLUSTER,
+    ENDPOINT,
+    ROUTE,
+    Part,
+    ResourceSet,
+    resource_from_bytes,
+)
 
 
 def test_eds_cluster_bytes_equal_serializing_the_cluster() -> None:
@@ -58,8 +66,7 @@ def test_removed_from_finds_what_a_new_set_lacks_through_its_changed_parts() -> 
 
 
 def test_egress_scopes_a_proxys_view_to_the_services_it_calls() -> None:
-    from meshpilot.translator import ir
-    from meshpilot.translator.resources import ROUTE, decode
+    from meshpilot.translator.resources import decode
     from meshpilot.translator.translate import Translator
 
     services = (
@@ -83,3 +90,50 @@ def test_egress_scopes_a_proxys_view_to_the_services_it_calls() -> None:
     assert [v["name"] for v in table["virtualHosts"]] == ["b", "unknown-service"]
     again = translator.view(shared, ir.Proxy("a~2", "a", "10.0.0.3", 8080, ()))
     assert again[ROUTE] is scoped[ROUTE]  # one scoped set per egress list, shared by its proxies
+
+
+def test_only_keeps_the_parts_asked_for_whole_and_shared() -> None:
+    a, b, c = (resource_from_bytes(ENDPOINT, n, n.encode()) for n in "abc")
+    whole, split = Part([a]), Part([b, c])
+    subset = ResourceSet(ENDPOINT, [whole, split]).only(frozenset({"a", "b"}))
+    assert subset.parts[0] is whole and subset.parts[1].resources == (b,)
+    assert ResourceSet(ENDPOINT, [whole, split]).only(frozenset("a")).parts == (whole,)
+
+
+def _services(weight: int) -> tuple[ir.Service, ...]:
+    """`a` calls only `b`; `c` calls everything; `c`'s route sends `weight` % to v1."""
+    v1, v2 = ir.Subset("v1", (("version", "v1"),)), ir.Subset("v2", (("version", "v2"),))
+    to = (ir.Destination("v1", weight), ir.Destination("v2", 100 - weight))
+    return (
+        ir.Service("a", 80, "http", egress=("b",)),
+        ir.Service("b", 80, "http"),
+        ir.Service("c", 80, "http", (v1, v2), routes=(ir.Route("r", ir.RouteMatch(), to),)),
+    )
+
+
+def test_an_edit_changes_only_the_views_that_depend_on_it() -> None:
+    from meshpilot.translator.translate import Translator
+
+    translator = Translator()
+    caller_of_b = ir.Proxy("a~1", "a", "10.0.0.1", 8080, ())
+    caller_of_all = ir.Proxy("c~1", "c", "10.0.0.2", 8080, ())
+    before = translator.translate(ir.MeshIR("m", _services(90)), [])
+    scoped, full = (translator.view(before, p) for p in (caller_of_b, caller_of_all))
+    after = translator.translate(ir.MeshIR("m", _services(50)), [])
+    assert translator.view(after, caller_of_b) is scoped  # its proxies are not even woken
+    changed = translator.view(after, caller_of_all)
+    assert changed[ROUTE].version != full[ROUTE].version
+    assert changed[ENDPOINT].version == full[ENDPOINT].version  # nothing to push
+
+
+def test_a_proxy_joining_changes_only_the_endpoints() -> None:
+    from meshpilot.translator.translate import Translator
+
+    translator = Translator()
+    services = ir.MeshIR("m", _services(90))
+    before = translator.translate(services, [])
+    member = ir.Instance("c", "10.0.0.9", ir.INBOUND_PORT, (("version", "v1"),))
+    after = translator.translate(services, [member])
+    assert after.full.clusters is before.full.clusters and after.full.routes is before.full.routes
+    assert after.full.endpoints.version != before.full.endpoints.version
+    assert translator.translate(services, [member]).full is after.full

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from functools import cached_property
@@ -114,101 +115,211 @@ _by_name = operator.itemgetter(1)  # Resource.name
 class Part:
     """Resources that change together, sorted by name and encoded as one block."""
 
-    __slots__ = ("checksum", "entries", "names", "resources")
+    __slots__ = ("_refs", "checksum", "entries", "names", "resources")
 
     def __init__(self, resources: Iterable[Resource]) -> None:
         self.resources = tuple(sorted(resources, key=_by_name))
         self.entries = b"".join(r.entry for r in self.resources)
         self.checksum = _checksum(self.resources)
         self.names = frozenset(r.name for r in self.resources)
+        self._refs: AbstractSet[str] | None = None
 
     def refs(self) -> AbstractSet[str]:
-        if len(self.resources) == 1:
-            return self.resources[0].refs
-        return frozenset().union(*(r.refs for r in self.resources))
+        if self._refs is None:
+            if len(self.resources) == 1:
+                self._refs = self.resources[0].refs
+            else:
+                self._refs = frozenset().union(*(r.refs for r in self.resources))
+        return self._refs
+
+    def get(self, name: str) -> Resource | None:
+        if name in self.names:
+            return next(r for r in self.resources if r.name == name)
+        return None
 
 
 class ResourceSet:
     """The resources of one type that a proxy should have, with their version.
 
     Order is deterministic: parts in the order given (services by name), resources in a part by
-    name. Derived values are computed on first use and kept.
+    name. Derived values are computed on first use and kept: a set is shared by every proxy
+    that has it, so each is computed once per change.
     """
 
     def __init__(self, type_url: str, parts: Iterable[Part]) -> None:
         self.type_url = type_url
-        self.parts = tuple(parts)
+        self._parts = tuple(parts)
         self._only: dict[frozenset[str], ResourceSet] = {}
-        self._base: ResourceSet | None = None  # set by `plus`
+        # The last `removed_from` answer: every proxy compares the same two sets after a change.
+        self._removed: tuple[weakref.ref[ResourceSet], list[Resource]] | None = None
 
     @classmethod
     def of(cls, type_url: str, resources: Iterable[Resource]) -> ResourceSet:
         return cls(type_url, [Part(resources)])
 
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        return self._parts
+
     def plus(self, part: Part) -> ResourceSet:
         """This set and one more part (a proxy's own resources added to the shared ones).
 
-        Costs O(1) per proxy: the version and names derive from this set's, computed once.
+        Costs O(1) per proxy, and so does everything derived from it: the result keeps no
+        copy of this set's bytes, names or references, it refers to them.
         """
-        combined = ResourceSet(self.type_url, (*self.parts, part))
-        combined.__dict__["names"] = _NameUnion(self, part.names)
-        combined.__dict__["checksum"] = (self.checksum + part.checksum) % _MODULUS
-        combined._base = self
-        return combined
+        return _WithPart(self, part)
+
+    def split(self) -> tuple[ResourceSet, Part]:
+        """(the set shared with other proxies, the proxy's own part): see `plus`."""
+        return self, _NO_PART
 
     def removed_from(self, other: ResourceSet) -> list[Resource]:
         """Resources of this set that `other` lacks. Only parts that are not shared (by
         identity) can hold one, so comparing a proxy's last set with its next costs a look at
-        the parts that changed, not at every resource."""
+        the parts that changed, not at every resource; and the answer is kept for the next
+        proxy that compares the same two sets."""
+        if other is self:
+            return []
+        if self._removed is not None and self._removed[0]() is other:
+            return self._removed[1]
         shared = {id(p) for p in other.parts}
         changed = [p for p in self.parts if id(p) not in shared]
-        return [r for p in changed for r in p.resources if r.name not in other.names]
+        removed = [r for p in changed for r in p.resources if r.name not in other]
+        self._removed = (weakref.ref(other), removed)
+        return removed
 
     @cached_property
     def checksum(self) -> int:
         return sum(p.checksum for p in self.parts) % _MODULUS
 
-    @property
+    @cached_property
     def version(self) -> str:
         """A content hash: the same resources give the same version however the set was built."""
         return f"{self.checksum:016x}"
 
     @cached_property
     def entries(self) -> bytes:
-        """The encoded `resources` fields of a DiscoveryResponse carrying this set. A proxy's
-        set (shared + its own part) reuses the shared set's bytes: one concatenation."""
-        if self._base is not None:
-            return self._base.entries + self.parts[-1].entries
+        """The encoded `resources` fields of a DiscoveryResponse carrying this set."""
         return b"".join(p.entries for p in self.parts)
+
+    def chunks(self) -> tuple[bytes, ...]:
+        """`entries` in blocks that are joined into a response, never kept joined per proxy."""
+        return (self.entries,)
 
     @cached_property
     def resources(self) -> Mapping[str, Resource]:
         return {r.name: r for p in self.parts for r in p.resources}
 
+    def get(self, name: str) -> Resource | None:
+        return self.resources.get(name)
+
     @cached_property
-    def names(self) -> frozenset[str] | _NameUnion:
+    def names(self) -> AbstractSet[str]:
         return frozenset().union(*(p.names for p in self.parts))
 
-    def refs(self) -> set[str]:
-        return set().union(*(p.refs() for p in self.parts))
+    @cached_property
+    def _refs(self) -> frozenset[str]:
+        return frozenset().union(*(p.refs() for p in self.parts))
+
+    def refs(self) -> AbstractSet[str]:
+        """The names its resources refer to (in other types)."""
+        return self._refs
 
     def only(self, names: frozenset[str]) -> ResourceSet:
         """The subset a proxy asked for by name (EDS and RDS are not wildcard subscriptions).
 
-        Proxies of one service ask for the same names, so the answer is kept per name set.
+        Proxies that ask for the same names share the answer, kept per name set; parts wholly
+        asked for stay shared (identical), so the subset's bytes and comparisons reuse them.
         """
         subset = self._only.get(names)
         if subset is None:
-            wanted = [r for p in self.parts for r in p.resources if r.name in names]
-            subset = self if len(wanted) == len(self) else ResourceSet.of(self.type_url, wanted)
+            subset = self._subset(names)
             self._only[names] = subset
         return subset
+
+    def _subset(self, names: frozenset[str]) -> ResourceSet:
+        parts = []
+        for part in self.parts:
+            if part.names <= names:
+                parts.append(part)
+            elif not part.names.isdisjoint(names):
+                parts.append(Part(r for r in part.resources if r.name in names))
+        if len(parts) == len(self.parts) and all(map(operator.is_, parts, self.parts)):
+            return self
+        return ResourceSet(self.type_url, parts)
 
     def __contains__(self, name: str) -> bool:
         return name in self.names
 
-    def __len__(self) -> int:
+    @cached_property
+    def _length(self) -> int:
         return sum(len(p.resources) for p in self.parts)
+
+    def __len__(self) -> int:
+        return self._length
+
+
+class _WithPart(ResourceSet):
+    """A shared set plus a proxy's own part, referring to the shared set's derived values.
+
+    Thousands of proxies each have one (their clusters: every service's plus their app's), so
+    it holds no per-proxy copy of the shared bytes, names or references.
+    """
+
+    def __init__(self, base: ResourceSet, part: Part) -> None:
+        super().__init__(base.type_url, ())
+        self.base = base
+        self.part = part
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        return (*self.base.parts, self.part)
+
+    def split(self) -> tuple[ResourceSet, Part]:
+        return self.base, self.part
+
+    def removed_from(self, other: ResourceSet) -> list[Resource]:
+        if not isinstance(other, _WithPart):
+            return super().removed_from(other)
+        from_base = self.base.removed_from(other.base)
+        return [
+            *(r for r in from_base if r.name not in other.part.names),
+            *(r for r in self.part.resources if r.name not in other),
+        ]
+
+    @cached_property
+    def checksum(self) -> int:
+        return (self.base.checksum + self.part.checksum) % _MODULUS
+
+    @property
+    def entries(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def chunks(self) -> tuple[bytes, ...]:
+        return (self.base.entries, self.part.entries)
+
+    @property
+    def resources(self) -> Mapping[str, Resource]:
+        return _ChainedResources(self.base, self.part)
+
+    def get(self, name: str) -> Resource | None:
+        found = self.part.get(name)
+        return found if found is not None else self.base.get(name)
+
+    @property
+    def names(self) -> AbstractSet[str]:
+        return _Union(self.part.names, self.base.names)
+
+    def refs(self) -> AbstractSet[str]:
+        return _Union(self.part.refs(), self.base.refs())
+
+    def __contains__(self, name: str) -> bool:
+        """Without the shared set's names when the proxy's own part has it (a listener's check
+        of its app cluster, per proxy)."""
+        return name in self.part.names or name in self.base
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.part.resources)
 
 
 _MODULUS = 1 << 64
@@ -219,17 +330,50 @@ def _checksum(resources: Iterable[Resource]) -> int:
     return sum(r.digest for r in resources) % _MODULUS
 
 
-class _NameUnion:
-    """Membership in a set's names plus a few more, without building their union."""
+_NO_PART = Part(())
 
-    __slots__ = ("base", "extra")
 
-    def __init__(self, base: ResourceSet, extra: frozenset[str]) -> None:
-        self.base = base
-        self.extra = extra
+class _Union(AbstractSet[str]):
+    """Two sets seen as one, without building their union (a proxy's few names and the
+    thousands it shares with other proxies)."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: AbstractSet[str], second: AbstractSet[str]) -> None:
+        self.first = first
+        self.second = second
 
     def __contains__(self, name: object) -> bool:
-        return name in self.extra or name in self.base.names
+        return name in self.first or name in self.second
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.first
+        yield from (n for n in self.second if n not in self.first)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class _ChainedResources(Mapping[str, Resource]):
+    """A proxy set's resources by name: its own part's, then the shared set's."""
+
+    __slots__ = ("base", "part")
+
+    def __init__(self, base: ResourceSet, part: Part) -> None:
+        self.base = base
+        self.part = part
+
+    def __getitem__(self, name: str) -> Resource:
+        found = self.part.get(name)
+        return found if found is not None else self.base.resources[name]
+
+    def __iter__(self) -> Iterator[str]:
+        """In the order of a dict built part by part: the shared set's, then the proxy's own."""
+        yield from self.base.resources
+        yield from (r.name for r in self.part.resources if r.name not in self.base)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def decode(res: Resource) -> Any:

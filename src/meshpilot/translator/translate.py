@@ -7,6 +7,8 @@ service re-translates and re-serializes only that service; everything else is re
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,49 +84,89 @@ _UNKNOWN_HOST = route.virtual_host_entry(
 )
 
 
-def outbound(services: Sequence[ServiceParts], shared_clusters: Sequence[Part]) -> Outbound:
+def outbound(
+    services: Sequence[ServiceParts],
+    shared_clusters: Sequence[Part],
+    previous: Outbound | None = None,
+) -> Outbound:
     """Sets for these services (the route table ends with the 404 for unknown hosts), plus
-    clusters every proxy has (the mixer's)."""
+    clusters every proxy has (the mixer's).
+
+    A set made of the same parts as in `previous` (the same objects: a proxy joining changes
+    only its service's endpoints) is `previous`'s: proxies keep the very sets they have, with
+    their bytes, versions and every answer derived from them.
+    """
     outputs = [s.output for s in services]
+    cluster_parts = [*(o.clusters for o in outputs), *shared_clusters]
+    endpoint_parts = [s.endpoints for s in services]
+    if previous is not None:
+        clusters = _reused(CLUSTER, cluster_parts, previous.clusters)
+        endpoints = _reused(ENDPOINT, endpoint_parts, previous.endpoints)
+        if clusters is previous.clusters:  # the same services (each owns its clusters' part)
+            same = endpoints is previous.endpoints
+            return previous if same else Outbound(clusters, endpoints, previous.routes)
+    else:
+        clusters, endpoints = (
+            ResourceSet(CLUSTER, cluster_parts),
+            ResourceSet(ENDPOINT, endpoint_parts),
+        )
     table = route.route_configuration_bytes(
         names.OUTBOUND_ROUTE, [o.virtual_host_entry for o in outputs] + [_UNKNOWN_HOST]
     )
     targets = LazyUnion([o.route_targets for o in outputs])
-    return Outbound(
-        ResourceSet(CLUSTER, [*(o.clusters for o in outputs), *shared_clusters]),
-        ResourceSet(ENDPOINT, [s.endpoints for s in services]),
-        ResourceSet.of(ROUTE, [resource_from_bytes(ROUTE, names.OUTBOUND_ROUTE, table, targets)]),
+    routes = ResourceSet.of(
+        ROUTE, [resource_from_bytes(ROUTE, names.OUTBOUND_ROUTE, table, targets)]
     )
+    return Outbound(clusters, endpoints, routes)
+
+
+def _reused(type_url: str, parts: list[Part], previous: ResourceSet) -> ResourceSet:
+    """`previous` when it is made of exactly these parts (the same objects), else a new set."""
+    same = len(previous.parts) == len(parts) and all(map(operator.is_, previous.parts, parts))
+    return previous if same else ResourceSet(type_url, parts)
 
 
 @dataclass(frozen=True)
 class MeshResources:
     """The part of the configuration that all proxies share after one change."""
 
-    clusters: ResourceSet
-    endpoints: ResourceSet
-    routes: ResourceSet
+    full: Outbound  # every service, for proxies whose service has no `egress:`
     # The tcp services a proxy may call: each gets a listener of its own on the proxy's IP.
     tcp_services: tuple[ir.Service, ...] = ()
     policies: Mapping[str, tuple[ir.Policy, ...]] = field(default_factory=dict)
     mixer: ir.Mixer | None = None
     telemetry: ir.Telemetry = field(default_factory=ir.Telemetry)
-    # What scoped views (`egress:`) are assembled from, and the ones made so far.
+    # What scoped views (`egress:`) are assembled from, the previous change's (reused where
+    # unchanged, see `outbound`) and the ones made so far.
     services: tuple[ServiceParts, ...] = ()
     shared_clusters: tuple[Part, ...] = ()
+    previous_scoped: Mapping[tuple[str, ...], Outbound] = field(default_factory=dict)
     _scoped: dict[tuple[str, ...], Outbound] = field(default_factory=dict, compare=False)
+    _policies: dict[str, ProxyPolicy] = field(default_factory=dict, compare=False)
+
+    @functools.cached_property
+    def _positions(self) -> dict[str, int]:
+        return {s.name: i for i, s in enumerate(self.services)}
 
     def scoped(self, egress: tuple[str, ...]) -> Outbound:
         """The clusters, endpoints and routes of just these services (built once per change for
         each distinct egress list, shared by every proxy that has it)."""
-        if egress not in self._scoped:
-            wanted = set(egress)
-            parts = [s for s in self.services if s.name in wanted]
-            self._scoped[egress] = outbound(parts, self.shared_clusters)
-        return self._scoped[egress]
+        found = self._scoped.get(egress)
+        if found is None:
+            positions = self._positions
+            chosen = sorted(positions[name] for name in egress if name in positions)
+            parts = [self.services[i] for i in chosen]
+            previous = self.previous_scoped.get(egress)
+            found = self._scoped[egress] = outbound(parts, self.shared_clusters, previous)
+        return found
 
     def proxy_policy(self, service: str) -> ProxyPolicy:
-        return ProxyPolicy(self.policies.get(service, ()), self.mixer, self.telemetry)
+        """One object per service and change, so a proxy's cached inputs compare by identity."""
+        found = self._policies.get(service)
+        if found is None:
+            policies = self.policies.get(service, ())
+            found = self._policies[service] = ProxyPolicy(policies, self.mixer, self.telemetry)
+        return found
 
 
 @dataclass(frozen=True)
@@ -408,7 +450,8 @@ class Translator:
     def __init__(self) -> None:
         self._services: dict[str, _ServiceEntry] = {}
         self._mixer_part: tuple[str, Part] | None = None
-        self._local: dict[ir.Proxy, tuple[_LocalInputs, LocalResources]] = {}
+        self._views: dict[ir.Proxy, _ProxyView] = {}
+        self._last: MeshResources | None = None
         self._tcp: dict[str, _ServiceEntry] = {}  # the tcp services' entries, by name
 
     def translate(self, mesh: ir.MeshIR, instances: Iterable[ir.Instance]) -> MeshResources:
@@ -421,27 +464,23 @@ class Translator:
             by_service[instance.service].append(instance)
         created: list[_ServiceEntry] = []
         self._services = self._entries(mesh, created)
-        entries = list(self._services.values())
-        parts = [
-            ServiceParts(e.service.name, e.output, part)
-            for e, part in zip(entries, _endpoint_parts(entries, by_service), strict=True)
-        ]
+        parts = _service_parts(self._services.values(), by_service)
         shared_clusters = tuple(self._mixer(mesh))
-        full = outbound(parts, shared_clusters)
+        last = self._last
         policies: dict[str, list[ir.Policy]] = defaultdict(list)
         for p in mesh.policies:
             policies[p.service].append(p)
-        return MeshResources(
-            clusters=full.clusters,
-            endpoints=full.endpoints,
-            routes=full.routes,
+        self._last = MeshResources(
+            full=outbound(parts, shared_clusters, last.full if last is not None else None),
             tcp_services=self._tcp_services(created),
             policies={name: tuple(found) for name, found in policies.items()},
             mixer=mesh.mixer,
             telemetry=mesh.telemetry,
             services=tuple(parts),
             shared_clusters=shared_clusters,
+            previous_scoped=last._scoped if last is not None else {},
         )
+        return self._last
 
     def _mixer(self, mesh: ir.MeshIR) -> list[Part]:
         """The cluster every sidecar reaches the mixer through, when the mesh has one."""
@@ -453,35 +492,26 @@ class Translator:
             self._mixer_part = (mesh.mixer.address, part)
         return [self._mixer_part[1]]
 
-    def view(self, shared: MeshResources, proxy: ir.Proxy) -> dict[str, ResourceSet]:
+    def view(self, shared: MeshResources, proxy: ir.Proxy) -> View:
         """Everything one proxy should have, per type URL: all services, or only those its
-        service's `egress:` names."""
+        service's `egress:` names. The proxy's previous view when nothing it is made of changed
+        (most proxies, when another proxy joins or one service is edited)."""
         service = self._own_service(shared, proxy)
         egress = service.egress if service is not None else None
-        calls = shared.scoped(egress) if egress is not None else shared
+        calls = shared.scoped(egress) if egress is not None else shared.full
         tcp = shared.tcp_services
         if egress is not None:
             tcp = tuple(s for s in tcp if s.name in egress)
-        policy = shared.proxy_policy(proxy.service)
-        inputs = (service, tcp, policy)
-        cached = self._local.get(proxy)
-        if cached is None or cached[0] != inputs:
-            cached = (inputs, local_resources(proxy, service, tcp, policy))
-            self._local[proxy] = cached
-        local = cached[1]
-        view = {
-            CLUSTER: calls.clusters.plus(local.app_cluster),
-            ENDPOINT: calls.endpoints,
-            LISTENER: local.listeners,
-            ROUTE: calls.routes,
-        }
-        dangling = [
-            ref
-            for ref in local.listeners.refs()
-            if ref not in view[ROUTE] and ref not in view[CLUSTER]
-        ]
-        if dangling:
-            raise InconsistentSnapshot(f"listeners of {proxy.node_id} refer to missing {dangling}")
+        inputs = (service, tcp, shared.proxy_policy(proxy.service))
+        cached = self._views.get(proxy)
+        if cached is not None and cached.calls is calls and cached.inputs == inputs:
+            return cached.view
+        if cached is not None and cached.inputs == inputs:
+            local = cached.local
+        else:
+            local = local_resources(proxy, *inputs)
+        view = _assemble(proxy, calls, local)
+        self._views[proxy] = _ProxyView(inputs, local, calls, view)
         return view
 
     def _entries(self, mesh: ir.MeshIR, created: list[_ServiceEntry]) -> dict[str, _ServiceEntry]:
@@ -513,7 +543,34 @@ class Translator:
         return entry.service if entry is not None else None
 
     def forget(self, proxy: ir.Proxy) -> None:
-        self._local.pop(proxy, None)
+        self._views.pop(proxy, None)
+
+
+@dataclass(frozen=True)
+class _ProxyView:
+    """A proxy's last view, and what it was assembled from."""
+
+    inputs: _LocalInputs
+    local: LocalResources
+    calls: Outbound
+    view: View
+
+
+def _assemble(proxy: ir.Proxy, calls: Outbound, local: LocalResources) -> View:
+    """The view of a proxy with these resources of its own, calling these services; its
+    listeners must refer only to routes and clusters it has."""
+    view = {
+        CLUSTER: calls.clusters.plus(local.app_cluster),
+        ENDPOINT: calls.endpoints,
+        LISTENER: local.listeners,
+        ROUTE: calls.routes,
+    }
+    dangling = [
+        ref for ref in local.listeners.refs() if ref not in view[ROUTE] and ref not in view[CLUSTER]
+    ]
+    if dangling:
+        raise InconsistentSnapshot(f"listeners of {proxy.node_id} refer to missing {dangling}")
+    return view
 
 
 def _entry(service: ir.Service, created: list[_ServiceEntry]) -> _ServiceEntry:
@@ -527,38 +584,38 @@ def _instance_key(instance: ir.Instance) -> tuple[str, int]:
     return (instance.address, instance.port)
 
 
-def _endpoint_parts(
-    entries: list[_ServiceEntry], by_service: dict[str, list[ir.Instance]]
-) -> list[Part]:
-    """Each service's assignments; a service with no instance, now or before, keeps its part
-    without a call (most services of a big mesh, on every change)."""
+def _service_parts(
+    entries: Iterable[_ServiceEntry], by_service: dict[str, list[ir.Instance]]
+) -> list[ServiceParts]:
+    """Each service's parts; a service with no instance, now or before, keeps its parts
+    without a call (most services of a big mesh, on every change). A plain loop: this runs over
+    every service on every change."""
     parts = []
     for entry in entries:
         members = by_service.get(entry.service.name)
-        cached = entry.cached_endpoints
-        parts.append(cached if members is None and cached is not None else entry.endpoints(members))
+        if members is None and entry.instances == () and entry.parts is not None:
+            parts.append(entry.parts)
+        else:
+            parts.append(entry.parts_for(members))
     return parts
 
 
 class _ServiceEntry:
-    """A service's translation, and its endpoints for the members it had at the last change."""
+    """A service's translation, and its parts for the members it had at the last change."""
 
-    __slots__ = ("_endpoints", "_instances", "output", "service")
+    __slots__ = ("instances", "output", "parts", "service")
 
     def __init__(self, service: ir.Service) -> None:
         self.service = service
         self.output = translate_service(service)
-        self._instances: tuple[ir.Instance, ...] | None = None
-        self._endpoints: Part | None = None
+        self.instances: tuple[ir.Instance, ...] | None = None
+        self.parts: ServiceParts | None = None
 
-    @property
-    def cached_endpoints(self) -> Part | None:
-        """The endpoints of the last change when they had no connected instance."""
-        return self._endpoints if self._instances == () else None
-
-    def endpoints(self, members: list[ir.Instance] | None) -> Part:
+    def parts_for(self, members: list[ir.Instance] | None) -> ServiceParts:
+        """The same object while the members are the same, so sets made of it are reused."""
         instances = tuple(sorted(members, key=_instance_key)) if members else ()
-        if self._endpoints is None or instances != self._instances:
-            self._endpoints = translate_endpoints(self.service, instances)
-            self._instances = instances
-        return self._endpoints
+        if self.parts is None or instances != self.instances:
+            endpoints = translate_endpoints(self.service, instances)
+            self.parts = ServiceParts(self.service.name, self.output, endpoints)
+            self.instances = instances
+        return self.parts

@@ -2,13 +2,19 @@
 
 A change (new mesh, proxy joining or leaving) is translated once; each proxy's view is then
 assembled from the shared, already-serialized resources and handed to its stream.
+
+Proxies joining and leaving change endpoints, which every proxy receives; they are applied
+after a debounce, so that thousands of proxies (re)connecting together cause a few pushes of
+endpoints to everyone, not one per proxy. A joining proxy gets its view with the next of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,7 +26,9 @@ from meshpilot.xds.sync import SyncStatus, TypeSync
 log = logging.getLogger(__name__)
 
 EMPTY_MESH = ir.MeshIR(name="", services=())
-MEMBERSHIP_WINDOW_S = 0.05
+# Membership changes are applied once none came for QUIET seconds, or MAX_WAIT after the first.
+MEMBERSHIP_QUIET_S = 0.05
+MEMBERSHIP_MAX_WAIT_S = 1.0
 
 
 @dataclass(eq=False)
@@ -33,6 +41,16 @@ class Watch:
     view: View | None = None
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     sync: dict[str, TypeSync] = field(default_factory=lambda: {t: TypeSync() for t in PUSH_ORDER})
+    instance: ir.Instance = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.instance = self.proxy.instance
+
+    def synced(self) -> bool:
+        """The proxy ACKed the latest version of every type it subscribed to."""
+        return all(
+            state.status is SyncStatus.SYNCED for state in self.sync.values() if state.subscribed
+        )
 
 
 class SnapshotCache:
@@ -40,7 +58,9 @@ class SnapshotCache:
         self._translator = Translator()
         self._mesh = EMPTY_MESH
         self._watches: list[Watch] = []
-        self._rebuild_pending = False
+        self._proxies: Counter[ir.Proxy] = Counter()  # of the watches (a proxy may reconnect)
+        self._membership = _Debounce(MEMBERSHIP_QUIET_S, MEMBERSHIP_MAX_WAIT_S, self._rebuild)
+        self._scan_from = 0  # see all_synced
         self._hold_until = 0.0
         self.on_rebuild: list[Callable[[], None]] = []
 
@@ -53,13 +73,18 @@ class SnapshotCache:
         return self._mesh
 
     def all_synced(self) -> bool:
-        """True when every proxy has ACKed the latest version of every type it subscribed to."""
-        return all(
-            state.status is SyncStatus.SYNCED
-            for watch in self._watches
-            for state in watch.sync.values()
-            if state.subscribed
-        )
+        """True when every proxy has ACKed the latest version of every type it subscribed to.
+
+        Polled while a change converges: the scan starts at the proxy that was not synced at the
+        last call, so a poll costs a look at the proxies that synced since, not at all of them.
+        """
+        watches = self._watches
+        start = self._scan_from if self._scan_from < len(watches) else 0
+        for index in itertools.chain(range(start, len(watches)), range(start)):
+            if not watches[index].synced():
+                self._scan_from = index
+                return False
+        return True
 
     def set_mesh(self, mesh: ir.MeshIR) -> None:
         """Apply a new mesh now; raises InconsistentSnapshot (keeping the old mesh) if it is bad."""
@@ -83,37 +108,55 @@ class SnapshotCache:
     def connect(self, proxy: ir.Proxy) -> Watch:
         watch = Watch(proxy, hold_claims_until=self._hold_until)
         self._watches.append(watch)
-        self._schedule_rebuild()
+        self._proxies[proxy] += 1
+        self._membership.schedule()
         return watch
 
     def disconnect(self, watch: Watch) -> None:
         self._watches.remove(watch)
-        if not any(w.proxy == watch.proxy for w in self._watches):
+        self._proxies[watch.proxy] -= 1
+        if not self._proxies[watch.proxy]:
+            del self._proxies[watch.proxy]
             self._translator.forget(watch.proxy)
-        self._schedule_rebuild()
-
-    def _schedule_rebuild(self) -> None:
-        """Coalesce membership changes that arrive together (thousands of proxies connecting
-        after a restart): one rebuild of every view per window, not one per connection."""
-        if not self._rebuild_pending:
-            self._rebuild_pending = True
-            asyncio.get_running_loop().call_later(MEMBERSHIP_WINDOW_S, self._rebuild)
+        self._membership.schedule()
 
     def _rebuild(self) -> None:
-        self._rebuild_pending = False
         try:
             self._publish(self._mesh)
         except Exception:
             log.exception("could not rebuild proxy views; proxies keep their current config")
 
     def _publish(self, mesh: ir.MeshIR) -> None:
-        shared = self._translator.translate(mesh, self._instances())
+        shared = self._translator.translate(mesh, [w.instance for w in self._watches])
         views = [(w, self._translator.view(shared, w.proxy)) for w in self._watches]
         for watch, view in views:
-            watch.view = view
-            watch.wakeup.set()
+            if view is not watch.view:
+                watch.view = view
+                watch.wakeup.set()
         for callback in self.on_rebuild:
             callback()
 
-    def _instances(self) -> list[ir.Instance]:
-        return [w.proxy.instance for w in self._watches]
+
+class _Debounce:
+    """Calls `action` once no `schedule()` came for `quiet` seconds, or `max_wait` seconds
+    after the first one not yet acted on."""
+
+    def __init__(self, quiet: float, max_wait: float, action: Callable[[], None]) -> None:
+        self.quiet = quiet
+        self.max_wait = max_wait
+        self.action = action
+        self._first: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._first is None:
+            self._first = now
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(min(now + self.quiet, self._first + self.max_wait), self._fire)
+
+    def _fire(self) -> None:
+        self._first = self._timer = None
+        self.action()

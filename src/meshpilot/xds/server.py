@@ -17,13 +17,18 @@ from envoy.service.discovery.v3 import discovery_pb2
 from meshpilot.xds.cache import SnapshotCache, Watch
 from meshpilot.xds.metrics import XdsMetrics
 from meshpilot.xds.node import BadNode, proxy_from_node
-from meshpilot.xds.stream import AdsStream
+from meshpilot.xds.stream import AdsStream, StreamShared
 
 log = logging.getLogger(__name__)
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
-_END = object()
-MAX_CONCURRENT_PUSHES = 64
+# Streams that may have responses in flight at once (see AdsServer._serve).
+MAX_STREAMS_PUSHING = 64
+# A proxy that does not answer a response for this long lets another stream push meanwhile.
+PERMIT_HOLD_S = 5.0
+# gRPC cancels new streams beyond this many waiting to be accepted (its defaults: 1,000 and
+# 3,000); thousands of sidecars reconnect at once after a restart, and are all to be accepted.
+MAX_PENDING_STREAMS = 100_000
 
 
 class AdsServer:
@@ -34,10 +39,13 @@ class AdsServer:
         self.metrics = metrics
         self.address = address
         self._server: grpc.aio.Server | None = None
-        # A state-of-the-world push is a full copy of a proxy's resources; after a change every
-        # stream wants to push at once. Bounding how many build and write at the same time
-        # bounds the memory those copies take (and lets ACKs in between).
-        self._pushing = asyncio.Semaphore(MAX_CONCURRENT_PUSHES)
+        self._shared = StreamShared()
+        # A state-of-the-world push is a full copy of a proxy's resources, and gRPC only queues
+        # a write: the copy lives until the proxy has read it. After a change every stream
+        # wants to push at once, so a stream pushes only while it holds a permit, from its first
+        # response until the proxy has answered all of them: the permits bound the copies in
+        # memory, and a slow proxy delays only itself.
+        self._pushing = asyncio.Semaphore(MAX_STREAMS_PUSHING)
 
     async def start(self) -> None:
         server = grpc.aio.server(
@@ -45,6 +53,8 @@ class AdsServer:
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.max_send_message_length", 512 * 1024 * 1024),
+                ("grpc.server.max_pending_requests", MAX_PENDING_STREAMS),
+                ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_STREAMS),
             ]
         )
         handler = grpc.stream_stream_rpc_method_handler(
@@ -79,49 +89,86 @@ class AdsServer:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         watch = self.cache.connect(proxy)
         log.info("proxy connected: %s (%s %s)", proxy.node_id, proxy.service, proxy.ip)
-        inbox: asyncio.Queue[Any] = asyncio.Queue()
-        inbox.put_nowait(first)
-        watch.wakeup.set()
-        reader = asyncio.create_task(_read_requests(context, inbox, watch))
+        stream = AdsStream(watch, self.metrics, self._shared)
+        stream.handle_request(first)
+        del first  # a request can hold thousands of names: none is kept past its handling
+        reader = asyncio.create_task(_read_requests(context, stream))
         try:
-            await self._serve(AdsStream(watch, self.metrics), context, inbox)
+            await self._serve(stream, context)
+            if reader.done() and not reader.cancelled():
+                reader.result()  # a request that could not be handled fails the stream
         finally:
             reader.cancel()
+            stream.close()
             self.cache.disconnect(watch)
             log.info("proxy disconnected: %s", proxy.node_id)
 
-    async def _serve(
-        self,
-        stream: AdsStream,
-        context: grpc.aio.ServicerContext[Any, Any],
-        inbox: asyncio.Queue[Any],
-    ) -> None:
-        while True:
-            await stream.watch.wakeup.wait()
-            stream.watch.wakeup.clear()
-            while not inbox.empty():
-                request = inbox.get_nowait()
-                if request is _END:
-                    return
-                stream.handle_request(request)
-            async with self._pushing:
-                started = time.perf_counter()
-                responses = stream.next_responses()
-                for response in responses:
-                    await context.write(response)
-            if responses:
-                self.metrics.push_seconds.observe(time.perf_counter() - started)
+    async def _serve(self, stream: AdsStream, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        permit = _Permit(self._pushing)
+        try:
+            while not stream.ended:
+                if not await _woken(stream.watch, PERMIT_HOLD_S if permit.held else None):
+                    permit.release()  # no answer in time: let others push meanwhile
+                    continue
+                if not stream.in_flight:
+                    permit.release()  # acquired again below, behind the streams waiting
+                if not stream.ended and stream.wants_push():
+                    await permit.acquire()
+                    await self._push(stream, context)
+                    if not stream.in_flight:
+                        permit.release()  # all held back until other types are ACKed
+        finally:
+            permit.release()
+
+    async def _push(self, stream: AdsStream, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        started = time.perf_counter()
+        responses = stream.next_responses()
+        for response in responses:
+            await context.write(response)
+        if responses:
+            self.metrics.push_seconds.observe(time.perf_counter() - started)
 
 
-async def _read_requests(
-    context: grpc.aio.ServicerContext[Any, Any], inbox: asyncio.Queue[Any], watch: Watch
-) -> None:
-    """Move requests into the inbox and wake the stream; a broken stream reads as its end."""
+class _Permit:
+    """At most one permit of a semaphore, held across iterations of a stream's loop."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self.held = False
+
+    async def acquire(self) -> None:
+        if not self.held:
+            await self._semaphore.acquire()
+            self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self._semaphore.release()
+            self.held = False
+
+
+async def _woken(watch: Watch, timeout: float | None) -> bool:
+    """Wait for the stream's wakeup (True), or `timeout` seconds (False)."""
+    try:
+        await asyncio.wait_for(watch.wakeup.wait(), timeout)
+    except TimeoutError:
+        return False
+    watch.wakeup.clear()
+    return True
+
+
+async def _read_requests(context: grpc.aio.ServicerContext[Any, Any], stream: AdsStream) -> None:
+    """Handle each request as it arrives, also while the stream waits for a push permit (no
+    request is kept: thousands of them can carry thousands of names each), and wake the
+    stream; a broken stream reads as its end."""
+    watch = stream.watch
     try:
         while (request := await context.read()) is not grpc.aio.EOF:
-            inbox.put_nowait(request)
+            stream.handle_request(request)
+            del request  # not kept alive while the next one is awaited
             watch.wakeup.set()
     except (grpc.aio.AioRpcError, grpc.RpcError, asyncio.InvalidStateError) as err:
         log.debug("ADS stream of %s ended: %s", watch.proxy.node_id, err)
-    inbox.put_nowait(_END)
-    watch.wakeup.set()
+    finally:
+        stream.ended = True
+        watch.wakeup.set()

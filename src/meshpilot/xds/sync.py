@@ -21,6 +21,7 @@ class TypeSync:
 
     subscribed: bool = False
     names: frozenset[str] | None = None  # None: wildcard subscription
+    names_key: bytes | None = None  # the encoded names `names` was read from (see Subscriptions)
     sent: ResourceSet | None = None
     nonce: str = ""
     awaiting_reply: bool = False
@@ -32,11 +33,12 @@ class TypeSync:
 
     @property
     def sent_version(self) -> str | None:
-        return self.sent.version if self.sent else None
+        # `is not None`, not truth: a ResourceSet's truth is its length, a sum over its parts.
+        return self.sent.version if self.sent is not None else None
 
     @property
     def acked_version(self) -> str | None:
-        return self.acked.version if self.acked else None
+        return self.acked.version if self.acked is not None else None
 
     @property
     def status(self) -> SyncStatus:
