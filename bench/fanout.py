@@ -10,6 +10,9 @@ so the simulator does not run in the control plane's process. For each size it p
   - save -> all: from a save of the mesh file adding one service until every sidecar has
     received clusters that include it (median and max over --saves saves), and until every
     sidecar also has its endpoints and a new route table ("all types");
+  - with --egress K (scoping): each service calls only the next K services, and each added
+    service is called by the first K services; "every sidecar" then means every sidecar of
+    those callers (the others are not to receive it);
   - the control plane's RSS (now and peak, /proc/PID/status) and CPU seconds (utime + stime,
     /proc/PID/stat) per phase.
 
@@ -18,6 +21,7 @@ plane RSS <= 400 MB.
 
     python bench/fanout.py [--sizes 100x100,1000x2000,2000x5000] [--saves 3]
     python bench/fanout.py --services 1000 --proxies 2000
+    python bench/fanout.py --sizes 1000x2000 --egress 5
 
 Everything it starts is stopped on exit, whatever happens.
 """
@@ -77,16 +81,36 @@ def new_service(n: int) -> str:
     return f"svc-new-{n}"
 
 
-def mesh_yaml(services: int, added: int = 0) -> str:
+def egress_of(index: int, services: int, egress: int, added: int) -> list[str]:
+    """Service `index` calls the `egress` services after it (in a ring); the first `egress`
+    services also call every added service."""
+    calls = [f"svc-{(index + k) % services}" for k in range(1, min(egress, services - 1) + 1)]
+    if index < egress:
+        calls += [new_service(n) for n in range(1, added + 1)]
+    return calls
+
+
+def callers_of(index: int, services: int, egress: int) -> frozenset[str] | None:
+    """The services whose sidecars get service `index` (an added one: -n); None: all."""
+    if not egress:
+        return None
+    if index < 0:
+        return frozenset(service_names(min(egress, services)))
+    return frozenset(f"svc-{(index - k) % services}" for k in range(1, egress + 1))
+
+
+def mesh_yaml(services: int, added: int = 0, egress: int = 0) -> str:
     """`services` services, then `added` more (svc-new-1...): two subsets, a weighted route and
-    two static endpoints each."""
+    two static endpoints each; with `egress`, each of the `services` calls only `egress` others
+    (see egress_of)."""
     lines = ["mesh: fanout", "services:"]
     entries = [(name, service_port(i)) for i, name in enumerate(service_names(services))]
     entries += [(new_service(n), NEW_SERVICE_PORT + n) for n in range(1, added + 1)]
     for i, (name, port) in enumerate(entries):
+        lines += [f"  {name}:", f"    port: {port}"]
+        if egress and i < services:
+            lines.append(f"    egress: [{', '.join(egress_of(i, services, egress, added))}]")
         lines += [
-            f"  {name}:",
-            f"    port: {port}",
             "    subsets: {v1: {version: v1}, v2: {version: v2}}",
             "    endpoints:",
             f"      - {{address: 172.16.{i // 250}.{i % 250 + 1}, port: 8080, "
@@ -110,10 +134,14 @@ class WorkerState:
     table is no longer the one it had when the watch began."""
 
     watched: str | None = None
+    expected: frozenset[str] | None = None  # the services whose sidecars get it; None: all
     routes_before: dict[str, str | None] = field(default_factory=dict)  # node id -> version
     seen: dict[str, float] = field(default_factory=dict)  # node id -> time.monotonic()
     done: dict[str, float] = field(default_factory=dict)
     last_received: float = 0.0
+
+    def expects(self, sidecar: SimulatedSidecar) -> bool:
+        return self.expected is None or sidecar.spec.service in self.expected
 
 
 def worker_main(
@@ -134,7 +162,7 @@ async def _worker(
         received = sidecar.state[response.type_url].received_at
         state.last_received = received
         node, watched = sidecar.node_id, state.watched
-        if watched is None or node in state.done:
+        if watched is None or node in state.done or not state.expects(sidecar):
             return
         if response.type_url == CLUSTER and watched in response.names and node not in state.seen:
             state.seen[node] = received
@@ -175,10 +203,10 @@ async def _command(
         return (await fleet.wait_for(is_quiet, timeout, interval=0.05), state.last_received)
     if command == "watch":
         state.routes_before = {s.node_id: s.version(ROUTE) for s in fleet.sidecars}
-        state.watched, state.seen, state.done = args[0], {}, {}
+        state.watched, state.expected, state.seen, state.done = args[0], args[1], {}, {}
         return ("watching",)
     if command == "done":
-        total = len(fleet.sidecars)
+        total = sum(1 for s in fleet.sidecars if state.expects(s))
         ok = await fleet.wait_for(lambda: len(state.done) == total, timeout=args[0])
         seen, done = state.seen.values(), state.done.values()
         return (ok, max(seen, default=0.0), max(done, default=0.0), len(state.done))
@@ -291,6 +319,7 @@ class Result:
     services: int
     proxies: int
     start: str  # cold: the sidecars join the full mesh; warm: a one-service mesh, then the full
+    egress: int = 0  # each service calls this many others (0: every service)
     join: float = float("nan")  # start of the connections -> every sidecar ACKed all four types
     full_push: tuple[float, float] | None = (
         None  # warm: save of the full mesh -> all have it, last push
@@ -345,11 +374,13 @@ class Bench:
         replies = self.ask(("quiet", self.args.quiet, self.args.join_timeout), 600)
         return float(max(r[1] for r in replies))
 
-    def save(self, text: str, watched: str) -> tuple[float, float, float] | None:
-        """Save `text`; seconds until every sidecar received clusters including `watched`,
-        until every sidecar also has its endpoints and a new route table, and until the
-        control plane applied the file (None: not in time)."""
-        self.ask(("watch", watched), 30)
+    def save(
+        self, text: str, watched: str, expected: frozenset[str] | None
+    ) -> tuple[float, float, float] | None:
+        """Save `text`; seconds until every sidecar (of the `expected` services; None: all)
+        received clusters including `watched`, until each also has its endpoints and a new
+        route table, and until the control plane applied the file (None: not in time)."""
+        self.ask(("watch", watched, expected), 30)
         saved_wall, saved = time.time(), time.monotonic()
         self.mesh.write_text(text)
         replies = self.ask(("done", self.args.save_timeout), self.args.save_timeout)
@@ -365,10 +396,12 @@ class Bench:
 def run_size(
     args: argparse.Namespace, services: int, proxies: int, start: str, tmp: Path
 ) -> Result:
-    result = Result(services, proxies, start)
+    result = Result(services, proxies, start, args.egress)
     check_free(args.ip, [XDS_PORT, ADMIN_PORT])
     mesh = tmp / "mesh.yaml"
-    mesh.write_text(mesh_yaml(services if start == "cold" else 1))
+    egress = args.egress
+    # warm: one service, unscoped (a scoped proxy that calls nothing never asks for endpoints)
+    mesh.write_text(mesh_yaml(services, egress=egress) if start == "cold" else mesh_yaml(1))
     xds, admin = f"{args.ip}:{XDS_PORT}", f"http://{args.ip}:{ADMIN_PORT}"
     procs = Processes(tmp / "logs")
     workers: Workers | None = None
@@ -397,7 +430,8 @@ def run_size(
         if start == "warm":
             last = services - 1  # its clusters come with the full mesh
             watched = outbound_cluster(f"svc-{last}", service_port(last))
-            full = bench.save(mesh_yaml(services), watched)
+            expected = callers_of(last, services, egress)
+            full = bench.save(mesh_yaml(services, egress=egress), watched, expected)
             if full is None:
                 result.note = "the full mesh did not reach every sidecar in time"
                 return result
@@ -414,7 +448,8 @@ def run_size(
         cpu_before, sim_before = cpu_seconds(pid), workers.cpu_seconds()
         for n in range(1, args.saves + 1):
             name = outbound_cluster(new_service(n), NEW_SERVICE_PORT + n)
-            measured = bench.save(mesh_yaml(services, added=n), name)
+            text = mesh_yaml(services, added=n, egress=egress)
+            measured = bench.save(text, name, callers_of(-n, services, egress))
             if measured is None:
                 result.note = f"save {n}: not every sidecar had the new service in time"
                 break
@@ -462,7 +497,7 @@ def mib(kib: int) -> str:
 
 
 HEADER = (
-    "| services | sidecars | start | join s | full mesh s (clusters / all types) "
+    "| services | sidecars | egress | start | join s | full mesh s (clusters / all types) "
     "| save -> all have it s (median / max) | save -> applied s | save -> all types s "
     "| CP RSS MiB idle / synced / end / peak | CP CPU s join / saves "
     "| simulator CPU s join / saves | worker RSS MiB | violations | failed streams |"
@@ -476,7 +511,8 @@ def table_row(r: Result) -> str:
     settled = f"{statistics.median(r.settled):.3f}" if r.settled else "-"
     rss = " / ".join(mib(v) for v in (r.rss_idle, r.rss_synced, r.rss_end, r.rss_peak))
     row = (
-        f"| {r.services} | {r.proxies} | {r.start} | {r.join:.2f} | {full} | {fan} "
+        f"| {r.services} | {r.proxies} | {r.egress or 'all'} | {r.start} | {r.join:.2f} "
+        f"| {full} | {fan} "
         f"| {applied} | {settled} | {rss} | {r.cpu_join:.1f} / {r.cpu_saves:.1f} "
         f"| {r.sim_cpu_join:.1f} / {r.sim_cpu_saves:.1f} "
         f"| {mib(r.worker_rss)} | {r.violations} | {r.stream_failures} |"
@@ -536,6 +572,14 @@ def main() -> None:
         default="cold",
         help="cold: join the full mesh (a warm start follows if the join times out); "
         "warm: join a one-service mesh, then save the full mesh",
+    )
+    parser.add_argument(
+        "--egress",
+        type=int,
+        default=0,
+        help="scoping: each service calls only this many others (the next ones), and each "
+        "added service is called by the first this-many services, whose sidecars are the "
+        "ones measured (default 0: no scoping, every sidecar gets every service)",
     )
     parser.add_argument("--join-timeout", type=float, default=300.0)
     parser.add_argument("--save-timeout", type=float, default=120.0)
