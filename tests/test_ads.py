@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
@@ -10,7 +12,10 @@ from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.translator.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.client import AdsClient
+from meshpilot.xds.metrics import XdsMetrics
+from meshpilot.xds.stream import AdsStream, StreamShared
 from meshpilot.xds.sync import SyncStatus
 from tests.ads_support import V2, Plane, mesh, proxy
 
@@ -210,3 +215,61 @@ async def test_a_re_request_for_endpoints_is_answered_again(plane: Plane) -> Non
         client.ack(first, names)  # the same nonce again, nothing in flight: a re-request
         again = await client.receive()
     assert again.version_info == first.version_info and again.nonce != first.nonce
+
+
+def assignment_names(response: discovery_pb2.DiscoveryResponse) -> list[str]:
+    return [
+        endpoint_pb2.ClusterLoadAssignment.FromString(r.value).cluster_name
+        for r in response.resources
+    ]
+
+
+async def test_endpoint_responses_carry_only_what_the_proxy_lacks(plane: Plane) -> None:
+    """State of the world allows EDS responses of changed resources only; the version is the
+    whole set's, so a proxy that ACKs it is SYNCED."""
+    v1, v2 = "outbound|9080|v1|reviews", "outbound|9080|v2|reviews"
+    async with plane.client(proxy("a", "127.0.0.2")) as client:
+        client.send(ENDPOINT, [v1])
+        first = await client.receive()
+        client.ack(first, [v1])
+        client.ack(first, [v1, v2])  # a cluster was added: Envoy subscribes to its endpoints
+        added = await client.receive()
+        assert assignment_names(added) == [v2]
+        client.ack(added, [v1, v2])
+        async with plane.client(proxy("b", "127.0.0.3", labels=V2)) as member:
+            member.send(CLUSTER)  # a v2 instance joins: only v2's endpoints change
+            joined = await client.receive()
+            assert assignment_names(joined) == [v2]
+            client.ack(joined, [v1, v2])
+            client.ack(joined, [v1, v2])  # the same names again, nothing in flight: all of them
+            again = await client.receive()
+    assert assignment_names(again) == [v1, v2] and again.version_info == joined.version_info
+
+
+async def test_endpoints_subscribed_again_are_sent_again() -> None:
+    """A cluster removed and added back is a new cluster to Envoy, waiting for its endpoints:
+    they are sent although the proxy ACKed them before (both requests read before a push)."""
+    v1, v2 = "outbound|9080|v1|reviews", "outbound|9080|v2|reviews"
+    cache = SnapshotCache()
+    cache.set_mesh(mesh())
+    watch = cache.connect(proxy("a", "127.0.0.2"))
+    stream = AdsStream(watch, XdsMetrics(lambda: 1), StreamShared())
+    await asyncio.wait_for(watch.wakeup.wait(), 2)  # its view, once the membership is applied
+
+    def request(names: list[str], nonce: str = "") -> None:
+        stream.handle_request(
+            discovery_pb2.DiscoveryRequest(
+                type_url=ENDPOINT, resource_names=names, response_nonce=nonce
+            )
+        )
+
+    def respond() -> discovery_pb2.DiscoveryResponse:
+        (response,) = stream.next_responses()
+        return discovery_pb2.DiscoveryResponse.FromString(response)
+
+    request([v1, v2])
+    first = respond()
+    request([v1, v2], first.nonce)  # the ACK
+    request([v1], first.nonce)  # the cluster is removed...
+    request([v1, v2], first.nonce)  # ...and added back before anything else was sent
+    assert assignment_names(respond()) == [v2]
