@@ -246,30 +246,53 @@ async def test_endpoint_responses_carry_only_what_the_proxy_lacks(plane: Plane) 
     assert assignment_names(again) == [v1, v2] and again.version_info == joined.version_info
 
 
-async def test_endpoints_subscribed_again_are_sent_again() -> None:
-    """A cluster removed and added back is a new cluster to Envoy, waiting for its endpoints:
-    they are sent although the proxy ACKed them before (both requests read before a push)."""
-    v1, v2 = "outbound|9080|v1|reviews", "outbound|9080|v2|reviews"
-    cache = SnapshotCache()
-    cache.set_mesh(mesh())
-    watch = cache.connect(proxy("a", "127.0.0.2"))
-    stream = AdsStream(watch, XdsMetrics(lambda: 1), StreamShared())
-    await asyncio.wait_for(watch.wakeup.wait(), 2)  # its view, once the membership is applied
+class EndpointStream:
+    """An AdsStream driven by hand, without gRPC: requests are read exactly when given."""
 
-    def request(names: list[str], nonce: str = "") -> None:
-        stream.handle_request(
+    def __init__(self, stream: AdsStream) -> None:
+        self.stream = stream
+
+    @classmethod
+    async def connected(cls) -> EndpointStream:
+        cache = SnapshotCache()
+        cache.set_mesh(mesh())
+        watch = cache.connect(proxy("a", "127.0.0.2"))
+        await asyncio.wait_for(watch.wakeup.wait(), 2)  # its view, once membership is applied
+        return cls(AdsStream(watch, XdsMetrics(lambda: 1), StreamShared()))
+
+    def request(self, names: list[str], nonce: str = "") -> None:
+        self.stream.handle_request(
             discovery_pb2.DiscoveryRequest(
                 type_url=ENDPOINT, resource_names=names, response_nonce=nonce
             )
         )
 
-    def respond() -> discovery_pb2.DiscoveryResponse:
-        (response,) = stream.next_responses()
+    def respond(self) -> discovery_pb2.DiscoveryResponse:
+        (response,) = self.stream.next_responses()
         return discovery_pb2.DiscoveryResponse.FromString(response)
 
-    request([v1, v2])
-    first = respond()
-    request([v1, v2], first.nonce)  # the ACK
-    request([v1], first.nonce)  # the cluster is removed...
-    request([v1, v2], first.nonce)  # ...and added back before anything else was sent
-    assert assignment_names(respond()) == [v2]
+
+V1_CLUSTER, V2_CLUSTER = "outbound|9080|v1|reviews", "outbound|9080|v2|reviews"
+
+
+async def test_endpoints_subscribed_again_are_sent_again() -> None:
+    """A cluster removed and added back is a new cluster to Envoy, waiting for its endpoints:
+    they are sent although the proxy ACKed them before (both requests read before a push)."""
+    eds = await EndpointStream.connected()
+    eds.request([V1_CLUSTER, V2_CLUSTER])
+    first = eds.respond()
+    eds.request([V1_CLUSTER, V2_CLUSTER], first.nonce)  # the ACK
+    eds.request([V1_CLUSTER], first.nonce)  # the cluster is removed...
+    eds.request([V1_CLUSTER, V2_CLUSTER], first.nonce)  # ...and added back before a push
+    assert assignment_names(eds.respond()) == [V2_CLUSTER]
+
+
+async def test_the_same_names_in_another_order_are_asked_again() -> None:
+    """Envoy warming a replaced cluster asks again for the endpoints it has, and may list the
+    names in another order: every assignment is sent again."""
+    eds = await EndpointStream.connected()
+    eds.request([V1_CLUSTER, V2_CLUSTER])
+    first = eds.respond()
+    eds.request([V1_CLUSTER, V2_CLUSTER], first.nonce)  # the ACK
+    eds.request([V2_CLUSTER, V1_CLUSTER], first.nonce)
+    assert assignment_names(eds.respond()) == [V1_CLUSTER, V2_CLUSTER]

@@ -177,12 +177,10 @@ class AdsStream:
         """Take the request's names. The same names asked for again, with nothing in flight:
         Envoy wants resources it has, as for the endpoints of a cluster being replaced
         (warming); answer with all of them."""
-        before = state.names
-        self.shared.subscriptions.subscribe(state, request)
-        names = state.names or frozenset()
-        if before is not None and names is not before and names != before:
-            state.added |= names - before
-        elif asked_again:
+        added = self.shared.subscriptions.subscribe(state, request)
+        if added:
+            state.added |= added
+        elif added is None and asked_again:
             state.resend = True
 
     def _record_nack(self, type_url: str, state: TypeSync, error: str) -> None:
