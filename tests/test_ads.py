@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
@@ -12,10 +10,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.translator.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.client import AdsClient
-from meshpilot.xds.metrics import XdsMetrics
-from meshpilot.xds.stream import AdsStream, StreamShared
 from meshpilot.xds.sync import SyncStatus
 from tests.ads_support import V2, Plane, mesh, proxy
 
@@ -215,84 +210,3 @@ async def test_a_re_request_for_endpoints_is_answered_again(plane: Plane) -> Non
         client.ack(first, names)  # the same nonce again, nothing in flight: a re-request
         again = await client.receive()
     assert again.version_info == first.version_info and again.nonce != first.nonce
-
-
-def assignment_names(response: discovery_pb2.DiscoveryResponse) -> list[str]:
-    return [
-        endpoint_pb2.ClusterLoadAssignment.FromString(r.value).cluster_name
-        for r in response.resources
-    ]
-
-
-async def test_endpoint_responses_carry_only_what_the_proxy_lacks(plane: Plane) -> None:
-    """State of the world allows EDS responses of changed resources only; the version is the
-    whole set's, so a proxy that ACKs it is SYNCED."""
-    v1, v2 = "outbound|9080|v1|reviews", "outbound|9080|v2|reviews"
-    async with plane.client(proxy("a", "127.0.0.2")) as client:
-        client.send(ENDPOINT, [v1])
-        first = await client.receive()
-        client.ack(first, [v1])
-        client.ack(first, [v1, v2])  # a cluster was added: Envoy subscribes to its endpoints
-        added = await client.receive()
-        assert assignment_names(added) == [v2]
-        client.ack(added, [v1, v2])
-        async with plane.client(proxy("b", "127.0.0.3", labels=V2)) as member:
-            member.send(CLUSTER)  # a v2 instance joins: only v2's endpoints change
-            joined = await client.receive()
-            assert assignment_names(joined) == [v2]
-            client.ack(joined, [v1, v2])
-            client.ack(joined, [v1, v2])  # the same names again, nothing in flight: all of them
-            again = await client.receive()
-    assert assignment_names(again) == [v1, v2] and again.version_info == joined.version_info
-
-
-class EndpointStream:
-    """An AdsStream driven by hand, without gRPC: requests are read exactly when given."""
-
-    def __init__(self, stream: AdsStream) -> None:
-        self.stream = stream
-
-    @classmethod
-    async def connected(cls) -> EndpointStream:
-        cache = SnapshotCache()
-        cache.set_mesh(mesh())
-        watch = cache.connect(proxy("a", "127.0.0.2"))
-        await asyncio.wait_for(watch.wakeup.wait(), 2)  # its view, once membership is applied
-        return cls(AdsStream(watch, XdsMetrics(lambda: 1), StreamShared()))
-
-    def request(self, names: list[str], nonce: str = "") -> None:
-        self.stream.handle_request(
-            discovery_pb2.DiscoveryRequest(
-                type_url=ENDPOINT, resource_names=names, response_nonce=nonce
-            )
-        )
-
-    def respond(self) -> discovery_pb2.DiscoveryResponse:
-        (response,) = self.stream.next_responses()
-        return discovery_pb2.DiscoveryResponse.FromString(response)
-
-
-V1_CLUSTER, V2_CLUSTER = "outbound|9080|v1|reviews", "outbound|9080|v2|reviews"
-
-
-async def test_endpoints_subscribed_again_are_sent_again() -> None:
-    """A cluster removed and added back is a new cluster to Envoy, waiting for its endpoints:
-    they are sent although the proxy ACKed them before (both requests read before a push)."""
-    eds = await EndpointStream.connected()
-    eds.request([V1_CLUSTER, V2_CLUSTER])
-    first = eds.respond()
-    eds.request([V1_CLUSTER, V2_CLUSTER], first.nonce)  # the ACK
-    eds.request([V1_CLUSTER], first.nonce)  # the cluster is removed...
-    eds.request([V1_CLUSTER, V2_CLUSTER], first.nonce)  # ...and added back before a push
-    assert assignment_names(eds.respond()) == [V2_CLUSTER]
-
-
-async def test_the_same_names_in_another_order_are_asked_again() -> None:
-    """Envoy warming a replaced cluster asks again for the endpoints it has, and may list the
-    names in another order: every assignment is sent again."""
-    eds = await EndpointStream.connected()
-    eds.request([V1_CLUSTER, V2_CLUSTER])
-    first = eds.respond()
-    eds.request([V1_CLUSTER, V2_CLUSTER], first.nonce)  # the ACK
-    eds.request([V2_CLUSTER, V1_CLUSTER], first.nonce)
-    assert assignment_names(eds.respond()) == [V1_CLUSTER, V2_CLUSTER]

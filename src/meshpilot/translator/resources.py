@@ -152,7 +152,6 @@ class ResourceSet:
         self._only: dict[frozenset[str], ResourceSet] = {}
         # The last `removed_from` answer: every proxy compares the same two sets after a change.
         self._removed: tuple[weakref.ref[ResourceSet], list[Resource]] | None = None
-        self._changed: tuple[weakref.ref[ResourceSet], ResourceSet] | None = None
 
     @classmethod
     def of(cls, type_url: str, resources: Iterable[Resource]) -> ResourceSet:
@@ -188,27 +187,6 @@ class ResourceSet:
         removed = [r for p in changed for r in p.resources if r.name not in other]
         self._removed = (weakref.ref(other), removed)
         return removed
-
-    def changed_since(self, base: ResourceSet) -> ResourceSet:
-        """The resources of this set that `base` lacks or has with other contents: all that a
-        proxy holding `base` needs sent, for the types whose responses may carry only changed
-        resources. As with `removed_from`, only parts not shared with `base` can hold one, and
-        the answer is kept for the next proxy that compares the same two sets."""
-        if self._changed is not None and self._changed[0]() is base:
-            return self._changed[1]
-        shared = {id(p) for p in base.parts}
-        changed = ResourceSet.of(
-            self.type_url,
-            [
-                r
-                for p in self.parts
-                if id(p) not in shared
-                for r in p.resources
-                if (had := base.get(r.name)) is None or had.digest != r.digest
-            ],
-        )
-        self._changed = (weakref.ref(base), changed)
-        return changed
 
     @cached_property
     def checksum(self) -> int:

@@ -371,7 +371,7 @@ class TypeState:
     allowed: frozenset[str] = frozenset()  # names a response may carry (see `_check_names`)
     version: str | None = None  # of the last response received (and ACKed)
     nonce: str = ""
-    names: frozenset[str] = frozenset()  # held: the last response's; for EDS and RDS, merged
+    names: frozenset[str] = frozenset()  # of the last response received
     responses: int = 0
     received_at: float = 0.0  # time.monotonic() of the last response
     first_acked_at: float | None = None
@@ -497,17 +497,13 @@ class SimulatedSidecar:
         if state is None:
             self._violation(f"a response of unknown type {response.type_url!r}")
             return []
-        state.version, state.nonce = response.version, response.nonce
+        state.version, state.nonce, state.names = response.version, response.nonce, response.names
         state.responses += 1
         state.received_at = now
         if response.foreign:
             self._violation(f"{response.foreign} resources of another type in {response.type_url}")
         if response.type_url in (ENDPOINT, ROUTE):
-            self._check_names(response.type_url, state, response.names)
-            # Like Envoy: a response updates the resources it carries, the others stay.
-            state.names = (state.names & state.allowed) | response.names
-        else:
-            state.names = response.names
+            self._check_names(response.type_url, state)
         requests = [self._request(response.type_url, state.requested, state.version, state.nonce)]
         if state.first_acked_at is None:
             state.first_acked_at = now
@@ -524,15 +520,15 @@ class SimulatedSidecar:
             self._on_response(self, response)
         return requests
 
-    def _check_names(self, type_url: str, state: TypeState, names: frozenset[str]) -> None:
+    def _check_names(self, type_url: str, state: TypeState) -> None:
         """A response may carry the names asked for when the previous response arrived, or in a
         request since: the server answers a request only after the previous response's ACK,
         which carries the names then current (meshpilot keeps one response per type in flight).
         """
         if state.requested is None:
             self._violation(f"a response of {type_url}, never asked for")
-        elif not names <= state.allowed:
-            extra = sorted(names - state.allowed)
+        elif not state.names <= state.allowed:
+            extra = sorted(state.names - state.allowed)
             self._violation(f"{len(extra)} names not asked for in {type_url}: {extra[:3]}")
         if state.requested is not None:
             state.allowed = state.requested

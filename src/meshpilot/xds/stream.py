@@ -45,17 +45,15 @@ GATED_TYPES = frozenset({LISTENER, ROUTE})
 # Types whose sets are shared by the proxies that ask for the same names, and so are their
 # responses; clusters and listeners include a proxy's own resources.
 SHARED_TYPES = frozenset({ENDPOINT, ROUTE})
-# Types whose responses carry only the resources that changed (a route table is one resource).
-PARTIAL_TYPES = frozenset({ENDPOINT})
 _NOTHING_ACKED = ResourceSet(CLUSTER, ())  # what a proxy has of a type before its first ACK
 _T = TypeVar("_T")
 
 
-def discovery_response(resources: ResourceSet, nonce: str, version: str) -> bytes:
+def discovery_response(resources: ResourceSet, nonce: str) -> bytes:
     """A serialized DiscoveryResponse: cached resource bytes plus this response's nonce."""
     return b"".join(
         (
-            string_field(1, version),
+            string_field(1, resources.version),
             *resources.chunks(),
             string_field(4, resources.type_url),
             string_field(5, nonce),
@@ -78,18 +76,15 @@ class Responses:
             weakref.WeakKeyDictionary()
         )
 
-    def response(
-        self, resources: ResourceSet, version: str, previous_nonce: str
-    ) -> tuple[str, bytes]:
-        """(nonce, response) carrying `resources` as `version` (the proxy's whole set, of
-        which `resources` may be the changed part), never with `previous_nonce`."""
+    def response(self, resources: ResourceSet, previous_nonce: str) -> tuple[str, bytes]:
+        """(nonce, response) for `resources`, never with `previous_nonce`."""
         shared = resources.type_url in SHARED_TYPES
         if shared:
             found = self._shared.get(resources)
             if found is not None and found[0] != previous_nonce:
                 return found
         nonce = f"n{next(self._nonces)}"
-        built = (nonce, discovery_response(resources, nonce, version))
+        built = (nonce, discovery_response(resources, nonce))
         if shared:
             self._shared[resources] = built
         return built
@@ -155,7 +150,6 @@ class AdsStream:
         if state is None:
             log.warning("%s: ignoring unknown type %r", self.watch.proxy.node_id, request.type_url)
             return
-        asked_again = False
         if request.response_nonce:
             if request.response_nonce != state.nonce:
                 return  # a reply to a response that has since been superseded
@@ -163,25 +157,15 @@ class AdsStream:
                 self._record_nack(request.type_url, state, request.error_detail.message)
             elif state.awaiting_reply:
                 state.record_ack()
-            else:
-                asked_again = True  # nothing in flight, so not an ACK
+            elif request.type_url not in WILDCARD_TYPES:
+                # Nothing in flight, so not an ACK: Envoy asks again for resources it has, as it
+                # does for the endpoints of a cluster being replaced (warming); answer it.
+                state.resend = True
         elif request.version_info and state.sent is None:
             self._claimed[request.type_url] = request.version_info
         state.subscribed = True
         if request.type_url not in WILDCARD_TYPES:
-            self._subscribe(state, request, asked_again)
-
-    def _subscribe(
-        self, state: TypeSync, request: discovery_pb2.DiscoveryRequest, asked_again: bool
-    ) -> None:
-        """Take the request's names. The same names asked for again, with nothing in flight:
-        Envoy wants resources it has, as for the endpoints of a cluster being replaced
-        (warming); answer with all of them."""
-        added = self.shared.subscriptions.subscribe(state, request)
-        if added:
-            state.added |= added
-        elif added is None and asked_again:
-            state.resend = True
+            self.shared.subscriptions.subscribe(state, request)
 
     def _record_nack(self, type_url: str, state: TypeSync, error: str) -> None:
         state.record_nack(error)
@@ -204,30 +188,13 @@ class AdsStream:
         for type_url, state, desired in self._candidates():
             if type_url in GATED_TYPES and not self._dependencies_acked(desired):
                 continue
-            contents = self._contents(type_url, state, desired)
-            state.nonce, response = self.shared.responses.response(
-                contents, desired.version, state.nonce
-            )
+            state.nonce, response = self.shared.responses.response(desired, state.nonce)
             state.sent = desired
             state.resend = False
-            state.added = frozenset()
             state.awaiting_reply = True
             responses.append(response)
             self.metrics.pushed(type_url)
         return responses
-
-    @staticmethod
-    def _contents(type_url: str, state: TypeSync, desired: ResourceSet) -> ResourceSet:
-        """What a response carries: for endpoints, only what the proxy's ACKed set lacks or has
-        otherwise, and what it subscribed to since the last response. A state-of-the-world EDS
-        response may carry only changed resources (Envoy leaves the ones it does not name as
-        they are), and after a save almost all of a proxy's thousands of assignments are
-        unchanged. Everything when nothing was ACKed yet, or when the proxy asked again."""
-        if type_url not in PARTIAL_TYPES or state.acked is None or state.resend:
-            return desired
-        changed = desired.changed_since(state.acked)
-        again = [r for name in state.added if name not in changed and (r := desired.get(name))]
-        return ResourceSet.of(type_url, [*changed.resources.values(), *again]) if again else changed
 
     def _candidates(self) -> Iterator[tuple[str, TypeSync, ResourceSet]]:
         """The types, in push order, whose desired set is to be sent: subscribed, nothing in
@@ -244,8 +211,7 @@ class AdsStream:
             if self._settled_by_claim(type_url, state, desired) or state.awaiting_reply:
                 continue
             unchanged = state.sent is not None and state.sent.version == desired.version
-            asked = state.added or (state.resend and state.nacked_version != desired.version)
-            if unchanged and not asked:
+            if unchanged and (not state.resend or state.nacked_version == desired.version):
                 continue
             yield type_url, state, desired
 

@@ -26,21 +26,12 @@ def names_key(request: discovery_pb2.DiscoveryRequest) -> bytes:
 
 
 class _Shared:
-    __slots__ = ("_added", "key", "names", "users")
+    __slots__ = ("key", "names", "users")
 
     def __init__(self, key: bytes, names: frozenset[str]) -> None:
         self.key = key  # the one copy of the encoded names that every stream using them keeps
         self.names = names
         self.users = 0
-        self._added: dict[bytes, frozenset[str]] = {}
-
-    def added_since(self, before: _Shared) -> frozenset[str]:
-        """The names of this list that `before` lacks: the same for every stream that moves
-        from one list to the other, so worked out once."""
-        added = self._added.get(before.key)
-        if added is None:
-            added = self._added[before.key] = self.names - before.names
-        return added
 
 
 class Subscriptions:
@@ -52,26 +43,17 @@ class Subscriptions:
     def __len__(self) -> int:
         return len(self._sets)
 
-    def subscribe(
-        self, state: TypeSync, request: discovery_pb2.DiscoveryRequest
-    ) -> frozenset[str] | None:
-        """Set `state.names` to the request's: None when it names what the stream had (an
-        unchanged list costs a copy and a compare; Envoy may also list them in another order),
-        else the names it adds (none for a first list)."""
+    def subscribe(self, state: TypeSync, request: discovery_pb2.DiscoveryRequest) -> None:
+        """Set `state.names` to the request's; an unchanged list costs a copy and a compare."""
         key = names_key(request)
         if key == state.names_key:
-            return None
-        before = self._sets.get(state.names_key) if state.names_key is not None else None
+            return
         self.release(state)
         shared = self._sets.get(key)
         if shared is None:
             shared = self._sets[key] = _Shared(key, frozenset(request.resource_names))
         shared.users += 1
         state.names, state.names_key = shared.names, shared.key
-        if before is None:
-            return frozenset()
-        added = shared.added_since(before)
-        return None if not added and len(shared.names) == len(before.names) else added
 
     def release(self, state: TypeSync) -> None:
         """The stream no longer uses its names (it changed them, or it ended)."""

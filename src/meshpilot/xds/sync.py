@@ -26,9 +26,6 @@ class TypeSync:
     nonce: str = ""
     awaiting_reply: bool = False
     resend: bool = False  # Envoy asked again for what it was sent: send it again
-    # Names subscribed since the last response: their resources go in the next one even if the
-    # proxy had them before (a cluster removed and added again waits for its endpoints).
-    added: frozenset[str] = frozenset()
     acked: ResourceSet | None = None
     nacked_version: str | None = None
     error: str | None = None
