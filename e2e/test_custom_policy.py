@@ -92,3 +92,15 @@ def test_with_the_mixer_down_static_policies_hold_and_custom_ones_fail_closed_or
             message="failure_mode open to let requests through",
         )
         assert client.get("ratings", "/admin/x").status == 403
+
+
+def test_checks_spread_over_several_connections_to_the_mixer(mesh_env: MeshEnv) -> None:
+    """The mixer's workers share its port, and the kernel spreads connections, not calls: so a
+    sidecar keeps several connections to the mixer and sends each check over the least busy."""
+    frontend, _ = start(mesh_env)
+    ratings = next(i for i in mesh_env.instances if i.service == "ratings")
+    with frontend.client() as client:
+        statuses = [client.get("ratings", f"/ratings/{n}").status for n in range(20)]
+    assert statuses == [200] * 20
+    assert ratings.admin.stat("cluster.mixer.upstream_rq_total") >= 20
+    assert ratings.admin.stat("cluster.mixer.upstream_cx_total") >= 2
