@@ -155,8 +155,6 @@ class Mixer:
         self._restarts = [0] * self.workers
         self._stopping = threading.Event()
         self._drainer = threading.Thread(target=self._drain, name="telemetry", daemon=True)
-        self._start_together = self._context.Barrier(self.workers)
-        self._started = False
 
     def _routes(self) -> dict[str, Handler]:
         def logs(query: dict[str, str]) -> Reply:
@@ -199,14 +197,14 @@ class Mixer:
         """The pid of each worker slot's live process (None while it is being restarted)."""
         return [p.pid if p is not None and p.is_alive() else None for p in self._processes]
 
-    def _start_worker(self, index: int) -> None:
+    def _start_worker(self, index: int, start_together: Barrier | None = None) -> None:
         process = self._context.Process(
             target=_worker_main,
             args=(
                 self.mesh_path,
                 self.listen,
                 self._batches,
-                None if self._started else self._start_together,  # a restart joins at once
+                start_together,
                 index,
             ),
             name=f"mixer-worker-{index}",
@@ -236,9 +234,9 @@ class Mixer:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._drainer.start()
+        start_together = self._context.Barrier(self.workers)  # a restarted worker does not wait
         for index in range(self.workers):
-            self._start_worker(index)
-        self._started = True
+            self._start_worker(index, start_together)
         await self.http.start()
         log.info(
             "mixer ready: grpc %s (%d workers), metrics http://%s",

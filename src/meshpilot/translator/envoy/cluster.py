@@ -187,20 +187,20 @@ def static_cluster(name: str, ip: str, port: int) -> cluster_pb2.Cluster:
         name=name,
         type=_STATIC,
         connect_timeout=duration(CONNECT_TIMEOUT_MS),
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(
-            cluster_name=name,
-            endpoints=[
-                endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(
-                            endpoint=endpoint_components_pb2.Endpoint(
-                                address=socket_address(ip, port)
-                            )
-                        )
-                    ]
-                )
-            ],
-        ),
+        load_assignment=_repeated_member(name, ip, port, 1),
+    )
+
+
+def _repeated_member(
+    name: str, host: str, port: int, copies: int
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """One locality listing `host:port` `copies` times (Envoy keeps a connection pool each)."""
+    member = endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(address=socket_address(host, port))
+    )
+    return endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=name,
+        endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[member] * copies)],
     )
 
 
@@ -215,22 +215,12 @@ def mixer_cluster(name: str, address: str) -> cluster_pb2.Cluster:
     MIXER_CONNECTION_DURATION_S, so that they spread again over workers that (re)started later
     than others."""
     host, _, port = address.rpartition(":")
-    member = endpoint_components_pb2.LbEndpoint(
-        endpoint=endpoint_components_pb2.Endpoint(address=socket_address(host, int(port)))
-    )
     result = cluster_pb2.Cluster(
         name=name,
         type=_STATIC if is_ip(host) else _STRICT_DNS,
         lb_policy=_LB_POLICIES["least_request"],
         connect_timeout=duration(CONNECT_TIMEOUT_MS),
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(
-            cluster_name=name,
-            endpoints=[
-                endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=[member] * MIXER_CONNECTIONS
-                )
-            ],
-        ),
+        load_assignment=_repeated_member(name, host, int(port), MIXER_CONNECTIONS),
     )
     if not is_ip(host):
         result.dns_lookup_family = _V4_PREFERRED
