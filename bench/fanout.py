@@ -49,9 +49,9 @@ from harness.mesh import MESHPILOT
 from harness.processes import Proc, Processes
 from harness.wait import http_json, wait_http_ok
 
-from meshpilot.translator.names import outbound_cluster
-from meshpilot.translator.resources import CLUSTER, ENDPOINT, ROUTE
+from meshpilot.model.names import outbound_cluster
 from meshpilot.xds.simulated import Decoded, SidecarFleet, SimulatedSidecar, fleet_specs
+from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
 
 XDS_PORT, ADMIN_PORT = 18000, 18001
 START_TIMEOUT = 60.0

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from meshpilot.mesh.load import load_mesh
-from meshpilot.translator import ir
+from meshpilot.model import ir, proxies
 from meshpilot.translator.build import build_ir
 from meshpilot.translator.translate import Translator
 
@@ -88,7 +88,7 @@ def main() -> None:
         load_times = [timed(lambda: build_ir(load_mesh(path))) for _ in range(min(args.runs, 3))]
         mesh = build_ir(load_mesh(path))
 
-    proxy = ir.Proxy("bench~127.0.0.1", "svc-0", "127.0.0.1", 8080, (("version", "v1"),))
+    proxy = proxies.Proxy("bench~127.0.0.1", "svc-0", "127.0.0.1", 8080, (("version", "v1"),))
     full = []
     for _ in range(args.runs):
         translator = Translator()

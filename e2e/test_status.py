@@ -10,9 +10,9 @@ from harness.mesh import MESHPILOT, ControlPlane, MeshEnv
 from harness.wait import wait_for
 from meshes import reviews_mesh
 
-from meshpilot.translator import ir
-from meshpilot.translator.resources import CLUSTER
+from meshpilot.model import proxies
 from meshpilot.xds.client import AdsClient, sidecar_node
+from meshpilot.xds.types import CLUSTER
 
 HEADER = ["SERVICE", "IP", "NODE", "CDS", "EDS", "LDS", "RDS", "AGE", "ERROR"]
 NACK_ERROR = "e2e-test: cluster 'outbound|9080||reviews' rejected on purpose (code 42)"
@@ -55,7 +55,7 @@ async def test_status_shows_a_proxy_that_nacked_with_its_error(mesh_env: MeshEnv
     reviews = mesh_env.start_instance("reviews", "v1")
     control_plane.wait_synced([reviews.node_id])
     ip = mesh_env.ips.ip()
-    fake = ir.Proxy(f"productpage~{ip}", "productpage", ip, 8080, (("version", "v1"),))
+    fake = proxies.Proxy(f"productpage~{ip}", "productpage", ip, 8080, (("version", "v1"),))
 
     async with AdsClient(control_plane.xds, sidecar_node(fake)) as client:
         client.send(CLUSTER)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshpilot.translator import ir
+from meshpilot.model import ir, proxies
 from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.client import AdsClient, sidecar_node
 from meshpilot.xds.sync import SyncStatus
@@ -24,8 +24,8 @@ def mesh(*, v2_weight: int = 25, with_v2: bool = True) -> ir.MeshIR:
     return ir.MeshIR("test", (reviews,))
 
 
-def proxy(name: str, ip: str, labels: ir.Labels = V1, service: str = "reviews") -> ir.Proxy:
-    return ir.Proxy(f"{name}~{ip}", service, ip, 8080, labels)
+def proxy(name: str, ip: str, labels: ir.Labels = V1, service: str = "reviews") -> proxies.Proxy:
+    return proxies.Proxy(f"{name}~{ip}", service, ip, 8080, labels)
 
 
 class Plane:
@@ -33,7 +33,7 @@ class Plane:
         self.cache = cache
         self.address = address
 
-    def client(self, p: ir.Proxy) -> AdsClient:
+    def client(self, p: proxies.Proxy) -> AdsClient:
         return AdsClient(self.address, sidecar_node(p))
 
     def state(self, node_id: str, type_url: str) -> SyncStatus:

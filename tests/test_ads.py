@@ -9,9 +9,9 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from meshpilot.translator.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from meshpilot.xds.client import AdsClient
 from meshpilot.xds.sync import SyncStatus
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.ads_support import V2, Plane, mesh, proxy
 
 

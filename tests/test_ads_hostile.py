@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from meshpilot.translator.resources import CLUSTER
 from meshpilot.xds.sync import SyncStatus
+from meshpilot.xds.types import CLUSTER
 from tests.ads_support import Plane, mesh, proxy
 from tests.test_ads import cluster_names
 

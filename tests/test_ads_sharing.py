@@ -8,18 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 
-from meshpilot.translator.resources import (
-    CLUSTER,
-    ENDPOINT,
-    ROUTE,
-    Part,
-    ResourceSet,
-    resource_from_bytes,
-)
+from meshpilot.translator.resources import Part, ResourceSet, resource_from_bytes
 from meshpilot.xds import server as ads_server
 from meshpilot.xds.stream import Responses
 from meshpilot.xds.subscriptions import Subscriptions
 from meshpilot.xds.sync import TypeSync
+from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
 from tests.ads_support import Plane, proxy
 from tests.conftest import running_plane
 

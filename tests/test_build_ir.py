@@ -6,8 +6,7 @@ from pathlib import Path
 from textwrap import dedent
 
 from meshpilot.mesh.load import load_mesh, parse_mesh
-from meshpilot.translator.build import build_ir
-from meshpilot.translator.ir import (
+from meshpilot.model.ir import (
     Destination,
     MeshIR,
     RetryPolicy,
@@ -18,6 +17,7 @@ from meshpilot.translator.ir import (
     Subset,
     ValueMatch,
 )
+from meshpilot.translator.build import build_ir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "valid-mesh.yaml"
 

@@ -12,9 +12,8 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
-from meshpilot.translator import ir
+from meshpilot.model import ir, proxies
 from meshpilot.translator.envoy import cluster
-from meshpilot.translator.resources import CLUSTER, ENDPOINT
 from meshpilot.translator.translate import (
     Translator,
     external_domains,
@@ -25,6 +24,7 @@ from meshpilot.translator.translate import (
     upstream_tls,
 )
 from meshpilot.xds.snapshot import check_consistent
+from meshpilot.xds.types import CLUSTER, ENDPOINT
 
 BUSY = ir.TrafficPolicy(
     load_balancer=ir.LoadBalancer("least_request"),
@@ -107,14 +107,14 @@ def test_an_external_service_has_dns_clusters_with_no_eds_and_no_assignments() -
         "outbound|8443||api": ["10.0.0.9", "api.example.com"],
         "outbound|8443|v1|api": ["api.example.com"],
     }
-    instance = ir.Instance("api", "127.0.0.5", ir.INBOUND_PORT, (("version", "v1"),))
+    instance = proxies.Instance("api", "127.0.0.5", proxies.INBOUND_PORT, (("version", "v1"),))
     assert translate_endpoints(service, (instance,)).resources == ()
 
 
 def test_a_view_with_an_external_service_is_consistent() -> None:
     mesh = ir.MeshIR("m", (external("api.example.com"),))
     translator = Translator()
-    proxy = ir.Proxy("api~127.0.0.2", "api", "127.0.0.2", 8080, ())
+    proxy = proxies.Proxy("api~127.0.0.2", "api", "127.0.0.2", 8080, ())
     view = translator.view(translator.translate(mesh, []), proxy)
     check_consistent(view)
     assert len(view[ENDPOINT]) == 0

@@ -14,12 +14,13 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
-from meshpilot.translator import ir
-from meshpilot.translator.resources import CLUSTER, LISTENER, Resource, ResourceSet, decode
+from meshpilot.model import ir, proxies
+from meshpilot.translator.resources import Resource, ResourceSet, decode
 from meshpilot.translator.translate import Translator
 from meshpilot.xds.snapshot import check_consistent
+from meshpilot.xds.types import CLUSTER, LISTENER
 
-PROXY = ir.Proxy("web~127.0.1.2", "web", "127.0.1.2", 8080, ())
+PROXY = proxies.Proxy("web~127.0.1.2", "web", "127.0.1.2", 8080, ())
 LIMIT = ir.RateLimit(requests_per_second=5, burst=10)
 M = TypeVar("M", bound=Message)
 
@@ -111,7 +112,7 @@ def test_no_tcp_listener_where_the_app_or_another_tcp_service_holds_the_port() -
 
 
 def test_the_inbound_listener_of_a_tcp_service_proxies_connections_to_the_app() -> None:
-    own = ir.Proxy("db~127.0.1.3", "db", "127.0.1.3", 5432, ())
+    own = proxies.Proxy("db~127.0.1.3", "db", "127.0.1.3", 5432, ())
     translator = Translator()
     view = translator.view(translator.translate(mesh(tcp_service("db", 5432)), []), own)
     check_consistent(view)

@@ -13,13 +13,13 @@ from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf import struct_pb2, wrappers_pb2
 
+from meshpilot.model import ir
 from meshpilot.policy.authz import AuthorizationService
 from meshpilot.policy.engine import CustomPolicies
 from meshpilot.telemetry.als import AccessLogService
 from meshpilot.telemetry.entries import LogEntry
 from meshpilot.telemetry.metrics import MeshMetrics
 from meshpilot.telemetry.store import LogStore
-from meshpilot.translator import ir
 from tests.conftest import free_port
 
 HOOK = """from meshpilot.policy import Decision

@@ -22,10 +22,10 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.admin.api import config_dump
 from meshpilot.controlplane import ControlPlane
-from meshpilot.translator.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from meshpilot.xds.cache import Watch
 from meshpilot.xds.server import ADS_SERVICE
 from meshpilot.xds.simulated import ResponseDecoder, SidecarFleet, fleet_specs
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.conftest import free_port
 
 SERVICES = 200

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from meshpilot.translator import ir
+from meshpilot.model import ir, proxies
 from meshpilot.translator.envoy import cluster
-from meshpilot.translator.resources import (
-    CLUSTER,
-    ENDPOINT,
-    ROUTE,
-    Part,
-    ResourceSet,
-    resource_from_bytes,
-)
+from meshpilot.translator.resources import Part, ResourceSet, resource_from_bytes
+from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
 
 
 def test_eds_cluster_bytes_equal_serializing_the_cluster() -> None:
@@ -76,8 +70,8 @@ def test_egress_scopes_a_proxys_view_to_the_services_it_calls() -> None:
     )
     translator = Translator()
     shared = translator.translate(ir.MeshIR("m", services), [])
-    scoped = translator.view(shared, ir.Proxy("a~1", "a", "10.0.0.1", 8080, ()))
-    full = translator.view(shared, ir.Proxy("c~1", "c", "10.0.0.2", 8080, ()))
+    scoped = translator.view(shared, proxies.Proxy("a~1", "a", "10.0.0.1", 8080, ()))
+    full = translator.view(shared, proxies.Proxy("c~1", "c", "10.0.0.2", 8080, ()))
     assert sorted(scoped[CLUSTER].resources) == ["inbound|8080||", "outbound|80||b"]
     assert list(scoped[ENDPOINT].resources) == ["outbound|80||b"]
     assert sorted(full[CLUSTER].resources) == [
@@ -88,7 +82,7 @@ def test_egress_scopes_a_proxys_view_to_the_services_it_calls() -> None:
     ]
     table = decode(scoped[ROUTE].resources["outbound"])
     assert [v["name"] for v in table["virtualHosts"]] == ["b", "unknown-service"]
-    again = translator.view(shared, ir.Proxy("a~2", "a", "10.0.0.3", 8080, ()))
+    again = translator.view(shared, proxies.Proxy("a~2", "a", "10.0.0.3", 8080, ()))
     assert again[ROUTE] is scoped[ROUTE]  # one scoped set per egress list, shared by its proxies
 
 
@@ -115,8 +109,8 @@ def test_an_edit_changes_only_the_views_that_depend_on_it() -> None:
     from meshpilot.translator.translate import Translator
 
     translator = Translator()
-    caller_of_b = ir.Proxy("a~1", "a", "10.0.0.1", 8080, ())
-    caller_of_all = ir.Proxy("c~1", "c", "10.0.0.2", 8080, ())
+    caller_of_b = proxies.Proxy("a~1", "a", "10.0.0.1", 8080, ())
+    caller_of_all = proxies.Proxy("c~1", "c", "10.0.0.2", 8080, ())
     before = translator.translate(ir.MeshIR("m", _services(90)), [])
     scoped, full = (translator.view(before, p) for p in (caller_of_b, caller_of_all))
     after = translator.translate(ir.MeshIR("m", _services(50)), [])
@@ -132,7 +126,7 @@ def test_a_proxy_joining_changes_only_the_endpoints() -> None:
     translator = Translator()
     services = ir.MeshIR("m", _services(90))
     before = translator.translate(services, [])
-    member = ir.Instance("c", "10.0.0.9", ir.INBOUND_PORT, (("version", "v1"),))
+    member = proxies.Instance("c", "10.0.0.9", proxies.INBOUND_PORT, (("version", "v1"),))
     after = translator.translate(services, [member])
     assert after.full.clusters is before.full.clusters and after.full.routes is before.full.routes
     assert after.full.endpoints.version != before.full.endpoints.version

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from meshpilot.errors import MeshpilotError
-from meshpilot.translator.ir import ADMIN_PORT, Labels, labels_of
+from meshpilot.model.ir import Labels, labels_of
+from meshpilot.model.proxies import ADMIN_PORT
 
 XDS_CLUSTER = "xds_cluster"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"

@@ -10,18 +10,18 @@ import hashlib
 import logging
 import signal
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-from meshpilot.admin.api import admin_routes
+from meshpilot.admin.api import MeshStatus, admin_routes
 from meshpilot.admin.http import HttpServer
 from meshpilot.background import background
 from meshpilot.errors import MeshpilotError
 from meshpilot.mesh.diagnostics import Diagnostic, MeshInvalid
 from meshpilot.mesh.load import parse_mesh
 from meshpilot.mesh.watch import MeshWatcher
+from meshpilot.model.ir import MeshIR
 from meshpilot.translator.build import build_ir
-from meshpilot.translator.ir import MeshIR
 from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.metrics import XdsMetrics, track_convergence
 from meshpilot.xds.server import AdsServer
@@ -30,15 +30,6 @@ log = logging.getLogger(__name__)
 
 # Sidecars reconnect within about 0.5 s (their bootstrap's backoff); give them all time to be back.
 RECONNECT_GRACE_S = 2.0
-
-
-@dataclass
-class MeshStatus:
-    """What `/mesh` reports: the applied file's version and time, and the last save's problems."""
-
-    version: str | None = None
-    applied_at: float | None = None
-    problems: list[str] = field(default_factory=list)
 
 
 class ControlPlane:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from meshpilot.translator import ir
+from meshpilot.model import ir, proxies
 from meshpilot.translator.build import load_ir
-from meshpilot.translator.resources import SHORT_NAMES, decode
+from meshpilot.translator.resources import decode
 from meshpilot.translator.translate import Translator
 from meshpilot.xds.snapshot import check_consistent
+from meshpilot.xds.types import short_name
 
 RENDER_IP = "127.0.0.1"
 RENDER_APP_PORT = 8080
@@ -23,13 +24,13 @@ def render_resources(
     Endpoints are the static ones from the file: no sidecar is connected offline.
     """
     labels = ir.labels_of({"version": version} if version else {})
-    proxy = ir.Proxy(f"{service}~{RENDER_IP}", service, RENDER_IP, RENDER_APP_PORT, labels)
+    proxy = proxies.Proxy(f"{service}~{RENDER_IP}", service, RENDER_IP, RENDER_APP_PORT, labels)
     translator = Translator()
     shared = translator.translate(load_ir(mesh_path), [])
     view = translator.view(shared, proxy)
     check_consistent(view)
     return {
-        SHORT_NAMES[type_url]: [decode(r) for r in resources.resources.values()]
+        short_name(type_url): [decode(r) for r in resources.resources.values()]
         for type_url, resources in view.items()
-        if type_ in ("all", SHORT_NAMES[type_url])
+        if type_ in ("all", short_name(type_url))
     }

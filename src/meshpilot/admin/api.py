@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from meshpilot.admin.http import Handler, Reply
 from meshpilot.translator.resources import decode
-from meshpilot.xds.cache import Watch
+from meshpilot.xds.cache import SnapshotCache, Watch
+from meshpilot.xds.metrics import XdsMetrics
 
-if TYPE_CHECKING:
-    from meshpilot.controlplane import ControlPlane
+
+@dataclass
+class MeshStatus:
+    """What `/mesh` reports: the applied file's version and time, and the last save's problems."""
+
+    version: str | None = None
+    applied_at: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+class ControlPlane(Protocol):
+    """What the admin API reads of the control plane (it serves it, it does not run it)."""
+
+    cache: SnapshotCache
+    metrics: XdsMetrics
+    status: MeshStatus
 
 
 def proxy_json(watch: Watch) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import urllib.request
 from typing import Any
 
 from meshpilot.errors import MeshpilotError
-from meshpilot.translator.resources import PUSH_ORDER, SHORT_NAMES
+from meshpilot.xds.types import PUSH_ORDER, short_name
 
 
 def fetch_proxies(admin: str) -> list[dict[str, Any]]:
@@ -38,7 +38,7 @@ def status_rows(proxies: list[dict[str, Any]], now: float) -> list[list[str]]:
         "SERVICE",
         "IP",
         "NODE",
-        *(SHORT_NAMES[t].upper() for t in PUSH_ORDER),
+        *(short_name(t).upper() for t in PUSH_ORDER),
         "AGE",
         "ERROR",
     ]
@@ -46,7 +46,7 @@ def status_rows(proxies: list[dict[str, Any]], now: float) -> list[list[str]]:
     for proxy in sorted(proxies, key=lambda p: (p["service"], p["ip"], p["node_id"])):
         types = proxy["types"]
         errors = [
-            f"{SHORT_NAMES[t]}: {types[t]['error']}" for t in PUSH_ORDER if types[t].get("error")
+            f"{short_name(t)}: {types[t]['error']}" for t in PUSH_ORDER if types[t].get("error")
         ]
         rows.append(
             [

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from meshpilot.model import ir
+from meshpilot.model.match import policy_matches
 from meshpilot.policy.decision import ALLOW, Decision, Request
 from meshpilot.policy.hooks import HookLoader, run_hook
-from meshpilot.policy.match import policy_matches
-from meshpilot.translator import ir
 
 DEFAULT_HOOK_TIMEOUT_S = 0.2
 

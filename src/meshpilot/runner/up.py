@@ -23,10 +23,10 @@ from meshpilot.admin.status import format_table
 from meshpilot.errors import MeshpilotError
 from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import MeshSpec
+from meshpilot.model.proxies import ADMIN_PORT, OUTBOUND_PORT
 from meshpilot.runner.addresses import UP_RANGE, LoopbackAllocator
 from meshpilot.runner.processes import Supervised, Supervisor
 from meshpilot.translator.build import build_ir
-from meshpilot.translator.ir import ADMIN_PORT, OUTBOUND_PORT
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from envoy.data.accesslog.v3 import accesslog_pb2
 from google.protobuf import json_format
 
 from meshpilot import identity
-from meshpilot.translator import names
+from meshpilot.model import names
 
 UNKNOWN = "unknown"
 REPORTERS = {names.OUTBOUND_LISTENER: "source", names.INBOUND_LISTENER: "destination"}

@@ -34,7 +34,7 @@ from meshpilot.mesh.schema import (
     TrafficPolicySpec,
     ValueMatchSpec,
 )
-from meshpilot.translator.ir import (
+from meshpilot.model.ir import (
     CircuitBreaker,
     Destination,
     Fault,

@@ -22,17 +22,6 @@ from google.protobuf.message import Message
 
 from meshpilot.translator.envoy.wire import string_field, varint
 
-_TYPE_PREFIX = "type.googleapis.com/"
-LISTENER = _TYPE_PREFIX + "envoy.config.listener.v3.Listener"
-ROUTE = _TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
-CLUSTER = _TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
-ENDPOINT = _TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
-
-# The order in which a proxy receives updates: clusters before the endpoints that fill them,
-# listeners before the routes they load, so nothing refers to a resource the proxy lacks.
-PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
-SHORT_NAMES = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds"}
-
 # Tags of length-delimited fields: `resources` (2) of DiscoveryResponse, `value` (2) of Any.
 _RESOURCES_TAG = varint(2 << 3 | 2)
 _VALUE_TAG = varint(2 << 3 | 2)

@@ -20,8 +20,8 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 
 from meshpilot.errors import InconsistentSnapshot
 from meshpilot.gc_pause import gc_paused
+from meshpilot.model import ir, names, proxies
 from meshpilot.netaddr import is_ip
-from meshpilot.translator import ir, names
 from meshpilot.translator.envoy import (
     access_log,
     cluster,
@@ -38,10 +38,6 @@ from meshpilot.translator.envoy import (
 from meshpilot.translator.envoy.http_connection_manager import HttpConnectionManagerBuilder
 from meshpilot.translator.envoy.source_identity import source_identity
 from meshpilot.translator.resources import (
-    CLUSTER,
-    ENDPOINT,
-    LISTENER,
-    ROUTE,
     LazyUnion,
     Part,
     Resource,
@@ -49,6 +45,7 @@ from meshpilot.translator.resources import (
     resource,
     resource_from_bytes,
 )
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 View = Mapping[str, ResourceSet]
 
@@ -280,7 +277,7 @@ def external_domains(service: ir.Service) -> list[str]:
     return [d for d in domains if d not in (service.name, f"{service.name}:{service.port}")]
 
 
-def translate_endpoints(service: ir.Service, instances: tuple[ir.Instance, ...]) -> Part:
+def translate_endpoints(service: ir.Service, instances: tuple[proxies.Instance, ...]) -> Part:
     """One assignment per EDS cluster of the service: static endpoints plus connected
     instances. An external service has none: its clusters carry their members inline."""
     if is_external(service):
@@ -310,7 +307,7 @@ class LocalResources:
 
 
 def local_resources(
-    proxy: ir.Proxy,
+    proxy: proxies.Proxy,
     service: ir.Service | None = None,
     tcp_services: Iterable[ir.Service] = (),
     policy: ProxyPolicy = ProxyPolicy(),
@@ -327,13 +324,15 @@ def local_resources(
 
 
 def _inbound_listener(
-    proxy: ir.Proxy, service: ir.Service | None, app: str, policy: ProxyPolicy
+    proxy: proxies.Proxy, service: ir.Service | None, app: str, policy: ProxyPolicy
 ) -> Resource:
     """IP:15006 to the app: HTTP through the service's policies and rate limits (or, for a tcp
     service, a plain TCP proxy). Responses say which version answered, for callers' logs."""
     if service is not None and not service.is_http:
         to_app = tcp_proxy.tcp_proxy(names.INBOUND_LISTENER, [(app, 100)])
-        built = listener.tcp_listener(names.INBOUND_LISTENER, proxy.ip, ir.INBOUND_PORT, to_app)
+        built = listener.tcp_listener(
+            names.INBOUND_LISTENER, proxy.ip, proxies.INBOUND_PORT, to_app
+        )
         return resource(LISTENER, names.INBOUND_LISTENER, built, refs=[app])
     version = dict(proxy.labels).get("version")
     routes = inbound_route.inbound_route_configuration(service, app, version)
@@ -349,7 +348,7 @@ def _inbound_listener(
     if policy.mixer is not None and policy.of_action("custom"):
         refs.append(names.MIXER_CLUSTER)
     built = listener.http_listener(
-        names.INBOUND_LISTENER, proxy.ip, ir.INBOUND_PORT, manager.build()
+        names.INBOUND_LISTENER, proxy.ip, proxies.INBOUND_PORT, manager.build()
     )
     return resource(LISTENER, names.INBOUND_LISTENER, built, refs=refs)
 
@@ -389,7 +388,7 @@ def _with_telemetry(
 
 
 def _outbound_listener(
-    proxy: ir.Proxy, service: ir.Service | None, policy: ProxyPolicy
+    proxy: proxies.Proxy, service: ir.Service | None, policy: ProxyPolicy
 ) -> Resource:
     """IP:15001 for the app's calls: every request leaves with this sidecar's identity."""
     manager = (
@@ -401,15 +400,15 @@ def _outbound_listener(
     telemetry = _with_telemetry(manager, names.OUTBOUND_LISTENER, service, policy)
     refs = [names.OUTBOUND_ROUTE, *telemetry]
     built = listener.http_listener(
-        names.OUTBOUND_LISTENER, proxy.ip, ir.OUTBOUND_PORT, manager.build()
+        names.OUTBOUND_LISTENER, proxy.ip, proxies.OUTBOUND_PORT, manager.build()
     )
     return resource(LISTENER, names.OUTBOUND_LISTENER, built, refs=refs)
 
 
-def _tcp_listeners(proxy: ir.Proxy, tcp_services: Iterable[ir.Service]) -> list[Resource]:
+def _tcp_listeners(proxy: proxies.Proxy, tcp_services: Iterable[ir.Service]) -> list[Resource]:
     """One per tcp service, on the proxy's IP at the service's port. Left out: a service on the
     app's port or a sidecar port (taken on that IP) and any but the first (by name) on one port."""
-    taken = {proxy.app_port, ir.ADMIN_PORT, ir.INBOUND_PORT, ir.OUTBOUND_PORT}
+    taken = {proxy.app_port, proxies.ADMIN_PORT, proxies.INBOUND_PORT, proxies.OUTBOUND_PORT}
     listeners = []
     for service in tcp_services:
         if service.port not in taken:
@@ -418,7 +417,7 @@ def _tcp_listeners(proxy: ir.Proxy, tcp_services: Iterable[ir.Service]) -> list[
     return listeners
 
 
-def _tcp_listener(proxy: ir.Proxy, service: ir.Service) -> Resource:
+def _tcp_listener(proxy: proxies.Proxy, service: ir.Service) -> Resource:
     """Connections split as the service's (only) route says; it refers to the clusters it uses."""
     name = names.tcp_listener(service.name, service.port)
     to = service.routes[0].to if service.routes else (ir.Destination(None),)
@@ -427,7 +426,7 @@ def _tcp_listener(proxy: ir.Proxy, service: ir.Service) -> Resource:
     return resource(LISTENER, name, built, refs=[c for c, weight in shares if weight > 0])
 
 
-def _app_cluster(proxy: ir.Proxy, service: ir.Service | None, app: str) -> cluster_pb2.Cluster:
+def _app_cluster(proxy: proxies.Proxy, service: ir.Service | None, app: str) -> cluster_pb2.Cluster:
     """The local app at IP:app_port, spoken to in HTTP/2 when the service is http2 or grpc."""
     result = cluster.static_cluster(app, proxy.ip, proxy.app_port)
     if service is not None and service.speaks_http2:
@@ -450,16 +449,16 @@ class Translator:
     def __init__(self) -> None:
         self._services: dict[str, _ServiceEntry] = {}
         self._mixer_part: tuple[str, Part] | None = None
-        self._views: dict[ir.Proxy, _ProxyView] = {}
+        self._views: dict[proxies.Proxy, _ProxyView] = {}
         self._last: MeshResources | None = None
         self._tcp: dict[str, _ServiceEntry] = {}  # the tcp services' entries, by name
 
-    def translate(self, mesh: ir.MeshIR, instances: Iterable[ir.Instance]) -> MeshResources:
+    def translate(self, mesh: ir.MeshIR, instances: Iterable[proxies.Instance]) -> MeshResources:
         with gc_paused():
             return self._translate(mesh, instances)
 
-    def _translate(self, mesh: ir.MeshIR, instances: Iterable[ir.Instance]) -> MeshResources:
-        by_service: dict[str, list[ir.Instance]] = defaultdict(list)
+    def _translate(self, mesh: ir.MeshIR, instances: Iterable[proxies.Instance]) -> MeshResources:
+        by_service: dict[str, list[proxies.Instance]] = defaultdict(list)
         for instance in instances:
             by_service[instance.service].append(instance)
         created: list[_ServiceEntry] = []
@@ -492,7 +491,7 @@ class Translator:
             self._mixer_part = (mesh.mixer.address, part)
         return [self._mixer_part[1]]
 
-    def view(self, shared: MeshResources, proxy: ir.Proxy) -> View:
+    def view(self, shared: MeshResources, proxy: proxies.Proxy) -> View:
         """Everything one proxy should have, per type URL: all services, or only those its
         service's `egress:` names. The proxy's previous view when nothing it is made of changed
         (most proxies, when another proxy joins or one service is edited)."""
@@ -536,13 +535,13 @@ class Translator:
         self._tcp = dict(sorted(kept.items()))
         return tuple(e.service for e in self._tcp.values())
 
-    def _own_service(self, shared: MeshResources, proxy: ir.Proxy) -> ir.Service | None:
+    def _own_service(self, shared: MeshResources, proxy: proxies.Proxy) -> ir.Service | None:
         """The proxy's service as first translated: the same object while the service is
         unchanged (as are `tcp_services`), so a proxy's cached resources are found by identity."""
         entry = self._services.get(proxy.service)
         return entry.service if entry is not None else None
 
-    def forget(self, proxy: ir.Proxy) -> None:
+    def forget(self, proxy: proxies.Proxy) -> None:
         self._views.pop(proxy, None)
 
 
@@ -556,7 +555,7 @@ class _ProxyView:
     view: View
 
 
-def _assemble(proxy: ir.Proxy, calls: Outbound, local: LocalResources) -> View:
+def _assemble(proxy: proxies.Proxy, calls: Outbound, local: LocalResources) -> View:
     """The view of a proxy with these resources of its own, calling these services; its
     listeners must refer only to routes and clusters it has."""
     view = {
@@ -580,12 +579,12 @@ def _entry(service: ir.Service, created: list[_ServiceEntry]) -> _ServiceEntry:
     return entry
 
 
-def _instance_key(instance: ir.Instance) -> tuple[str, int]:
+def _instance_key(instance: proxies.Instance) -> tuple[str, int]:
     return (instance.address, instance.port)
 
 
 def _service_parts(
-    entries: Iterable[_ServiceEntry], by_service: dict[str, list[ir.Instance]]
+    entries: Iterable[_ServiceEntry], by_service: dict[str, list[proxies.Instance]]
 ) -> list[ServiceParts]:
     """Each service's parts; a service with no instance, now or before, keeps its parts
     without a call (most services of a big mesh, on every change). A plain loop: this runs over
@@ -608,10 +607,10 @@ class _ServiceEntry:
     def __init__(self, service: ir.Service) -> None:
         self.service = service
         self.output = translate_service(service)
-        self.instances: tuple[ir.Instance, ...] | None = None
+        self.instances: tuple[proxies.Instance, ...] | None = None
         self.parts: ServiceParts | None = None
 
-    def parts_for(self, members: list[ir.Instance] | None) -> ServiceParts:
+    def parts_for(self, members: list[proxies.Instance] | None) -> ServiceParts:
         """The same object while the members are the same, so sets made of it are reused."""
         instances = tuple(sorted(members, key=_instance_key)) if members else ()
         if self.parts is None or instances != self.instances:

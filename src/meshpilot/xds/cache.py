@@ -18,10 +18,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from meshpilot.translator import ir
-from meshpilot.translator.resources import PUSH_ORDER
+from meshpilot.model import ir, proxies
 from meshpilot.translator.translate import Translator, View
 from meshpilot.xds.sync import SyncStatus, TypeSync
+from meshpilot.xds.types import PUSH_ORDER
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,13 @@ MEMBERSHIP_MAX_WAIT_S = 1.0
 class Watch:
     """One connected proxy: the view it should have and the sync state of what it has."""
 
-    proxy: ir.Proxy
+    proxy: proxies.Proxy
     hold_claims_until: float = 0.0  # time.monotonic(); see SnapshotCache.hold_reconnects
     connected_at: float = field(default_factory=time.time)
     view: View | None = None
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     sync: dict[str, TypeSync] = field(default_factory=lambda: {t: TypeSync() for t in PUSH_ORDER})
-    instance: ir.Instance = field(init=False)
+    instance: proxies.Instance = field(init=False)
 
     def __post_init__(self) -> None:
         self.instance = self.proxy.instance
@@ -58,7 +58,7 @@ class SnapshotCache:
         self._translator = Translator()
         self._mesh = EMPTY_MESH
         self._watches: list[Watch] = []
-        self._proxies: Counter[ir.Proxy] = Counter()  # of the watches (a proxy may reconnect)
+        self._proxies: Counter[proxies.Proxy] = Counter()  # of the watches (a proxy may reconnect)
         self._membership = _Debounce(MEMBERSHIP_QUIET_S, MEMBERSHIP_MAX_WAIT_S, self._rebuild)
         self._scan_from = 0  # see all_synced
         self._hold_until = 0.0
@@ -105,7 +105,7 @@ class SnapshotCache:
         for watch in self._watches:
             watch.wakeup.set()
 
-    def connect(self, proxy: ir.Proxy) -> Watch:
+    def connect(self, proxy: proxies.Proxy) -> Watch:
         watch = Watch(proxy, hold_claims_until=self._hold_until)
         self._watches.append(watch)
         self._proxies[proxy] += 1

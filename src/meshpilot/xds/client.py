@@ -16,10 +16,10 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
-from meshpilot.translator import ir
+from meshpilot.model import proxies
 
 
-def sidecar_node(proxy: ir.Proxy) -> base_pb2.Node:
+def sidecar_node(proxy: proxies.Proxy) -> base_pb2.Node:
     metadata = struct_pb2.Struct()
     metadata.update(
         {

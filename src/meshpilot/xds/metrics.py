@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from meshpilot.translator.resources import SHORT_NAMES
+from meshpilot.xds.types import short_name
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # `*_created` series are noise
 
@@ -65,10 +65,10 @@ class XdsMetrics:
         )
 
     def pushed(self, type_url: str) -> None:
-        self._pushes.labels(SHORT_NAMES[type_url]).inc()
+        self._pushes.labels(short_name(type_url)).inc()
 
     def nacked(self, type_url: str) -> None:
-        self._nacks.labels(SHORT_NAMES[type_url]).inc()
+        self._nacks.labels(short_name(type_url)).inc()
 
     def change_started(self, at: float) -> None:
         """A new mesh file (changed at `at`, epoch seconds) is being pushed."""

@@ -6,14 +6,14 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
 from meshpilot.errors import MeshpilotError
-from meshpilot.translator import ir
+from meshpilot.model import ir, proxies
 
 
 class BadNode(MeshpilotError):
     """The node in a discovery request does not describe a mesh sidecar."""
 
 
-def proxy_from_node(node: base_pb2.Node) -> ir.Proxy:
+def proxy_from_node(node: base_pb2.Node) -> proxies.Proxy:
     if not node.id:
         raise BadNode("the first discovery request carries no node id")
     metadata = json_format.MessageToDict(node.metadata)
@@ -29,4 +29,4 @@ def proxy_from_node(node: base_pb2.Node) -> ir.Proxy:
         raise BadNode(f"node {node.id!r}: metadata.labels must map names to strings")
     if not isinstance(app_port, int | float) or not 0 < int(app_port) < 65536:
         raise BadNode(f"node {node.id!r}: metadata.app_port must be a port number")
-    return ir.Proxy(node.id, service, ip, int(app_port), ir.labels_of(labels))
+    return proxies.Proxy(node.id, service, ip, int(app_port), ir.labels_of(labels))

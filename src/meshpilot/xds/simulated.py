@@ -26,10 +26,10 @@ from typing import Any, NamedTuple
 import grpc
 from envoy.config.core.v3 import base_pb2
 
-from meshpilot.translator import ir
-from meshpilot.translator.names import OUTBOUND_ROUTE
-from meshpilot.translator.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from meshpilot.model import ir, proxies
+from meshpilot.model.names import OUTBOUND_ROUTE
 from meshpilot.xds.client import sidecar_node
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
 
 ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 EDS_CLUSTER_PREFIX = "outbound|"
@@ -387,7 +387,7 @@ class SidecarSpec:
 
     def node(self) -> base_pb2.Node:
         return sidecar_node(
-            ir.Proxy(self.node_id, self.service, self.ip, self.app_port, self.labels)
+            proxies.Proxy(self.node_id, self.service, self.ip, self.app_port, self.labels)
         )
 
 

@@ -19,32 +19,16 @@ from typing import Any, TypeVar, cast
 from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.translator.envoy.wire import string_field
-from meshpilot.translator.resources import (
-    CLUSTER,
-    ENDPOINT,
-    LISTENER,
-    PUSH_ORDER,
-    ROUTE,
-    SHORT_NAMES,
-    Resource,
-    ResourceSet,
-)
+from meshpilot.translator.resources import Resource, ResourceSet
 from meshpilot.translator.translate import View
 from meshpilot.xds.cache import Watch
 from meshpilot.xds.metrics import XdsMetrics
 from meshpilot.xds.subscriptions import Subscriptions
 from meshpilot.xds.sync import TypeSync
+from meshpilot.xds.types import BY_URL, CLUSTER, ENDPOINT, PUSH_ORDER, referrers, short_name
 
 log = logging.getLogger(__name__)
 
-WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
-# A resource is still in use while a resource of these types, sent or ACKed, refers to it.
-REFERRERS = {CLUSTER: (LISTENER, ROUTE), ENDPOINT: (CLUSTER,)}
-# Types that must only be pushed once everything they refer to is ACKed.
-GATED_TYPES = frozenset({LISTENER, ROUTE})
-# Types whose sets are shared by the proxies that ask for the same names, and so are their
-# responses; clusters and listeners include a proxy's own resources.
-SHARED_TYPES = frozenset({ENDPOINT, ROUTE})
 _NOTHING_ACKED = ResourceSet(CLUSTER, ())  # what a proxy has of a type before its first ACK
 _T = TypeVar("_T")
 
@@ -78,7 +62,7 @@ class Responses:
 
     def response(self, resources: ResourceSet, previous_nonce: str) -> tuple[str, bytes]:
         """(nonce, response) for `resources`, never with `previous_nonce`."""
-        shared = resources.type_url in SHARED_TYPES
+        shared = BY_URL[resources.type_url].shared
         if shared:
             found = self._shared.get(resources)
             if found is not None and found[0] != previous_nonce:
@@ -147,7 +131,8 @@ class AdsStream:
     def handle_request(self, request: discovery_pb2.DiscoveryRequest) -> None:
         """Record an ACK, a NACK or a (re)subscription carried by one request."""
         state = self.sync.get(request.type_url)
-        if state is None:
+        type_ = BY_URL.get(request.type_url)
+        if state is None or type_ is None:
             log.warning("%s: ignoring unknown type %r", self.watch.proxy.node_id, request.type_url)
             return
         if request.response_nonce:
@@ -157,14 +142,14 @@ class AdsStream:
                 self._record_nack(request.type_url, state, request.error_detail.message)
             elif state.awaiting_reply:
                 state.record_ack()
-            elif request.type_url not in WILDCARD_TYPES:
+            elif not type_.wildcard:
                 # Nothing in flight, so not an ACK: Envoy asks again for resources it has, as it
                 # does for the endpoints of a cluster being replaced (warming); answer it.
                 state.resend = True
         elif request.version_info and state.sent is None:
             self._claimed[request.type_url] = request.version_info
         state.subscribed = True
-        if request.type_url not in WILDCARD_TYPES:
+        if not type_.wildcard:
             self.shared.subscriptions.subscribe(state, request)
 
     def _record_nack(self, type_url: str, state: TypeSync, error: str) -> None:
@@ -173,7 +158,7 @@ class AdsStream:
         log.warning(
             "NACK from %s for %s version %s: %s",
             self.watch.proxy.node_id,
-            SHORT_NAMES[type_url],
+            short_name(type_url),
             state.nacked_version,
             error,
         )
@@ -186,7 +171,7 @@ class AdsStream:
         """The responses to send now, in push order; each type has at most one in flight."""
         responses = []
         for type_url, state, desired in self._candidates():
-            if type_url in GATED_TYPES and not self._dependencies_acked(desired):
+            if BY_URL[type_url].gated and not self._dependencies_acked(desired):
                 continue
             state.nonce, response = self.shared.responses.response(desired, state.nonce)
             state.sent = desired
@@ -238,14 +223,14 @@ class AdsStream:
 
     def _with_resources_in_use(self, type_url: str, wanted: ResourceSet) -> ResourceSet:
         previous = self.sync[type_url].sent
-        if previous is None or type_url not in REFERRERS:
+        if previous is None or not BY_URL[type_url].kept_while_used:
             return wanted
         removed = previous.removed_from(wanted)
         if not removed:
             return wanted  # the usual case, found without looking at every resource
         referring = [
             sent.refs()
-            for referrer in REFERRERS[type_url]
+            for referrer in referrers(type_url)
             for sent in (self.sync[referrer].sent, self.sync[referrer].acked)
             if sent is not None
         ]
@@ -265,7 +250,7 @@ class AdsStream:
         known_base, known_own = self.watch.view[CLUSTER].split()
         acked = _acked(self.sync[CLUSTER])
         acked_base, acked_own = acked.split()
-        if desired.type_url in SHARED_TYPES:
+        if BY_URL[desired.type_url].shared:
             failing = self.shared.gates.get(
                 (desired, known_base, acked_base, endpoints),
                 lambda: _unready(desired.refs(), known_base, acked_base, endpoints),

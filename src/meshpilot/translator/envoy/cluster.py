@@ -12,8 +12,8 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
+from meshpilot.model import ir
 from meshpilot.netaddr import is_ip
-from meshpilot.translator import ir
 from meshpilot.translator.envoy.common import ads_config_source, duration, socket_address, typed
 from meshpilot.translator.envoy.endpoint import cluster_load_assignment
 from meshpilot.translator.envoy.tls import upstream_tls_transport_socket

@@ -17,8 +17,8 @@ from xds.core.v3 import extension_pb2 as xds_extension_pb2
 from xds.type.matcher.v3 import matcher_pb2, regex_pb2, string_pb2
 
 from meshpilot import identity
-from meshpilot.policy.match import path_header_regex
-from meshpilot.translator import ir
+from meshpilot.model import ir
+from meshpilot.model.match import path_header_regex
 from meshpilot.translator.envoy.common import duration, typed
 
 EXT_AUTHZ = "envoy.filters.http.ext_authz"

@@ -7,7 +7,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
 from meshpilot import identity
-from meshpilot.translator import ir, names
+from meshpilot.model import ir, names
 from meshpilot.translator.envoy import http_filters, rate_limit, route
 from meshpilot.translator.envoy.common import typed
 

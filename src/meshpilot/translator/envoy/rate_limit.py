@@ -15,7 +15,7 @@ from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
 from google.protobuf import wrappers_pb2
 
-from meshpilot.translator import ir
+from meshpilot.model import ir
 from meshpilot.translator.envoy.common import duration
 
 FILL_INTERVAL_MS = 1000

@@ -16,8 +16,8 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 
 from meshpilot import identity
-from meshpilot.policy.match import path_glob_regex
-from meshpilot.translator import ir, names
+from meshpilot.model import ir, names
+from meshpilot.model.match import path_glob_regex
 from meshpilot.translator.envoy.route import header_matcher
 
 _ALLOW = rbac_pb2.RBAC.Action.Value("ALLOW")

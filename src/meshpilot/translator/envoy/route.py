@@ -17,7 +17,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
 
-from meshpilot.translator import ir, names
+from meshpilot.model import ir, names
 from meshpilot.translator.envoy import http_filters
 from meshpilot.translator.envoy.common import duration, typed
 from meshpilot.translator.envoy.wire import length_delimited, string_field

@@ -6,7 +6,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 
-from meshpilot.translator import ir
+from meshpilot.model import ir
 from meshpilot.translator.envoy.common import typed
 
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from functools import cache
 
-from meshpilot.translator import ir
+from meshpilot.model import ir
 
 
 def path_glob_regex(glob: str) -> str:

@@ -13,10 +13,6 @@ from typing import Literal
 Labels = tuple[tuple[str, str], ...]
 Pairs = tuple[tuple[str, str], ...]
 
-INBOUND_PORT = 15006
-OUTBOUND_PORT = 15001
-ADMIN_PORT = 15000
-
 
 def labels_of(mapping: dict[str, str]) -> Labels:
     return tuple(sorted(mapping.items()))
@@ -270,28 +266,3 @@ class MeshIR:
 
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)
-
-
-@dataclass(frozen=True)
-class Instance:
-    """A running member of a service that receives mesh traffic at `address:port`."""
-
-    service: str
-    address: str
-    port: int
-    labels: Labels
-
-
-@dataclass(frozen=True)
-class Proxy:
-    """What the translator needs to know about one connected sidecar to build its view."""
-
-    node_id: str
-    service: str
-    ip: str
-    app_port: int
-    labels: Labels
-
-    @property
-    def instance(self) -> Instance:
-        return Instance(self.service, self.ip, INBOUND_PORT, self.labels)

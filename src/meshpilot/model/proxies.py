@@ -1,0 +1,37 @@
+"""Connected sidecars and the instances they make of their services, and the ports every
+sidecar uses (the same layout on every instance's own IP)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshpilot.model.ir import Labels
+
+INBOUND_PORT = 15006
+OUTBOUND_PORT = 15001
+ADMIN_PORT = 15000
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A running member of a service that receives mesh traffic at `address:port`."""
+
+    service: str
+    address: str
+    port: int
+    labels: Labels
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """What the translator needs to know about one connected sidecar to build its view."""
+
+    node_id: str
+    service: str
+    ip: str
+    app_port: int
+    labels: Labels
+
+    @property
+    def instance(self) -> Instance:
+        return Instance(self.service, self.ip, INBOUND_PORT, self.labels)
