@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from meshpilot.errors import MeshpilotError
 
@@ -27,3 +30,24 @@ class MeshInvalid(MeshpilotError):
     def __init__(self, problems: list[Diagnostic]) -> None:
         self.problems = sorted(problems)
         super().__init__("\n".join(p.format() for p in self.problems))
+
+
+Loc = tuple[str | int, ...]  # a place in the file's data: keys and list indexes from the top
+
+
+class Issue(NamedTuple):
+    """A problem found by a rule: where (`loc`, at the key node or its value) and why."""
+
+    loc: Loc
+    message: str
+    at_key: bool = False
+
+
+def suggest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice the user most likely meant: same letters in another case, else a close one."""
+    choices = list(choices)
+    same_case = [c for c in choices if c.lower() == word.lower()]
+    if same_case:
+        return same_case[0]
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return close[0] if close else None

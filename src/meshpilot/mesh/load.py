@@ -19,16 +19,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from meshpilot.gc_pause import gc_paused
-from meshpilot.mesh.diagnostics import Diagnostic, MeshInvalid
-from meshpilot.mesh.schema import (
-    MAPPING_FORM,
-    SHAPE_TAGS,
-    Issue,
-    Loc,
-    MeshSpec,
-    cross_checks,
-    suggest,
-)
+from meshpilot.mesh.diagnostics import Diagnostic, Issue, Loc, MeshInvalid, suggest
+from meshpilot.mesh.fields import MAPPING_FORM, SHAPE_TAGS
+from meshpilot.mesh.references import cross_checks
+from meshpilot.mesh.schema import MeshSpec
 
 ROOT = "<root>"
 # Aliases can make a small file expand exponentially ("billion laughs"); refuse past this size.

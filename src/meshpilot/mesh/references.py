@@ -1,0 +1,240 @@
+"""Rules that relate parts of the mesh: routes to subsets, policies and egress to services,
+ports and host names shared between services, files named by the mesh.
+
+They read the raw (YAML-constructed) data rather than a MeshSpec so that they still run when some
+other part of the file is ill-typed: every problem is reported in one go, not the type errors
+first and these on the next attempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from meshpilot.mesh.diagnostics import Issue, Loc, suggest
+from meshpilot.netaddr import is_ip
+
+
+def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
+    """Problems that no single field can see: weights, subset names, duplicate names, policies
+    naming services that do not exist, hook files that are not there (relative to `base_dir`)."""
+    issues: list[Issue] = []
+    for name, service in _items(_get(data, "services")):
+        issues += _service_checks(("services", name), service)
+    services = [name for name, _ in _items(_get(data, "services"))]
+    issues += _policy_checks(_get(data, "policies"), services, base_dir)
+    issues += _egress_checks(_get(data, "services"), services)
+    issues += _tcp_port_checks(_get(data, "services"))
+    issues += _host_name_checks(_get(data, "services"))
+    issues += _file_checks(_get(data, "services"), base_dir)
+    return issues
+
+
+def _host_name_checks(services: object) -> Iterator[Issue]:
+    """An external service answers to its endpoints' DNS names: every host name must name one
+    service only, or the shared route table would have one domain twice."""
+    owner = {name: name for name, _ in _items(services)}
+    for name, service in _items(services):
+        for i, endpoint in _entries(_get(service, "endpoints")):
+            address = _get(endpoint, "address")
+            if not isinstance(address, str) or is_ip(address):
+                continue
+            other = owner.setdefault(address, name)
+            if other != name:
+                yield Issue(
+                    ("services", name, "endpoints", i, "address"),
+                    f"'{address}' already names service '{other}'; a host name can reach one "
+                    "service only",
+                )
+
+
+def _file_checks(services: object, base_dir: Path | None) -> Iterator[Issue]:
+    """Envoy rejects a cluster whose CA file is missing, for every proxy: check it here."""
+    if base_dir is None:
+        return
+    for name, service in _items(services):
+        ca_file = _get(_get(service, "tls"), "ca_file")
+        if isinstance(ca_file, str) and not (base_dir / ca_file).is_file():
+            yield Issue(
+                ("services", name, "tls", "ca_file"), f"'{base_dir / ca_file}' does not exist"
+            )
+
+
+def _egress_checks(services: object, names: list[str]) -> Iterator[Issue]:
+    known = set(names)
+    for name, service in _items(services):
+        for i, callee in _entries(_get(service, "egress")):
+            if isinstance(callee, str) and callee not in known:
+                yield Issue(("services", name, "egress", i), _unknown_service(callee, names))
+
+
+def _tcp_port_checks(services: object) -> Iterator[Issue]:
+    """Each tcp service is a listener on every caller's IP at its port: ports must differ."""
+    owner: dict[object, str] = {}
+    for name, service in _items(services):
+        if _get(service, "protocol") != "tcp":
+            continue
+        port = _get(service, "port")
+        if port in owner:
+            yield Issue(
+                ("services", name, "port"),
+                f"tcp service '{owner[port]}' already uses port {port}; each tcp service "
+                "needs a port of its own (callers listen on it)",
+            )
+        else:
+            owner[port] = name
+
+
+def _policy_checks(policies: object, services: list[str], base_dir: Path | None) -> Iterator[Issue]:
+    seen: dict[str, int] = {}
+    known = set(services)
+    for i, policy in _entries(policies):
+        loc: Loc = ("policies", i)
+        name = _get(policy, "name")
+        if isinstance(name, str) and name in seen:
+            yield Issue(
+                (*loc, "name"), f"duplicate policy name '{name}' (also policies[{seen[name]}])"
+            )
+        elif isinstance(name, str):
+            seen[name] = i
+        target = _get(policy, "service")
+        if isinstance(target, str) and target not in known:
+            yield Issue((*loc, "service"), _unknown_service(target, services))
+        for j, source in _entries(_get(policy, "from")):
+            if isinstance(source, str) and source not in known:
+                yield Issue((*loc, "from", j), _unknown_service(source, services))
+        hook = _get(policy, "hook")
+        if isinstance(hook, str) and base_dir is not None and ":" in hook:
+            file = base_dir / hook.rpartition(":")[0]
+            if not file.is_file():
+                yield Issue((*loc, "hook"), f"hook file '{file}' does not exist")
+
+
+def _unknown_service(name: str, services: list[str]) -> str:
+    close = suggest(name, services)
+    hint = f"; did you mean '{close}'?" if close else ""
+    return f"unknown service '{name}'{hint}"
+
+
+def _service_checks(loc: Loc, service: object) -> Iterator[Issue]:
+    subsets = _get(service, "subsets", {})
+    known = list(subsets) if isinstance(subsets, dict) else None
+    for subset, _ in _items(_get(service, "subset_policies")):
+        if known is not None and subset not in known:
+            yield Issue(
+                (*loc, "subset_policies", subset), _unknown_subset(subset, known), at_key=True
+            )
+    if _get(service, "protocol") == "tcp":
+        yield from _tcp_checks(loc, service)
+    seen: dict[str, int] = {}
+    for i, route in _entries(_get(service, "routes")):
+        name = _get(route, "name")
+        if isinstance(name, str) and name in seen:
+            yield Issue(
+                (*loc, "routes", i, "name"),
+                f"duplicate route name '{name}' (also used by routes[{seen[name]}])",
+            )
+        elif isinstance(name, str):
+            seen[name] = i
+        yield from _to_checks((*loc, "routes", i, "to"), _get(route, "to"), known)
+        mirror = _get(_get(route, "mirror"), "subset")
+        if isinstance(mirror, str) and known is not None and mirror not in known:
+            yield Issue((*loc, "routes", i, "mirror", "subset"), _unknown_subset(mirror, known))
+        yield from _header_checks((*loc, "routes", i, "match", "headers"), route)
+        for name, rule in _items(_get(_get(route, "match"), "query")):
+            if _get(rule, "present") is False:
+                yield Issue(
+                    (*loc, "routes", i, "match", "query", name, "present"),
+                    "Envoy cannot match an absent query parameter; only 'present: true'",
+                )
+
+
+# Ports a sidecar already uses on every instance IP; a TCP service's outbound listener would clash.
+RESERVED_PORTS = (15000, 15001, 15006)
+_HTTP_ONLY_ROUTE_KEYS = ("match", "timeout", "retries", "fault", "mirror", "headers", "rewrite")
+
+
+def _tcp_checks(loc: Loc, service: object) -> Iterator[Issue]:
+    """A TCP service has one listener per caller: one route at most, and only a split."""
+    port = _get(service, "port")
+    if port in RESERVED_PORTS:
+        yield Issue(
+            (*loc, "port"),
+            f"port {port} is used by every sidecar ({', '.join(map(str, RESERVED_PORTS))}); "
+            "a tcp service needs another port",
+        )
+    if _get(service, "rate_limit") is not None:
+        yield Issue(
+            (*loc, "rate_limit"), "rate limits apply to HTTP requests, not tcp", at_key=True
+        )
+    routes = list(_entries(_get(service, "routes")))
+    if len(routes) > 1:
+        yield Issue((*loc, "routes", 1), "a tcp service has at most one route (a weighted split)")
+    for i, route in routes:
+        for key in (*_HTTP_ONLY_ROUTE_KEYS, "rate_limit"):
+            if _get(route, key) is not None:
+                yield Issue(
+                    (*loc, "routes", i, key), f"'{key}' applies to HTTP, not tcp", at_key=True
+                )
+
+
+def _to_checks(loc: Loc, to: object, subsets: list[str] | None) -> Iterator[Issue]:
+    entries = list(_entries(to))
+    for i, entry in entries:
+        subset = _get(entry, "subset")
+        if isinstance(subset, str) and subsets is not None and subset not in subsets:
+            yield Issue((*loc, i, "subset"), _unknown_subset(subset, subsets))
+    yield from _weight_checks(loc, entries)
+
+
+def _weight_checks(loc: Loc, entries: list[tuple[int, object]]) -> Iterator[Issue]:
+    """One entry without a weight takes it all; otherwise every entry has one, summing to 100."""
+    if len(entries) > 1:
+        for i, entry in entries:
+            if isinstance(entry, dict) and entry.get("weight") is None:
+                yield Issue(
+                    (*loc, i),
+                    f"this entry needs a 'weight': 'to' has {len(entries)} entries, "
+                    "so each one needs a weight",
+                )
+    weights = [_get(entry, "weight") for _, entry in entries]
+    ints = [w for w in weights if isinstance(w, int) and not isinstance(w, bool)]
+    if weights and len(ints) == len(weights) and sum(ints) != 100:
+        yield Issue(loc, f"weights add up to {sum(ints)}; they must add up to 100")
+
+
+def _unknown_subset(subset: str, subsets: list[str]) -> str:
+    if not subsets:
+        return f"unknown subset '{subset}': this service defines no subsets"
+    close = suggest(subset, subsets)
+    hint = f"did you mean '{close}'?" if close else f"known subsets: {', '.join(subsets)}"
+    return f"unknown subset '{subset}' in this service; {hint}"
+
+
+def _header_checks(loc: Loc, route: object) -> Iterator[Issue]:
+    """Header names are case-insensitive, so `X-User` and `x-user` would be the same match."""
+    first: dict[str, str] = {}
+    for name, _ in _items(_get(_get(route, "match"), "headers")):
+        if name.lower() in first:
+            other = first[name.lower()]
+            yield Issue(
+                (*loc, name),
+                f"header '{name}' is the same as '{other}': header names ignore case",
+                at_key=True,
+            )
+        else:
+            first[name.lower()] = name
+
+
+def _get(data: object, key: str, default: object = None) -> object:
+    return data.get(key, default) if isinstance(data, dict) else default
+
+
+def _items(data: object) -> Iterator[tuple[str, object]]:
+    if isinstance(data, dict):
+        yield from ((k, v) for k, v in data.items() if isinstance(k, str))
+
+
+def _entries(data: object) -> Iterator[tuple[int, object]]:
+    if isinstance(data, list):
+        yield from enumerate(data)

@@ -1,0 +1,188 @@
+"""Routes of a service: matching, destinations and what happens on the way (retries, faults...)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic_core import PydanticCustomError
+
+from meshpilot.mesh.durations import parse_duration
+from meshpilot.mesh.fields import (
+    MAPPING_FORM,
+    TEXT_FORM,
+    Duration,
+    EditableHeader,
+    HeaderName,
+    HeaderValue,
+    HttpPath,
+    Percent,
+    PositiveDuration,
+    Regex,
+    SpecModel,
+    shape,
+)
+
+Method = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+# Envoy's x-envoy-retry-on and x-envoy-retry-grpc-on condition names.
+RetryOn = Literal[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+]
+DEFAULT_RETRY_ON: tuple[RetryOn, ...] = ("connect-failure", "refused-stream", "reset")
+
+
+class BackoffSpec(SpecModel):
+    base: PositiveDuration
+    max: PositiveDuration | None = None
+
+    @model_validator(mode="after")
+    def _max_not_below_base(self) -> BackoffSpec:
+        if self.max is not None and parse_duration(self.max) < parse_duration(self.base):
+            raise PydanticCustomError(
+                "backoff",
+                "'max' ({max}) is shorter than 'base' ({base})",
+                {"max": self.max, "base": self.base},
+            )
+        return self
+
+
+class RetriesSpec(SpecModel):
+    attempts: int = Field(ge=0)
+    on: list[RetryOn] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON))
+    per_try_timeout: Duration | None = None
+    retriable_status_codes: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=list
+    )
+    backoff: BackoffSpec | None = None
+
+    @model_validator(mode="after")
+    def _retries_something(self) -> RetriesSpec:
+        if self.attempts > 0 and not self.on and not self.retriable_status_codes:
+            raise PydanticCustomError(
+                "retry_on", "'on' is empty, so nothing would be retried; list a condition"
+            )
+        return self
+
+
+class ValueMatchSpec(SpecModel):
+    """How a header or query parameter must look; exactly one rule."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: Regex | None = None
+    present: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> ValueMatchSpec:
+        given = [k for k in ("exact", "prefix", "regex", "present") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "value_match",
+                "give exactly one of 'exact', 'prefix', 'regex' or 'present' (got {given})",
+                {"given": ", ".join(given) or "none"},
+            )
+        return self
+
+
+# A plain string means `exact`.
+ValueMatch = Annotated[
+    Annotated[str, Tag(TEXT_FORM)] | Annotated[ValueMatchSpec, Tag(MAPPING_FORM)],
+    Discriminator(shape),
+]
+
+
+class MatchSpec(SpecModel):
+    path_prefix: HttpPath | None = None
+    path: HttpPath | None = None
+    path_regex: Regex | None = None
+    headers: dict[HeaderName, ValueMatch] = Field(default_factory=dict)
+    query: dict[Annotated[str, Field(min_length=1)], ValueMatch] = Field(default_factory=dict)
+    methods: list[Method] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_path_rule(self) -> MatchSpec:
+        given = [k for k in ("path", "path_prefix", "path_regex") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise PydanticCustomError(
+                "path_conflict",
+                "give one of 'path', 'path_prefix' or 'path_regex', not {given}",
+                {"given": " and ".join(given)},
+            )
+        return self
+
+
+class DestinationSpec(SpecModel):
+    subset: str | None = None
+    weight: int | None = Field(default=None, ge=0, le=100)
+
+
+class FaultDelaySpec(SpecModel):
+    fixed: PositiveDuration
+    percent: Percent = 100
+
+
+class FaultAbortSpec(SpecModel):
+    status: int = Field(ge=200, le=599)
+    percent: Percent = 100
+
+
+class FaultSpec(SpecModel):
+    delay: FaultDelaySpec | None = None
+    abort: FaultAbortSpec | None = None
+
+    @model_validator(mode="after")
+    def _some_fault(self) -> FaultSpec:
+        if self.delay is None and self.abort is None:
+            raise PydanticCustomError("fault", "give 'delay', 'abort' or both")
+        return self
+
+
+class MirrorSpec(SpecModel):
+    subset: str | None = None
+    percent: Percent = 100
+
+
+class HeaderOpsSpec(SpecModel):
+    add: dict[EditableHeader, HeaderValue] = Field(default_factory=dict)
+    set: dict[EditableHeader, HeaderValue] = Field(default_factory=dict)
+    remove: list[EditableHeader] = Field(default_factory=list)
+
+
+class HeadersSpec(SpecModel):
+    request: HeaderOpsSpec | None = None
+    response: HeaderOpsSpec | None = None
+
+
+class RewriteSpec(SpecModel):
+    prefix: HttpPath
+
+
+class RateLimitSpec(SpecModel):
+    requests_per_second: int = Field(ge=1)
+    burst: int | None = Field(default=None, ge=1)
+
+
+class RouteSpec(SpecModel):
+    name: str = Field(min_length=1)
+    match: MatchSpec | None = None
+    to: list[DestinationSpec] | None = Field(default=None, min_length=1)
+    timeout: Duration | None = None
+    retries: RetriesSpec | None = None
+    fault: FaultSpec | None = None
+    mirror: MirrorSpec | None = None
+    headers: HeadersSpec | None = None
+    rewrite: RewriteSpec | None = None
+    rate_limit: RateLimitSpec | None = None

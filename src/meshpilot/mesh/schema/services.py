@@ -1,0 +1,144 @@
+"""A service: its port and protocol, endpoints, subsets, routes and traffic policy."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic_core import PydanticCustomError
+
+from meshpilot.mesh.fields import (
+    MAPPING_FORM,
+    TEXT_FORM,
+    Address,
+    Count,
+    Duration,
+    HeaderName,
+    HttpPath,
+    Labels,
+    Percent,
+    Port,
+    SpecModel,
+    shape,
+)
+from meshpilot.mesh.schema.routes import RateLimitSpec, RouteSpec
+from meshpilot.runner.spec import RunSpec
+
+Protocol = Literal["http", "http2", "grpc", "tcp"]
+
+
+class EndpointSpec(SpecModel):
+    address: Address
+    port: Port
+    labels: Labels = Field(default_factory=dict)
+
+
+LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
+HASHING_POLICIES = ("ring_hash", "maglev")
+
+
+class CookieSpec(SpecModel):
+    name: str = Field(min_length=1)
+    ttl: Duration | None = None
+    path: HttpPath | None = None
+
+
+class HashSpec(SpecModel):
+    """What consistent hashing keys on; exactly one."""
+
+    header: HeaderName | None = None
+    cookie: CookieSpec | None = None
+    source_ip: Literal[True] | None = None
+    query_parameter: str | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> HashSpec:
+        keys = ("header", "cookie", "source_ip", "query_parameter")
+        given = [k for k in keys if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError(
+                "hash", "give exactly one of 'header', 'cookie', 'source_ip' or 'query_parameter'"
+            )
+        return self
+
+
+class LoadBalancerSpec(SpecModel):
+    policy: LbPolicy
+    hash: HashSpec | None = None
+
+    @model_validator(mode="after")
+    def _hash_fits_policy(self) -> LoadBalancerSpec:
+        if self.policy in HASHING_POLICIES and self.hash is None:
+            raise PydanticCustomError(
+                "hash",
+                "'{policy}' needs 'hash': what requests are hashed on",
+                {"policy": self.policy},
+            )
+        if self.policy not in HASHING_POLICIES and self.hash is not None:
+            raise PydanticCustomError(
+                "hash",
+                "'hash' only applies to ring_hash and maglev, not {policy}",
+                {"policy": self.policy},
+            )
+        return self
+
+
+# A plain name means that policy.
+LoadBalancer = Annotated[
+    Annotated[LbPolicy, Tag(TEXT_FORM)] | Annotated[LoadBalancerSpec, Tag(MAPPING_FORM)],
+    Discriminator(shape),
+]
+
+
+class CircuitBreakerSpec(SpecModel):
+    max_connections: Count | None = None
+    max_pending_requests: Count | None = None
+    max_requests: Count | None = None
+    max_retries: Count | None = None
+
+
+class OutlierDetectionSpec(SpecModel):
+    consecutive_5xx: Count | None = None
+    consecutive_gateway_errors: Count | None = None
+    interval: Duration | None = None
+    base_ejection_time: Duration | None = None
+    max_ejection_percent: Annotated[int, Field(ge=0, le=100)] | None = None
+
+
+class TrafficPolicySpec(SpecModel):
+    """Per-subset overrides of the service's traffic policy."""
+
+    load_balancer: LoadBalancer | None = None
+    circuit_breaker: CircuitBreakerSpec | None = None
+    outlier_detection: OutlierDetectionSpec | None = None
+    connect_timeout: Duration | None = None
+
+
+class TlsSpec(SpecModel):
+    """TLS origination: the sidecar speaks TLS to the service's endpoints."""
+
+    sni: str | None = None
+    ca_file: str | None = None
+    verify: bool = True
+
+
+class TracingSpec(SpecModel):
+    sampling: Percent
+
+
+class ServiceSpec(SpecModel):
+    port: Port
+    protocol: Protocol = "http"
+    subsets: dict[str, Labels] = Field(default_factory=dict)
+    endpoints: list[EndpointSpec] = Field(default_factory=list)
+    routes: list[RouteSpec] = Field(default_factory=list)
+    run: list[RunSpec] = Field(default_factory=list)
+    load_balancer: LoadBalancer | None = None
+    circuit_breaker: CircuitBreakerSpec | None = None
+    outlier_detection: OutlierDetectionSpec | None = None
+    connect_timeout: Duration | None = None
+    subset_policies: dict[str, TrafficPolicySpec] = Field(default_factory=dict)
+    rate_limit: RateLimitSpec | None = None
+    tls: TlsSpec | None = None
+    tracing: TracingSpec | None = None
+    egress: list[str] | None = None  # the services this one calls; None: every service
