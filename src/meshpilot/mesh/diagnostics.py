@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from meshpilot.errors import MeshpilotError
+
+ROOT = "<root>"  # the path of a problem with the whole file
+_LINE_BREAKS = re.compile("[\t\n\r\x85\u2028\u2029]")
 
 
 @dataclass(frozen=True, order=True)
@@ -51,3 +56,13 @@ def suggest(word: str, choices: Iterable[str]) -> str | None:
         return same_case[0]
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return close[0] if close else None
+
+
+def one_line(message: str) -> str:
+    """Keys and values quoted in a message may hold line breaks; `validate` prints one line each."""
+    return _LINE_BREAKS.sub(lambda found: json.dumps(found[0])[1:-1], message)
+
+
+def at_start(filename: str, message: str) -> Diagnostic:
+    """A problem with the whole file, placed at its start."""
+    return Diagnostic(filename, 1, 1, ROOT, one_line(message))
