@@ -7,12 +7,14 @@ import string
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meshpilot.mesh import compose
 from meshpilot.mesh.diagnostics import MeshInvalid
 from meshpilot.mesh.load import load_mesh, parse_mesh
 from meshpilot.mesh.schema import MeshSpec
@@ -61,6 +63,14 @@ def test_any_text(text: str) -> None:
 @given(st.lists(st.sampled_from(TOKENS), max_size=60).map("".join))
 def test_yaml_like_text(text: str) -> None:
     assert_handled(lambda: parse_mesh(text, "fuzz.yaml"))
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(TOKENS), max_size=60).map("".join))
+def test_yaml_like_text_with_the_python_parser(text: str) -> None:
+    """The fallback when PyYAML lacks libyaml: its problems are reworded too, never a crash."""
+    with mock.patch.object(compose, "LOADER", compose.PythonLoader):
+        assert_handled(lambda: parse_mesh(text, "fuzz.yaml"))
 
 
 @pytest.fixture(scope="module")

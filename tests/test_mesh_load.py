@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from textwrap import dedent, indent
 
 import pytest
+import yaml
 
+from meshpilot.mesh import compose
 from meshpilot.mesh.diagnostics import MeshInvalid
 from meshpilot.mesh.load import load_mesh, parse_mesh
 from meshpilot.mesh.schema import MeshSpec
@@ -982,3 +987,189 @@ def test_huge_numbers_are_reported_not_printed() -> None:
         "mesh.yaml:2:21: defaults.timeout: a duration needs a unit: write '2s' or '250ms'",
         "mesh.yaml:3:22: services.a.port: must be 65535 or less, got a very large integer",
     ]
+
+
+# --- YAML parsers: libyaml when PyYAML has it, the same problems from the Python fallback -------
+
+
+@pytest.fixture(params=compose.LOADERS, ids=lambda loader: loader.__name__)
+def yaml_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each YAML parser `parse_mesh` may run on: libyaml's (if present) and the Python one."""
+    monkeypatch.setattr(compose, "LOADER", request.param)
+
+
+def test_libyaml_parses_when_pyyaml_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not yaml.__with_libyaml__:
+        pytest.skip("PyYAML was built without libyaml")
+    assert issubclass(compose.LOADER, yaml.cyaml.CParser)
+    texts = []
+
+    class Recording(compose.LOADER):  # type: ignore[name-defined,misc]
+        def __init__(self, stream: str) -> None:
+            texts.append(stream)
+            super().__init__(stream)
+
+    monkeypatch.setattr(compose, "LOADER", Recording)
+    assert parse_mesh("mesh: m\n", "mesh.yaml").mesh == "m"
+    assert texts == ["mesh: m\n"]
+
+
+def test_python_parser_without_libyaml() -> None:
+    hide_libyaml = "import sys; sys.modules['yaml._yaml'] = None"
+    show = "import yaml; from meshpilot.mesh import compose; print(yaml.__with_libyaml__, "
+    show += "compose.LOADER.__name__)"
+    run = subprocess.run(
+        [sys.executable, "-c", f"{hide_libyaml}; {show}"], capture_output=True, text=True
+    )
+    assert run.stdout.split() == ["False", "PythonLoader"], run.stderr
+
+
+YAML_PROBLEMS = [
+    pytest.param(
+        "mesh: m\nservices:\n  a:\n    port: 1\n    egress: [b, c",
+        "6:1: <root>: invalid YAML: did not find expected ',' or ']' (while parsing a flow "
+        "sequence at 5:13)",
+        id="flow-sequence-open-at-the-end",
+    ),
+    pytest.param(
+        "mesh: m\nservices: a: b\n",
+        "2:12: <root>: invalid YAML: mapping values are not allowed in this context",
+        id="mapping-value",
+    ),
+    pytest.param(
+        "mesh: m\nservices:\n  a:\n    port: 1\n   protocol: tcp\n",
+        "5:4: <root>: invalid YAML: did not find expected key (while parsing a block mapping "
+        "at 3:3)",
+        id="indentation",
+    ),
+    pytest.param(
+        "mesh: m\nservices:\n  - a\n  b: 1\n",
+        "4:3: <root>: invalid YAML: did not find expected '-' indicator (while parsing a block "
+        "collection at 3:3)",
+        id="mapping-in-list",
+    ),
+    pytest.param(
+        'mesh: "m\n',
+        "2:1: <root>: invalid YAML: found unexpected end of stream (while scanning a quoted "
+        "scalar at 1:7)",
+        id="unclosed-quote",
+    ),
+    pytest.param(
+        "mesh: m\nservices: *all\n",
+        "2:11: <root>: invalid YAML: found undefined alias",
+        id="undefined-alias",
+    ),
+    pytest.param(
+        "mesh: & m\n",
+        "1:8: <root>: invalid YAML: did not find expected alphabetic or numeric character "
+        "(while scanning an anchor at 1:7)",
+        id="empty-anchor",
+    ),
+    pytest.param(
+        "mesh: `m`\n",
+        "1:7: <root>: invalid YAML: found character that cannot start any token (while "
+        "scanning for the next token)",
+        id="backtick",
+    ),
+    pytest.param(
+        "mesh: m\nservices",
+        "3:1: <root>: invalid YAML: could not find expected ':' (while scanning a simple key "
+        "at 2:1)",
+        id="key-without-colon-at-the-end",
+    ),
+    pytest.param(
+        "mesh: !<x m\n",
+        "1:10: <root>: invalid YAML: did not find the expected '>' (while scanning a tag at 1:7)",
+        id="unclosed-tag",
+    ),
+    pytest.param(
+        'mesh: m\nservices:\n  a:\n    port: 1\n    tls: {ca_file: "C:\\certs\\ca.pem"}\n',
+        "5:23: <root>: invalid YAML: found unknown escape character (while parsing a quoted "
+        "scalar at 5:20)",
+        id="unknown-escape",
+    ),
+    pytest.param(
+        "mesh: ]\n",
+        "1:7: <root>: invalid YAML: did not find expected node content (while parsing a block "
+        "node)",
+        id="closing-bracket",
+    ),
+    pytest.param(
+        "mesh: m\n... x\n",
+        "2:5: <root>: invalid YAML: did not find expected <document start>",
+        id="text-after-document-end",
+    ),
+    pytest.param(
+        "mesh: |x\n  m\n",
+        "1:8: <root>: invalid YAML: did not find expected comment or line break (while "
+        "scanning a block scalar at 1:7)",
+        id="block-scalar-indicator",
+    ),
+    pytest.param(
+        "%YAML 2.0\n---\nmesh: m\n",
+        "1:1: <root>: invalid YAML: found incompatible YAML document",
+        id="yaml-version",
+    ),
+    pytest.param(
+        "mesh: m\nservices: - a\n",
+        "2:11: <root>: invalid YAML: block sequence entries are not allowed in this context",
+        id="list-entry-after-key",
+    ),
+    pytest.param(
+        "mesh: &x ? a\n",
+        "1:10: <root>: invalid YAML: mapping keys are not allowed in this context",
+        id="complex-key-after-anchor",
+    ),
+    pytest.param(
+        "mesh: m\nservices:\n  a: {port: 1}\n  a: {port: 2}\n",
+        "4:3: services.a: duplicate key 'a' (first on line 3)",
+        id="duplicate-key",
+    ),
+    pytest.param(
+        "mesh: m\nservices:\n  a:\n    port: 1\n    protocl: tcp\n",
+        "5:5: services.a.protocl: unknown key 'protocl'; did you mean 'protocol'?",
+        id="unknown-key",
+    ),
+]
+
+
+@pytest.mark.usefixtures("yaml_parser")
+@pytest.mark.parametrize(("text", "expected"), YAML_PROBLEMS)
+def test_yaml_problem_reads_the_same_with_either_parser(text: str, expected: str) -> None:
+    assert problems(text) == [f"mesh.yaml:{expected}"]
+
+
+@pytest.mark.parametrize(("text", "expected"), INVALID)
+def test_invalid_mesh_with_the_python_parser(
+    text: str, expected: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compose, "LOADER", compose.PythonLoader)
+    assert problems(text) == expected
+
+
+def test_valid_mesh_reads_the_same_with_either_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same values, and every node at the same line:col (problems are placed by these marks)."""
+    text = FIXTURE.read_text()
+    specs, marks = [], []
+    for loader in compose.LOADERS:
+        monkeypatch.setattr(compose, "LOADER", loader)
+        specs.append(load_mesh(FIXTURE))
+        marks.append(list(_marks(compose.compose(text, "mesh.yaml"))))
+    assert all(spec == specs[0] for spec in specs)
+    assert all(found == marks[0] for found in marks)
+    assert len(marks[0]) > 100
+
+
+def _marks(node: yaml.Node | None) -> Iterator[tuple[str, object, int, int]]:
+    """Every node of a tree, in order: its tag, scalar value and line:col."""
+    if node is None:
+        return
+    value = node.value if isinstance(node, yaml.ScalarNode) else None
+    yield node.tag, value, node.start_mark.line, node.start_mark.column
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _marks(item)
+    elif isinstance(node, yaml.MappingNode):
+        for key, item in node.value:
+            yield from _marks(key)
+            yield from _marks(item)
