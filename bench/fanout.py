@@ -2,7 +2,7 @@
 
 Each service has two subsets, a weighted route and two static endpoints; each sidecar is an
 instance of one of them (node metadata service/ip/labels, a fake 10.x.y.z address that never
-receives traffic) simulated by meshpilot.xds.simulated, in worker processes (multiprocessing),
+receives traffic) simulated by tests.support.simulated, in worker processes (multiprocessing),
 so the simulator does not run in the control plane's process. For each size it prints:
 
   - initial sync: from the start of the connections until every sidecar has ACKed clusters,
@@ -44,14 +44,16 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
+# tests.support: the simulated sidecars are test code, not shipped in src/
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.mesh import MESHPILOT
 from harness.processes import Proc, Processes
 from harness.wait import http_json, wait_http_ok
 
 from meshpilot.model.names import outbound_cluster
-from meshpilot.xds.simulated import Decoded, SidecarFleet, SimulatedSidecar, fleet_specs
 from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
+from tests.support.simulated import Decoded, SidecarFleet, SimulatedSidecar, fleet_specs
 
 XDS_PORT, ADMIN_PORT = 18000, 18001
 START_TIMEOUT = 60.0

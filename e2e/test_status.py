@@ -11,8 +11,8 @@ from harness.wait import wait_for
 from meshes import reviews_mesh
 
 from meshpilot.model import proxies
-from meshpilot.xds.client import AdsClient, sidecar_node
 from meshpilot.xds.types import CLUSTER
+from tests.support.client import AdsClient, sidecar_node
 
 HEADER = ["SERVICE", "IP", "NODE", "CDS", "EDS", "LDS", "RDS", "AGE", "ERROR"]
 NACK_ERROR = "e2e-test: cluster 'outbound|9080||reviews' rejected on purpose (code 42)"

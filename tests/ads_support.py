@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from meshpilot.model import ir, proxies
 from meshpilot.xds.cache import SnapshotCache
-from meshpilot.xds.client import AdsClient, sidecar_node
-from meshpilot.xds.sync import SyncStatus
+from meshpilot.xds.protocol import SyncStatus
+from tests.support.client import AdsClient, sidecar_node
 
 V1 = (("version", "v1"),)
 V2 = (("version", "v2"),)
@@ -38,4 +38,4 @@ class Plane:
 
     def state(self, node_id: str, type_url: str) -> SyncStatus:
         watch = next(w for w in self.cache.watches if w.proxy.node_id == node_id)
-        return watch.sync[type_url].status
+        return watch.types[type_url].status

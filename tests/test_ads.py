@@ -9,10 +9,10 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from meshpilot.xds.client import AdsClient
-from meshpilot.xds.sync import SyncStatus
+from meshpilot.xds.protocol import SyncStatus
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.ads_support import V2, Plane, mesh, proxy
+from tests.support.client import AdsClient
 
 
 def cluster_names(response: discovery_pb2.DiscoveryResponse) -> list[str]:
@@ -64,9 +64,9 @@ async def test_a_nack_is_recorded_and_the_rejected_version_is_not_resent(plane: 
         client.send(ENDPOINT, ["outbound|9080||reviews"])
         assert (await client.receive()).type_url == ENDPOINT
         watch = plane.cache.watches[0]
-        assert watch.sync[CLUSTER].status is SyncStatus.NACKED
-        assert watch.sync[CLUSTER].error == "cluster rejected: bad config"
-        assert watch.sync[CLUSTER].nacked_version == cds.version_info
+        assert watch.types[CLUSTER].status is SyncStatus.NACKED
+        assert watch.types[CLUSTER].error == "cluster rejected: bad config"
+        assert watch.types[CLUSTER].nacked_version == cds.version_info
         plane.cache.set_mesh(mesh(v2_weight=50, with_v2=False))
         fixed = await client.receive()
     assert fixed.type_url == CLUSTER and fixed.version_info != cds.version_info

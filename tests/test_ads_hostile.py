@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from meshpilot.xds.sync import SyncStatus
+from meshpilot.xds.protocol import SyncStatus
 from meshpilot.xds.types import CLUSTER
 from tests.ads_support import Plane, mesh, proxy
 from tests.test_ads import cluster_names
@@ -62,4 +62,4 @@ async def test_a_nack_with_a_garbage_nonce_changes_nothing(plane: Plane) -> None
         client.send(CLUSTER, version=cds.version_info, nonce=cds.nonce)
         await wait_until(lambda: plane.state("a~127.0.0.2", CLUSTER) is SyncStatus.SYNCED)
         watch = plane.cache.watches[0]
-        assert watch.sync[CLUSTER].error is None
+        assert watch.types[CLUSTER].error is None

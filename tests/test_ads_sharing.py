@@ -10,9 +10,9 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.translator.resources import Part, ResourceSet, resource_from_bytes
 from meshpilot.xds import server as ads_server
-from meshpilot.xds.stream import Responses
-from meshpilot.xds.subscriptions import Subscriptions
-from meshpilot.xds.sync import TypeSync
+from meshpilot.xds.sotw.responses import Responses
+from meshpilot.xds.sotw.state import SotwTypeState
+from meshpilot.xds.sotw.subscriptions import Subscriptions
 from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
 from tests.ads_support import Plane, proxy
 from tests.conftest import running_plane
@@ -28,7 +28,7 @@ def request(names: list[str], nonce: str = "") -> discovery_pb2.DiscoveryRequest
 
 def test_streams_asking_for_the_same_names_share_one_set_while_one_uses_it() -> None:
     subscriptions = Subscriptions()
-    first, second = TypeSync(), TypeSync()
+    first, second = SotwTypeState(), SotwTypeState()
     subscriptions.subscribe(first, request(NAMES))
     subscriptions.subscribe(second, request(NAMES, nonce="7"))  # an ACK: other fields differ
     assert first.names == frozenset(NAMES)

@@ -24,9 +24,9 @@ from meshpilot.admin.api import config_dump
 from meshpilot.controlplane import ControlPlane
 from meshpilot.xds.cache import Watch
 from meshpilot.xds.server import ADS_SERVICE
-from meshpilot.xds.simulated import ResponseDecoder, SidecarFleet, fleet_specs
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.conftest import free_port
+from tests.support.simulated import ResponseDecoder, SidecarFleet, fleet_specs
 
 SERVICES = 200
 SIDECARS = 200
@@ -81,7 +81,7 @@ def settled(watch: Watch) -> bool:
         state.subscribed
         and not state.awaiting_reply
         and state.sent_version == state.acked_version == state.desired_version
-        for state in (watch.sync[t] for t in TYPES)
+        for state in (watch.types[t] for t in TYPES)
     )
 
 
@@ -111,7 +111,7 @@ async def burst_of_saves(plane: ControlPlane, fleet: SidecarFleet, egress: int =
             and len(watches) == SIDECARS
             and all(
                 settled(watches[s.node_id])
-                and all(s.version(t) == watches[s.node_id].sync[t].acked_version for t in TYPES)
+                and all(s.version(t) == watches[s.node_id].types[t].acked_version for t in TYPES)
                 for s in fleet.sidecars
             )
         )

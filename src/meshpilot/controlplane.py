@@ -36,8 +36,8 @@ class ControlPlane:
     def __init__(self, mesh_path: Path, xds: str, admin: str, mixer: str | None = None) -> None:
         self.mesh_path = mesh_path
         self.mixer_address = mixer
-        self.cache = SnapshotCache()
         self.metrics = XdsMetrics(lambda: len(self.cache.watches))
+        self.cache = SnapshotCache(self.metrics)
         self.status = MeshStatus()
         self.ads = AdsServer(self.cache, self.metrics, xds)
         self.admin = HttpServer(admin, admin_routes(self))

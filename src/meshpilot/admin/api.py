@@ -39,7 +39,7 @@ def proxy_json(watch: Watch) -> dict[str, Any]:
         "labels": dict(proxy.labels),
         "ip": proxy.ip,
         "connected_at": watch.connected_at,
-        "types": {type_url: state.as_json() for type_url, state in watch.sync.items()},
+        "types": {type_url: state.as_json() for type_url, state in watch.types.items()},
     }
 
 
@@ -50,7 +50,7 @@ def config_dump(watch: Watch) -> dict[str, Any]:
             "version": state.sent_version,
             "resources": [decode(r) for r in state.sent.resources.values()] if state.sent else [],
         }
-        for type_url, state in watch.sync.items()
+        for type_url, state in watch.types.items()
     }
 
 

@@ -1,7 +1,9 @@
-"""The snapshot cache: the current mesh, the connected proxies, and each proxy's view.
+"""The snapshot cache: the current mesh, the connected proxies, and each proxy's snapshot.
 
 A change (new mesh, proxy joining or leaving) is translated once; each proxy's view is then
-assembled from the shared, already-serialized resources and handed to its stream.
+assembled from the shared, already-serialized resources, checked to be consistent, and handed
+to its stream as a Snapshot. A view that is not consistent is refused (logged and counted):
+the proxy keeps being served its last good snapshot, and a new mesh is not applied at all.
 
 Proxies joining and leaving change endpoints, which every proxy receives; they are applied
 after a debounce, so that thousands of proxies (re)connecting together cause a few pushes of
@@ -15,13 +17,15 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from meshpilot.errors import InconsistentSnapshot
 from meshpilot.model import ir, proxies
 from meshpilot.translator.translate import Translator, View
-from meshpilot.xds.sync import SyncStatus, TypeSync
-from meshpilot.xds.types import PUSH_ORDER
+from meshpilot.xds.metrics import XdsMetrics
+from meshpilot.xds.protocol import SyncStatus, TypeState
+from meshpilot.xds.snapshot import Consistency, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +37,18 @@ MEMBERSHIP_MAX_WAIT_S = 1.0
 
 @dataclass(eq=False)
 class Watch:
-    """One connected proxy: the view it should have and the sync state of what it has."""
+    """One connected proxy in the registry: who it is, since when, the snapshot it should have,
+    the wakeup of its stream, and (read-only here) its stream's per-type protocol state."""
 
     proxy: proxies.Proxy
+    types: Mapping[str, TypeState]
     hold_claims_until: float = 0.0  # time.monotonic(); see SnapshotCache.hold_reconnects
     connected_at: float = field(default_factory=time.time)
-    view: View | None = None
+    snapshot: Snapshot | None = None  # None until its first consistent view
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    sync: dict[str, TypeSync] = field(default_factory=lambda: {t: TypeSync() for t in PUSH_ORDER})
     instance: proxies.Instance = field(init=False)
+    # The translator's view `snapshot` was made from: an unchanged view is not checked again.
+    source: View | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.instance = self.proxy.instance
@@ -49,20 +56,23 @@ class Watch:
     def synced(self) -> bool:
         """The proxy ACKed the latest version of every type it subscribed to."""
         return all(
-            state.status is SyncStatus.SYNCED for state in self.sync.values() if state.subscribed
+            state.status is SyncStatus.SYNCED for state in self.types.values() if state.subscribed
         )
 
 
 class SnapshotCache:
-    def __init__(self) -> None:
-        self._translator = Translator()
+    def __init__(
+        self, metrics: XdsMetrics | None = None, translator: Translator | None = None
+    ) -> None:
+        self._translator = translator if translator is not None else Translator()
+        self.metrics = metrics if metrics is not None else XdsMetrics(lambda: len(self._watches))
+        self._consistency = Consistency()
         self._mesh = EMPTY_MESH
         self._watches: list[Watch] = []
         self._proxies: Counter[proxies.Proxy] = Counter()  # of the watches (a proxy may reconnect)
         self._membership = _Debounce(MEMBERSHIP_QUIET_S, MEMBERSHIP_MAX_WAIT_S, self._rebuild)
         self._scan_from = 0  # see all_synced
         self._hold_until = 0.0
-        self.on_rebuild: list[Callable[[], None]] = []
 
     @property
     def watches(self) -> list[Watch]:
@@ -87,8 +97,9 @@ class SnapshotCache:
         return True
 
     def set_mesh(self, mesh: ir.MeshIR) -> None:
-        """Apply a new mesh now; raises InconsistentSnapshot (keeping the old mesh) if it is bad."""
-        self._publish(mesh)
+        """Apply a new mesh now; raises InconsistentSnapshot (keeping the old mesh, and every
+        proxy's snapshot) if it gives any proxy a view that is not consistent."""
+        self._publish(mesh, all_or_nothing=True)
         self._mesh = mesh
 
     def hold_reconnects(self, seconds: float) -> None:
@@ -105,8 +116,10 @@ class SnapshotCache:
         for watch in self._watches:
             watch.wakeup.set()
 
-    def connect(self, proxy: proxies.Proxy) -> Watch:
-        watch = Watch(proxy, hold_claims_until=self._hold_until)
+    def connect(self, proxy: proxies.Proxy, types: Mapping[str, TypeState]) -> Watch:
+        """Register a proxy whose stream keeps `types`; its snapshot comes with the next
+        membership change."""
+        watch = Watch(proxy, types, hold_claims_until=self._hold_until)
         self._watches.append(watch)
         self._proxies[proxy] += 1
         self._membership.schedule()
@@ -122,19 +135,37 @@ class SnapshotCache:
 
     def _rebuild(self) -> None:
         try:
-            self._publish(self._mesh)
+            self._publish(self._mesh, all_or_nothing=False)
         except Exception:
             log.exception("could not rebuild proxy views; proxies keep their current config")
 
-    def _publish(self, mesh: ir.MeshIR) -> None:
+    def _publish(self, mesh: ir.MeshIR, *, all_or_nothing: bool) -> None:
+        """Give every proxy its snapshot of `mesh`; a proxy whose view is not consistent keeps
+        its last good one, or (`all_or_nothing`) nothing changes and InconsistentSnapshot is
+        raised."""
         shared = self._translator.translate(mesh, [w.instance for w in self._watches])
         views = [(w, self._translator.view(shared, w.proxy)) for w in self._watches]
+        made, refused = [], []
         for watch, view in views:
-            if view is not watch.view:
-                watch.view = view
-                watch.wakeup.set()
-        for callback in self.on_rebuild:
-            callback()
+            if view is not watch.source:
+                try:
+                    made.append((watch, view, self._consistency.snapshot(view)))
+                except InconsistentSnapshot as err:
+                    refused.append(err)
+                    self._refuse(watch, err)
+        if refused and all_or_nothing:
+            raise refused[0]
+        for watch, view, snapshot in made:
+            watch.source, watch.snapshot = view, snapshot
+            watch.wakeup.set()
+
+    def _refuse(self, watch: Watch, err: InconsistentSnapshot) -> None:
+        self.metrics.inconsistent_snapshot()
+        log.error(
+            "not serving an inconsistent snapshot to %s (it keeps its last good one): %s",
+            watch.proxy.node_id,
+            err,
+        )
 
 
 class _Debounce:

@@ -54,15 +54,35 @@ class XdsMetrics:
             ["result"],
             registry=self.registry,
         )
+        self._inconsistent = Counter(
+            "meshpilot_xds_inconsistent_snapshots",
+            "Proxy views refused because they refer to resources they lack",
+            registry=self.registry,
+        )
+        self.streams_pushing = Gauge(
+            "meshpilot_xds_streams_pushing",
+            "Streams holding a push permit (responses in flight)",
+            registry=self.registry,
+        )
+        self.streams_waiting = Gauge(
+            "meshpilot_xds_streams_waiting_to_push",
+            "Streams waiting for a push permit",
+            registry=self.registry,
+        )
         self._change_started: float | None = None
+
+    def inconsistent_snapshot(self) -> None:
+        self._inconsistent.inc()
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """A sample's current value (0 if it has none yet), as `/metrics` shows it."""
+        return self.registry.get_sample_value(name, labels or {}) or 0.0
 
     def reloaded(self, result: str) -> None:
         self._reloads.labels(result).inc()
 
     def reloads(self, result: str) -> int:
-        return int(
-            self.registry.get_sample_value("meshpilot_mesh_reloads_total", {"result": result}) or 0
-        )
+        return int(self.value("meshpilot_mesh_reloads_total", {"result": result}))
 
     def pushed(self, type_url: str) -> None:
         self._pushes.labels(short_name(type_url)).inc()

@@ -1,4 +1,4 @@
-"""The ADS gRPC server: accepts sidecar streams and drives an AdsStream for each.
+"""The ADS gRPC server: accepts sidecar streams and drives a protocol stream for each.
 
 Responses are written as pre-built bytes (identity serializer), so a push costs a write of
 cached resource bytes plus a nonce, never a re-serialization.
@@ -17,7 +17,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from meshpilot.xds.cache import SnapshotCache, Watch
 from meshpilot.xds.metrics import XdsMetrics
 from meshpilot.xds.node import BadNode, proxy_from_node
-from meshpilot.xds.stream import AdsStream, StreamShared
+from meshpilot.xds.protocol import ProtocolStream
+from meshpilot.xds.sotw.stream import SotwStream, StreamShared, new_types
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class AdsServer:
         # wants to push at once, so a stream pushes only while it holds a permit, from its first
         # response until the proxy has answered all of them: the permits bound the copies in
         # memory, and a slow proxy delays only itself.
-        self._pushing = asyncio.Semaphore(MAX_STREAMS_PUSHING)
+        self._permits = _Permits(MAX_STREAMS_PUSHING, metrics)
 
     async def start(self) -> None:
         server = grpc.aio.server(
@@ -87,14 +88,15 @@ class AdsServer:
         except BadNode as err:
             log.warning("rejecting ADS stream: %s", err)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        watch = self.cache.connect(proxy)
+        types = new_types()
+        watch = self.cache.connect(proxy, types)
         log.info("proxy connected: %s (%s %s)", proxy.node_id, proxy.service, proxy.ip)
-        stream = AdsStream(watch, self.metrics, self._shared)
+        stream = SotwStream(watch, types, self.metrics, self._shared)
         stream.handle_request(first)
         del first  # a request can hold thousands of names: none is kept past its handling
-        reader = asyncio.create_task(_read_requests(context, stream))
+        reader = asyncio.create_task(_read_requests(context, stream, watch))
         try:
-            await self._serve(stream, context)
+            await self._serve(stream, watch, context)
             if reader.done() and not reader.cancelled():
                 reader.result()  # a request that could not be handled fails the stream
         finally:
@@ -103,11 +105,16 @@ class AdsServer:
             self.cache.disconnect(watch)
             log.info("proxy disconnected: %s", proxy.node_id)
 
-    async def _serve(self, stream: AdsStream, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        permit = _Permit(self._pushing)
+    async def _serve(
+        self,
+        stream: ProtocolStream[Any],
+        watch: Watch,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        permit = _Permit(self._permits)
         try:
             while not stream.ended:
-                if not await _woken(stream.watch, PERMIT_HOLD_S if permit.held else None):
+                if not await _woken(watch, PERMIT_HOLD_S if permit.held else None):
                     permit.release()  # no answer in time: let others push meanwhile
                     continue
                 if not stream.in_flight:
@@ -120,7 +127,9 @@ class AdsServer:
         finally:
             permit.release()
 
-    async def _push(self, stream: AdsStream, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def _push(
+        self, stream: ProtocolStream[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
         started = time.perf_counter()
         responses = stream.next_responses()
         for response in responses:
@@ -129,21 +138,41 @@ class AdsServer:
             self.metrics.push_seconds.observe(time.perf_counter() - started)
 
 
-class _Permit:
-    """At most one permit of a semaphore, held across iterations of a stream's loop."""
+class _Permits:
+    """The push permits of one server, counted in its metrics (held, and waited for)."""
 
-    def __init__(self, semaphore: asyncio.Semaphore) -> None:
-        self._semaphore = semaphore
+    def __init__(self, count: int, metrics: XdsMetrics) -> None:
+        self._semaphore = asyncio.Semaphore(count)
+        self._metrics = metrics
+
+    async def acquire(self) -> None:
+        self._metrics.streams_waiting.inc()
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self._metrics.streams_waiting.dec()
+        self._metrics.streams_pushing.inc()
+
+    def release(self) -> None:
+        self._semaphore.release()
+        self._metrics.streams_pushing.dec()
+
+
+class _Permit:
+    """At most one permit, held across iterations of a stream's loop."""
+
+    def __init__(self, permits: _Permits) -> None:
+        self._permits = permits
         self.held = False
 
     async def acquire(self) -> None:
         if not self.held:
-            await self._semaphore.acquire()
+            await self._permits.acquire()
             self.held = True
 
     def release(self) -> None:
         if self.held:
-            self._semaphore.release()
+            self._permits.release()
             self.held = False
 
 
@@ -157,11 +186,12 @@ async def _woken(watch: Watch, timeout: float | None) -> bool:
     return True
 
 
-async def _read_requests(context: grpc.aio.ServicerContext[Any, Any], stream: AdsStream) -> None:
+async def _read_requests(
+    context: grpc.aio.ServicerContext[Any, Any], stream: ProtocolStream[Any], watch: Watch
+) -> None:
     """Handle each request as it arrives, also while the stream waits for a push permit (no
     request is kept: thousands of them can carry thousands of names each), and wake the
     stream; a broken stream reads as its end."""
-    watch = stream.watch
     try:
         while (request := await context.read()) is not grpc.aio.EOF:
             stream.handle_request(request)

@@ -28,8 +28,8 @@ from envoy.config.core.v3 import base_pb2
 
 from meshpilot.model import ir, proxies
 from meshpilot.model.names import OUTBOUND_ROUTE
-from meshpilot.xds.client import sidecar_node
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from tests.support.client import sidecar_node
 
 ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 EDS_CLUSTER_PREFIX = "outbound|"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from meshpilot.xds.sync import TypeSync
+from meshpilot.xds.sotw.state import SotwTypeState
 
 
 def names_key(request: discovery_pb2.DiscoveryRequest) -> bytes:
@@ -43,7 +43,7 @@ class Subscriptions:
     def __len__(self) -> int:
         return len(self._sets)
 
-    def subscribe(self, state: TypeSync, request: discovery_pb2.DiscoveryRequest) -> None:
+    def subscribe(self, state: SotwTypeState, request: discovery_pb2.DiscoveryRequest) -> None:
         """Set `state.names` to the request's; an unchanged list costs a copy and a compare."""
         key = names_key(request)
         if key == state.names_key:
@@ -55,7 +55,7 @@ class Subscriptions:
         shared.users += 1
         state.names, state.names_key = shared.names, shared.key
 
-    def release(self, state: TypeSync) -> None:
+    def release(self, state: SotwTypeState) -> None:
         """The stream no longer uses its names (it changed them, or it ended)."""
         if state.names_key is None:
             return
