@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from meshpilot.model import ir, proxies
-from meshpilot.xds.cache import SnapshotCache
-from meshpilot.xds.protocol import SyncStatus
+from meshpilot.xds.cache import SnapshotCache, Watch
+from meshpilot.xds.protocol import SyncStatus, TypeState
+from meshpilot.xds.server import AdsServer
+from meshpilot.xds.types import ENDPOINT
 from tests.support.client import AdsClient, sidecar_node
 
 V1 = (("version", "v1"),)
@@ -36,6 +41,39 @@ class Plane:
     def client(self, p: proxies.Proxy) -> AdsClient:
         return AdsClient(self.address, sidecar_node(p))
 
+    def watch(self, node_id: str) -> Watch | None:
+        return next((w for w in self.cache.watches if w.proxy.node_id == node_id), None)
+
+    def type_state(self, node_id: str, type_url: str) -> TypeState:
+        watch = self.watch(node_id)
+        assert watch is not None, f"{node_id} is not connected"
+        return watch.types[type_url]
+
     def state(self, node_id: str, type_url: str) -> SyncStatus:
-        watch = next(w for w in self.cache.watches if w.proxy.node_id == node_id)
-        return watch.types[type_url].status
+        return self.type_state(node_id, type_url).status
+
+    def metric(self, name: str) -> float:
+        """A metric of the server, when it shares the cache's metrics (see `serving`)."""
+        return self.cache.metrics.value(name)
+
+
+@contextlib.asynccontextmanager
+async def serving(cache: SnapshotCache) -> AsyncIterator[Plane]:
+    """An ADS server for `cache` whose metrics are the cache's (push permits, refused views)."""
+    from tests.conftest import free_port  # conftest imports this module
+
+    address = f"127.0.0.1:{free_port()}"
+    server = AdsServer(cache, cache.metrics, address)
+    await server.start()
+    try:
+        yield Plane(cache, address)
+    finally:
+        await server.stop(grace=0)
+
+
+async def round_trip(client: AdsClient) -> None:
+    """Return once the server has handled every request `client` sent before: it reads a
+    stream's requests in order, and answers this subscription only after reading it."""
+    names = ["outbound|9080|v1|reviews"]
+    client.send(ENDPOINT, names)
+    assert (await client.receive()).type_url == ENDPOINT

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from meshpilot.xds.protocol import SyncStatus
 from meshpilot.xds.types import CLUSTER
-from tests.ads_support import Plane, mesh, proxy
+from tests.ads_support import Plane, mesh, proxy, round_trip
+from tests.support.wait import wait_until
 from tests.test_ads import cluster_names
-
-
-async def wait_until(condition: object, timeout: float = 2.0) -> None:
-    async def poll() -> None:
-        while not condition():  # type: ignore[operator]
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 async def test_a_client_that_never_acks_gets_nothing_more_and_blocks_no_one(plane: Plane) -> None:
@@ -58,8 +49,9 @@ async def test_a_nack_with_a_garbage_nonce_changes_nothing(plane: Plane) -> None
         client.send(CLUSTER)
         cds = await client.receive()
         client.ack(cds)
+        await wait_until(lambda: plane.state("a~127.0.0.2", CLUSTER) is SyncStatus.SYNCED)
         client.send(CLUSTER, version=cds.version_info, nonce="\x00garbage", error="boom")
         client.send(CLUSTER, version=cds.version_info, nonce=cds.nonce)
-        await wait_until(lambda: plane.state("a~127.0.0.2", CLUSTER) is SyncStatus.SYNCED)
-        watch = plane.cache.watches[0]
-        assert watch.types[CLUSTER].error is None
+        await round_trip(client)  # both requests above were handled
+        assert plane.state("a~127.0.0.2", CLUSTER) is SyncStatus.SYNCED
+        assert plane.type_state("a~127.0.0.2", CLUSTER).error is None

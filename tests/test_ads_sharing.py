@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,12 +9,13 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.translator.resources import Part, ResourceSet, resource_from_bytes
 from meshpilot.xds import server as ads_server
+from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.sotw.responses import Responses
 from meshpilot.xds.sotw.state import SotwTypeState
 from meshpilot.xds.sotw.subscriptions import Subscriptions
 from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
-from tests.ads_support import Plane, proxy
-from tests.conftest import running_plane
+from tests.ads_support import Plane, mesh, proxy, serving
+from tests.support.wait import wait_until
 
 NAMES = ["outbound|9080|v1|reviews", "outbound|9080||reviews"]
 
@@ -76,21 +76,40 @@ async def test_two_proxies_with_the_same_endpoints_get_the_same_response(plane: 
 async def one_permit(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Plane]:
     """A server on which one stream at a time may have responses in flight."""
     monkeypatch.setattr(ads_server, "MAX_STREAMS_PUSHING", 1)
-    monkeypatch.setattr(ads_server, "PERMIT_HOLD_S", 0.2)
-    async with running_plane() as running:
+    monkeypatch.setattr(ads_server, "PERMIT_HOLD_S", 0.5)
+    cache = SnapshotCache()
+    cache.set_mesh(mesh())
+    async with serving(cache) as running:
         yield running
 
 
-async def test_a_proxy_that_never_answers_delays_the_others_only_briefly(one_permit: Plane) -> None:
+def permits(plane: Plane) -> tuple[float, float]:
+    """(streams holding a push permit, streams waiting for one), as the server counts them."""
+    return (
+        plane.metric("meshpilot_xds_streams_pushing"),
+        plane.metric("meshpilot_xds_streams_waiting_to_push"),
+    )
+
+
+def streams_in_flight(plane: Plane) -> int:
+    return sum(any(s.awaiting_reply for s in w.types.values()) for w in plane.cache.watches)
+
+
+async def test_a_proxy_that_never_answers_delays_the_others_only_for_the_hold_time(
+    one_permit: Plane,
+) -> None:
     async with (
         one_permit.client(proxy("silent", "127.0.0.2")) as silent,
         one_permit.client(proxy("other", "127.0.0.3")) as other,
     ):
         silent.send(CLUSTER)
         await silent.receive()  # and never ACKed: its stream holds the one permit
-        await asyncio.sleep(0.05)
         other.send(CLUSTER)
-        assert (await other.receive(timeout=2)).type_url == CLUSTER
+        await wait_until(lambda: permits(one_permit) == (1, 1))  # so the other waits for it
+        assert streams_in_flight(one_permit) == 1
+        assert (await other.receive(timeout=5)).type_url == CLUSTER
+        # Released by the hold time, not by an answer:
+        assert one_permit.type_state("silent~127.0.0.2", CLUSTER).awaiting_reply
 
 
 async def test_a_stream_with_everything_held_back_keeps_no_permit(
@@ -100,10 +119,24 @@ async def test_a_stream_with_everything_held_back_keeps_no_permit(
     async with (
         one_permit.client(proxy("routes-only", "127.0.0.2")) as held,
         one_permit.client(proxy("other", "127.0.0.3")) as other,
+        one_permit.client(proxy("third", "127.0.0.4")) as third,
     ):
         other.send("type.googleapis.com/unknown")  # connected, wanting nothing yet
-        await asyncio.sleep(0.3)  # past the membership debounce: no wakeup comes after this
+        third.send("type.googleapis.com/unknown")
         held.send(ROUTE, ["outbound"])  # held back: its clusters were never ACKed
-        await asyncio.sleep(0.1)
+
+        def routes_held_back() -> bool:
+            """Everyone is connected and has a snapshot (no wakeup comes after this), and the
+            routes-only stream has looked at its routes."""
+            watches = one_permit.cache.watches
+            if len(watches) < 3 or not all(w.snapshot for w in watches):
+                return False
+            return bool(one_permit.type_state("routes-only~127.0.0.2", ROUTE).desired_version)
+
+        await wait_until(routes_held_back)
         other.send(CLUSTER)
-        assert (await other.receive(timeout=2)).type_url == CLUSTER
+        assert (await other.receive(timeout=5)).type_url == CLUSTER  # the permit was free
+        third.send(CLUSTER)
+        await wait_until(lambda: permits(one_permit) == (1, 1))  # one permit: other's
+        assert streams_in_flight(one_permit) == 1
+        assert not one_permit.type_state("routes-only~127.0.0.2", ROUTE).awaiting_reply
