@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support (not shipped)
 
 from harness.mesh import MESHPILOT, ControlPlane, MeshEnv
 from harness.wait import wait_for

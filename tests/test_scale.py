@@ -7,7 +7,6 @@ save, and no client may receive a resource it did not ask for. A correctness tes
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -24,7 +23,7 @@ from meshpilot.admin.api import config_dump
 from meshpilot.controlplane import ControlPlane
 from meshpilot.xds.cache import Watch
 from meshpilot.xds.server import ADS_SERVICE
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from meshpilot.xds.types import BY_SHORT, CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.conftest import free_port
 from tests.support.simulated import ResponseDecoder, SidecarFleet, fleet_specs
 
@@ -85,6 +84,10 @@ def settled(watch: Watch) -> bool:
     )
 
 
+def pushes(plane: ControlPlane) -> float:
+    return sum(plane.metrics.value("meshpilot_pushes_total", {"type": t}) for t in BY_SHORT)
+
+
 def svc0_weights(route_table: dict[str, Any]) -> dict[str, int]:
     vhost = next(v for v in route_table["virtualHosts"] if v["name"] == "svc-0")
     split = vhost["routes"][0]["route"]["weightedClusters"]["clusters"]
@@ -101,7 +104,10 @@ async def burst_of_saves(plane: ControlPlane, fleet: SidecarFleet, egress: int =
 
     for save in range(1, SAVES + 1):
         plane.mesh_path.write_text(mesh_text(save, egress))
-        await asyncio.sleep(0.005)
+        before = pushes(plane)
+        plane.apply_file()  # as the watcher does with a save it sees (it may see it too)
+        # The next save comes while streams are pushing this one: changes merge mid-push.
+        assert await fleet.wait_for(lambda: pushes(plane) > before, timeout=10), save  # noqa: B023
     last = hashlib.blake2b(mesh_text(SAVES, egress).encode(), digest_size=8).hexdigest()
 
     def converged() -> bool:
