@@ -66,7 +66,6 @@ class SnapshotCache:
     ) -> None:
         self._translator = translator if translator is not None else Translator()
         self.metrics = metrics if metrics is not None else XdsMetrics(lambda: len(self._watches))
-        self._consistency = Consistency()
         self._mesh = EMPTY_MESH
         self._watches: list[Watch] = []
         self._proxies: Counter[proxies.Proxy] = Counter()  # of the watches (a proxy may reconnect)
@@ -145,11 +144,11 @@ class SnapshotCache:
         raised."""
         shared = self._translator.translate(mesh, [w.instance for w in self._watches])
         views = [(w, self._translator.view(shared, w.proxy)) for w in self._watches]
-        made, refused = [], []
+        made, refused, consistency = [], [], Consistency()
         for watch, view in views:
             if view is not watch.source:
                 try:
-                    made.append((watch, view, self._consistency.snapshot(view)))
+                    made.append((watch, view, consistency.snapshot(view)))
                 except InconsistentSnapshot as err:
                     refused.append(err)
                     self._refuse(watch, err)

@@ -7,21 +7,19 @@ new view on the serving path and never serves one that is not.
 
 At scale the check must not cost a look at every resource per proxy: a view is sets shared by
 many proxies plus a small part of the proxy's own (`ResourceSet.split`). The shared sets are
-checked once per distinct combination (found again by identity), the own parts per proxy.
+checked once per distinct combination in a change (found again by identity), the own parts
+per proxy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from meshpilot.errors import InconsistentSnapshot
-from meshpilot.translator.resources import ResourceSet
-from meshpilot.xds.memo import Memo
+from meshpilot.translator.resources import Part, ResourceSet
 from meshpilot.xds.types import TYPES, ResourceType
-
-# Distinct combinations of shared sets after one change: a few per distinct `egress:` list.
-_MEMO_SIZE = 4096
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,39 +42,67 @@ class Snapshot(Mapping[str, ResourceSet]):
 
 
 class Consistency:
-    """Checks views; one instance per cache, so answers about shared sets are reused."""
+    """Checks the views of one change: answers about its shared sets are kept while it lives
+    (with the sets, so that their identities stay theirs), one instance per change."""
 
     def __init__(self) -> None:
-        self._memo = Memo(_MEMO_SIZE)
+        self._answers: dict[tuple[int, ...], tuple[object, frozenset[str]]] = {}
 
     def snapshot(self, view: Mapping[str, ResourceSet]) -> Snapshot:
         """The view as a Snapshot; raises InconsistentSnapshot naming each dangling reference."""
-        dangling = []
+        split = {type_url: resources.split() for type_url, resources in view.items()}
         for type_ in TYPES:
-            missing = set(self._missing(view, type_))
-            if missing:  # only when refused: look at the resources, to name the culprits
-                resources = view[type_.url].resources.values()
-                dangling += [f"{r.name} -> {ref}" for r in resources for ref in r.refs & missing]
-        if dangling:
-            raise InconsistentSnapshot("dangling references: " + ", ".join(sorted(dangling)))
+            if type_.refers_to and self._missing(split, type_):
+                raise InconsistentSnapshot("dangling references: " + ", ".join(_dangling(view)))
         return Snapshot(view)
 
-    def _missing(self, view: Mapping[str, ResourceSet], type_: ResourceType) -> list[str]:
+    def _missing(self, split: Mapping[str, _Split], type_: ResourceType) -> frozenset[str]:
         """The names resources of `type_` refer to that the view's `refers_to` sets lack."""
-        if not type_.refers_to:
-            return []
-        targets = [view[t] for t in type_.refers_to]
-        base, own = view[type_.url].split()
+        base, own = split[type_.url]
+        targets = [split[t] for t in type_.refers_to]
         if not (type_.shared or own.resources):
             return _absent(base.refs(), targets)  # all the proxy's own (its listeners): small
-        target_bases = tuple(target.split()[0] for target in targets)
-        suspects = self._memo.get((base, *target_bases), lambda: _absent(base.refs(), target_bases))
-        # A name the shared sets lack may be in the proxy's own part of a target.
-        return _absent([*suspects, *own.refs()], targets)
+        key = (id(base), *[id(target_base) for target_base, _ in targets])
+        found = self._answers.get(key)
+        if found is None:
+            bases_only = [(target_base, _NO_PART) for target_base, _ in targets]
+            found = self._answers[key] = ((base, targets), _absent(base.refs(), bases_only))
+        suspects, own_refs = found[1], own.refs()
+        if suspects or own_refs:
+            # A name the shared sets lack may be in the proxy's own part of a target.
+            return _absent(suspects.union(own_refs), targets)
+        return suspects  # the usual case, at the cost of a lookup
 
 
-def _absent(refs: Iterable[str], targets: Sequence[ResourceSet]) -> list[str]:
-    return [ref for ref in refs if not any(ref in target for target in targets)]
+_Split = tuple[ResourceSet, Part]  # a set as (shared with other proxies, the proxy's own)
+
+
+def _dangling(view: Mapping[str, ResourceSet]) -> list[str]:
+    """Every dangling reference, as `resource -> name` (a look at every resource: only once a
+    view is refused)."""
+    return sorted(
+        f"{res.name} -> {ref}"
+        for type_ in TYPES
+        for res in view[type_.url].resources.values()
+        for ref in res.refs
+        if not any(ref in view[target] for target in type_.refers_to)
+    )
+
+
+def _absent(refs: AbstractSet[str], targets: Iterable[_Split]) -> frozenset[str]:
+    """The names of `refs` in none of `targets` (each split in its shared set and own part).
+    Set differences in C, each iterating the (few) names left, never a target's thousands."""
+    left = refs if isinstance(refs, frozenset) else frozenset(refs)
+    for base, own in targets:
+        left = left.difference(base.names)
+        if left and own.resources:
+            left = left.difference(own.names)
+        if not left:
+            break
+    return left
+
+
+_NO_PART = Part(())
 
 
 def check_consistent(view: Mapping[str, ResourceSet]) -> None:
