@@ -146,22 +146,30 @@ class SnapshotCache:
         views = [(w, self._translator.view(shared, w.proxy)) for w in self._watches]
         made, refused, consistency = [], [], Consistency()
         for watch, view in views:
-            if view is not watch.source:
-                try:
-                    made.append((watch, view, consistency.snapshot(view)))
-                except InconsistentSnapshot as err:
-                    refused.append(err)
-                    self._refuse(watch, err)
-        if refused and all_or_nothing:
-            raise refused[0]
+            if view is watch.source:
+                continue  # checked when it was made
+            try:
+                made.append((watch, view, consistency.snapshot(view)))
+            except InconsistentSnapshot as err:
+                refused.append((watch, err))
+                if all_or_nothing:
+                    break
+        if refused:
+            self._refuse(refused)
+            if all_or_nothing:
+                raise refused[0][1]
         for watch, view, snapshot in made:
             watch.source, watch.snapshot = view, snapshot
             watch.wakeup.set()
 
-    def _refuse(self, watch: Watch, err: InconsistentSnapshot) -> None:
-        self.metrics.inconsistent_snapshot()
+    def _refuse(self, refused: list[tuple[Watch, InconsistentSnapshot]]) -> None:
+        """Count every refused view, and log one line (a bad change can refuse thousands)."""
+        self.metrics.inconsistent_snapshots(len(refused))
+        watch, err = refused[0]
         log.error(
-            "not serving an inconsistent snapshot to %s (it keeps its last good one): %s",
+            "refused inconsistent snapshots for %d proxies (each keeps its last good one), "
+            "%s first: %s",
+            len(refused),
             watch.proxy.node_id,
             err,
         )

@@ -71,8 +71,8 @@ class XdsMetrics:
         )
         self._change_started: float | None = None
 
-    def inconsistent_snapshot(self) -> None:
-        self._inconsistent.inc()
+    def inconsistent_snapshots(self, count: int) -> None:
+        self._inconsistent.inc(count)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A sample's current value (0 if it has none yet), as `/metrics` shows it."""
