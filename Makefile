@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test unit e2e lint demo bench golden
+.PHONY: install test unit e2e lint demo bench golden mutants
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests e2e bench examples
 	$(BIN)/ruff format --check src tests e2e bench examples
 	$(BIN)/mypy
+
+# Critical lines broken on purpose (tests/mutants.py): each must turn some test red.
+mutants: $(STAMP)
+	$(BIN)/python tests/mutants.py
 
 golden: $(STAMP)
 	$(BIN)/pytest -q tests/test_golden.py --update-golden

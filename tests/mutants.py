@@ -1,0 +1,186 @@
+"""`make mutants`: break critical lines on purpose and check that some test turns red.
+
+Each mutant replaces one exact snippet of src/ (which must occur exactly once, so a refactor that
+moves the line makes this script fail loudly instead of silently testing nothing) in a copy of
+the repository, runs the tests named for it there, and expects them to fail. A mutant that
+leaves its tests green means those tests cannot catch that bug.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  # under src/meshpilot
+    original: str
+    mutated: str
+    tests: tuple[str, ...]  # pytest node ids or files, relative to the repository
+
+
+ADS = "tests/test_ads.py"
+PERMITS = "tests/test_ads_sharing.py"
+SNAPSHOT = "tests/test_snapshot.py"
+
+MUTANTS = (
+    Mutant(
+        "stale-nonce-accepted",
+        "xds/sotw/stream.py",
+        "if request.response_nonce != state.nonce:",
+        "if False:",
+        (ADS,),
+    ),
+    Mutant(
+        "nack-taken-for-ack",
+        "xds/sotw/stream.py",
+        'if request.HasField("error_detail"):',
+        "if False:",
+        (ADS,),
+    ),
+    Mutant(
+        "ack-not-recorded",
+        "xds/sotw/state.py",
+        "        self.acked = self.sent\n",
+        "        self.acked = self.acked\n",
+        (ADS,),
+    ),
+    Mutant(
+        "nack-not-recorded",
+        "xds/sotw/state.py",
+        "self.nacked_version = self.sent_version",
+        "self.nacked_version = None",
+        (ADS,),
+    ),
+    Mutant(
+        "no-make-before-break",
+        "xds/sotw/stream.py",
+        "if BY_URL[type_url].gated and not self._dependencies_acked(desired):",
+        "if False:",
+        (ADS,),
+    ),
+    Mutant(
+        "push-permits-unbounded",
+        "xds/server.py",
+        "            await self._semaphore.acquire()",
+        "            pass",
+        (PERMITS,),
+    ),
+    Mutant(
+        "permit-kept-by-a-silent-proxy",
+        "xds/server.py",
+        "permit.release()  # no answer in time",
+        "pass  # no answer in time",
+        (PERMITS,),
+    ),
+    Mutant(
+        "consistency-not-checked-when-served",
+        "xds/cache.py",
+        "made.append((watch, view, consistency.snapshot(view)))",
+        "made.append((watch, view, Snapshot(view)))",
+        (SNAPSHOT,),
+    ),
+    Mutant(
+        "dangling-reference-let-through",
+        "xds/snapshot.py",
+        "            if type_.refers_to and self._missing(split, type_):",
+        "            if False:",
+        (SNAPSHOT,),
+    ),
+    Mutant(
+        "weights-below-100-accepted",
+        "mesh/references.py",
+        "sum(ints) != 100:",
+        "sum(ints) > 100:",
+        ("tests/test_mesh_load.py",),
+    ),
+)
+
+
+def apply(tree: Path, mutant: Mutant) -> None:
+    target = tree / "src" / "meshpilot" / mutant.path
+    text = target.read_text()
+    count = text.count(mutant.original)
+    if count != 1:
+        raise SystemExit(f"{mutant.name}: the snippet occurs {count} times in {mutant.path}")
+    target.write_text(text.replace(mutant.original, mutant.mutated))
+
+
+def copy_tree(into: Path) -> Path:
+    tree = into / "repo"
+    ignore = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".pytest_cache", "*.egg-info")
+    shutil.copytree(ROOT, tree, ignore=ignore)
+    return tree
+
+
+def killed(tree: Path, mutant: Mutant) -> tuple[bool, str]:
+    """Run the mutant's tests on the mutated copy: (some test failed, pytest's last line)."""
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutant.tests]
+    done = subprocess.run(
+        command, cwd=tree, env=env, capture_output=True, text=True, timeout=TEST_TIMEOUT_S
+    )
+    lines = done.stdout.strip().splitlines()
+    last = lines[-1] if lines else done.stderr.strip()[-200:]
+    return done.returncode == 1, last
+
+
+def check_unmutated(into: Path) -> None:
+    """The copy imports its own src, and every test named here passes before any mutation."""
+    tree = copy_tree(into / "unmutated")
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    where = subprocess.run(
+        [sys.executable, "-c", "import meshpilot; print(meshpilot.__file__)"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not where.startswith(str(tree)):
+        raise SystemExit(f"the copy imports meshpilot from {where}, not from its own src")
+    tests = sorted({t for m in MUTANTS for t in m.tests})
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TEST_TIMEOUT_S,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the tests fail before any mutation:\n{done.stdout[-2000:]}")
+    shutil.rmtree(tree)
+
+
+def main() -> int:
+    survivors = []
+    with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
+        check_unmutated(Path(tmp))
+        for mutant in MUTANTS:
+            tree = copy_tree(Path(tmp) / mutant.name)
+            apply(tree, mutant)
+            started = time.monotonic()
+            red, last = killed(tree, mutant)
+            took = time.monotonic() - started
+            print(f"{'killed  ' if red else 'SURVIVED'} {mutant.name} ({took:.1f} s): {last}")
+            if not red:
+                survivors.append(mutant.name)
+            shutil.rmtree(tree)
+    print(f"{len(MUTANTS) - len(survivors)} killed, {len(survivors)} survived")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
