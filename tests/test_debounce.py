@@ -14,6 +14,7 @@ import pytest
 from meshpilot.controlplane import ControlPlane
 from meshpilot.mesh.watch import MAX_WAIT_MS
 from tests.conftest import free_port
+from tests.support.wait import wait_for_async
 
 
 def mesh_text(weight: int) -> str:
@@ -47,11 +48,10 @@ async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
 
 
 async def wait_applied(plane: ControlPlane, text: str, timeout: float = 3.0) -> None:
-    async def poll() -> None:
-        while plane.status.version != version_of(text):
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
+    version = version_of(text)
+    await wait_for_async(
+        lambda: plane.status.version == version, timeout, 0.01, f"version {version} applied"
+    )
 
 
 async def test_a_burst_of_saves_is_applied_a_few_times_ending_on_the_last(
@@ -60,7 +60,7 @@ async def test_a_burst_of_saves_is_applied_a_few_times_ending_on_the_last(
     before = applies(plane)
     for weight in range(0, 100, 5):  # 20 saves in about 100 ms
         plane.mesh_path.write_text(mesh_text(weight))
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # the burst's pace, what the debounce is tested against
     await wait_applied(plane, mesh_text(95))
     assert 1 <= applies(plane) - before <= 3
 
@@ -72,6 +72,6 @@ async def test_a_constant_stream_of_saves_is_still_applied(plane: ControlPlane) 
     while time.monotonic() < deadline:  # a save every 20 ms, never quiet for 100 ms
         weight = (weight + 1) % 100
         plane.mesh_path.write_text(mesh_text(weight))
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # the stream's pace, what the debounce is tested against
     assert applies(plane) - before >= 2
     await wait_applied(plane, mesh_text(weight))

@@ -1,4 +1,5 @@
-"""Waiting with deadlines: poll a condition until it holds, never sleep and hope."""
+"""Waiting with deadlines for e2e tests and benchmarks: tests.support.wait's polling, plus a
+watch on the processes waited on, and HTTP probes of admin APIs."""
 
 from __future__ import annotations
 
@@ -11,20 +12,15 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from harness.processes import Proc
+from tests.support.wait import NotYet
+from tests.support.wait import WaitTimeout as WaitTimeout
+from tests.support.wait import wait_for as poll
 
 T = TypeVar("T")
 
 
-class WaitTimeout(AssertionError):
-    """A condition did not hold in time (an AssertionError so pytest shows it as a failure)."""
-
-
 class ProcessDied(AssertionError):
     """A process we were waiting on exited first; the message carries its log tail."""
-
-
-class NotYet(Exception):
-    """Raised by a condition to say "not yet, and here is what I saw" (shown on timeout)."""
 
 
 def wait_for(
@@ -41,20 +37,14 @@ def wait_for(
     Exceptions of the `ignore` types count as "not yet". If any of `procs` exits meanwhile,
     fail at once with its log instead of waiting out the deadline."""
     watched = list(procs)
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-            last = value
-        except ignore as err:
-            last = err
-        _check_alive(watched, message)
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(f"timed out after {timeout}s waiting for {message}; last: {last!r}")
-        time.sleep(interval)
+    return poll(
+        condition,
+        timeout,
+        interval,
+        message,
+        ignore=ignore,
+        check=lambda: _check_alive(watched, message),
+    )
 
 
 def _check_alive(procs: list[Proc], message: str) -> None:

@@ -1,0 +1,87 @@
+"""Waiting with deadlines: poll a condition until it holds, never sleep and hope.
+
+One helper for the fast tests, the e2e harness (e2e/harness/wait.py adds HTTP and process
+checks on top) and the benchmarks: `wait_for` in threads and scripts, `wait_for_async` in
+asyncio code (it yields to the loop between polls)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class WaitTimeout(AssertionError):
+    """A condition did not hold in time (an AssertionError so pytest shows it as a failure)."""
+
+
+class NotYet(Exception):
+    """Raised by a condition to say "not yet, and here is what I saw" (shown on timeout)."""
+
+
+def wait_for(
+    condition: Callable[[], T | None],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "condition",
+    *,
+    ignore: tuple[type[BaseException], ...] = (),
+    check: Callable[[], None] | None = None,
+) -> T:
+    """Poll `condition` until it returns something truthy and return that value.
+
+    Exceptions of the `ignore` types count as "not yet". `check`, called after each poll that
+    is not yet, may raise to give up at once (e.g. a process we wait on exited)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+            last = value
+        except ignore as err:
+            last = err
+        if check is not None:
+            check()
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"timed out after {timeout}s waiting for {message}; last: {last!r}")
+        time.sleep(interval)
+
+
+def holds_within(condition: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
+    """Whether `condition` holds within `timeout` (polled like `wait_for`), instead of failing."""
+    try:
+        wait_for(condition, timeout, interval)
+    except WaitTimeout:
+        return False
+    return True
+
+
+async def wait_for_async(
+    condition: Callable[[], T | Awaitable[T | None] | None],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "condition",
+    *,
+    ignore: tuple[type[BaseException], ...] = (),
+) -> T:
+    """`wait_for` for asyncio code: `condition` may be a plain or an async function."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = condition()
+            if isinstance(value, Awaitable):
+                value = await value
+            if value:
+                return value  # type: ignore[return-value]
+            last = value
+        except ignore as err:
+            last = err
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"timed out after {timeout}s waiting for {message}; last: {last!r}")
+        await asyncio.sleep(interval)
