@@ -43,6 +43,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, NoReturn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.support
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
 from harness.mesh import MESHPILOT
@@ -52,6 +53,9 @@ from harness.wait import http_json, wait_http_ok
 from meshpilot.model.names import outbound_cluster
 from meshpilot.xds.simulated import Decoded, SidecarFleet, SimulatedSidecar, fleet_specs
 from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
+from tests.support import meshgen
+from tests.support.meshgen import ring_callees, service_name, service_names, service_port
+from tests.support.wait import wait_for
 
 XDS_PORT, ADMIN_PORT = 18000, 18001
 START_TIMEOUT = 60.0
@@ -68,15 +72,6 @@ MEMORY_PER_SIDECAR = 4 * 2**20
 # --- the mesh ---------------------------------------------------------------------------------
 
 
-def service_names(services: int) -> list[str]:
-    return [f"svc-{i}" for i in range(services)]
-
-
-def service_port(index: int) -> int:
-    """The port of service `index`."""
-    return 8000 + index % 1000
-
-
 def new_service(n: int) -> str:
     return f"svc-new-{n}"
 
@@ -84,7 +79,7 @@ def new_service(n: int) -> str:
 def egress_of(index: int, services: int, egress: int, added: int) -> list[str]:
     """Service `index` calls the `egress` services after it (in a ring); the first `egress`
     services also call every added service."""
-    calls = [f"svc-{(index + k) % services}" for k in range(1, min(egress, services - 1) + 1)]
+    calls = [service_name(j) for j in ring_callees(index, services, egress)]
     if index < egress:
         calls += [new_service(n) for n in range(1, added + 1)]
     return calls
@@ -96,32 +91,19 @@ def callers_of(index: int, services: int, egress: int) -> frozenset[str] | None:
         return None
     if index < 0:
         return frozenset(service_names(min(egress, services)))
-    return frozenset(f"svc-{(index - k) % services}" for k in range(1, egress + 1))
+    return frozenset(service_name((index - k) % services) for k in range(1, egress + 1))
 
 
 def mesh_yaml(services: int, added: int = 0, egress: int = 0) -> str:
-    """`services` services, then `added` more (svc-new-1...): two subsets, a weighted route and
-    two static endpoints each; with `egress`, each of the `services` calls only `egress` others
-    (see egress_of)."""
-    lines = ["mesh: fanout", "services:"]
-    entries = [(name, service_port(i)) for i, name in enumerate(service_names(services))]
-    entries += [(new_service(n), NEW_SERVICE_PORT + n) for n in range(1, added + 1)]
-    for i, (name, port) in enumerate(entries):
-        lines += [f"  {name}:", f"    port: {port}"]
-        if egress and i < services:
-            lines.append(f"    egress: [{', '.join(egress_of(i, services, egress, added))}]")
-        lines += [
-            "    subsets: {v1: {version: v1}, v2: {version: v2}}",
-            "    endpoints:",
-            f"      - {{address: 172.16.{i // 250}.{i % 250 + 1}, port: 8080, "
-            "labels: {version: v1}}",
-            f"      - {{address: 172.17.{i // 250}.{i % 250 + 1}, port: 8080, "
-            "labels: {version: v2}}",
-            "    routes:",
-            "      - name: canary",
-            "        to: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]",
-        ]
-    return "\n".join(lines) + "\n"
+    """`services` synthetic services (tests.support.meshgen), then `added` more
+    (svc-new-1...); with `egress`, each of the `services` calls only `egress` others (see
+    egress_of)."""
+    return meshgen.mesh_yaml(
+        services,
+        name="fanout",
+        added=[(new_service(n), NEW_SERVICE_PORT + n) for n in range(1, added + 1)],
+        egress=(lambda i: egress_of(i, services, egress, added)) if egress else None,
+    )
 
 
 # --- the simulator's worker processes ---------------------------------------------------------
@@ -174,6 +156,7 @@ async def _worker(
             state.done[node] = received
 
     specs = fleet_specs(count, service_names(services), first)
+    conn.send(("ready",))
     await loop.run_in_executor(None, conn.recv)  # "start"
     async with SidecarFleet(address, specs, channels=channels, on_response=on_response) as fleet:
         while True:
@@ -255,17 +238,25 @@ class Workers:
     def ask(self, command: tuple[Any, ...], alive: Proc, timeout: float) -> list[tuple[Any, ...]]:
         for conn in self.conns:
             conn.send(command)
+        return self.replies(command[0], alive, timeout)
+
+    def replies(self, what: str, alive: Proc, timeout: float) -> list[tuple[Any, ...]]:
+        """One reply from every worker (to the command `what`), while the control plane
+        `alive` runs and the machine has memory left."""
+
+        def fits() -> None:
+            if mem_available() < self.min_available:
+                gib = self.min_available / 2**30
+                raise OutOfMemory(f"stopped: less than {gib:.1f} GiB of memory left")
+            if not alive.alive():
+                raise RuntimeError(f"the control plane exited ({alive.returncode})")
+
         replies = []
         deadline = time.monotonic() + timeout
         for conn in self.conns:
-            while not conn.poll(0.2):
-                if mem_available() < self.min_available:
-                    gib = self.min_available / 2**30
-                    raise OutOfMemory(f"stopped: less than {gib:.1f} GiB of memory left")
-                if not alive.alive():
-                    raise RuntimeError(f"the control plane exited ({alive.returncode})")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no reply from a worker to {command[0]!r}")
+            left = max(0.0, deadline - time.monotonic())
+            message = f"a reply from a worker to {what!r}"
+            wait_for(lambda c=conn: c.poll(0.2), left, 0.0, message, check=fits)
             reply = conn.recv()
             if reply[0] == "error":
                 raise RuntimeError(f"worker: {reply[1]}")
@@ -413,7 +404,7 @@ def run_size(
         min_available = args.min_free_gib * 2**30
         workers = Workers(args.workers, xds, services, proxies, args.channels, min_available)
         bench = Bench(args, mesh, admin, control_plane, workers)
-        time.sleep(1.0)  # let the workers import and build their sidecars
+        workers.replies("ready", control_plane, START_TIMEOUT)  # imported, specs built
         cpu_before, sim_before = cpu_seconds(pid), workers.cpu_seconds()
         started = time.monotonic()
         workers.start()
@@ -429,7 +420,7 @@ def run_size(
         bench.wait_quiet()
         if start == "warm":
             last = services - 1  # its clusters come with the full mesh
-            watched = outbound_cluster(f"svc-{last}", service_port(last))
+            watched = outbound_cluster(service_name(last), service_port(last))
             expected = callers_of(last, services, egress)
             full = bench.save(mesh_yaml(services, egress=egress), watched, expected)
             if full is None:

@@ -33,6 +33,11 @@ def ring_callees(index: int, services: int, egress: int) -> list[int]:
     return [(index + k) % services for k in range(1, min(egress, services - 1) + 1)]
 
 
+def ring_egress(services: int, egress: int) -> Callable[[int], list[str]]:
+    """`mesh_yaml`'s `egress` for scoping by `ring_callees`."""
+    return lambda index: [service_name(j) for j in ring_callees(index, services, egress)]
+
+
 def mesh_yaml(
     services: int,
     *,
