@@ -9,43 +9,28 @@ from collections.abc import Callable
 from harness.client import LoadGenerator, MeshClient, Result
 from harness.mesh import Instance, MeshEnv
 from harness.wait import HttpReply
+from meshes import reviews_with, start_called
 
 
 def service_limit(per_second: int, burst: int) -> str:
-    return f"""
-        mesh: e2e
-        services:
-          productpage:
-            port: 9080
-          reviews:
-            port: 9080
-            rate_limit: {{requests_per_second: {per_second}, burst: {burst}}}
-        """
+    return reviews_with(f"rate_limit: {{requests_per_second: {per_second}, burst: {burst}}}")
 
 
-ROUTE_LIMIT = """
-    mesh: e2e
-    services:
-      productpage:
-        port: 9080
-      reviews:
-        port: 9080
-        rate_limit: {requests_per_second: 1, burst: 10}
-        routes:
-          - name: limited
-            match: {path_prefix: /limited}
-            rate_limit: {requests_per_second: 1, burst: 3}
-          - name: rest
+ROUTE_LIMIT = reviews_with(
     """
+    rate_limit: {requests_per_second: 1, burst: 10}
+    routes:
+      - name: limited
+        match: {path_prefix: /limited}
+        rate_limit: {requests_per_second: 1, burst: 3}
+      - name: rest
+    """
+)
 
 
 def start(env: MeshEnv, mesh: str) -> Instance:
     """A productpage caller and one reviews instance (one sidecar, so one bucket)."""
-    env.start_control_plane(env.write_mesh(mesh))
-    page = env.start_instance("productpage", "v1")
-    reviews = env.start_instance("reviews", "v1")
-    page.admin.wait_hosts("outbound|9080||reviews", [reviews.inbound])
-    return page
+    return start_called(env, mesh, ["reviews"])[0]
 
 
 def burst(client: MeshClient, path: str, count: int) -> tuple[list[HttpReply], float]:
