@@ -13,7 +13,7 @@ import pytest
 
 from meshpilot.controlplane import ControlPlane
 from meshpilot.mesh.watch import MAX_WAIT_MS
-from tests.conftest import free_port
+from tests.support.controlplane import running_control_plane
 from tests.support.wait import wait_for_async
 
 
@@ -39,12 +39,8 @@ def applies(plane: ControlPlane) -> int:
 
 @pytest.fixture
 async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
-    path = tmp_path / "mesh.yaml"
-    path.write_text(mesh_text(100))
-    control = ControlPlane(path, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
-    await control.start()
-    yield control
-    await control.stop()
+    async with running_control_plane(tmp_path, mesh_text(100)) as control:
+        yield control
 
 
 async def wait_applied(plane: ControlPlane, text: str, timeout: float = 3.0) -> None:

@@ -27,6 +27,7 @@ from meshpilot.xds.server import ADS_SERVICE
 from meshpilot.xds.simulated import ResponseDecoder, SidecarFleet, fleet_specs
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.conftest import free_port
+from tests.support.controlplane import running_control_plane
 from tests.support.meshgen import mesh_yaml, ring_callees, ring_egress
 
 SERVICES = 200
@@ -56,12 +57,8 @@ def mesh_text(save: int, egress: int = 0) -> str:
 
 @pytest.fixture
 async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
-    path = tmp_path / "mesh.yaml"
-    path.write_text(mesh_text(0))
-    control = ControlPlane(path, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
-    await control.start()
-    yield control
-    await control.stop()
+    async with running_control_plane(tmp_path, mesh_text(0)) as control:
+        yield control
 
 
 def settled(watch: Watch) -> bool:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -18,8 +18,25 @@ class WaitTimeout(AssertionError):
     """A condition did not hold in time (an AssertionError so pytest shows it as a failure)."""
 
 
+class ProcessDied(AssertionError):
+    """A process we were waiting on exited first; the message carries its log tail."""
+
+
 class NotYet(Exception):
     """Raised by a condition to say "not yet, and here is what I saw" (shown on timeout)."""
+
+
+class Watched(Protocol):
+    """A process a wait gives up on when it exits (the e2e harness's Proc)."""
+
+    name: str
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def alive(self) -> bool: ...
+
+    def tail(self) -> str: ...
 
 
 def wait_for(
@@ -29,12 +46,15 @@ def wait_for(
     message: str = "condition",
     *,
     ignore: tuple[type[BaseException], ...] = (),
+    procs: Iterable[Watched] = (),
     check: Callable[[], None] | None = None,
 ) -> T:
     """Poll `condition` until it returns something truthy and return that value.
 
-    Exceptions of the `ignore` types count as "not yet". `check`, called after each poll that
-    is not yet, may raise to give up at once (e.g. a process we wait on exited)."""
+    Exceptions of the `ignore` types count as "not yet". If any of `procs` exits meanwhile,
+    fail at once with its log instead of waiting out the deadline; `check`, called after each
+    poll that is not yet, may likewise raise to give up at once."""
+    watched = list(procs)
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
@@ -45,6 +65,12 @@ def wait_for(
             last = value
         except ignore as err:
             last = err
+        for proc in watched:
+            if not proc.alive():
+                raise ProcessDied(
+                    f"{proc.name} exited with {proc.returncode} while waiting for {message}\n"
+                    f"{proc.tail()}"
+                )
         if check is not None:
             check()
         if time.monotonic() >= deadline:
