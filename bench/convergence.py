@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import argparse
 import signal
-import socket
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
+from common import check_free, raise_exit
 from harness.mesh import (
     ADMIN_PORT,
     ENVOY_ADMIN_PORT,
@@ -48,16 +47,7 @@ START_TIMEOUT = 30.0
 
 
 def mesh_text(v1_weight: int) -> str:
-    return textwrap.dedent(reviews_mesh(v1_weight, 100 - v1_weight)).lstrip()
-
-
-def check_free(ip: str, ports: list[int]) -> None:
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((ip, port))
-            except OSError as err:
-                sys.exit(f"{ip}:{port} is not free ({err}); choose another --ip-block")
+    return reviews_mesh(v1_weight, 100 - v1_weight)
 
 
 def converged(proxies: list[dict[str, Any]], count: int, old_routes: dict[str, str]) -> bool:
@@ -87,10 +77,6 @@ def histogram(metrics: str, name: str) -> tuple[float, float]:
         line.split(" ", 1) for line in metrics.splitlines() if line.startswith(f"{name}_")
     )
     return float(values[f"{name}_sum"]), float(values[f"{name}_count"])
-
-
-def raise_exit(signum: int, _frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)
 
 
 def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> None:

@@ -29,7 +29,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,10 +39,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
+from common import check_free, raise_exit
 from harness.mesh import (
     ADMIN_PORT,
     ENVOY_ADMIN_PORT,
@@ -104,25 +104,11 @@ def serve_app(ip: str, port: int) -> None:
 # --- processes of a small mesh on one loopback block -----------------------------------------
 
 
-def raise_exit(signum: int, _frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)
-
-
 def require_tool(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:
         sys.exit(f"{name} not found: apt-get update && apt-get install -y {package}")
     return path
-
-
-def check_free(ip: str, ports: Sequence[int]) -> None:
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
-            try:
-                sock.bind((ip, port))
-            except OSError as err:
-                sys.exit(f"{ip}:{port} is not free ({err}); choose another --ip-block")
 
 
 @dataclass

@@ -33,7 +33,6 @@ import asyncio
 import multiprocessing
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -41,11 +40,12 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.support
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
+from common import check_free, raise_exit
 from harness.mesh import MESHPILOT
 from harness.processes import Proc, Processes
 from harness.wait import http_json, wait_http_ok
@@ -337,16 +337,6 @@ class Result:
         return self.join == self.join  # not NaN
 
 
-def check_free(ip: str, ports: list[int]) -> None:
-    for port in ports:
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
-            try:
-                sock.bind((ip, port))
-            except OSError as err:
-                sys.exit(f"{ip}:{port} is not free ({err}); choose another --ip")
-
-
 @dataclass
 class Bench:
     """One size's control plane, mesh file and simulator."""
@@ -388,7 +378,7 @@ def run_size(
     args: argparse.Namespace, services: int, proxies: int, start: str, tmp: Path
 ) -> Result:
     result = Result(services, proxies, start, args.egress)
-    check_free(args.ip, [XDS_PORT, ADMIN_PORT])
+    check_free(args.ip, [XDS_PORT, ADMIN_PORT], "--ip")
     mesh = tmp / "mesh.yaml"
     egress = args.egress
     # warm: one service, unscoped (a scoped proxy that calls nothing never asks for endpoints)
@@ -538,10 +528,6 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
             services, _, proxies = item.partition("x")
             sizes.append((int(services), int(proxies)))
     return sizes
-
-
-def raise_exit(signum: int, _frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)
 
 
 def main() -> None:
