@@ -373,7 +373,7 @@ def wait_quiet(limit: float = DISTURBED, timeout: float = 60.0) -> float:
     deadline = time.monotonic() + timeout
     while True:
         before = machine_busy_seconds()
-        time.sleep(1.0)
+        time.sleep(1.0)  # the window the machine's CPU use is measured over, not a wait
         busy = machine_busy_seconds() - before
         if busy < limit or time.monotonic() > deadline:
             return busy

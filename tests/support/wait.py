@@ -111,3 +111,35 @@ async def wait_for_async(
         if time.monotonic() >= deadline:
             raise WaitTimeout(f"timed out after {timeout}s waiting for {message}; last: {last!r}")
         await asyncio.sleep(interval)
+
+
+class Steady:
+    """A polled value and when it last changed (for waits that end when something stops
+    moving, e.g. counts that no longer grow)."""
+
+    def __init__(self, value: object) -> None:
+        self.value, self.changed_at = value, time.monotonic()
+
+    def update(self, value: object) -> float:
+        """Take a new reading; how long the value has stayed as it is now, in seconds."""
+        now = time.monotonic()
+        if value != self.value:
+            self.value, self.changed_at = value, now
+        return now - self.changed_at
+
+
+def wait_steady(
+    read: Callable[[], T],
+    quiet: float,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    message: str = "a value to stop changing",
+) -> T:
+    """Poll `read` until what it returns has not changed for `quiet` seconds; that value."""
+    steady = Steady(read())
+
+    def still() -> tuple[T] | None:
+        value = read()
+        return (value,) if steady.update(value) >= quiet else None
+
+    return wait_for(still, timeout, interval, message)[0]
