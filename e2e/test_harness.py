@@ -187,7 +187,7 @@ def test_sidecar_reconnects_within_a_second(mesh_env: MeshEnv) -> None:
     instance = mesh_env.start_instance("reviews", "v1", xds=ads.address)
     ads.stop()
     wait_for(lambda: instance.admin.stat("control_plane.connected_state") == 0, 10)
-    time.sleep(2)  # let the backoff grow as it would during a real outage
+    time.sleep(2)  # the outage under test (long enough for the backoff to grow), not a wait
     ads = FakeAdsServer(cp_ip, 18000).start()
     try:
         restarted = time.monotonic()
