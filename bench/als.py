@@ -48,6 +48,7 @@ from dataplane import (
     http_get,
     machine,
     median,
+    mixer_arguments,
     mixer_workers,
     require_tool,
     undisturbed,
@@ -368,19 +369,15 @@ def run(args: argparse.Namespace, w: World) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ip-block", default="127.0.93", help="first three octets (127.X.Y)")
-    parser.add_argument("--workers", default="1,2", help="mixer worker counts (ingestion)")
-    parser.add_argument("--runs", type=int, default=3)
+    description = __doc__.split("\n\n")[0]
+    parser = mixer_arguments(description, "127.0.93", "mixer worker counts (ingestion)")
     parser.add_argument("--entries", type=int, default=200_000, help="entries per ingestion run")
     parser.add_argument("--streams", type=int, default=8, help="concurrent ALS streams")
     parser.add_argument("--batch", type=int, default=50, help="entries per message")
     parser.add_argument("--rates", default="1000", help="fixed rates for the none-lost check")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of a none-lost run")
     parser.add_argument("--skip-ingestion", action="store_true")
-    parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
-    args.workers = [int(n) for n in args.workers.split(",")]
     args.rates = [int(n) for n in args.rates.split(",")]
     require_tool("h2load", "nghttp2-client")
     with world(args.ip_block, args.keep_logs) as w:

@@ -61,6 +61,7 @@ from dataplane import (
     machine,
     median,
     mesh_text,
+    mixer_arguments,
     mixer_workers,
     require_tool,
     undisturbed,
@@ -336,10 +337,7 @@ def run(args: argparse.Namespace, w: World) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ip-block", default="127.0.91", help="first three octets (127.X.Y)")
-    parser.add_argument("--workers", default="1,2", help="mixer worker counts to try")
-    parser.add_argument("--runs", type=int, default=3)
+    parser = mixer_arguments(__doc__.split("\n\n")[0], "127.0.91", "mixer worker counts to try")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of one run")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--rate", type=int, default=2000, help="fixed rate for latency, req/s")
@@ -349,9 +347,7 @@ def main() -> None:
     parser.add_argument(
         "--direct-connections", type=int, default=8, help="h2load HTTP/2 connections (alone)"
     )
-    parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
-    args.workers = [int(n) for n in args.workers.split(",")]
     require_tool("wrk", "wrk")
     require_tool("h2load", "nghttp2-client")
     with world(args.ip_block, args.keep_logs) as w:

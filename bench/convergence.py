@@ -28,14 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
 from common import check_free, raise_exit
-from harness.mesh import (
-    ADMIN_PORT,
-    ENVOY_ADMIN_PORT,
-    INBOUND_PORT,
-    MESHPILOT,
-    OUTBOUND_PORT,
-    XDS_PORT,
-)
+from harness.mesh import ADMIN_PORT, MESHPILOT, SIDECAR_PORTS, XDS_PORT
 from harness.processes import Proc, Processes
 from harness.wait import http_get, http_json, wait_for, wait_http_ok
 from meshes import reviews_mesh
@@ -84,7 +77,7 @@ def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> None:
     sidecar_ips = [f"{args.ip_block}.{n}" for n in range(2, 2 + args.proxies)]
     check_free(cp_ip, [XDS_PORT, ADMIN_PORT])
     for ip in sidecar_ips:
-        check_free(ip, [ENVOY_ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT])
+        check_free(ip, SIDECAR_PORTS)
 
     mesh = tmp / "mesh.yaml"
     mesh.write_text(mesh_text(0))

@@ -50,6 +50,7 @@ from harness.mesh import (
     INBOUND_PORT,
     MESHPILOT,
     OUTBOUND_PORT,
+    SIDECAR_PORTS,
     XDS_PORT,
     accepts_connections,
 )
@@ -199,7 +200,7 @@ class World:
 
     def start_instance(self, service: str, version: str, n: int, app: bool = True) -> Instance:
         ip = f"{self.block}.{n}"
-        check_free(ip, [ENVOY_ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT, APP_PORT])
+        check_free(ip, [*SIDECAR_PORTS, APP_PORT])
         app_proc = None
         if app:
             argv = [sys.executable, __file__, "app", ip, str(APP_PORT)]
@@ -525,6 +526,22 @@ def fixed_rate(
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def mixer_arguments(description: str, block: str, workers_help: str) -> argparse.ArgumentParser:
+    """The options of the mixer benchmarks (authz, als): their block, the mixer worker counts
+    to try (--workers 1,2 -> [1, 2]), the runs, whether to keep the logs."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--ip-block", default=block, help="first three octets (127.X.Y)")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help=workers_help,
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--keep-logs", action="store_true")
+    return parser
 
 
 @contextlib.contextmanager
