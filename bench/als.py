@@ -52,11 +52,10 @@ from dataplane import (
     mixer_workers,
     require_tool,
     undisturbed,
-    wait_for,
     world,
 )
 
-from tests.support.wait import Steady, wait_for_async, wait_steady
+from tests.support.wait import Steady, wait_for, wait_for_async, wait_steady
 
 STREAM_METHOD = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
 POLL_INTERVAL = 0.05

@@ -4,8 +4,10 @@ services it calls, on port 9080 unless said otherwise; most tests call `reviews`
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
+from harness.client import LoadGenerator, Result
 from harness.mesh import Instance, MeshEnv
 
 CALLER = "productpage"
@@ -34,6 +36,26 @@ def reviews_mesh(v1: int, v2: int, extra_routes: str = "") -> str:
     return reviews_with(
         f"subsets:\n  v1: {{version: v1}}\n  v2: {{version: v2}}\nroutes:\n{block(routes, 2)}"
     )
+
+
+def live_edit(
+    env: MeshEnv,
+    caller: Instance,
+    mesh_text: str,
+    in_force: Callable[[Result], bool],
+    settle: float,
+) -> tuple[LoadGenerator, float, float]:
+    """Save `mesh_text` while `caller` sends requests to reviews, two at a time; returns the
+    load (none failed), the time of the save and the time from which every result showed the
+    edit `in_force` (for `settle` seconds)."""
+    with LoadGenerator(caller.client(), "reviews", concurrency=2) as load:
+        load.wait_for_results(50)
+        saved = time.monotonic()
+        env.write_mesh(mesh_text)
+        effective = load.wait_effective(in_force, settle=settle)
+        load.wait_for_results(50)
+    assert load.failures() == [], load.summary()
+    return load, saved, effective
 
 
 def start_reviews_mesh(env: MeshEnv, mesh_text: str) -> tuple[Instance, Instance, Instance]:

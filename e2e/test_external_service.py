@@ -30,14 +30,7 @@ def test_a_service_with_a_dns_name_endpoint_is_reachable_by_both_names(
 ) -> None:
     port = free_port(LOCALHOST)
     mesh_env.start_app("external", None, LOCALHOST, port)
-    page = start_page(
-        mesh_env,
-        f"""
-        external:
-          port: 80
-          endpoints: [{{address: localhost, port: {port}}}]
-        """,
-    )
+    page = start_page(mesh_env, [external("external", 80, "localhost", port)])
     cluster = page.admin.dynamic_clusters()["outbound|80||external"]
     assert cluster["type"] == "STRICT_DNS"
     page.admin.wait_hosts("outbound|80||external", [f"{LOCALHOST}:{port}"])
@@ -63,24 +56,14 @@ def test_tls_origination_verifies_the_server_certificate(mesh_env: MeshEnv) -> N
     start_tls_app(mesh_env, port, tmp / "server.pem", tmp / "server.key")
     page = start_page(
         mesh_env,
-        f"""
-        secure:
-          port: 443
-          endpoints: [{{address: localhost, port: {port}}}]
-          tls: {{sni: localhost, ca_file: server.pem}}
-        wrong-ca:
-          port: 443
-          endpoints: [{{address: {LOCALHOST}, port: {port}}}]
-          tls: {{sni: localhost, ca_file: other.pem}}
-        wrong-name:
-          port: 443
-          endpoints: [{{address: {LOCALHOST}, port: {port}}}]
-          tls: {{sni: api.example.com, ca_file: server.pem}}
-        unverified:
-          port: 443
-          endpoints: [{{address: {LOCALHOST}, port: {port}}}]
-          tls: {{verify: false}}
-        """,
+        [
+            external("secure", 443, "localhost", port, "{sni: localhost, ca_file: server.pem}"),
+            external("wrong-ca", 443, LOCALHOST, port, "{sni: localhost, ca_file: other.pem}"),
+            external(
+                "wrong-name", 443, LOCALHOST, port, "{sni: api.example.com, ca_file: server.pem}"
+            ),
+            external("unverified", 443, LOCALHOST, port, "{verify: false}"),
+        ],
     )
     page.admin.wait_hosts("outbound|443||secure", [f"{LOCALHOST}:{port}"])
     page.admin.wait_hosts("outbound|443||wrong-ca", [f"{LOCALHOST}:{port}"])
@@ -97,10 +80,16 @@ def test_tls_origination_verifies_the_server_certificate(mesh_env: MeshEnv) -> N
     assert stat("cluster.outbound|443||wrong-name.ssl.fail_verify_san") >= 1
 
 
-def start_page(env: MeshEnv, services: str) -> Instance:
+def external(name: str, port: int, address: str, address_port: int, tls: str = "") -> str:
+    """An external service `name` on `port`, at `address`:`address_port` (TLS: `tls`)."""
+    endpoints = f"[{{address: {address}, port: {address_port}}}]"
+    return f"{name}: {{port: {port}, endpoints: {endpoints}{f', tls: {tls}' if tls else ''}}}"
+
+
+def start_page(env: MeshEnv, services: list[str]) -> Instance:
     """The control plane of a mesh of `services` and their caller, productpage, once it is
     synced."""
-    control_plane = env.start_control_plane(env.write_mesh(caller_mesh(services)))
+    control_plane = env.start_control_plane(env.write_mesh(caller_mesh("\n".join(services))))
     page = env.start_instance("productpage", "v1")
     control_plane.wait_synced([page.node_id])
     return page
