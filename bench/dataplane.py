@@ -49,6 +49,8 @@ from harness.mesh import (
     ENVOY_ADMIN_PORT,
     INBOUND_PORT,
     MESHPILOT,
+    MIXER_GRPC_PORT,
+    MIXER_HTTP_PORT,
     OUTBOUND_PORT,
     SIDECAR_PORTS,
     XDS_PORT,
@@ -58,7 +60,6 @@ from harness.processes import Proc, Processes, group_members
 from harness.wait import http_get, http_json, wait_envoy_live, wait_for, wait_http_ok
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
-MIXER_GRPC_PORT, MIXER_HTTP_PORT = 18081, 18082
 APP_PORT = 8080
 START_TIMEOUT = 30.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
