@@ -14,19 +14,13 @@ import pytest
 from meshpilot.controlplane import ControlPlane
 from meshpilot.mesh.watch import MAX_WAIT_MS
 from tests.support.controlplane import running_control_plane
+from tests.support.meshgen import mesh_yaml
 from tests.support.wait import wait_for_async
 
 
 def mesh_text(weight: int) -> str:
-    return f"""mesh: debounce
-services:
-  reviews:
-    port: 9080
-    subsets: {{v1: {{version: v1}}, v2: {{version: v2}}}}
-    routes:
-      - name: split
-        to: [{{subset: v1, weight: {weight}}}, {{subset: v2, weight: {100 - weight}}}]
-"""
+    """One synthetic service whose canary route sends `weight` % to v1."""
+    return mesh_yaml(1, name="debounce", v1_weights={0: weight})
 
 
 def version_of(text: str) -> str:
