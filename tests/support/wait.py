@@ -1,8 +1,9 @@
 """Waiting with deadlines: poll a condition until it holds, never sleep and hope.
 
-One helper for the fast tests, the e2e harness (e2e/harness/wait.py adds HTTP and process
-checks on top) and the benchmarks: `wait_for` in threads and scripts, `wait_for_async` in
-asyncio code (it yields to the loop between polls)."""
+One helper for the fast tests, the e2e harness (e2e/harness/wait.py re-exports it and adds
+HTTP probes) and the benchmarks: `wait_for` in threads and scripts (it can also watch the
+processes it waits on), `wait_for_async` in asyncio code (it yields to the loop between
+polls), `wait_steady` for a value to stop changing."""
 
 from __future__ import annotations
 
