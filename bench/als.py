@@ -37,6 +37,7 @@ from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import struct_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.support
 
 from dataplane import (
     CpuMeter,
@@ -47,12 +48,14 @@ from dataplane import (
     http_get,
     machine,
     median,
+    mixer_arguments,
     mixer_workers,
     require_tool,
     undisturbed,
-    wait_for,
     world,
 )
+
+from tests.support.wait import Steady, wait_for, wait_for_async, wait_steady
 
 STREAM_METHOD = "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs"
 POLL_INTERVAL = 0.05
@@ -180,26 +183,27 @@ async def ingest(
     base = total(metric_counts(metrics_url))
     started = time.monotonic()
     senders = [asyncio.create_task(send_stream(address, messages)) for messages in streams]
-    counted, last_change, last = 0.0, started, 0.0
+    counted = Steady(0.0)
     sent_at = None
-    while True:
-        await asyncio.sleep(POLL_INTERVAL)
+    counts: dict[str, float] = {}
+
+    async def all_counted_or_stalled() -> bool:
+        nonlocal sent_at, counts
         if sent_at is None and all(s.done() for s in senders):
             sent_at = time.monotonic()
         counts = await asyncio.to_thread(metric_counts, metrics_url)
-        counted = total(counts) - base
-        now = time.monotonic()
-        if counted != last:
-            last, last_change = counted, now
-        if counted >= expected or now - last_change > STALL_TIMEOUT:
-            break
+        unchanged = counted.update(total(counts) - base)
+        return bool(counted.value >= expected or unchanged > STALL_TIMEOUT)
+
+    message = f"{expected} entries counted"
+    await wait_for_async(all_counted_or_stalled, float("inf"), POLL_INTERVAL, message)
     for sender in senders:
         await sender  # raise a sender's error, if any
-    finished = last_change
+    finished = counted.changed_at
     return {
         "seconds": finished - started,
         "sent_seconds": (sent_at or finished) - started,
-        "counted": int(counted),
+        "counted": int(counted.value),
         "dropped": counts["dropped"],
     }
 
@@ -275,16 +279,8 @@ def mesh_text(mixer: str) -> str:
 
 def wait_settled(metrics_url: str, quiet: float = 1.0, timeout: float = 30.0) -> dict[str, float]:
     """The counts once they have not changed for `quiet` seconds."""
-    deadline = time.monotonic() + timeout
-    last, since = metric_counts(metrics_url), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        counts = metric_counts(metrics_url)
-        if counts != last:
-            last, since = counts, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return counts
-    raise TimeoutError("mesh_requests_total kept changing")
+    message = "mesh_requests_total to stop changing"
+    return wait_steady(lambda: metric_counts(metrics_url), quiet, timeout, 0.1, message)
 
 
 def none_lost(args: argparse.Namespace, w: World) -> list[tuple[int, int, dict[str, int]]]:
@@ -372,19 +368,15 @@ def run(args: argparse.Namespace, w: World) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ip-block", default="127.0.93", help="first three octets (127.X.Y)")
-    parser.add_argument("--workers", default="1,2", help="mixer worker counts (ingestion)")
-    parser.add_argument("--runs", type=int, default=3)
+    description = __doc__.split("\n\n")[0]
+    parser = mixer_arguments(description, "127.0.93", "mixer worker counts (ingestion)")
     parser.add_argument("--entries", type=int, default=200_000, help="entries per ingestion run")
     parser.add_argument("--streams", type=int, default=8, help="concurrent ALS streams")
     parser.add_argument("--batch", type=int, default=50, help="entries per message")
     parser.add_argument("--rates", default="1000", help="fixed rates for the none-lost check")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of a none-lost run")
     parser.add_argument("--skip-ingestion", action="store_true")
-    parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
-    args.workers = [int(n) for n in args.workers.split(",")]
     args.rates = [int(n) for n in args.rates.split(",")]
     require_tool("h2load", "nghttp2-client")
     with world(args.ip_block, args.keep_logs) as w:

@@ -37,7 +37,6 @@ import re
 import struct
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +61,7 @@ from dataplane import (
     machine,
     median,
     mesh_text,
+    mixer_arguments,
     mixer_workers,
     require_tool,
     undisturbed,
@@ -74,7 +74,8 @@ AUTHZ = "http.inbound.ext_authz."
 MIXER_RQ_TIME = "cluster.mixer.upstream_rq_time"
 CHECK_PATH = "/envoy.service.auth.v3.Authorization/Check"
 Cores = dict[str, float]
-STATS_FLUSH_S = 5.5  # Envoy's default stats_flush_interval is 5 s
+MIXER_RQ_COMPLETED = "cluster.mixer.upstream_rq_completed"
+STATS_FLUSH_S = 5.0  # Envoy's default stats_flush_interval
 
 
 def check_request_frame(ip: str) -> bytes:
@@ -156,6 +157,20 @@ def per_worker_cores(cores: Cores) -> list[float]:
     return [v for k, v in cores.items() if re.fullmatch(r"w\d+", k)]
 
 
+def flushed_call_times(ip: str) -> dict[float, int]:
+    """The buckets of Envoy's mixer call times once they hold every call completed so far.
+
+    Envoy's admin shows a histogram as of its last stats flush (every 5 s), but counters live:
+    wait until the histogram counts as many calls as the counter of completed ones."""
+
+    def caught_up() -> tuple[dict[float, int]] | None:
+        completed = envoy_stats(ip, f"^{re.escape(MIXER_RQ_COMPLETED)}$")[MIXER_RQ_COMPLETED]
+        buckets = envoy_histogram_buckets(ip, MIXER_RQ_TIME)
+        return (buckets,) if sum(buckets.values()) >= completed else None
+
+    return wait_for(caught_up, 3 * STATS_FLUSH_S, 0.1, "Envoy's stats flush")[0]
+
+
 def fixed_rate_runs(
     args: argparse.Namespace, url: str, ip: str, meter: CpuMeter, label: str, envoy_timing: bool
 ) -> list[tuple[FixedRateResult, tuple[int, list[float]] | None]]:
@@ -163,16 +178,13 @@ def fixed_rate_runs(
     for run in range(1, args.runs + 1):
 
         def measure() -> tuple[tuple[FixedRateResult, tuple[int, list[float]] | None], Cores]:
-            if envoy_timing:  # Envoy's admin shows histograms as of its last stats flush
-                time.sleep(STATS_FLUSH_S)
-            before = envoy_histogram_buckets(ip, MIXER_RQ_TIME) if envoy_timing else {}
+            before = flushed_call_times(ip) if envoy_timing else {}
             meter.start()
             result = fixed_rate(url, args.rate, args.seconds, connections=args.clients)
             cores = meter.stop()
             timing = None
             if envoy_timing:
-                time.sleep(STATS_FLUSH_S)
-                after = envoy_histogram_buckets(ip, MIXER_RQ_TIME)
+                after = flushed_call_times(ip)
                 timing = histogram_quantiles(before, after, [0.5, 0.99])
             return (result, timing), cores
 
@@ -325,10 +337,7 @@ def run(args: argparse.Namespace, w: World) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ip-block", default="127.0.91", help="first three octets (127.X.Y)")
-    parser.add_argument("--workers", default="1,2", help="mixer worker counts to try")
-    parser.add_argument("--runs", type=int, default=3)
+    parser = mixer_arguments(__doc__.split("\n\n")[0], "127.0.91", "mixer worker counts to try")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of one run")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--rate", type=int, default=2000, help="fixed rate for latency, req/s")
@@ -338,9 +347,7 @@ def main() -> None:
     parser.add_argument(
         "--direct-connections", type=int, default=8, help="h2load HTTP/2 connections (alone)"
     )
-    parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
-    args.workers = [int(n) for n in args.workers.split(",")]
     require_tool("wrk", "wrk")
     require_tool("h2load", "nghttp2-client")
     with world(args.ip_block, args.keep_logs) as w:

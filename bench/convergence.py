@@ -18,25 +18,17 @@ from __future__ import annotations
 
 import argparse
 import signal
-import socket
 import statistics
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
-from harness.mesh import (
-    ADMIN_PORT,
-    ENVOY_ADMIN_PORT,
-    INBOUND_PORT,
-    MESHPILOT,
-    OUTBOUND_PORT,
-    XDS_PORT,
-)
+from common import check_free, raise_exit
+from harness.mesh import ADMIN_PORT, MESHPILOT, SIDECAR_PORTS, XDS_PORT
 from harness.processes import Proc, Processes
 from harness.wait import http_get, http_json, wait_for, wait_http_ok
 from meshes import reviews_mesh
@@ -48,16 +40,7 @@ START_TIMEOUT = 30.0
 
 
 def mesh_text(v1_weight: int) -> str:
-    return textwrap.dedent(reviews_mesh(v1_weight, 100 - v1_weight)).lstrip()
-
-
-def check_free(ip: str, ports: list[int]) -> None:
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((ip, port))
-            except OSError as err:
-                sys.exit(f"{ip}:{port} is not free ({err}); choose another --ip-block")
+    return reviews_mesh(v1_weight, 100 - v1_weight)
 
 
 def converged(proxies: list[dict[str, Any]], count: int, old_routes: dict[str, str]) -> bool:
@@ -89,16 +72,12 @@ def histogram(metrics: str, name: str) -> tuple[float, float]:
     return float(values[f"{name}_sum"]), float(values[f"{name}_count"])
 
 
-def raise_exit(signum: int, _frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)
-
-
 def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> None:
     cp_ip = f"{args.ip_block}.1"
     sidecar_ips = [f"{args.ip_block}.{n}" for n in range(2, 2 + args.proxies)]
     check_free(cp_ip, [XDS_PORT, ADMIN_PORT])
     for ip in sidecar_ips:
-        check_free(ip, [ENVOY_ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT])
+        check_free(ip, SIDECAR_PORTS)
 
     mesh = tmp / "mesh.yaml"
     mesh.write_text(mesh_text(0))

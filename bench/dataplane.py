@@ -29,7 +29,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,16 +39,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
+from common import check_free, raise_exit
 from harness.mesh import (
     ADMIN_PORT,
     ENVOY_ADMIN_PORT,
     INBOUND_PORT,
     MESHPILOT,
+    MIXER_GRPC_PORT,
+    MIXER_HTTP_PORT,
     OUTBOUND_PORT,
+    SIDECAR_PORTS,
     XDS_PORT,
     accepts_connections,
 )
@@ -57,7 +60,6 @@ from harness.processes import Proc, Processes, group_members
 from harness.wait import http_get, http_json, wait_envoy_live, wait_for, wait_http_ok
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
-MIXER_GRPC_PORT, MIXER_HTTP_PORT = 18081, 18082
 APP_PORT = 8080
 START_TIMEOUT = 30.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -104,25 +106,11 @@ def serve_app(ip: str, port: int) -> None:
 # --- processes of a small mesh on one loopback block -----------------------------------------
 
 
-def raise_exit(signum: int, _frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)
-
-
 def require_tool(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:
         sys.exit(f"{name} not found: apt-get update && apt-get install -y {package}")
     return path
-
-
-def check_free(ip: str, ports: Sequence[int]) -> None:
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
-            try:
-                sock.bind((ip, port))
-            except OSError as err:
-                sys.exit(f"{ip}:{port} is not free ({err}); choose another --ip-block")
 
 
 @dataclass
@@ -213,7 +201,7 @@ class World:
 
     def start_instance(self, service: str, version: str, n: int, app: bool = True) -> Instance:
         ip = f"{self.block}.{n}"
-        check_free(ip, [ENVOY_ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT, APP_PORT])
+        check_free(ip, [*SIDECAR_PORTS, APP_PORT])
         app_proc = None
         if app:
             argv = [sys.executable, __file__, "app", ip, str(APP_PORT)]
@@ -387,7 +375,7 @@ def wait_quiet(limit: float = DISTURBED, timeout: float = 60.0) -> float:
     deadline = time.monotonic() + timeout
     while True:
         before = machine_busy_seconds()
-        time.sleep(1.0)
+        time.sleep(1.0)  # the window the machine's CPU use is measured over, not a wait
         busy = machine_busy_seconds() - before
         if busy < limit or time.monotonic() > deadline:
             return busy
@@ -539,6 +527,22 @@ def fixed_rate(
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def mixer_arguments(description: str, block: str, workers_help: str) -> argparse.ArgumentParser:
+    """The options of the mixer benchmarks (authz, als): their block, the mixer worker counts
+    to try (--workers 1,2 -> [1, 2]), the runs, whether to keep the logs."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--ip-block", default=block, help="first three octets (127.X.Y)")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help=workers_help,
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--keep-logs", action="store_true")
+    return parser
 
 
 @contextlib.contextmanager

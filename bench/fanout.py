@@ -33,7 +33,6 @@ import asyncio
 import multiprocessing
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -41,19 +40,22 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.support
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-# tests.support: the simulated sidecars are test code, not shipped in src/
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import check_free, raise_exit
 from harness.mesh import MESHPILOT
 from harness.processes import Proc, Processes
 from harness.wait import http_json, wait_http_ok
 
 from meshpilot.model.names import outbound_cluster
 from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
+from tests.support import meshgen
+from tests.support.meshgen import ring_callees, service_name, service_names, service_port
 from tests.support.simulated import Decoded, SidecarFleet, SimulatedSidecar, fleet_specs
+from tests.support.wait import wait_for
 
 XDS_PORT, ADMIN_PORT = 18000, 18001
 START_TIMEOUT = 60.0
@@ -70,15 +72,6 @@ MEMORY_PER_SIDECAR = 4 * 2**20
 # --- the mesh ---------------------------------------------------------------------------------
 
 
-def service_names(services: int) -> list[str]:
-    return [f"svc-{i}" for i in range(services)]
-
-
-def service_port(index: int) -> int:
-    """The port of service `index`."""
-    return 8000 + index % 1000
-
-
 def new_service(n: int) -> str:
     return f"svc-new-{n}"
 
@@ -86,7 +79,7 @@ def new_service(n: int) -> str:
 def egress_of(index: int, services: int, egress: int, added: int) -> list[str]:
     """Service `index` calls the `egress` services after it (in a ring); the first `egress`
     services also call every added service."""
-    calls = [f"svc-{(index + k) % services}" for k in range(1, min(egress, services - 1) + 1)]
+    calls = [service_name(j) for j in ring_callees(index, services, egress)]
     if index < egress:
         calls += [new_service(n) for n in range(1, added + 1)]
     return calls
@@ -98,32 +91,19 @@ def callers_of(index: int, services: int, egress: int) -> frozenset[str] | None:
         return None
     if index < 0:
         return frozenset(service_names(min(egress, services)))
-    return frozenset(f"svc-{(index - k) % services}" for k in range(1, egress + 1))
+    return frozenset(service_name((index - k) % services) for k in range(1, egress + 1))
 
 
 def mesh_yaml(services: int, added: int = 0, egress: int = 0) -> str:
-    """`services` services, then `added` more (svc-new-1...): two subsets, a weighted route and
-    two static endpoints each; with `egress`, each of the `services` calls only `egress` others
-    (see egress_of)."""
-    lines = ["mesh: fanout", "services:"]
-    entries = [(name, service_port(i)) for i, name in enumerate(service_names(services))]
-    entries += [(new_service(n), NEW_SERVICE_PORT + n) for n in range(1, added + 1)]
-    for i, (name, port) in enumerate(entries):
-        lines += [f"  {name}:", f"    port: {port}"]
-        if egress and i < services:
-            lines.append(f"    egress: [{', '.join(egress_of(i, services, egress, added))}]")
-        lines += [
-            "    subsets: {v1: {version: v1}, v2: {version: v2}}",
-            "    endpoints:",
-            f"      - {{address: 172.16.{i // 250}.{i % 250 + 1}, port: 8080, "
-            "labels: {version: v1}}",
-            f"      - {{address: 172.17.{i // 250}.{i % 250 + 1}, port: 8080, "
-            "labels: {version: v2}}",
-            "    routes:",
-            "      - name: canary",
-            "        to: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]",
-        ]
-    return "\n".join(lines) + "\n"
+    """`services` synthetic services (tests.support.meshgen), then `added` more
+    (svc-new-1...); with `egress`, each of the `services` calls only `egress` others (see
+    egress_of)."""
+    return meshgen.mesh_yaml(
+        services,
+        name="fanout",
+        added=[(new_service(n), NEW_SERVICE_PORT + n) for n in range(1, added + 1)],
+        egress=(lambda i: egress_of(i, services, egress, added)) if egress else None,
+    )
 
 
 # --- the simulator's worker processes ---------------------------------------------------------
@@ -176,6 +156,7 @@ async def _worker(
             state.done[node] = received
 
     specs = fleet_specs(count, service_names(services), first)
+    conn.send(("ready",))
     await loop.run_in_executor(None, conn.recv)  # "start"
     async with SidecarFleet(address, specs, channels=channels, on_response=on_response) as fleet:
         while True:
@@ -257,17 +238,25 @@ class Workers:
     def ask(self, command: tuple[Any, ...], alive: Proc, timeout: float) -> list[tuple[Any, ...]]:
         for conn in self.conns:
             conn.send(command)
+        return self.replies(command[0], alive, timeout)
+
+    def replies(self, what: str, alive: Proc, timeout: float) -> list[tuple[Any, ...]]:
+        """One reply from every worker (to the command `what`), while the control plane
+        `alive` runs and the machine has memory left."""
+
+        def fits() -> None:
+            if mem_available() < self.min_available:
+                gib = self.min_available / 2**30
+                raise OutOfMemory(f"stopped: less than {gib:.1f} GiB of memory left")
+            if not alive.alive():
+                raise RuntimeError(f"the control plane exited ({alive.returncode})")
+
         replies = []
         deadline = time.monotonic() + timeout
         for conn in self.conns:
-            while not conn.poll(0.2):
-                if mem_available() < self.min_available:
-                    gib = self.min_available / 2**30
-                    raise OutOfMemory(f"stopped: less than {gib:.1f} GiB of memory left")
-                if not alive.alive():
-                    raise RuntimeError(f"the control plane exited ({alive.returncode})")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no reply from a worker to {command[0]!r}")
+            left = max(0.0, deadline - time.monotonic())
+            message = f"a reply from a worker to {what!r}"
+            wait_for(lambda c=conn: c.poll(0.2), left, 0.0, message, check=fits)
             reply = conn.recv()
             if reply[0] == "error":
                 raise RuntimeError(f"worker: {reply[1]}")
@@ -348,16 +337,6 @@ class Result:
         return self.join == self.join  # not NaN
 
 
-def check_free(ip: str, ports: list[int]) -> None:
-    for port in ports:
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
-            try:
-                sock.bind((ip, port))
-            except OSError as err:
-                sys.exit(f"{ip}:{port} is not free ({err}); choose another --ip")
-
-
 @dataclass
 class Bench:
     """One size's control plane, mesh file and simulator."""
@@ -399,7 +378,7 @@ def run_size(
     args: argparse.Namespace, services: int, proxies: int, start: str, tmp: Path
 ) -> Result:
     result = Result(services, proxies, start, args.egress)
-    check_free(args.ip, [XDS_PORT, ADMIN_PORT])
+    check_free(args.ip, [XDS_PORT, ADMIN_PORT], "--ip")
     mesh = tmp / "mesh.yaml"
     egress = args.egress
     # warm: one service, unscoped (a scoped proxy that calls nothing never asks for endpoints)
@@ -415,7 +394,7 @@ def run_size(
         min_available = args.min_free_gib * 2**30
         workers = Workers(args.workers, xds, services, proxies, args.channels, min_available)
         bench = Bench(args, mesh, admin, control_plane, workers)
-        time.sleep(1.0)  # let the workers import and build their sidecars
+        workers.replies("ready", control_plane, START_TIMEOUT)  # imported, specs built
         cpu_before, sim_before = cpu_seconds(pid), workers.cpu_seconds()
         started = time.monotonic()
         workers.start()
@@ -431,7 +410,7 @@ def run_size(
         bench.wait_quiet()
         if start == "warm":
             last = services - 1  # its clusters come with the full mesh
-            watched = outbound_cluster(f"svc-{last}", service_port(last))
+            watched = outbound_cluster(service_name(last), service_port(last))
             expected = callers_of(last, services, egress)
             full = bench.save(mesh_yaml(services, egress=egress), watched, expected)
             if full is None:
@@ -549,10 +528,6 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
             services, _, proxies = item.partition("x")
             sizes.append((int(services), int(proxies)))
     return sizes
-
-
-def raise_exit(signum: int, _frame: object) -> NoReturn:
-    raise SystemExit(128 + signum)
 
 
 def main() -> None:

@@ -12,51 +12,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.support
 
 from meshpilot.mesh.load import load_mesh
 from meshpilot.model import ir, proxies
 from meshpilot.translator.build import build_ir
 from meshpilot.translator.translate import Translator
+from tests.support import meshgen
+
+DEFAULTS = '{timeout: 15s, retries: {attempts: 2, "on": [connect-failure]}}'
 
 
 def mesh_yaml(services: int) -> str:
-    """S services with two subsets, a weighted route and two static endpoints each."""
-    doc = {
-        "mesh": "bench",
-        "defaults": {"timeout": "15s", "retries": {"attempts": 2, "on": ["connect-failure"]}},
-        "services": {
-            f"svc-{i}": {
-                "port": 8000 + i % 1000,
-                "subsets": {"v1": {"version": "v1"}, "v2": {"version": "v2"}},
-                "endpoints": [
-                    {
-                        "address": f"10.{i // 250 % 250}.{i % 250}.1",
-                        "port": 8080,
-                        "labels": {"version": "v1"},
-                    },
-                    {
-                        "address": f"10.{i // 250 % 250}.{i % 250}.2",
-                        "port": 8080,
-                        "labels": {"version": "v2"},
-                    },
-                ],
-                "routes": [
-                    {
-                        "name": "canary",
-                        "to": [{"subset": "v1", "weight": 90}, {"subset": "v2", "weight": 10}],
-                    }
-                ],
-            }
-            for i in range(services)
-        },
-    }
-    return yaml.safe_dump(doc, sort_keys=False)
+    """S synthetic services (tests.support.meshgen): two subsets, a weighted route and two
+    static endpoints each; mesh-wide timeout and retry defaults."""
+    return meshgen.mesh_yaml(services, name="bench", defaults=DEFAULTS)
 
 
 def timed(func: Callable[[], object]) -> float:

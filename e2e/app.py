@@ -136,20 +136,24 @@ class Server(ThreadingHTTPServer):
         """Clients hanging up mid-request are normal in these tests; no tracebacks."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str, port: int = 8080, service: str = "app") -> argparse.ArgumentParser:
+    """The options every test app takes: where it listens and who it says it is."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--ip", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--service", default="app")
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--service", default=service)
     parser.add_argument("--version", default="")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def serve(server: Server, args: argparse.Namespace) -> int:
+    """Answer as the app of `args` until SIGTERM, then exit 0."""
     Handler.identity = {
         "service": args.service,
         "version": args.version,
         "ip": args.ip,
         "port": args.port,
     }
-    server = Server((args.ip, args.port), Handler)
     signal.signal(signal.SIGTERM, _exit)
     try:
         server.serve_forever(poll_interval=0.1)
@@ -158,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(__doc__.splitlines()[0]).parse_args(argv)
+    return serve(Server((args.ip, args.port), Handler), args)
 
 
 def _exit(_signum: int, _frame: FrameType | None) -> None:

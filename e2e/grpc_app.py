@@ -9,7 +9,6 @@ Exits 0 on SIGTERM.
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading
@@ -17,6 +16,7 @@ from collections import Counter
 from concurrent import futures
 
 import grpc
+from app import arguments
 
 SERVICE = "meshpilot.e2e.Echo"
 METHOD = "Who"
@@ -43,12 +43,7 @@ class Echo:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ip", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--service", default="app")
-    parser.add_argument("--version", default="")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__.splitlines()[0]).parse_args(argv)
     echo = Echo(args.service, args.version)
     handler = grpc.method_handlers_generic_handler(
         SERVICE, {METHOD: grpc.unary_unary_rpc_method_handler(echo.who)}

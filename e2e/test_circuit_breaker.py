@@ -7,6 +7,7 @@ import threading
 from harness.client import MeshClient
 from harness.mesh import Instance, MeshEnv
 from harness.wait import HttpReply, wait_for
+from meshes import caller_mesh, start_called
 
 CLUSTER = "outbound|9080||reviews"
 SLOW = "/delay/500"
@@ -16,27 +17,12 @@ LIMITS = "circuit_breaker: {max_connections: 1, max_pending_requests: 1, max_req
 
 def breaker_mesh(limits: str = LIMITS) -> str:
     """reviews with tight limits and ratings, the same app without limits, for comparison."""
-    return f"""
-        mesh: e2e
-        services:
-          productpage:
-            port: 9080
-          ratings:
-            port: 9080
-          reviews:
-            port: 9080
-            {limits}
-        """
+    return caller_mesh(f"ratings:\n  port: 9080\nreviews:\n  port: 9080\n  {limits}")
 
 
 def start_breaker_mesh(env: MeshEnv, mesh: str) -> Instance:
     """The caller, once its sidecar has reviews and ratings as members of their clusters."""
-    env.start_control_plane(env.write_mesh(mesh))
-    page = env.start_instance("productpage", "v1")
-    for service in ("reviews", "ratings"):
-        instance = env.start_instance(service, "v1")
-        page.admin.wait_hosts(f"outbound|9080||{service}", [instance.inbound])
-    return page
+    return start_called(env, mesh, ["reviews", "ratings"])[0]
 
 
 def burst(caller: Instance, host: str, count: int, path: str) -> list[HttpReply]:

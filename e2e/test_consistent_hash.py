@@ -11,22 +11,11 @@ from collections.abc import Callable
 import pytest
 from harness.client import MeshClient
 from harness.mesh import MeshEnv
+from meshes import reviews_with, start_called
 
 Send = Callable[[MeshClient, str], str]  # one request as `user`; the answering instance's IP
 USERS = [f"user-{n}" for n in range(10)]
 REQUESTS_PER_USER = 20
-
-
-def hashing_mesh(load_balancer: str) -> str:
-    return f"""
-        mesh: e2e
-        services:
-          productpage:
-            port: 9080
-          reviews:
-            port: 9080
-            load_balancer: {load_balancer}
-        """
 
 
 def by_header(client: MeshClient, user: str) -> str:
@@ -49,10 +38,8 @@ def by_query(client: MeshClient, user: str) -> str:
 def test_consistent_hashing_keeps_a_user_on_one_instance(
     mesh_env: MeshEnv, load_balancer: str, send: Send
 ) -> None:
-    mesh_env.start_control_plane(mesh_env.write_mesh(hashing_mesh(load_balancer)))
-    page = mesh_env.start_instance("productpage", "v1")
-    reviews = [mesh_env.start_instance("reviews", "v1") for _ in range(3)]
-    page.admin.wait_hosts("outbound|9080||reviews", [r.inbound for r in reviews])
+    mesh = reviews_with(f"load_balancer: {load_balancer}")
+    page, reviews = start_called(mesh_env, mesh, ["reviews"] * 3)
     with page.client() as client:
         landed = {user: {send(client, user) for _ in range(REQUESTS_PER_USER)} for user in USERS}
     assert all(len(ips) == 1 for ips in landed.values()), landed

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness.mesh import MeshEnv
+from harness.mesh import Instance, MeshEnv
 from harness.processes import Proc
 from harness.wait import wait_for
+from meshes import caller_mesh
 
 from meshpilot.runner.addresses import free_port
 
@@ -29,21 +30,7 @@ def test_a_service_with_a_dns_name_endpoint_is_reachable_by_both_names(
 ) -> None:
     port = free_port(LOCALHOST)
     mesh_env.start_app("external", None, LOCALHOST, port)
-    control_plane = mesh_env.start_control_plane(
-        mesh_env.write_mesh(
-            f"""
-            mesh: e2e
-            services:
-              productpage:
-                port: 9080
-              external:
-                port: 80
-                endpoints: [{{address: localhost, port: {port}}}]
-            """
-        )
-    )
-    page = mesh_env.start_instance("productpage", "v1")
-    control_plane.wait_synced([page.node_id])
+    page = start_page(mesh_env, [external("external", 80, "localhost", port)])
     cluster = page.admin.dynamic_clusters()["outbound|80||external"]
     assert cluster["type"] == "STRICT_DNS"
     page.admin.wait_hosts("outbound|80||external", [f"{LOCALHOST}:{port}"])
@@ -67,34 +54,17 @@ def test_tls_origination_verifies_the_server_certificate(mesh_env: MeshEnv) -> N
     make_certificate(tmp / "other", "localhost")  # valid for the name, from an untrusted CA
     port = free_port(LOCALHOST)
     start_tls_app(mesh_env, port, tmp / "server.pem", tmp / "server.key")
-    control_plane = mesh_env.start_control_plane(
-        mesh_env.write_mesh(
-            f"""
-            mesh: e2e
-            services:
-              productpage:
-                port: 9080
-              secure:
-                port: 443
-                endpoints: [{{address: localhost, port: {port}}}]
-                tls: {{sni: localhost, ca_file: server.pem}}
-              wrong-ca:
-                port: 443
-                endpoints: [{{address: {LOCALHOST}, port: {port}}}]
-                tls: {{sni: localhost, ca_file: other.pem}}
-              wrong-name:
-                port: 443
-                endpoints: [{{address: {LOCALHOST}, port: {port}}}]
-                tls: {{sni: api.example.com, ca_file: server.pem}}
-              unverified:
-                port: 443
-                endpoints: [{{address: {LOCALHOST}, port: {port}}}]
-                tls: {{verify: false}}
-            """
-        )
+    page = start_page(
+        mesh_env,
+        [
+            external("secure", 443, "localhost", port, "{sni: localhost, ca_file: server.pem}"),
+            external("wrong-ca", 443, LOCALHOST, port, "{sni: localhost, ca_file: other.pem}"),
+            external(
+                "wrong-name", 443, LOCALHOST, port, "{sni: api.example.com, ca_file: server.pem}"
+            ),
+            external("unverified", 443, LOCALHOST, port, "{verify: false}"),
+        ],
     )
-    page = mesh_env.start_instance("productpage", "v1")
-    control_plane.wait_synced([page.node_id])
     page.admin.wait_hosts("outbound|443||secure", [f"{LOCALHOST}:{port}"])
     page.admin.wait_hosts("outbound|443||wrong-ca", [f"{LOCALHOST}:{port}"])
 
@@ -108,6 +78,21 @@ def test_tls_origination_verifies_the_server_certificate(mesh_env: MeshEnv) -> N
     assert stat("cluster.outbound|443||secure.ssl.handshake") >= 1
     assert stat("cluster.outbound|443||wrong-ca.ssl.fail_verify_error") >= 1
     assert stat("cluster.outbound|443||wrong-name.ssl.fail_verify_san") >= 1
+
+
+def external(name: str, port: int, address: str, address_port: int, tls: str = "") -> str:
+    """An external service `name` on `port`, at `address`:`address_port` (TLS: `tls`)."""
+    endpoints = f"[{{address: {address}, port: {address_port}}}]"
+    return f"{name}: {{port: {port}, endpoints: {endpoints}{f', tls: {tls}' if tls else ''}}}"
+
+
+def start_page(env: MeshEnv, services: list[str]) -> Instance:
+    """The control plane of a mesh of `services` and their caller, productpage, once it is
+    synced."""
+    control_plane = env.start_control_plane(env.write_mesh(caller_mesh("\n".join(services))))
+    page = env.start_instance("productpage", "v1")
+    control_plane.wait_synced([page.node_id])
+    return page
 
 
 def make_certificate(stem: Path, name: str) -> None:

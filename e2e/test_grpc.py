@@ -11,36 +11,27 @@ from pathlib import Path
 import grpc
 import pytest
 from harness.mesh import Instance, MeshEnv
+from meshes import block, caller_mesh
 
 GRPC_APP = str(Path(__file__).resolve().parent / "grpc_app.py")
 WHO = "/meshpilot.e2e.Echo/Who"
 
-MESH = """
-    mesh: e2e
-    services:
-      client:
-        port: 9080
-      greeter:
-        port: 50051
-        protocol: grpc
-        routes:
-          - name: default
-            retries: {attempts: 2, on: [unavailable]}
-    """
 
-LIMITED = """
-    mesh: e2e
-    services:
-      client:
-        port: 9080
-      greeter:
-        port: 50051
-        protocol: grpc
-        rate_limit: {requests_per_second: 1, burst: 3}
-        routes:
-          - name: default
-            retries: {attempts: 2, on: [unavailable]}
-    """
+def greeter_mesh(settings: str = "") -> str:
+    """A client and the gRPC greeter (retrying `unavailable`), with `settings` of its own."""
+    greeter = """
+        greeter:
+          port: 50051
+          protocol: grpc
+          routes:
+            - name: default
+              retries: {attempts: 2, on: [unavailable]}
+        """
+    return caller_mesh(f"{block(greeter)}\n{block(settings, 2)}", caller="client")
+
+
+MESH = greeter_mesh()
+LIMITED = greeter_mesh("rate_limit: {requests_per_second: 1, burst: 3}")
 
 
 def grpc_app(service: str, version: str) -> Callable[[str, int], list[str]]:

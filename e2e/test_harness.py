@@ -187,7 +187,10 @@ def test_sidecar_reconnects_within_a_second(mesh_env: MeshEnv) -> None:
     instance = mesh_env.start_instance("reviews", "v1", xds=ads.address)
     ads.stop()
     wait_for(lambda: instance.admin.stat("control_plane.connected_state") == 0, 10)
-    time.sleep(2)  # let the backoff grow as it would during a real outage
+    # The outage lasts until the backoff is at its cap, as in a real one: from 0.1 s doubling
+    # to 0.5 s, that is after four failed tries.
+    failed_tries = "cluster.xds_cluster.upstream_cx_connect_fail"
+    wait_for(lambda: instance.admin.stat(failed_tries) >= 4, 10, message="4 failed tries")
     ads = FakeAdsServer(cp_ip, 18000).start()
     try:
         restarted = time.monotonic()

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from harness.client import LoadGenerator, Result
 from harness.mesh import MeshEnv
 from harness.wait import wait_for
-from meshes import reviews_mesh, start_reviews_mesh
+from meshes import live_edit, reviews_mesh, start_reviews_mesh
 
 APPLY_DEADLINE = 1.0  # contract: every sidecar has the new configuration within 1 s of a save
 
 
-def served_by(version: str) -> object:
+def served_by(version: str) -> Callable[[Result], bool]:
     return lambda r: r.ok and isinstance(r.body, dict) and r.body["version"] == version
 
 
@@ -20,13 +21,7 @@ def test_a_weight_change_applies_within_a_second_with_zero_failed_requests(
     mesh_env: MeshEnv,
 ) -> None:
     page, _, _ = start_reviews_mesh(mesh_env, reviews_mesh(100, 0))
-    with LoadGenerator(page.client(), "reviews", concurrency=2) as load:
-        load.wait_for_results(50)
-        saved = time.monotonic()
-        mesh_env.write_mesh(reviews_mesh(0, 100))
-        effective = load.wait_effective(served_by("v2"), settle=30)
-        load.wait_for_results(50)
-    assert load.failures() == [], load.summary()
+    load, saved, effective = live_edit(mesh_env, page, reviews_mesh(0, 100), served_by("v2"), 30)
     assert all(served_by("v1")(r) for r in load.results if r.sent_at < saved)
     print(f"weight change effective {effective - saved:.3f} s after the save")
     assert effective - saved < APPLY_DEADLINE, f"took {effective - saved:.3f} s"

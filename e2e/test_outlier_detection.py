@@ -4,31 +4,24 @@ from __future__ import annotations
 
 from harness.mesh import MeshEnv
 from harness.wait import HttpReply, wait_for
+from meshes import reviews_with, start_called
 
 CLUSTER = "outbound|9080||reviews"
 CONSECUTIVE_5XX = 3
-MESH = f"""
-    mesh: e2e
-    services:
-      productpage:
-        port: 9080
-      reviews:
-        port: 9080
-        outlier_detection:
-          consecutive_5xx: {CONSECUTIVE_5XX}
-          interval: 100ms
-          base_ejection_time: 30s
+MESH = reviews_with(
+    f"""
+    outlier_detection:
+      consecutive_5xx: {CONSECUTIVE_5XX}
+      interval: 100ms
+      base_ejection_time: 30s
     """
+)
 # No max_ejection_percent: Envoy's default (10% of 2 members) would eject none, but one member
 # can always be ejected.
 
 
 def test_a_failing_instance_is_ejected_and_the_good_one_serves_all(mesh_env: MeshEnv) -> None:
-    mesh_env.start_control_plane(mesh_env.write_mesh(MESH))
-    page = mesh_env.start_instance("productpage", "v1")
-    good = mesh_env.start_instance("reviews", "v1")
-    bad = mesh_env.start_instance("reviews", "v1")
-    page.admin.wait_hosts(CLUSTER, [good.inbound, bad.inbound])
+    page, (good, bad) = start_called(mesh_env, MESH, ["reviews", "reviews"])
     ejections = f"cluster.{CLUSTER}.outlier_detection.ejections_active"
     fail_bad = {"x-fail-ip": bad.ip}  # the instance on that IP answers 503, the other 200
 

@@ -6,46 +6,31 @@ import math
 import time
 from collections.abc import Callable
 
-from harness.client import LoadGenerator, MeshClient, Result
+from harness.client import MeshClient, Result
 from harness.mesh import Instance, MeshEnv
 from harness.wait import HttpReply
+from meshes import live_edit, reviews_with, start_called
 
 
 def service_limit(per_second: int, burst: int) -> str:
-    return f"""
-        mesh: e2e
-        services:
-          productpage:
-            port: 9080
-          reviews:
-            port: 9080
-            rate_limit: {{requests_per_second: {per_second}, burst: {burst}}}
-        """
+    return reviews_with(f"rate_limit: {{requests_per_second: {per_second}, burst: {burst}}}")
 
 
-ROUTE_LIMIT = """
-    mesh: e2e
-    services:
-      productpage:
-        port: 9080
-      reviews:
-        port: 9080
-        rate_limit: {requests_per_second: 1, burst: 10}
-        routes:
-          - name: limited
-            match: {path_prefix: /limited}
-            rate_limit: {requests_per_second: 1, burst: 3}
-          - name: rest
+ROUTE_LIMIT = reviews_with(
     """
+    rate_limit: {requests_per_second: 1, burst: 10}
+    routes:
+      - name: limited
+        match: {path_prefix: /limited}
+        rate_limit: {requests_per_second: 1, burst: 3}
+      - name: rest
+    """
+)
 
 
 def start(env: MeshEnv, mesh: str) -> Instance:
     """A productpage caller and one reviews instance (one sidecar, so one bucket)."""
-    env.start_control_plane(env.write_mesh(mesh))
-    page = env.start_instance("productpage", "v1")
-    reviews = env.start_instance("reviews", "v1")
-    page.admin.wait_hosts("outbound|9080||reviews", [reviews.inbound])
-    return page
+    return start_called(env, mesh, ["reviews"])[0]
 
 
 def burst(client: MeshClient, path: str, count: int) -> tuple[list[HttpReply], float]:
@@ -97,13 +82,8 @@ def test_a_rate_limit_edit_applies_within_a_second_and_fails_no_request(mesh_env
     def limit_is(value: str) -> Callable[[Result], bool]:
         return lambda r: r.headers is not None and r.headers.get("x-ratelimit-limit") == value
 
-    with LoadGenerator(page.client(), "reviews", concurrency=2) as load:
-        load.wait_for_results(50)
-        saved = time.monotonic()
-        mesh_env.write_mesh(service_limit(5, 5))
-        effective = load.wait_effective(limit_is("5"), settle=20)
-        load.wait_for_results(50)
-    assert load.failures() == [], load.summary()  # 429 is an answer, not a failure
+    # No failure: a 429 is an answer.
+    load, saved, effective = live_edit(mesh_env, page, service_limit(5, 5), limit_is("5"), 20)
     assert all(limit_is("1000")(r) for r in load.results if r.sent_at < saved)
     assert {r.status for r in load.since(effective)} == {200, 429}, load.summary()
     assert effective - saved < 1.0, f"took {effective - saved:.3f} s"

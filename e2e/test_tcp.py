@@ -12,6 +12,7 @@ from pathlib import Path
 from harness.mesh import Instance, MeshEnv
 from harness.stats import binomial_bounds
 from harness.wait import wait_for
+from meshes import caller_mesh
 
 TCP_ECHO = str(Path(__file__).resolve().parent / "tcp_echo.py")
 PORT = 7000
@@ -19,21 +20,20 @@ CONNECTIONS = 100
 
 
 def echo_mesh(v1: int, v2: int) -> str:
-    return f"""
-        mesh: e2e
-        services:
-          client:
-            port: 9080
-          echo:
-            port: {PORT}
-            protocol: tcp
-            subsets:
-              v1: {{version: v1}}
-              v2: {{version: v2}}
-            routes:
-              - name: split
-                to: [{{subset: v1, weight: {v1}}}, {{subset: v2, weight: {v2}}}]
-        """
+    return caller_mesh(
+        f"""
+        echo:
+          port: {PORT}
+          protocol: tcp
+          subsets:
+            v1: {{version: v1}}
+            v2: {{version: v2}}
+          routes:
+            - name: split
+              to: [{{subset: v1, weight: {v1}}}, {{subset: v2, weight: {v2}}}]
+        """,
+        caller="client",
+    )
 
 
 def echo_app(version: str) -> Callable[[str, int], list[str]]:

@@ -7,7 +7,7 @@ import pytest
 from meshpilot.xds.protocol import SyncStatus
 from meshpilot.xds.types import CLUSTER
 from tests.ads_support import Plane, mesh, proxy, round_trip
-from tests.support.wait import wait_until
+from tests.support.wait import wait_for_async
 from tests.test_ads import cluster_names
 
 
@@ -38,7 +38,7 @@ async def test_a_client_that_disconnects_mid_push_is_forgotten(plane: Plane) -> 
     await gone.__aenter__()
     gone.send(CLUSTER)
     await gone.close()
-    await wait_until(lambda: not plane.cache.watches)
+    await wait_for_async(lambda: not plane.cache.watches)
     async with plane.client(proxy("next", "127.0.0.5")) as client:
         client.send(CLUSTER)
         assert (await client.receive()).type_url == CLUSTER
@@ -49,7 +49,7 @@ async def test_a_nack_with_a_garbage_nonce_changes_nothing(plane: Plane) -> None
         client.send(CLUSTER)
         cds = await client.receive()
         client.ack(cds)
-        await wait_until(lambda: plane.state("a~127.0.0.2", CLUSTER) is SyncStatus.SYNCED)
+        await wait_for_async(lambda: plane.state("a~127.0.0.2", CLUSTER) is SyncStatus.SYNCED)
         client.send(CLUSTER, version=cds.version_info, nonce="\x00garbage", error="boom")
         client.send(CLUSTER, version=cds.version_info, nonce=cds.nonce)
         await round_trip(client)  # both requests above were handled

@@ -15,7 +15,7 @@ from meshpilot.xds.sotw.state import SotwTypeState
 from meshpilot.xds.sotw.subscriptions import Subscriptions
 from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
 from tests.ads_support import Plane, mesh, proxy, serving
-from tests.support.wait import wait_until
+from tests.support.wait import wait_for_async
 
 NAMES = ["outbound|9080|v1|reviews", "outbound|9080||reviews"]
 
@@ -105,7 +105,7 @@ async def test_a_proxy_that_never_answers_delays_the_others_only_for_the_hold_ti
         silent.send(CLUSTER)
         await silent.receive()  # and never ACKed: its stream holds the one permit
         other.send(CLUSTER)
-        await wait_until(lambda: permits(one_permit) == (1, 1))  # so the other waits for it
+        await wait_for_async(lambda: permits(one_permit) == (1, 1))  # so the other waits for it
         assert streams_in_flight(one_permit) == 1
         assert (await other.receive(timeout=5)).type_url == CLUSTER
         # Released by the hold time, not by an answer:
@@ -133,10 +133,10 @@ async def test_a_stream_with_everything_held_back_keeps_no_permit(
                 return False
             return bool(one_permit.type_state("routes-only~127.0.0.2", ROUTE).desired_version)
 
-        await wait_until(routes_held_back)
+        await wait_for_async(routes_held_back)
         other.send(CLUSTER)
         assert (await other.receive(timeout=5)).type_url == CLUSTER  # the permit was free
         third.send(CLUSTER)
-        await wait_until(lambda: permits(one_permit) == (1, 1))  # one permit: other's
+        await wait_for_async(lambda: permits(one_permit) == (1, 1))  # one permit: other's
         assert streams_in_flight(one_permit) == 1
         assert not one_permit.type_state("routes-only~127.0.0.2", ROUTE).awaiting_reply

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from meshpilot.bootstrap import (
 )
 from meshpilot.errors import EnvoyNotFound, MeshpilotError
 from meshpilot.runner.envoy import envoy_binary, envoy_command, run_sidecar, wheel_binary
+from tests.support.wait import wait_for
 
 
 def identity(**overrides: Any) -> SidecarIdentity:
@@ -216,11 +216,12 @@ def test_sidecar_command_forwards_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "MESHPILOT_ENVOY": str(fake_envoy(tmp_path, wait=True))}
     process = subprocess.Popen([str(meshpilot), "sidecar", "--service", "reviews"], env=env)
     try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "ready").exists():
-            assert time.monotonic() < deadline, "fake envoy never started"
+
+        def running() -> None:
             assert process.poll() is None, "meshpilot sidecar exited early"
-            time.sleep(0.02)
+
+        ready = tmp_path / "ready"
+        wait_for(ready.exists, 30, 0.02, "the fake envoy to start", check=running)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 7
     finally:

@@ -13,19 +13,14 @@ import pytest
 
 from meshpilot.controlplane import ControlPlane
 from meshpilot.mesh.watch import MAX_WAIT_MS
-from tests.conftest import free_port
+from tests.support.controlplane import running_control_plane
+from tests.support.meshgen import mesh_yaml
+from tests.support.wait import wait_for_async
 
 
 def mesh_text(weight: int) -> str:
-    return f"""mesh: debounce
-services:
-  reviews:
-    port: 9080
-    subsets: {{v1: {{version: v1}}, v2: {{version: v2}}}}
-    routes:
-      - name: split
-        to: [{{subset: v1, weight: {weight}}}, {{subset: v2, weight: {100 - weight}}}]
-"""
+    """One synthetic service whose canary route sends `weight` % to v1."""
+    return mesh_yaml(1, name="debounce", v1_weights={0: weight})
 
 
 def version_of(text: str) -> str:
@@ -38,20 +33,15 @@ def applies(plane: ControlPlane) -> int:
 
 @pytest.fixture
 async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
-    path = tmp_path / "mesh.yaml"
-    path.write_text(mesh_text(100))
-    control = ControlPlane(path, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
-    await control.start()
-    yield control
-    await control.stop()
+    async with running_control_plane(tmp_path, mesh_text(100)) as control:
+        yield control
 
 
 async def wait_applied(plane: ControlPlane, text: str, timeout: float = 3.0) -> None:
-    async def poll() -> None:
-        while plane.status.version != version_of(text):
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
+    version = version_of(text)
+    await wait_for_async(
+        lambda: plane.status.version == version, timeout, 0.01, f"version {version} applied"
+    )
 
 
 async def test_a_burst_of_saves_is_applied_a_few_times_ending_on_the_last(
@@ -60,7 +50,7 @@ async def test_a_burst_of_saves_is_applied_a_few_times_ending_on_the_last(
     before = applies(plane)
     for weight in range(0, 100, 5):  # 20 saves in about 100 ms
         plane.mesh_path.write_text(mesh_text(weight))
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.005)  # the burst's pace, what the debounce is tested against
     await wait_applied(plane, mesh_text(95))
     assert 1 <= applies(plane) - before <= 3
 
@@ -72,6 +62,6 @@ async def test_a_constant_stream_of_saves_is_still_applied(plane: ControlPlane) 
     while time.monotonic() < deadline:  # a save every 20 ms, never quiet for 100 ms
         weight = (weight + 1) % 100
         plane.mesh_path.write_text(mesh_text(weight))
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # the stream's pace, what the debounce is tested against
     assert applies(plane) - before >= 2
     await wait_applied(plane, mesh_text(weight))

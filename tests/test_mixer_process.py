@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 
 from meshpilot.mixer import Mixer
 from tests.conftest import free_port
+from tests.support.wait import wait_for_async
 from tests.test_mixer_services import check_request, http_entry, identifier, stream_logs
 
 MESH = "mesh: m\nservices:\n  ratings: {port: 9080}\n"
@@ -36,14 +36,6 @@ async def mixer(tmp_path: Path) -> AsyncIterator[Mixer]:
     await asyncio.wait_for(task, 15)
 
 
-async def eventually(condition: object, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
 async def checks_pass(address: str) -> bool:
     try:
         async with grpc.aio.insecure_channel(address) as channel:
@@ -55,7 +47,7 @@ async def checks_pass(address: str) -> bool:
 
 
 async def test_entries_from_any_worker_are_counted_once_by_the_parent(mixer: Mixer) -> None:
-    await eventually(lambda: checks_pass(mixer.listen))
+    await wait_for_async(lambda: checks_pass(mixer.listen), 15)
     for _ in range(6):  # separate connections: the kernel spreads them over the workers
         message = als_pb2.StreamAccessLogsMessage(
             identifier=identifier("frontend", "v1", "outbound")
@@ -73,11 +65,11 @@ async def test_entries_from_any_worker_are_counted_once_by_the_parent(mixer: Mix
         }
         return mixer.metrics.registry.get_sample_value("mesh_requests_total", labels) == 30
 
-    await eventually(all_counted, timeout=5)
+    await wait_for_async(all_counted, 5)
 
 
 async def test_a_killed_worker_is_restarted(mixer: Mixer) -> None:
-    await eventually(lambda: checks_pass(mixer.listen))
+    await wait_for_async(lambda: checks_pass(mixer.listen), 15)
     victim = mixer.worker_pids()[0]
     assert victim is not None
     os.kill(victim, signal.SIGKILL)
@@ -86,8 +78,8 @@ async def test_a_killed_worker_is_restarted(mixer: Mixer) -> None:
         current = mixer.worker_pids()[0]
         return current is not None and current != victim
 
-    await eventually(replaced)
-    await eventually(lambda: checks_pass(mixer.listen))
+    await wait_for_async(replaced, 15)
+    await wait_for_async(lambda: checks_pass(mixer.listen), 15)
 
 
 def listening_pids(port: int, pids: list[int]) -> set[int]:
@@ -111,12 +103,12 @@ async def test_the_first_workers_all_listen_without_a_restart(mixer: Mixer) -> N
     async def started() -> bool:
         return None not in mixer.worker_pids()
 
-    await eventually(started)
+    await wait_for_async(started, 15)
     first = [pid for pid in mixer.worker_pids() if pid is not None]
     port = int(mixer.listen.rpartition(":")[2])
 
     async def all_listening() -> bool:
         return listening_pids(port, first) == set(first)
 
-    await eventually(all_listening)
+    await wait_for_async(all_listening, 15)
     assert mixer.worker_pids() == first

@@ -25,6 +25,8 @@ from meshpilot.xds.cache import Watch
 from meshpilot.xds.server import ADS_SERVICE
 from meshpilot.xds.types import BY_SHORT, CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.conftest import free_port
+from tests.support.controlplane import running_control_plane
+from tests.support.meshgen import mesh_yaml, ring_callees, ring_egress
 from tests.support.simulated import ResponseDecoder, SidecarFleet, fleet_specs
 
 SERVICES = 200
@@ -35,43 +37,27 @@ TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
 
 def callees(index: int, egress: int) -> list[int]:
     """With scoping, service `index` calls the `egress` services after it (in a ring)."""
-    return [(index + k) % SERVICES for k in range(1, egress + 1)]
+    return ring_callees(index, SERVICES, egress)
 
 
 def mesh_text(save: int, egress: int = 0) -> str:
-    """`SERVICES` services with two subsets, a weighted route and two static endpoints; save
-    `save` gives svc-0 a v1 weight of `save` and adds `save // 5` extra services. With
-    `egress`, each of the `SERVICES` calls only the services `callees` names."""
-    lines = ["mesh: scale", "services:"]
-    names = [f"svc-{i}" for i in range(SERVICES)] + [f"extra-{i}" for i in range(save // 5)]
-    for i, name in enumerate(names):
-        weight = save if i == 0 else 90
-        lines += [f"  {name}:", f"    port: {8000 + i}"]
-        if egress and i < SERVICES:
-            lines.append(f"    egress: [{', '.join(f'svc-{j}' for j in callees(i, egress))}]")
-        lines += [
-            "    subsets: {v1: {version: v1}, v2: {version: v2}}",
-            "    endpoints:",
-            f"      - {{address: 172.16.{i // 250}.{i % 250 + 1}, port: 8080, "
-            "labels: {version: v1}}",
-            f"      - {{address: 172.17.{i // 250}.{i % 250 + 1}, port: 8080, "
-            "labels: {version: v2}}",
-            "    routes:",
-            "      - name: canary",
-            f"        to: [{{subset: v1, weight: {weight}}},",
-            f"             {{subset: v2, weight: {100 - weight}}}]",
-        ]
-    return "\n".join(lines) + "\n"
+    """`SERVICES` synthetic services (tests.support.meshgen); save `save` gives svc-0 a v1
+    weight of `save` and adds `save // 5` extra services. With `egress`, each of the
+    `SERVICES` calls only the services `callees` names."""
+    extra = [(f"extra-{k}", 8000 + SERVICES + k) for k in range(save // 5)]
+    return mesh_yaml(
+        SERVICES,
+        name="scale",
+        added=extra,
+        egress=ring_egress(SERVICES, egress) if egress else None,
+        v1_weights={0: save},
+    )
 
 
 @pytest.fixture
 async def plane(tmp_path: Path) -> AsyncIterator[ControlPlane]:
-    path = tmp_path / "mesh.yaml"
-    path.write_text(mesh_text(0))
-    control = ControlPlane(path, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
-    await control.start()
-    yield control
-    await control.stop()
+    async with running_control_plane(tmp_path, mesh_text(0)) as control:
+        yield control
 
 
 def settled(watch: Watch) -> bool:

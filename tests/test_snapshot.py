@@ -21,7 +21,7 @@ from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.snapshot import Consistency
 from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE, TYPES, ResourceType
 from tests.ads_support import V2, mesh, proxy, serving
-from tests.support.wait import wait_until
+from tests.support.wait import wait_for_async
 
 REFUSED = "meshpilot_xds_inconsistent_snapshots_total"
 DROPPED = "outbound|9080|v2|reviews"  # the endpoints a broken translator leaves out
@@ -130,7 +130,7 @@ async def test_a_proxy_whose_new_view_is_inconsistent_is_served_its_last_good_on
         translator.broken = True
         async with plane.client(proxy("b", "127.0.0.3", labels=V2)) as joining:
             joining.send(CLUSTER)  # its joining changes everyone's endpoints: a's view, b's
-            await wait_until(lambda: plane.metric(REFUSED) >= 2)
+            await wait_for_async(lambda: plane.metric(REFUSED) >= 2)
             assert plane.metric(REFUSED) == 2  # both refused, once each
             joined = plane.watch("b~127.0.0.3")
             assert joined is not None and joined.snapshot is None  # nothing to serve it yet

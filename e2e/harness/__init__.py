@@ -1,5 +1,12 @@
 """Reusable pieces for end-to-end tests with real processes (see e2e/conftest.py for fixtures)."""
 
+import sys
+from pathlib import Path
+
+# The repository's root, for what the harness shares with the fast tests (tests/support).
+if (ROOT := str(Path(__file__).resolve().parents[2])) not in sys.path:
+    sys.path.append(ROOT)
+
 from harness.client import LoadGenerator, MeshClient, Result
 from harness.envoy_admin import EnvoyAdmin, Host
 from harness.mesh import ControlPlane, Instance, MeshEnv

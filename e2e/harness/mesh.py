@@ -20,6 +20,7 @@ MESHPILOT = str(Path(sys.executable).parent / "meshpilot")
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 XDS_PORT, ADMIN_PORT = 18000, 18001  # the contract's defaults, on the control plane's own IP
 ENVOY_ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT = 15000, 15001, 15006
+SIDECAR_PORTS = (ENVOY_ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT)  # on the instance's IP
 START_TIMEOUT = 20.0
 
 

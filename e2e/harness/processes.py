@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.wait import holds_within
+
 TERM_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 TAIL_LINES = 40
 
@@ -170,11 +172,12 @@ def stop_groups(procs: Sequence[Proc], grace: float) -> list[int]:
     pending = [p for p in procs if not p.stopped]
     for proc in pending:
         proc.signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while pending and time.monotonic() < deadline:
-        pending = [p for p in pending if _still_running(p)]
-        if pending:
-            time.sleep(0.02)
+
+    def all_gone() -> bool:
+        pending[:] = [p for p in pending if _still_running(p)]
+        return not pending
+
+    holds_within(all_gone, grace, interval=0.02)
     for proc in pending:
         proc.signal_group(signal.SIGKILL)
     for proc in procs:
@@ -185,12 +188,7 @@ def stop_groups(procs: Sequence[Proc], grace: float) -> list[int]:
 
 def _wait_group_gone(proc: Proc, timeout: float) -> bool:
     """Wait until no live process is left in `proc`'s group; False if some still are."""
-    deadline = time.monotonic() + timeout
-    while proc.group_pids():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return holds_within(lambda: not proc.group_pids(), timeout, interval=0.02)
 
 
 def _still_running(proc: Proc) -> bool:

@@ -1,4 +1,5 @@
-"""Tolerances for statistical assertions, derived from the sample size instead of hand-tuned."""
+"""Tolerances for statistical assertions, derived from the sample size and the process that
+makes the samples instead of hand-tuned."""
 
 from __future__ import annotations
 
@@ -13,3 +14,12 @@ def binomial_bounds(samples: int, share: float, z: float = Z) -> tuple[float, fl
     mean = samples * share
     spread = z * math.sqrt(samples * share * (1 - share))
     return mean - spread, mean + spread
+
+
+def round_robin_bounds(samples: int, hosts: int, balancers: int = 1) -> tuple[float, float]:
+    """Where one host's count falls when `samples` requests are spread over `hosts` by
+    `balancers` independent round-robin pickers (Envoy: one per worker thread a request goes
+    through). No luck involved: each picker gives every host its share rounded up or down,
+    which is off by at most (hosts - 1) / hosts."""
+    share, slack = samples / hosts, balancers * (hosts - 1) / hosts
+    return share - slack, share + slack

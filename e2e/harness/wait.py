@@ -1,69 +1,20 @@
-"""Waiting with deadlines: poll a condition until it holds, never sleep and hope."""
+"""Waiting with deadlines for e2e tests and benchmarks: tests.support.wait's `wait_for`, and
+HTTP probes of admin APIs and Envoy built on it."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from harness.processes import Proc
-
-T = TypeVar("T")
-
-
-class WaitTimeout(AssertionError):
-    """A condition did not hold in time (an AssertionError so pytest shows it as a failure)."""
-
-
-class ProcessDied(AssertionError):
-    """A process we were waiting on exited first; the message carries its log tail."""
-
-
-class NotYet(Exception):
-    """Raised by a condition to say "not yet, and here is what I saw" (shown on timeout)."""
-
-
-def wait_for(
-    condition: Callable[[], T | None],
-    timeout: float = 10.0,
-    interval: float = 0.05,
-    message: str = "condition",
-    *,
-    ignore: tuple[type[BaseException], ...] = (),
-    procs: Iterable[Proc] = (),
-) -> T:
-    """Poll `condition` until it returns something truthy and return that value.
-
-    Exceptions of the `ignore` types count as "not yet". If any of `procs` exits meanwhile,
-    fail at once with its log instead of waiting out the deadline."""
-    watched = list(procs)
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-            last = value
-        except ignore as err:
-            last = err
-        _check_alive(watched, message)
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(f"timed out after {timeout}s waiting for {message}; last: {last!r}")
-        time.sleep(interval)
-
-
-def _check_alive(procs: list[Proc], message: str) -> None:
-    for proc in procs:
-        if not proc.alive():
-            raise ProcessDied(
-                f"{proc.name} exited with {proc.returncode} while waiting for {message}\n"
-                f"{proc.tail()}"
-            )
+from tests.support.wait import NotYet, wait_for
+from tests.support.wait import ProcessDied as ProcessDied
+from tests.support.wait import WaitTimeout as WaitTimeout
 
 
 @dataclass

@@ -20,9 +20,6 @@ UNKNOWN = "unknown"
 REPORTERS = {names.OUTBOUND_LISTENER: "source", names.INBOUND_LISTENER: "destination"}
 _RBAC = "envoy.filters.http.rbac"
 _AUDIT_KEY = names.AUDIT_PREFIX + "shadow_effective_policy_id"  # the matched audit policy
-# Headers the sidecars log besides Envoy's own fields (see the translator's access-log builder).
-LOGGED_REQUEST_HEADERS = (identity.SOURCE_HEADER,)
-LOGGED_RESPONSE_HEADERS = (identity.VERSION_HEADER,)
 
 
 @dataclass(frozen=True, slots=True)
