@@ -13,16 +13,16 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
 from meshpilot.model import ir, proxies
+from meshpilot.netaddr import is_ip
 from meshpilot.translator.envoy import cluster
-from meshpilot.translator.translate import (
-    Translator,
+from meshpilot.translator.services import (
     external_domains,
     is_external,
-    is_ip,
     translate_endpoints,
     translate_service,
     upstream_tls,
 )
+from meshpilot.translator.translate import Translator
 from meshpilot.xds.snapshot import check_consistent
 from meshpilot.xds.types import CLUSTER, ENDPOINT
 
