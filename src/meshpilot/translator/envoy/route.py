@@ -2,7 +2,8 @@
 
 Everything a route does to a request is configured on the route itself: matching, the cluster
 choice, timeout, retries, mirroring, consistent-hash keys, header edits, the prefix rewrite, and
-and what HTTP filters configure per route (fault injection, see `fault`; a caller gives them).
+what HTTP filters configure per route (`per_filter`, given by the caller from the filters'
+order table: fault injection, see `fault`).
 """
 
 from __future__ import annotations
