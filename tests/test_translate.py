@@ -169,3 +169,19 @@ def test_an_absent_query_parameter_cannot_be_matched() -> None:
     with pytest.raises(ValueError, match="absent query parameter"):
         route.query_matcher(ir.ValueMatch("debug", "absent"))
     assert route.query_matcher(ir.ValueMatch("debug", "present")).present_match
+
+
+def test_the_mixer_cluster_is_built_once_per_address() -> None:
+    from meshpilot.translator.resources import decode
+    from meshpilot.translator.translate import Translator
+
+    services = _services(90)
+    translator = Translator()
+    first = translator.translate(ir.MeshIR("m", services, mixer=ir.Mixer("127.0.0.9:9901")), [])
+    again = translator.translate(ir.MeshIR("m", services, mixer=ir.Mixer("127.0.0.9:9901")), [])
+    assert again.shared_clusters[0] is first.shared_clusters[0]
+    assert again.full.clusters is first.full.clusters
+    moved = translator.translate(ir.MeshIR("m", services, mixer=ir.Mixer("mixer:9901")), [])
+    (mixer,) = moved.shared_clusters[0].resources
+    assert decode(mixer)["type"] == "STRICT_DNS"
+    assert moved.full.clusters.version != first.full.clusters.version
