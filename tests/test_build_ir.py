@@ -189,3 +189,31 @@ def test_fixture_builds_and_is_deterministic() -> None:
     reviews = first.service("reviews")
     assert reviews is not None
     assert [r.name for r in reviews.routes] == ["testers-to-v2", "canary"]
+
+
+def test_header_rules_become_value_matches() -> None:
+    text = dedent(
+        """\
+        mesh: m
+        services:
+          a:
+            port: 1
+            routes:
+              - name: r
+                match:
+                  headers:
+                    x-exact: {exact: e}
+                    x-prefix: {prefix: p}
+                    x-regex: {regex: "v[0-9]+"}
+                    x-present: {present: true}
+                    x-absent: {present: false}
+        """
+    )
+    route = build_ir(parse_mesh(text, "mesh.yaml")).services[0].routes[0]
+    assert route.match.headers == (
+        ValueMatch("x-absent", "absent"),
+        ValueMatch("x-exact", "exact", "e"),
+        ValueMatch("x-prefix", "prefix", "p"),
+        ValueMatch("x-present", "present"),
+        ValueMatch("x-regex", "regex", "v[0-9]+"),
+    )

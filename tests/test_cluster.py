@@ -12,17 +12,18 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
+from meshpilot.errors import InconsistentSnapshot
 from meshpilot.model import ir, proxies
+from meshpilot.netaddr import is_ip
 from meshpilot.translator.envoy import cluster
-from meshpilot.translator.translate import (
-    Translator,
+from meshpilot.translator.services import (
     external_domains,
     is_external,
-    is_ip,
     translate_endpoints,
     translate_service,
     upstream_tls,
 )
+from meshpilot.translator.translate import Translator
 from meshpilot.xds.snapshot import check_consistent
 from meshpilot.xds.types import CLUSTER, ENDPOINT
 
@@ -211,3 +212,32 @@ def _unpack(entry: bytes, message: M) -> M:
     (packed,) = discovery_pb2.DiscoveryResponse.FromString(entry).resources
     packed.Unpack(message)
     return message
+
+
+@pytest.mark.parametrize(
+    ("address", "kind", "family"),
+    [
+        ("127.0.0.9:9901", cluster_pb2.Cluster.STATIC, cluster_pb2.Cluster.AUTO),
+        ("mixer.internal:9901", cluster_pb2.Cluster.STRICT_DNS, cluster_pb2.Cluster.V4_PREFERRED),
+    ],
+)
+def test_the_mixer_cluster_resolves_a_dns_name_and_takes_an_ip_as_is(
+    address: str, kind: int, family: int
+) -> None:
+    built = cluster.mixer_cluster("mixer", address)
+    assert (built.type, built.dns_lookup_family) == (kind, family)
+    members = built.load_assignment.endpoints[0].lb_endpoints
+    host, port = address.rsplit(":", 1)
+    assert len(members) == cluster.MIXER_CONNECTIONS
+    assert {
+        (m.endpoint.address.socket_address.address, m.endpoint.address.socket_address.port_value)
+        for m in members
+    } == {(host, int(port))}
+    assert built.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
+    assert list(built.typed_extension_protocol_options) == [cluster.HTTP_PROTOCOL_OPTIONS]
+
+
+def test_a_route_to_a_subset_the_service_lacks_is_refused() -> None:
+    lost = ir.Route("lost", ir.RouteMatch(), (ir.Destination("v9"),))
+    with pytest.raises(InconsistentSnapshot, match=r"routes to unknown \['outbound\|80\|v9\|a'\]"):
+        translate_service(ir.Service("a", 80, "http", (V1,), routes=(lost,)))

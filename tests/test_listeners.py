@@ -15,8 +15,9 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
 from meshpilot.model import ir, proxies
+from meshpilot.translator.proxies import proxy_view
 from meshpilot.translator.resources import Resource, ResourceSet, decode
-from meshpilot.translator.translate import Translator
+from meshpilot.translator.translate import Translator, View
 from meshpilot.xds.snapshot import check_consistent
 from meshpilot.xds.types import CLUSTER, LISTENER
 
@@ -183,3 +184,19 @@ def test_tcp_listeners_follow_edits_of_the_tcp_services() -> None:
     as_http = dataclasses.replace(moved, protocol="http")
     assert clusters(web, as_http, cache) == {"outbound_tcp|6379|cache": "outbound|6379||cache"}
     assert clusters(web) == {}
+
+
+def test_a_view_is_made_from_the_change_it_is_given() -> None:
+    """A proxy's own service comes from the `MeshResources` passed in, not from whatever the
+    translator translated last: `proxy_view` is a pure function of its arguments."""
+    translator = Translator()
+    limited = translator.translate(mesh(ir.Service("web", 9080, "http", rate_limit=LIMIT)), [])
+    plain = translator.translate(mesh(ir.Service("web", 9080, "http")), [])
+
+    def inbound_filters(view: View) -> list[str]:
+        manager = decode(view[LISTENER].resources["inbound"])["filterChains"][0]["filters"][0]
+        return [f["name"] for f in manager["typedConfig"]["httpFilters"]]
+
+    assert "envoy.filters.http.local_ratelimit" in inbound_filters(proxy_view(limited, PROXY).view)
+    assert inbound_filters(proxy_view(plain, PROXY).view) == ["envoy.filters.http.router"]
+    assert "envoy.filters.http.local_ratelimit" in inbound_filters(translator.view(limited, PROXY))

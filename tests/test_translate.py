@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from meshpilot.model import ir, proxies
-from meshpilot.translator.envoy import cluster
-from meshpilot.translator.resources import Part, ResourceSet, resource_from_bytes
+from meshpilot.translator.envoy import cluster, route
+from meshpilot.translator.resources import LazyUnion, Part, ResourceSet, resource_from_bytes
 from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
 
 
@@ -131,3 +133,55 @@ def test_a_proxy_joining_changes_only_the_endpoints() -> None:
     assert after.full.clusters is before.full.clusters and after.full.routes is before.full.routes
     assert after.full.endpoints.version != before.full.endpoints.version
     assert translator.translate(services, [member]).full is after.full
+
+
+def test_a_set_plus_a_proxys_part_reads_as_one_set() -> None:
+    a, b, own = (resource_from_bytes(CLUSTER, n, n.encode(), refs=(n.upper(),)) for n in "abo")
+    shared = ResourceSet(CLUSTER, [Part([a, b])])
+    mine = shared.plus(Part([own]))
+    whole = ResourceSet.of(CLUSTER, [a, b, own])
+    assert mine.parts == (*shared.parts, mine.split()[1])
+    assert mine.entries == shared.entries + own.entry and mine.version == whole.version
+    assert sorted(mine.names) == ["a", "b", "o"] and len(mine.names) == len(mine) == 3
+    assert sorted(mine.refs()) == ["A", "B", "O"] and "O" in mine.refs()
+    assert mine.get("o") is own and mine.get("a") is a and mine.get("z") is None
+    # Against a set without a part of its own: every resource the other lacks.
+    assert mine.removed_from(ResourceSet.of(CLUSTER, [b])) == [a, own]
+
+
+def test_a_lazy_union_is_the_union_of_its_parts() -> None:
+    union = LazyUnion([frozenset({"a", "b"}), frozenset({"b", "c"})])
+    assert "c" in union and "d" not in union
+    assert sorted(union) == ["a", "b", "c"] and len(union) == 3
+
+
+def test_routes_carry_only_what_filters_configure_on_them() -> None:
+    """Without per-route configs (the builder's default) a route has none."""
+    r = ir.Route("r", ir.RouteMatch(), (ir.Destination(None),), fault=ir.Fault(abort_status=503))
+    service = ir.Service("a", 80, "http", routes=(r,))
+    built = route.virtual_host(service, lambda subset: "outbound|80||a")
+    assert built.domains == ["a", "a:80"]
+    assert not built.routes[0].typed_per_filter_config
+    assert not built.routes[0].route.HasField("auto_host_rewrite")
+
+
+def test_an_absent_query_parameter_cannot_be_matched() -> None:
+    with pytest.raises(ValueError, match="absent query parameter"):
+        route.query_matcher(ir.ValueMatch("debug", "absent"))
+    assert route.query_matcher(ir.ValueMatch("debug", "present")).present_match
+
+
+def test_the_mixer_cluster_is_built_once_per_address() -> None:
+    from meshpilot.translator.resources import decode
+    from meshpilot.translator.translate import Translator
+
+    services = _services(90)
+    translator = Translator()
+    first = translator.translate(ir.MeshIR("m", services, mixer=ir.Mixer("127.0.0.9:9901")), [])
+    again = translator.translate(ir.MeshIR("m", services, mixer=ir.Mixer("127.0.0.9:9901")), [])
+    assert again.shared_clusters[0] is first.shared_clusters[0]
+    assert again.full.clusters is first.full.clusters
+    moved = translator.translate(ir.MeshIR("m", services, mixer=ir.Mixer("mixer:9901")), [])
+    (mixer,) = moved.shared_clusters[0].resources
+    assert decode(mixer)["type"] == "STRICT_DNS"
+    assert moved.full.clusters.version != first.full.clusters.version

@@ -107,6 +107,7 @@ def upstream_settings(
     result = cluster_pb2.Cluster(
         lb_policy=lb_policy(policy.load_balancer),
         connect_timeout=duration(policy.connect_timeout_ms or CONNECT_TIMEOUT_MS),
+        typed_extension_protocol_options=http2_protocol_options() if http2 else None,
     )
     if policy.circuit_breaker is not None:
         result.circuit_breakers.CopyFrom(circuit_breakers(policy.circuit_breaker))
@@ -114,9 +115,6 @@ def upstream_settings(
         result.outlier_detection.CopyFrom(outlier_detection(policy.outlier_detection))
         # Envoy delays health changes by up to 1 s to merge them; an ejection takes effect now.
         result.common_lb_config.update_merge_window.CopyFrom(duration(0))
-    if http2:
-        for key, options in http2_protocol_options().items():
-            result.typed_extension_protocol_options[key].CopyFrom(options)
     if tls is not None:
         result.transport_socket.CopyFrom(upstream_tls_transport_socket(tls, http2))
     return result
@@ -181,13 +179,15 @@ def dns_cluster(
     return result
 
 
-def static_cluster(name: str, ip: str, port: int) -> cluster_pb2.Cluster:
-    """A cluster with one fixed member: how the inbound listener reaches the local app."""
+def static_cluster(name: str, ip: str, port: int, http2: bool = False) -> cluster_pb2.Cluster:
+    """A cluster with one fixed member: how the inbound listener reaches the local app (in
+    HTTP/2 when `http2`: the app's service is http2 or grpc)."""
     return cluster_pb2.Cluster(
         name=name,
         type=_STATIC,
         connect_timeout=duration(CONNECT_TIMEOUT_MS),
         load_assignment=_repeated_member(name, ip, port, 1),
+        typed_extension_protocol_options=http2_protocol_options() if http2 else None,
     )
 
 
@@ -221,9 +221,8 @@ def mixer_cluster(name: str, address: str) -> cluster_pb2.Cluster:
         lb_policy=_LB_POLICIES["least_request"],
         connect_timeout=duration(CONNECT_TIMEOUT_MS),
         load_assignment=_repeated_member(name, host, int(port), MIXER_CONNECTIONS),
+        typed_extension_protocol_options=http2_protocol_options(MIXER_CONNECTION_DURATION_S),
     )
     if not is_ip(host):
         result.dns_lookup_family = _V4_PREFERRED
-    for key, options in http2_protocol_options(MIXER_CONNECTION_DURATION_S).items():
-        result.typed_extension_protocol_options[key].CopyFrom(options)
     return result

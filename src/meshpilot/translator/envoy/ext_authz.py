@@ -17,9 +17,10 @@ from xds.core.v3 import extension_pb2 as xds_extension_pb2
 from xds.type.matcher.v3 import matcher_pb2, regex_pb2, string_pb2
 
 from meshpilot import identity
-from meshpilot.model import ir
+from meshpilot.model import ir, names
 from meshpilot.model.match import path_header_regex
 from meshpilot.translator.envoy.common import duration, typed
+from meshpilot.translator.envoy.filter_plugin import INBOUND, FilterContext, HttpFilter
 
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 Predicate: TypeAlias = matcher_pb2.Matcher.MatcherList.Predicate
@@ -123,3 +124,20 @@ def ext_authz_for(policies: Sequence[ir.Policy], authz: ext_authz_pb2.ExtAuthz) 
             name=EXT_AUTHZ, typed_config=typed(authz)
         ),
     )
+
+
+def _config(context: FilterContext) -> Message | None:
+    """Custom policies call the mixer, when the mesh has one."""
+    custom = context.of_action("custom")
+    if not custom or context.mixer is None:
+        return None
+    check = ext_authz(context.mixer, names.MIXER_CLUSTER, context.proxy_service)
+    return ext_authz_for(custom, check)
+
+
+def _clusters(context: FilterContext) -> Sequence[str]:
+    calls = context.mixer is not None and bool(context.of_action("custom"))
+    return [names.MIXER_CLUSTER] if calls else []
+
+
+FILTER = HttpFilter(EXT_AUTHZ, INBOUND, _config, _clusters)

@@ -9,10 +9,8 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
-from google.protobuf.message import Message
 
 from meshpilot.translator.envoy.common import ads_config_source
-from meshpilot.translator.envoy.http_filters import http_filters
 
 
 @dataclass
@@ -22,7 +20,7 @@ class HttpConnectionManagerBuilder:
     stat_prefix: str
     rds_name: str | None = None
     route_config: route_pb2.RouteConfiguration | None = None
-    filters: dict[str, Message] = field(default_factory=dict)
+    filters: list[hcm.HttpFilter] = field(default_factory=list)
     access_logs: list[accesslog_pb2.AccessLog] = field(default_factory=list)
     sampling_percent: float | None = None
 
@@ -36,8 +34,9 @@ class HttpConnectionManagerBuilder:
         self.route_config = config
         return self
 
-    def with_filter(self, name: str, config: Message) -> HttpConnectionManagerBuilder:
-        self.filters[name] = config
+    def with_filters(self, filters: list[hcm.HttpFilter]) -> HttpConnectionManagerBuilder:
+        """The chain in its order, as `http_filters.http_filters` gives it (router last)."""
+        self.filters = filters
         return self
 
     def with_access_log(self, log: accesslog_pb2.AccessLog) -> HttpConnectionManagerBuilder:
@@ -53,7 +52,7 @@ class HttpConnectionManagerBuilder:
         manager = hcm.HttpConnectionManager(
             stat_prefix=self.stat_prefix,
             codec_type=hcm.HttpConnectionManager.AUTO,
-            http_filters=http_filters(self.filters),
+            http_filters=self.filters,
         )
         if self.rds_name is not None:
             manager.rds.CopyFrom(

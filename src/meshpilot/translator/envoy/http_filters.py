@@ -1,52 +1,77 @@
 """HTTP filters as plug-ins with one explicit order.
 
-A filter chain is assembled by name; the table below is the only place that decides where each
-filter runs, so features added later (ext_authz, RBAC, rate limit, fault) cannot be misordered.
+`ORDER` is the only place that says which HTTP filters exist and where each runs, so a filter
+added later cannot be misordered: a new filter is a module defining an `HttpFilter` (see
+`filter_plugin`) and one row here. The listener and route builders ask this table, never a
+filter by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
-from google.protobuf.message import Message
+from google.protobuf import any_pb2
 
+from meshpilot.model import ir
+from meshpilot.translator.envoy import ext_authz, fault, rate_limit, rbac, router, source_identity
 from meshpilot.translator.envoy.common import typed
-
-SOURCE_IDENTITY = "envoy.filters.http.header_mutation"
-RBAC_AUDIT = "envoy.filters.http.rbac.audit"
-EXT_AUTHZ = "envoy.filters.http.ext_authz"
-RBAC_DENY = "envoy.filters.http.rbac.deny"
-RBAC_ALLOW = "envoy.filters.http.rbac.allow"
-LOCAL_RATE_LIMIT = "envoy.filters.http.local_ratelimit"
-FAULT = "envoy.filters.http.fault"
-ROUTER = "envoy.filters.http.router"
+from meshpilot.translator.envoy.filter_plugin import Chain, FilterContext, HttpFilter
+from meshpilot.translator.envoy.route import PerRoute
 
 # Policies run in the contract's order: audits see every request; a custom policy's hook
 # decides before static deny and allow policies; rate limits count only admitted requests.
-ORDER = (
-    SOURCE_IDENTITY,
-    RBAC_AUDIT,
-    EXT_AUTHZ,
-    RBAC_DENY,
-    RBAC_ALLOW,
-    LOCAL_RATE_LIMIT,
-    FAULT,
-    ROUTER,
+ORDER: tuple[HttpFilter, ...] = (
+    source_identity.FILTER,
+    rbac.AUDIT,
+    ext_authz.FILTER,
+    rbac.DENY,
+    rbac.ALLOW,
+    rate_limit.FILTER,
+    fault.FILTER,
+    router.FILTER,
 )
 
 
-def http_filters(configs: Mapping[str, Message]) -> list[hcm.HttpFilter]:
-    """The given filters in their fixed order, always ending with the router."""
-    unknown = set(configs) - set(ORDER)
-    if unknown:
-        raise ValueError(f"HTTP filters without a place in the order table: {sorted(unknown)}")
-    chosen = {**configs, ROUTER: configs.get(ROUTER, router_pb2.Router())}
-    return [
-        hcm.HttpFilter(name=name, typed_config=typed(chosen[name]))
-        for name in ORDER
-        if name in chosen
+def http_filters(chain: Chain, context: FilterContext) -> tuple[list[hcm.HttpFilter], list[str]]:
+    """The filters of this chain that have a config in this context, in the table's order (the
+    router last), and the clusters their configs call."""
+    chosen: list[hcm.HttpFilter] = []
+    clusters: list[str] = []
+    for plugin in ORDER:
+        if chain in plugin.chains:
+            config = plugin.config(context)
+            if config is not None:
+                chosen.append(hcm.HttpFilter(name=plugin.name, typed_config=typed(config)))
+                clusters.extend(plugin.clusters(context))
+    return chosen, clusters
+
+
+def per_route(chain: Chain) -> PerRoute:
+    """What the chain's filters configure on one route: `typed_per_filter_config` entries."""
+    hooks = [
+        (plugin.name, plugin.per_route)
+        for plugin in ORDER
+        if chain in plugin.chains and plugin.per_route is not None
     ]
+
+    def configs(service: ir.Service, route: ir.Route) -> dict[str, any_pb2.Any]:
+        found = {}
+        for name, hook in hooks:
+            config = hook(service, route)
+            if config is not None:
+                found[name] = typed(config)
+        return found
+
+    return configs
+
+
+INBOUND_ROUTES = per_route("inbound")
+OUTBOUND_ROUTES = per_route("outbound")
+
+
+def filter_names(chain: Chain) -> Sequence[str]:
+    """The chain's filters by name, in order (for documentation and tests)."""
+    return [plugin.name for plugin in ORDER if chain in plugin.chains]

@@ -1,5 +1,5 @@
-"""The inbound route table: every request to the local app, and routes with a rate limit of
-their own matched first so that each draws from its own token bucket."""
+"""The inbound route table: every request to the local app, and routes that HTTP filters
+configure (a rate limit of their own) matched first so that each draws from its own bucket."""
 
 from __future__ import annotations
 
@@ -8,18 +8,21 @@ from envoy.config.route.v3 import route_pb2
 
 from meshpilot import identity
 from meshpilot.model import ir, names
-from meshpilot.translator.envoy import http_filters, rate_limit, route
-from meshpilot.translator.envoy.common import typed
+from meshpilot.translator.envoy import route
 
 
 def inbound_route_configuration(
-    service: ir.Service | None, cluster: str, version: str | None = None
+    service: ir.Service | None,
+    cluster: str,
+    version: str | None = None,
+    per_filter: route.PerRoute = route.no_per_route,
 ) -> route_pb2.RouteConfiguration:
-    """The service's rate-limited routes (see `limited_routes`), then a catch-all to `cluster`.
-    Responses carry the instance's `version`, so the caller's access log knows who answered."""
+    """The service's routes that filters configure (see `configured_routes`), then a catch-all
+    to `cluster`. Responses carry the instance's `version`, so the caller's access log knows
+    who answered."""
     catch_all = route.forward_all_virtual_host(names.INBOUND_ROUTE, cluster)
     forward = catch_all.routes[0].route
-    routes = limited_routes(service, forward) if service is not None else []
+    routes = configured_routes(service, forward, per_filter) if service is not None else []
     vhost = rc.VirtualHost(
         name=catch_all.name, domains=catch_all.domains, routes=[*routes, *catch_all.routes]
     )
@@ -30,21 +33,21 @@ def inbound_route_configuration(
     return route_pb2.RouteConfiguration(name=names.INBOUND_ROUTE, virtual_hosts=[vhost])
 
 
-def limited_routes(service: ir.Service, forward: rc.RouteAction) -> list[rc.Route]:
-    """The service's routes in file order up to the last one with a rate limit, each forwarding
-    like the catch-all. Earlier routes without a limit are kept so that the destination picks
-    the same first match as the caller did (they fall back to the service's bucket)."""
-    last = max((i for i, r in enumerate(service.routes) if r.rate_limit), default=-1)
-    return [inbound_route(service, r, forward) for r in service.routes[: last + 1]]
-
-
-def inbound_route(service: ir.Service, r: ir.Route, forward: rc.RouteAction) -> rc.Route:
-    result = rc.Route(
-        name=names.route(service.name, r.name), match=route.route_match(r.match), route=forward
-    )
-    if r.rate_limit is not None:
-        bucket = rate_limit.local_rate_limit(
-            r.rate_limit, names.rate_limit_stat_prefix(r.name), service.protocol == "grpc"
+def configured_routes(
+    service: ir.Service, forward: rc.RouteAction, per_filter: route.PerRoute
+) -> list[rc.Route]:
+    """The service's routes in file order up to the last one a filter configures (a rate limit
+    of its own), each forwarding like the catch-all. Earlier routes are kept so that the
+    destination picks the same first match as the caller did (they keep the filters' defaults:
+    the service's bucket)."""
+    configs = [per_filter(service, r) for r in service.routes]
+    last = max((i for i, found in enumerate(configs) if found), default=-1)
+    return [
+        rc.Route(
+            name=names.route(service.name, r.name),
+            match=route.route_match(r.match),
+            route=forward,
+            typed_per_filter_config=found,
         )
-        result.typed_per_filter_config[http_filters.LOCAL_RATE_LIMIT].CopyFrom(typed(bucket))
-    return result
+        for r, found in zip(service.routes[: last + 1], configs, strict=False)
+    ]

@@ -15,8 +15,9 @@ from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
 from google.protobuf import wrappers_pb2
 
-from meshpilot.model import ir
+from meshpilot.model import ir, names
 from meshpilot.translator.envoy.common import duration
+from meshpilot.translator.envoy.filter_plugin import INBOUND, FilterContext, HttpFilter
 
 FILL_INTERVAL_MS = 1000
 _ALWAYS = base_pb2.RuntimeFractionalPercent(
@@ -57,3 +58,23 @@ def local_rate_limit(
     )
     config.rate_limited_as_resource_exhausted = grpc
     return config
+
+
+def _config(context: FilterContext) -> lrl.LocalRateLimit | None:
+    service = context.service
+    if service is None or not has_rate_limits(service):
+        return None
+    return local_rate_limit(
+        service.rate_limit, names.rate_limit_stat_prefix(), service.protocol == "grpc"
+    )
+
+
+def _per_route(service: ir.Service, route: ir.Route) -> lrl.LocalRateLimit | None:
+    """A route's own bucket, which replaces the service's for the requests it matches."""
+    if route.rate_limit is None:
+        return None
+    prefix = names.rate_limit_stat_prefix(route.name)
+    return local_rate_limit(route.rate_limit, prefix, service.protocol == "grpc")
+
+
+FILTER = HttpFilter("envoy.filters.http.local_ratelimit", INBOUND, _config, per_route=_per_route)

@@ -8,7 +8,7 @@ policy name in the access log's `shadow_effective_policy_id`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -18,6 +18,7 @@ from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 from meshpilot import identity
 from meshpilot.model import ir, names
 from meshpilot.model.match import path_glob_regex
+from meshpilot.translator.envoy.filter_plugin import INBOUND, FilterContext, HttpFilter
 from meshpilot.translator.envoy.route import header_matcher
 
 _ALLOW = rbac_pb2.RBAC.Action.Value("ALLOW")
@@ -87,3 +88,22 @@ def audit_rbac(policies: Sequence[ir.Policy]) -> rbac_filter_pb2.RBAC:
     """Shadow rules only: every request passes; a match is counted and named in the access log."""
     shadow = rbac_pb2.RBAC(action=_ALLOW, policies=rbac_policies(policies))
     return rbac_filter_pb2.RBAC(shadow_rules=shadow, shadow_rules_stat_prefix=names.AUDIT_PREFIX)
+
+
+def _audit(context: FilterContext) -> rbac_filter_pb2.RBAC | None:
+    audit = context.of_action("audit")
+    return audit_rbac(audit) if audit else None
+
+
+def _enforcing(action: str) -> Callable[[FilterContext], rbac_filter_pb2.RBAC | None]:
+    def config(context: FilterContext) -> rbac_filter_pb2.RBAC | None:
+        chosen = context.of_action(action)
+        return enforcing_rbac(action, chosen) if chosen else None
+
+    return config
+
+
+# Three filters: audits see every request, deny and allow run after custom policies' hooks.
+AUDIT = HttpFilter("envoy.filters.http.rbac.audit", INBOUND, _audit)
+DENY = HttpFilter("envoy.filters.http.rbac.deny", INBOUND, _enforcing("deny"))
+ALLOW = HttpFilter("envoy.filters.http.rbac.allow", INBOUND, _enforcing("allow"))

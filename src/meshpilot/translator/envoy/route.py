@@ -2,27 +2,33 @@
 
 Everything a route does to a request is configured on the route itself: matching, the cluster
 choice, timeout, retries, mirroring, consistent-hash keys, header edits, the prefix rewrite, and
-fault injection (a per-route config of the fault filter that every outbound chain carries).
+what HTTP filters configure per route (`per_filter`, given by the caller from the filters'
+order table: fault injection, see `fault`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import wrappers_pb2
+from google.protobuf import any_pb2, wrappers_pb2
 
 from meshpilot.model import ir, names
-from meshpilot.translator.envoy import http_filters
 from meshpilot.translator.envoy.common import duration, typed
 from meshpilot.translator.envoy.wire import length_delimited, string_field
 
 ClusterNamer = Callable[[str | None], str]
+# A route's `typed_per_filter_config`: what HTTP filters configure on it (see http_filters).
+PerRoute = Callable[[ir.Service, ir.Route], Mapping[str, any_pb2.Any]]
+
+
+def no_per_route(service: ir.Service, route: ir.Route) -> Mapping[str, any_pb2.Any]:
+    return {}
+
 
 _ROUTE_CONFIG_NAME_FIELD = 1
 _ROUTE_CONFIG_VHOSTS_FIELD = 2
@@ -178,8 +184,12 @@ def cluster_choice(to: Sequence[ir.Destination], cluster_of: ClusterNamer) -> rc
 
 
 def route_action(
-    route: ir.Route, cluster_of: ClusterNamer, hash_key: ir.HashKey | None = None
+    route: ir.Route,
+    cluster_of: ClusterNamer,
+    hash_key: ir.HashKey | None = None,
+    rewrite_host: bool = False,
 ) -> rc.RouteAction:
+    """`rewrite_host`: the request reaches the member with the member's name as its Host."""
     action = cluster_choice(route.to, cluster_of)
     if route.timeout_ms is not None:
         action.timeout.CopyFrom(duration(route.timeout_ms))
@@ -191,19 +201,9 @@ def route_action(
         action.hash_policy.append(hash_policy(hash_key))
     if route.prefix_rewrite is not None:
         action.prefix_rewrite = route.prefix_rewrite
+    if rewrite_host:
+        action.auto_host_rewrite.value = True
     return action
-
-
-def http_fault(fault: ir.Fault) -> fault_pb2.HTTPFault:
-    """The fault filter's per-route config: a fixed delay and/or an abort, each for a share."""
-    result = fault_pb2.HTTPFault()
-    if fault.delay_ms is not None:
-        result.delay.fixed_delay.CopyFrom(duration(fault.delay_ms))
-        result.delay.percentage.CopyFrom(fractional_percent(fault.delay_percent))
-    if fault.abort_status is not None:
-        result.abort.http_status = fault.abort_status
-        result.abort.percentage.CopyFrom(fractional_percent(fault.abort_percent))
-    return result
 
 
 def header_value_options(ops: ir.HeaderOps) -> list[base_pb2.HeaderValueOption]:
@@ -218,27 +218,40 @@ def header_value_options(ops: ir.HeaderOps) -> list[base_pb2.HeaderValueOption]:
     ]
 
 
-def route(service: ir.Service, r: ir.Route, cluster_of: ClusterNamer) -> rc.Route:
-    result = rc.Route(
+def route(
+    service: ir.Service,
+    r: ir.Route,
+    cluster_of: ClusterNamer,
+    per_filter: PerRoute = no_per_route,
+    rewrite_host: bool = False,
+) -> rc.Route:
+    return rc.Route(
         name=names.route(service.name, r.name),
         match=route_match(r.match),
-        route=route_action(r, cluster_of, route_hash_key(service, r)),
+        route=route_action(r, cluster_of, route_hash_key(service, r), rewrite_host),
         request_headers_to_add=header_value_options(r.request_headers),
         request_headers_to_remove=r.request_headers.remove,
         response_headers_to_add=header_value_options(r.response_headers),
         response_headers_to_remove=r.response_headers.remove,
+        typed_per_filter_config=per_filter(service, r),
     )
-    if r.fault is not None:
-        result.typed_per_filter_config[http_filters.FAULT].CopyFrom(typed(http_fault(r.fault)))
-    return result
 
 
-def virtual_host(service: ir.Service, cluster_of: ClusterNamer) -> rc.VirtualHost:
-    """Reached by `Host: name` or `Host: name:port`; routes in file order, first match wins."""
+def virtual_host(
+    service: ir.Service,
+    cluster_of: ClusterNamer,
+    per_filter: PerRoute = no_per_route,
+    external_names: Sequence[str] | None = None,
+) -> rc.VirtualHost:
+    """Reached by `Host: name` or `Host: name:port`; routes in file order, first match wins.
+
+    An external service (`external_names`: its endpoints' names) also answers to those names,
+    and requests reach each endpoint with its name as Host, as if the app had called it."""
+    rewrite_host = external_names is not None
     return rc.VirtualHost(
         name=names.virtual_host(service.name),
-        domains=[service.name, f"{service.name}:{service.port}"],
-        routes=[route(service, r, cluster_of) for r in service.routes],
+        domains=[service.name, f"{service.name}:{service.port}", *(external_names or ())],
+        routes=[route(service, r, cluster_of, per_filter, rewrite_host) for r in service.routes],
     )
 
 

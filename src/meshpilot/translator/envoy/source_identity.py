@@ -8,6 +8,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 
 from meshpilot import identity
+from meshpilot.translator.envoy.filter_plugin import OUTBOUND, FilterContext, HttpFilter
 
 _OVERWRITE = base_pb2.HeaderValueOption.HeaderAppendAction.Value("OVERWRITE_IF_EXISTS_OR_ADD")
 
@@ -22,3 +23,10 @@ def source_identity(service: str) -> header_mutation_pb2.HeaderMutation:
     return header_mutation_pb2.HeaderMutation(
         mutations=header_mutation_pb2.Mutations(request_mutations=[stamp])
     )
+
+
+def _config(context: FilterContext) -> header_mutation_pb2.HeaderMutation:
+    return source_identity(context.proxy_service)
+
+
+FILTER = HttpFilter("envoy.filters.http.header_mutation", OUTBOUND, _config)

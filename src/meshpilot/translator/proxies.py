@@ -1,0 +1,194 @@
+"""Per-proxy assembly: a proxy's own resources (the cluster to its app, its listeners) and its
+view, the resources it should have per type URL.
+
+`proxy_view` is a pure function of the change's `MeshResources`, the proxy and the proxy's
+previous view: everything it needs, the proxy's own service included, comes from its arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from meshpilot.errors import InconsistentSnapshot
+from meshpilot.model import ir, names, proxies
+from meshpilot.translator.envoy import (
+    access_log,
+    cluster,
+    http_filters,
+    inbound_route,
+    listener,
+    tcp_proxy,
+)
+from meshpilot.translator.envoy.filter_plugin import Chain, FilterContext
+from meshpilot.translator.envoy.http_connection_manager import HttpConnectionManagerBuilder
+from meshpilot.translator.resources import Part, Resource, ResourceSet, resource
+from meshpilot.translator.shared import MeshResources, Outbound, ProxyPolicy
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+
+View = Mapping[str, ResourceSet]
+_NO_POLICY = ProxyPolicy()
+
+
+@dataclass(frozen=True)
+class LocalResources:
+    """A proxy's own resources: the cluster that reaches its app, its inbound and outbound
+    listeners, and an outbound TCP listener per tcp service it may call."""
+
+    app_cluster: Part
+    listeners: ResourceSet
+
+
+def local_resources(
+    proxy: proxies.Proxy,
+    service: ir.Service | None = None,
+    tcp_services: Iterable[ir.Service] = (),
+    policy: ProxyPolicy = _NO_POLICY,
+) -> LocalResources:
+    """`service` is the proxy's own service as the mesh defines it (None: not in the mesh)."""
+    app = names.inbound_cluster(proxy.app_port)
+    listeners = [
+        _inbound_listener(proxy, service, app, policy),
+        _outbound_listener(proxy, service, policy),
+        *_tcp_listeners(proxy, tcp_services),
+    ]
+    http2 = service is not None and service.speaks_http2
+    app_cluster = cluster.static_cluster(app, proxy.ip, proxy.app_port, http2)
+    return LocalResources(
+        Part([resource(CLUSTER, app, app_cluster)]), ResourceSet.of(LISTENER, listeners)
+    )
+
+
+def _http_manager(
+    chain: Chain, proxy: proxies.Proxy, service: ir.Service | None, policy: ProxyPolicy
+) -> tuple[HttpConnectionManagerBuilder, list[str]]:
+    """An HTTP connection manager with the chain's filters (those the order table has for this
+    proxy), access log to the mixer and trace sampling; and the clusters all these use."""
+    context = FilterContext(proxy.service, service, policy.policies, policy.mixer)
+    filters, refs = http_filters.http_filters(chain, context)
+    manager = HttpConnectionManagerBuilder(chain).with_filters(filters)
+    sampling = policy.sampling(service)
+    if sampling is not None:
+        manager.with_tracing(sampling)
+    if policy.access_log:
+        log_name = names.INBOUND_LISTENER if chain == "inbound" else names.OUTBOUND_LISTENER
+        manager.with_access_log(access_log.grpc_access_log(log_name, names.MIXER_CLUSTER))
+        refs.append(names.MIXER_CLUSTER)
+    return manager, refs
+
+
+def _inbound_listener(
+    proxy: proxies.Proxy, service: ir.Service | None, app: str, policy: ProxyPolicy
+) -> Resource:
+    """IP:15006 to the app: HTTP through the service's policies and rate limits (or, for a tcp
+    service, a plain TCP proxy). Responses say which version answered, for callers' logs."""
+    if service is not None and not service.is_http:
+        to_app = tcp_proxy.tcp_proxy(names.INBOUND_LISTENER, [(app, 100)])
+        built = listener.tcp_listener(
+            names.INBOUND_LISTENER, proxy.ip, proxies.INBOUND_PORT, to_app
+        )
+        return resource(LISTENER, names.INBOUND_LISTENER, built, refs=[app])
+    version = dict(proxy.labels).get("version")
+    routes = inbound_route.inbound_route_configuration(
+        service, app, version, http_filters.INBOUND_ROUTES
+    )
+    manager, refs = _http_manager("inbound", proxy, service, policy)
+    built = listener.http_listener(
+        names.INBOUND_LISTENER,
+        proxy.ip,
+        proxies.INBOUND_PORT,
+        manager.with_route_config(routes).build(),
+    )
+    return resource(LISTENER, names.INBOUND_LISTENER, built, refs=[app, *refs])
+
+
+def _outbound_listener(
+    proxy: proxies.Proxy, service: ir.Service | None, policy: ProxyPolicy
+) -> Resource:
+    """IP:15001 for the app's calls: every request leaves with this sidecar's identity."""
+    manager, refs = _http_manager("outbound", proxy, service, policy)
+    built = listener.http_listener(
+        names.OUTBOUND_LISTENER,
+        proxy.ip,
+        proxies.OUTBOUND_PORT,
+        manager.with_rds(names.OUTBOUND_ROUTE).build(),
+    )
+    return resource(LISTENER, names.OUTBOUND_LISTENER, built, refs=[names.OUTBOUND_ROUTE, *refs])
+
+
+def _tcp_listeners(proxy: proxies.Proxy, tcp_services: Iterable[ir.Service]) -> list[Resource]:
+    """One per tcp service, on the proxy's IP at the service's port. Left out: a service on the
+    app's port or a sidecar port (taken on that IP) and any but the first (by name) on one port."""
+    taken = {proxy.app_port, proxies.ADMIN_PORT, proxies.INBOUND_PORT, proxies.OUTBOUND_PORT}
+    listeners = []
+    for service in tcp_services:
+        if service.port not in taken:
+            taken.add(service.port)
+            listeners.append(_tcp_listener(proxy, service))
+    return listeners
+
+
+def _tcp_listener(proxy: proxies.Proxy, service: ir.Service) -> Resource:
+    """Connections split as the service's (only) route says; it refers to the clusters it uses."""
+    name = names.tcp_listener(service.name, service.port)
+    to = service.routes[0].to if service.routes else (ir.Destination(None),)
+    shares = [(names.outbound_cluster(service.name, service.port, d.subset), d.weight) for d in to]
+    built = listener.tcp_listener(name, proxy.ip, service.port, tcp_proxy.tcp_proxy(name, shares))
+    return resource(LISTENER, name, built, refs=[c for c, weight in shares if weight > 0])
+
+
+# What a proxy's own resources are built from: its service, the tcp services, its policies.
+LocalInputs = tuple[ir.Service | None, tuple[ir.Service, ...], ProxyPolicy]
+
+
+@dataclass(frozen=True)
+class ProxyView:
+    """A proxy's view, and what it was assembled from."""
+
+    inputs: LocalInputs
+    local: LocalResources
+    calls: Outbound
+    view: View
+
+
+def proxy_view(
+    shared: MeshResources, proxy: proxies.Proxy, previous: ProxyView | None = None
+) -> ProxyView:
+    """Everything one proxy should have, per type URL: all services, or only those its
+    service's `egress:` names. `previous` (the proxy's last view) when nothing it is made of
+    changed (most proxies, when another proxy joins or one service is edited); its own
+    resources when only the services it calls changed.
+
+    Consistency is checked here: the proxy's listeners refer only to routes and clusters it has.
+    """
+    service = shared.own_service(proxy.service)
+    egress = service.egress if service is not None else None
+    calls = shared.scoped(egress) if egress is not None else shared.full
+    tcp = shared.tcp_services
+    if egress is not None:
+        tcp = tuple(s for s in tcp if s.name in egress)
+    inputs = (service, tcp, shared.proxy_policy(proxy.service))
+    if previous is not None and previous.inputs == inputs:
+        if previous.calls is calls:
+            return previous
+        local = previous.local
+    else:
+        local = local_resources(proxy, *inputs)
+    return ProxyView(inputs, local, calls, _assemble(proxy, calls, local))
+
+
+def _assemble(proxy: proxies.Proxy, calls: Outbound, local: LocalResources) -> View:
+    """The view of a proxy with these resources of its own, calling these services; its
+    listeners must refer only to routes and clusters it has."""
+    view = {
+        CLUSTER: calls.clusters.plus(local.app_cluster),
+        ENDPOINT: calls.endpoints,
+        LISTENER: local.listeners,
+        ROUTE: calls.routes,
+    }
+    dangling = [
+        ref for ref in local.listeners.refs() if ref not in view[ROUTE] and ref not in view[CLUSTER]
+    ]
+    if dangling:
+        raise InconsistentSnapshot(f"listeners of {proxy.node_id} refer to missing {dangling}")
+    return view

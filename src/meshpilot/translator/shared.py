@@ -1,0 +1,143 @@
+"""What proxies share after one change: the sets of clusters, endpoints and routes of the
+services they call (all of them, or an `egress:` list), and what their listeners need from the
+mesh. Each set is built once per change and given, as the same object, to every proxy."""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from meshpilot.model import ir, names
+from meshpilot.translator.envoy import route
+from meshpilot.translator.resources import LazyUnion, Part, ResourceSet, resource_from_bytes
+from meshpilot.translator.services import ServiceEntry, ServiceParts
+from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """What a proxy needs to call services: their clusters, endpoints and routes."""
+
+    clusters: ResourceSet
+    endpoints: ResourceSet
+    routes: ResourceSet
+
+
+_UNKNOWN_HOST = route.virtual_host_entry(
+    route.unknown_host_virtual_host().SerializeToString(deterministic=True)
+)
+
+
+def outbound(
+    services: Sequence[ServiceParts],
+    shared_clusters: Sequence[Part],
+    previous: Outbound | None = None,
+) -> Outbound:
+    """Sets for these services (the route table ends with the 404 for unknown hosts), plus
+    clusters every proxy has (the mixer's).
+
+    A set made of the same parts as in `previous` (the same objects: a proxy joining changes
+    only its service's endpoints) is `previous`'s: proxies keep the very sets they have, with
+    their bytes, versions and every answer derived from them.
+    """
+    outputs = [s.output for s in services]
+    cluster_parts = [*(o.clusters for o in outputs), *shared_clusters]
+    endpoint_parts = [s.endpoints for s in services]
+    if previous is not None:
+        clusters = _reused(CLUSTER, cluster_parts, previous.clusters)
+        endpoints = _reused(ENDPOINT, endpoint_parts, previous.endpoints)
+        if clusters is previous.clusters:  # the same services (each owns its clusters' part)
+            same = endpoints is previous.endpoints
+            return previous if same else Outbound(clusters, endpoints, previous.routes)
+    else:
+        clusters, endpoints = (
+            ResourceSet(CLUSTER, cluster_parts),
+            ResourceSet(ENDPOINT, endpoint_parts),
+        )
+    table = route.route_configuration_bytes(
+        names.OUTBOUND_ROUTE, [o.virtual_host_entry for o in outputs] + [_UNKNOWN_HOST]
+    )
+    targets = LazyUnion([o.route_targets for o in outputs])
+    routes = ResourceSet.of(
+        ROUTE, [resource_from_bytes(ROUTE, names.OUTBOUND_ROUTE, table, targets)]
+    )
+    return Outbound(clusters, endpoints, routes)
+
+
+def _reused(type_url: str, parts: list[Part], previous: ResourceSet) -> ResourceSet:
+    """`previous` when it is made of exactly these parts (the same objects), else a new set."""
+    same = len(previous.parts) == len(parts) and all(map(operator.is_, previous.parts, parts))
+    return previous if same else ResourceSet(type_url, parts)
+
+
+@dataclass(frozen=True)
+class ProxyPolicy:
+    """What a proxy's listeners need from the mesh besides its own service: the policies its
+    sidecar enforces, where the mixer is, and what to log and trace."""
+
+    policies: tuple[ir.Policy, ...] = ()
+    mixer: ir.Mixer | None = None
+    telemetry: ir.Telemetry = field(default_factory=ir.Telemetry)
+
+    @property
+    def access_log(self) -> bool:
+        return self.telemetry.access_log and self.mixer is not None
+
+    def sampling(self, service: ir.Service | None) -> float | None:
+        if service is not None and service.tracing_sampling is not None:
+            return service.tracing_sampling
+        return self.telemetry.sampling
+
+
+@dataclass(frozen=True)
+class MeshResources:
+    """The part of the configuration that all proxies share after one change, and all that a
+    proxy's view is assembled from besides the proxy itself."""
+
+    full: Outbound  # every service, for proxies whose service has no `egress:`
+    # The tcp services a proxy may call: each gets a listener of its own on the proxy's IP.
+    tcp_services: tuple[ir.Service, ...] = ()
+    policies: Mapping[str, tuple[ir.Policy, ...]] = field(default_factory=dict)
+    mixer: ir.Mixer | None = None
+    telemetry: ir.Telemetry = field(default_factory=ir.Telemetry)
+    # What scoped views (`egress:`) are assembled from, the previous change's (reused where
+    # unchanged, see `outbound`) and the ones made so far.
+    services: tuple[ServiceParts, ...] = ()
+    shared_clusters: tuple[Part, ...] = ()
+    previous_scoped: Mapping[tuple[str, ...], Outbound] = field(default_factory=dict)
+    # Each service's entry by name: a proxy's own service is the entry's (the same object
+    # while the service is unchanged, so a proxy's cached resources are found by identity).
+    entries: Mapping[str, ServiceEntry] = field(default_factory=dict, compare=False)
+    _scoped: dict[tuple[str, ...], Outbound] = field(default_factory=dict, compare=False)
+    _policies: dict[str, ProxyPolicy] = field(default_factory=dict, compare=False)
+
+    @functools.cached_property
+    def _positions(self) -> dict[str, int]:
+        return {s.name: i for i, s in enumerate(self.services)}
+
+    def scoped(self, egress: tuple[str, ...]) -> Outbound:
+        """The clusters, endpoints and routes of just these services (built once per change for
+        each distinct egress list, shared by every proxy that has it)."""
+        found = self._scoped.get(egress)
+        if found is None:
+            positions = self._positions
+            chosen = sorted(positions[name] for name in egress if name in positions)
+            parts = [self.services[i] for i in chosen]
+            previous = self.previous_scoped.get(egress)
+            found = self._scoped[egress] = outbound(parts, self.shared_clusters, previous)
+        return found
+
+    def proxy_policy(self, service: str) -> ProxyPolicy:
+        """One object per service and change, so a proxy's cached inputs compare by identity."""
+        found = self._policies.get(service)
+        if found is None:
+            policies = self.policies.get(service, ())
+            found = self._policies[service] = ProxyPolicy(policies, self.mixer, self.telemetry)
+        return found
+
+    def own_service(self, name: str) -> ir.Service | None:
+        """The service named so as first translated (None: not in the mesh)."""
+        entry = self.entries.get(name)
+        return entry.service if entry is not None else None
