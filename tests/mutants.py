@@ -33,6 +33,8 @@ class Mutant:
 ADS = "tests/test_ads.py"
 PERMITS = "tests/test_ads_sharing.py"
 SNAPSHOT = "tests/test_snapshot.py"
+TRANSLATOR = "tests/test_translate.py"
+FILTERS = "tests/test_http_filters.py"
 
 MUTANTS = (
     Mutant(
@@ -104,6 +106,27 @@ MUTANTS = (
         "sum(ints) != 100:",
         "sum(ints) > 100:",
         ("tests/test_mesh_load.py",),
+    ),
+    Mutant(
+        "split-weights-not-carried",
+        "translator/envoy/route.py",
+        "weight=wrappers_pb2.UInt32Value(value=d.weight)",
+        "weight=wrappers_pb2.UInt32Value(value=1)",
+        (TRANSLATOR,),
+    ),
+    Mutant(
+        "allow-before-deny",
+        "translator/envoy/http_filters.py",
+        "    rbac.DENY,\n    rbac.ALLOW,\n",
+        "    rbac.ALLOW,\n    rbac.DENY,\n",
+        (FILTERS,),
+    ),
+    Mutant(
+        "custom-hook-after-static-policies",
+        "translator/envoy/http_filters.py",
+        "    ext_authz.FILTER,\n    rbac.DENY,\n",
+        "    rbac.DENY,\n    ext_authz.FILTER,\n",
+        (FILTERS,),
     ),
 )
 

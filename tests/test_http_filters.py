@@ -27,7 +27,7 @@ from meshpilot.model import ir, names, proxies
 from meshpilot.translator.envoy import ext_authz, fault, http_filters, rbac
 from meshpilot.translator.envoy.filter_plugin import INBOUND, FilterContext, HttpFilter
 from meshpilot.translator.translate import Translator
-from meshpilot.xds.snapshot import check_consistent
+from meshpilot.xds.snapshot import Consistency, check_consistent
 from meshpilot.xds.types import LISTENER
 
 MIXER = ir.Mixer("127.0.0.9:9901")
@@ -221,5 +221,6 @@ def test_a_filter_calling_a_cluster_the_proxy_lacks_is_refused(
 ) -> None:
     _install(monkeypatch, dataclasses.replace(BUFFER, clusters=lambda context: ["audit-sink"]))
     translator = Translator()
+    view = translator.view(translator.translate(ir.MeshIR("m", (WEB,)), []), PROXY)
     with pytest.raises(InconsistentSnapshot, match="audit-sink"):
-        translator.view(translator.translate(ir.MeshIR("m", (WEB,)), []), PROXY)
+        Consistency().snapshot(view)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from meshpilot.errors import InconsistentSnapshot
 from meshpilot.model import ir, names, proxies
 from meshpilot.translator.envoy import (
     access_log,
@@ -174,21 +173,16 @@ def proxy_view(
         local = previous.local
     else:
         local = local_resources(proxy, *inputs)
-    return ProxyView(inputs, local, calls, _assemble(proxy, calls, local))
+    return ProxyView(inputs, local, calls, _assemble(calls, local))
 
 
-def _assemble(proxy: proxies.Proxy, calls: Outbound, local: LocalResources) -> View:
-    """The view of a proxy with these resources of its own, calling these services; its
-    listeners must refer only to routes and clusters it has."""
-    view = {
+def _assemble(calls: Outbound, local: LocalResources) -> View:
+    """The view of a proxy with these resources of its own, calling these services. Whether
+    its listeners refer only to what it has is checked where it is served (xds/snapshot.py),
+    so that one proxy's bad view is refused alone."""
+    return {
         CLUSTER: calls.clusters.plus(local.app_cluster),
         ENDPOINT: calls.endpoints,
         LISTENER: local.listeners,
         ROUTE: calls.routes,
     }
-    dangling = [
-        ref for ref in local.listeners.refs() if ref not in view[ROUTE] and ref not in view[CLUSTER]
-    ]
-    if dangling:
-        raise InconsistentSnapshot(f"listeners of {proxy.node_id} refer to missing {dangling}")
-    return view
