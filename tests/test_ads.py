@@ -147,9 +147,7 @@ async def test_a_reconnecting_proxy_with_current_versions_gets_nothing_resent(pl
 async def test_a_connected_sidecar_is_an_endpoint_until_its_stream_ends(plane: Plane) -> None:
     names = ["outbound|9080|v2|reviews"]
     async with plane.client(proxy("watcher", "127.0.0.2")) as watcher:
-        watcher.send(ENDPOINT, names)
-        empty = await watcher.receive()
-        watcher.ack(empty, names)
+        empty = await watcher.fetch(ENDPOINT, names)
         assert not endpoint_pb2.ClusterLoadAssignment.FromString(empty.resources[0].value).endpoints
         async with plane.client(proxy("member", "127.0.0.3", labels=V2)) as member:
             member.send(CLUSTER)
@@ -189,9 +187,7 @@ async def test_after_a_restart_a_reconnecting_proxy_keeps_its_endpoints_while_ot
 ) -> None:
     names = ["outbound|9080|v2|reviews"]
     async with plane.client(proxy("member", "127.0.0.3", labels=V2)) as member:
-        member.send(ENDPOINT, names)
-        before = await member.receive()
-        member.ack(before, names)
+        before = await member.fetch(ENDPOINT, names)
     plane.cache.hold_reconnects(0.3)  # as if the control plane had just restarted
     async with plane.client(proxy("watcher", "127.0.0.2")) as watcher:
         watcher.send(ENDPOINT, names, version=before.version_info)
@@ -205,9 +201,7 @@ async def test_a_re_request_for_endpoints_is_answered_again(plane: Plane) -> Non
     """Envoy warming a replaced cluster asks again for its endpoints with the last nonce."""
     names = ["outbound|9080|v1|reviews"]
     async with plane.client(proxy("a", "127.0.0.2")) as client:
-        client.send(ENDPOINT, names)
-        first = await client.receive()
-        client.ack(first, names)
+        first = await client.fetch(ENDPOINT, names)
         client.ack(first, names)  # the same nonce again, nothing in flight: a re-request
         again = await client.receive()
     assert again.version_info == first.version_info and again.nonce != first.nonce

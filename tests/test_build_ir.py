@@ -6,17 +6,7 @@ from pathlib import Path
 from textwrap import dedent
 
 from meshpilot.mesh.load import load_mesh, parse_mesh
-from meshpilot.model.ir import (
-    Destination,
-    MeshIR,
-    RetryPolicy,
-    Route,
-    RouteMatch,
-    Service,
-    StaticEndpoint,
-    Subset,
-    ValueMatch,
-)
+from meshpilot.model import ir
 from meshpilot.translator.build import build_ir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "valid-mesh.yaml"
@@ -55,66 +45,68 @@ MESH = dedent(
     """
 )
 
-DEFAULT_RETRIES = RetryPolicy(attempts=2, on=("connect-failure", "reset"), per_try_timeout_ms=5000)
-WHOLE = (Destination(subset=None, weight=100),)
+DEFAULT_RETRIES = ir.RetryPolicy(
+    attempts=2, on=("connect-failure", "reset"), per_try_timeout_ms=5000
+)
+WHOLE = (ir.Destination(subset=None, weight=100),)
 
-EXPECTED = MeshIR(
+EXPECTED = ir.MeshIR(
     name="shop",
     services=(
-        Service(
+        ir.Service(
             name="cart",
             port=8080,
             protocol="grpc",
             routes=(
-                Route(
+                ir.Route(
                     name="default",
-                    match=RouteMatch(),
+                    match=ir.RouteMatch(),
                     to=WHOLE,
                     timeout_ms=15000,
                     retries=DEFAULT_RETRIES,
                 ),
             ),
         ),
-        Service(
+        ir.Service(
             name="reviews",
             port=9080,
             protocol="http",
             subsets=(
-                Subset("v1", (("version", "v1"),)),
-                Subset("v2", (("track", "canary"), ("version", "v2"))),
+                ir.Subset("v1", (("version", "v1"),)),
+                ir.Subset("v2", (("track", "canary"), ("version", "v2"))),
             ),
             endpoints=(
-                StaticEndpoint("10.0.0.9", 9102, (("version", "v2"),)),
-                StaticEndpoint("10.0.0.1", 9101, (("version", "v1"), ("zone", "a"))),
+                ir.StaticEndpoint("10.0.0.9", 9102, (("version", "v2"),)),
+                ir.StaticEndpoint("10.0.0.1", 9101, (("version", "v1"), ("zone", "a"))),
             ),
             routes=(
-                Route(
+                ir.Route(
                     name="testers",
-                    match=RouteMatch(
+                    match=ir.RouteMatch(
                         path_prefix="/",
                         headers=(
-                            ValueMatch("accept", "exact", "json"),
-                            ValueMatch("x-user", "exact", "tester"),
+                            ir.ValueMatch("accept", "exact", "json"),
+                            ir.ValueMatch("x-user", "exact", "tester"),
                         ),
                         methods=("POST", "GET"),
                     ),
-                    to=(Destination("v2", 100),),
+                    to=(ir.Destination("v2", 100),),
                     timeout_ms=15000,
                     retries=DEFAULT_RETRIES,
                 ),
-                Route(
+                ir.Route(
                     name="canary",
-                    match=RouteMatch(),
-                    to=(Destination("v1", 90), Destination("v2", 10)),
+                    match=ir.RouteMatch(),
+                    to=(ir.Destination("v1", 90), ir.Destination("v2", 10)),
                     timeout_ms=2000,
-                    retries=RetryPolicy(attempts=3, on=("5xx",), per_try_timeout_ms=500),
+                    retries=ir.RetryPolicy(attempts=3, on=("5xx",), per_try_timeout_ms=500),
                 ),
-                Route(
+                ir.Route(
                     name="no-retries",
-                    match=RouteMatch(path="/health"),
+                    match=ir.RouteMatch(path="/health"),
                     to=WHOLE,
                     timeout_ms=15000,
-                    retries=RetryPolicy(
+                    retries=ir.RetryPolicy(
                         attempts=0,
                         on=("connect-failure", "refused-stream", "reset"),
                         per_try_timeout_ms=None,
@@ -131,15 +123,15 @@ def test_ir_of_a_small_mesh() -> None:
 
 
 def test_without_defaults_routes_have_no_timeout_or_retries() -> None:
-    ir = build_ir(parse_mesh("mesh: m\nservices:\n  a: {port: 1}\n", "mesh.yaml"))
-    assert ir == MeshIR(
+    built = build_ir(parse_mesh("mesh: m\nservices:\n  a: {port: 1}\n", "mesh.yaml"))
+    assert built == ir.MeshIR(
         name="m",
         services=(
-            Service(
+            ir.Service(
                 name="a",
                 port=1,
                 protocol="http",
-                routes=(Route(name="default", match=RouteMatch(), to=WHOLE),),
+                routes=(ir.Route(name="default", match=ir.RouteMatch(), to=WHOLE),),
             ),
         ),
     )
@@ -159,10 +151,10 @@ def test_route_overrides_win_over_defaults() -> None:
         """
     )
     own, inherits = build_ir(parse_mesh(text, "mesh.yaml")).services[0].routes
-    assert (own.timeout_ms, own.retries) == (0, RetryPolicy(1, ("gateway-error",), None))
+    assert (own.timeout_ms, own.retries) == (0, ir.RetryPolicy(1, ("gateway-error",), None))
     assert (inherits.timeout_ms, inherits.retries) == (
         60_000,
-        RetryPolicy(5, ("connect-failure", "refused-stream", "reset"), None),
+        ir.RetryPolicy(5, ("connect-failure", "refused-stream", "reset"), None),
     )
 
 
@@ -211,9 +203,9 @@ def test_header_rules_become_value_matches() -> None:
     )
     route = build_ir(parse_mesh(text, "mesh.yaml")).services[0].routes[0]
     assert route.match.headers == (
-        ValueMatch("x-absent", "absent"),
-        ValueMatch("x-exact", "exact", "e"),
-        ValueMatch("x-prefix", "prefix", "p"),
-        ValueMatch("x-present", "present"),
-        ValueMatch("x-regex", "regex", "v[0-9]+"),
+        ir.ValueMatch("x-absent", "absent"),
+        ir.ValueMatch("x-exact", "exact", "e"),
+        ir.ValueMatch("x-prefix", "prefix", "p"),
+        ir.ValueMatch("x-present", "present"),
+        ir.ValueMatch("x-regex", "regex", "v[0-9]+"),
     )

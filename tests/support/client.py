@@ -7,7 +7,7 @@ simulate thousands of sidecars without running thousands of Envoys.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -108,6 +108,15 @@ class AdsClient:
             self._inbox.put_nowait(item)
             raise item
         return item
+
+    async def fetch(
+        self, type_url: str, names: Sequence[str] = (), version: str = ""
+    ) -> discovery_pb2.DiscoveryResponse:
+        """Ask for `names` of `type_url` and ACK the response, as a sidecar does; the response."""
+        self.send(type_url, names, version)
+        response = await self.receive()
+        self.ack(response, names)
+        return response
 
     def ack(self, response: discovery_pb2.DiscoveryResponse, names: Iterable[str] = ()) -> None:
         self.send(response.type_url, names, response.version_info, response.nonce)
