@@ -27,11 +27,7 @@ class SpiffeId:
 
     def __post_init__(self) -> None:
         check_trust_domain(self.trust_domain)
-        if not _SERVICE.fullmatch(self.service):
-            raise InvalidSpiffeId(
-                f"service name '{self.service}' is not a DNS label (lower-case letters, digits "
-                "and '-', at most 63 characters)"
-            )
+        check_service_name(self.service)
 
     @property
     def uri(self) -> str:
@@ -39,6 +35,16 @@ class SpiffeId:
 
     def __str__(self) -> str:
         return self.uri
+
+
+def check_service_name(name: str) -> str:
+    """Return `name` if it is a service name as the mesh file allows it (a DNS label)."""
+    if not _SERVICE.fullmatch(name):
+        raise InvalidSpiffeId(
+            f"service name '{name}' is not a DNS label (lower-case letters, digits and '-', "
+            "at most 63 characters)"
+        )
+    return name
 
 
 def check_trust_domain(name: str) -> str:
