@@ -51,28 +51,23 @@ ROOT_KEY = Path("ca") / "root-key.pem"
 _Ext = TypeVar("_Ext", bound=x509.ExtensionType)
 CaKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 _PEM = serialization.Encoding.PEM
-_LEAF_KEY_USAGE = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
-_CA_KEY_USAGE = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=True,
-    crl_sign=True,
-    encipher_only=False,
-    decipher_only=False,
-)
+
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    """digitalSignature (ECDSA TLS handshakes), and for a CA keyCertSign and cRLSign."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 _WORKLOAD_EKU = x509.ExtendedKeyUsage(
     [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
 )
@@ -112,7 +107,7 @@ class CertificateAuthority:
                 True,
                 x509.BasicConstraints(ca=False, path_length=None),
             ),
-            x509.Extension(ExtensionOID.KEY_USAGE, True, _LEAF_KEY_USAGE),
+            x509.Extension(ExtensionOID.KEY_USAGE, True, _key_usage(ca=False)),
             x509.Extension(ExtensionOID.AUTHORITY_KEY_IDENTIFIER, False, _authority_key_id(signer)),
         ]
 
@@ -330,7 +325,7 @@ def _self_signed_root(key: ec.EllipticCurvePrivateKey, now: dt.datetime) -> x509
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + ROOT_LIFETIME)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_CA_KEY_USAGE, critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False
