@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,11 @@ def test_missing_or_junk_files_are_clear_errors(tmp_path: Path) -> None:
         CertificateAuthority.from_files(tmp_path / "junk.pem", tmp_path / "junk.pem", "demo")
     with pytest.raises(IdentityError, match="cannot read"):
         CertificateAuthority.from_files(tmp_path / "nope.pem", tmp_path / "nope.pem", "demo")
+
+
+def test_control_planes_starting_together_agree_on_one_root(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        opened = list(pool.map(lambda _: CertificateAuthority.open(tmp_path, "demo"), range(16)))
+    assert len({ca.fingerprint for ca in opened}) == 1
+    assert CertificateAuthority.open(tmp_path, "demo").fingerprint == opened[0].fingerprint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca"]  # no temporary left behind

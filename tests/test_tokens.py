@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,12 @@ def test_issue_checks_its_input(authority: TokenAuthority) -> None:
         authority.issue("reviews", ttl=dt.timedelta(0))
     with pytest.raises(IdentityError, match="fingerprint"):
         TokenAuthority.open(Path("/nonexistent"), "demo", "md5:00")
+
+
+def test_authorities_opened_together_share_one_key(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        opened = list(
+            pool.map(lambda _: TokenAuthority.open(tmp_path, "demo", FINGERPRINT), range(16))
+        )
+    assert len({authority.key_id for authority in opened}) == 1
+    assert sorted(p.name for p in (tmp_path / "tokens").iterdir()) == ["signing-key.pem"]

@@ -37,7 +37,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from meshpilot.identity.errors import CaError, CsrRejected
 from meshpilot.identity.spiffe import SpiffeId, check_trust_domain
-from meshpilot.identity.state import private_dir, read_file, write_file
+from meshpilot.identity.state import create_dir, read_file, write_file
 
 DEFAULT_TTL = dt.timedelta(hours=24)
 MIN_TTL = dt.timedelta(seconds=60)
@@ -115,14 +115,17 @@ class CertificateAuthority:
     def open(cls, state_dir: Path, trust_domain: str) -> CertificateAuthority:
         """The root kept in `state_dir`, generated (ECDSA P-256) if there is none yet."""
         cert_path, key_path = state_dir / ROOT_CERT, state_dir / ROOT_KEY
-        if cert_path.exists() or key_path.exists():
-            return cls.from_files(cert_path, key_path, trust_domain)
-        key = ec.generate_private_key(ec.SECP256R1())
-        root = _self_signed_root(key, dt.datetime.now(dt.UTC))
-        private_dir(cert_path.parent)
-        write_file(key_path, _private_pem(key), secret=True)
-        write_file(cert_path, root.public_bytes(_PEM), secret=False)
-        return cls(key, [root], trust_domain)
+        if not cert_path.parent.exists():
+            key = ec.generate_private_key(ec.SECP256R1())
+            root = _self_signed_root(key, dt.datetime.now(dt.UTC))
+
+            def fill(directory: Path) -> None:
+                write_file(directory / ROOT_KEY.name, _private_pem(key), secret=True)
+                write_file(directory / ROOT_CERT.name, root.public_bytes(_PEM), secret=False)
+
+            if create_dir(cert_path.parent, fill):
+                return cls(key, [root], trust_domain)
+        return cls.from_files(cert_path, key_path, trust_domain)
 
     @classmethod
     def from_files(cls, cert: Path, key: Path, trust_domain: str) -> CertificateAuthority:

@@ -48,7 +48,7 @@ from meshpilot.identity.errors import (
     TokenWrongMesh,
 )
 from meshpilot.identity.spiffe import check_service_name
-from meshpilot.identity.state import private_dir, read_file, write_file
+from meshpilot.identity.state import create_file, private_dir, read_file
 
 PREFIX = "mpt1"
 DEFAULT_TTL = dt.timedelta(days=30)
@@ -92,23 +92,23 @@ class TokenAuthority:
     def open(cls, state_dir: Path, mesh: str, ca_fingerprint: str) -> TokenAuthority:
         """The authority of `mesh`, with the token key in `state_dir` (generated if absent)."""
         key_path = state_dir / SIGNING_KEY
-        if key_path.exists():
-            try:
-                key = serialization.load_pem_private_key(read_file(key_path, secret=True), None)
-            except (ValueError, TypeError, UnsupportedAlgorithm):
-                raise IdentityError(f"'{key_path}' holds no unencrypted private key") from None
-            if not isinstance(key, Ed25519PrivateKey):
-                raise IdentityError(f"'{key_path}' is not an Ed25519 key")
-        else:
+        if not key_path.exists():
             key = Ed25519PrivateKey.generate()
-            private_dir(key_path.parent)
             pem = key.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-            write_file(key_path, pem, secret=True)
-        return cls(key, mesh, ca_fingerprint, state_dir / REVOKED)
+            private_dir(key_path.parent)
+            if create_file(key_path, pem, secret=True):
+                return cls(key, mesh, ca_fingerprint, state_dir / REVOKED)
+        try:
+            loaded = serialization.load_pem_private_key(read_file(key_path, secret=True), None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise IdentityError(f"'{key_path}' holds no unencrypted private key") from None
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise IdentityError(f"'{key_path}' is not an Ed25519 key")
+        return cls(loaded, mesh, ca_fingerprint, state_dir / REVOKED)
 
     def issue(
         self,
