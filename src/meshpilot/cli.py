@@ -169,22 +169,18 @@ def token(
 ) -> None:
     """Print a join token for a sidecar of SERVICE (or revoke one with --revoke)."""
     from meshpilot.bootstrap import parse_labels
-    from meshpilot.identity.authority import open_mesh_identity, open_token_authority
+    from meshpilot.identity.authority import token_authority
     from meshpilot.identity.state import default_state_dir
-    from meshpilot.identity.tokens import REVOKED, RevocationList
-    from meshpilot.mesh.load import load_mesh
+    from meshpilot.identity.tokens import revoke_token
 
     state_dir = state_dir or default_state_dir()
     if revoke is not None:
-        RevocationList(state_dir / REVOKED).add(revoke)
+        revoke_token(state_dir, revoke)
         click.echo(f"revoked {revoke}")
         return
     if service is None:
         raise click.UsageError("give --service NAME (or --revoke TOKEN_ID)")
-    if mesh_file is None:
-        authority = open_token_authority(state_dir)
-    else:
-        authority = open_mesh_identity(load_mesh(mesh_file), mesh_file.parent, state_dir).tokens
+    authority = token_authority(state_dir, mesh_file)
     click.echo(authority.issue(service, parse_labels(labels), ttl))
 
 

@@ -19,6 +19,7 @@ from meshpilot.identity.spiffe import trust_domain_for_mesh
 from meshpilot.identity.state import read_file, write_file
 from meshpilot.identity.tokens import TokenAuthority
 from meshpilot.mesh.durations import parse_duration
+from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import MeshSpec
 
 BINDING = Path("tokens") / "mesh.json"
@@ -43,6 +44,14 @@ def open_mesh_identity(spec: MeshSpec, mesh_dir: Path, state_dir: Path) -> MeshI
     write_file(state_dir / BINDING, json.dumps(record, indent=2).encode() + b"\n", secret=False)
     ttl = dt.timedelta(milliseconds=parse_duration(security.certificate_ttl))
     return MeshIdentity(ca, tokens, ttl)
+
+
+def token_authority(state_dir: Path, mesh_file: Path | None = None) -> TokenAuthority:
+    """The token authority of the mesh in `mesh_file`, or else of the mesh last opened with
+    `state_dir`."""
+    if mesh_file is None:
+        return open_token_authority(state_dir)
+    return open_mesh_identity(load_mesh(mesh_file), mesh_file.parent, state_dir).tokens
 
 
 def open_token_authority(state_dir: Path) -> TokenAuthority:

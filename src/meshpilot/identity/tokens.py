@@ -165,6 +165,11 @@ class TokenAuthority:
         self._revocations.add(token_id)
 
 
+def revoke_token(state_dir: Path, token_id: str) -> None:
+    """Revoke a token of the mesh served with `state_dir`, without opening its signing key."""
+    RevocationList(state_dir / REVOKED).add(token_id)
+
+
 class RevocationList:
     """Revoked token ids, one a line in a file that other processes may append to."""
 
