@@ -28,8 +28,8 @@ def mesh(tmp_path: Path) -> Path:
 
 def test_token_for_a_mesh_verifies(mesh: Path, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    result = run("--service", "reviews", "--label", "version=v2", "--state-dir", str(state),
-                 "--mesh", str(mesh), "--ttl", "2h")  # fmt: skip
+    options = ["--label", "version=v2", "--state-dir", str(state), "--mesh", str(mesh)]
+    result = run("--service", "reviews", *options, "--ttl", "2h")
     assert result.exit_code == 0, result.output
     token = result.output.strip()
     assert result.output == token + "\n"

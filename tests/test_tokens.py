@@ -11,10 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meshpilot.errors import MeshpilotError
 from meshpilot.identity.errors import (
     IdentityError,
+    TokenError,
     TokenExpired,
     TokenMalformed,
     TokenRevoked,
@@ -25,6 +28,8 @@ from meshpilot.identity.tokens import REVOKED, SIGNING_KEY, TokenAuthority, read
 
 FINGERPRINT = "sha256:" + "ab" * 32
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+# Every claim but "kid", which is read last: a generated payload can never be a valid one.
+CLAIMS = ("mesh", "svc", "labels", "iat", "exp", "jti", "ca")
 
 
 @pytest.fixture
@@ -198,3 +203,26 @@ def test_authorities_opened_together_share_one_key(tmp_path: Path) -> None:
         )
     assert len({authority.key_id for authority in opened}) == 1
     assert sorted(p.name for p in (tmp_path / "tokens").iterdir()) == ["signing-key.pem"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    junk=st.one_of(
+        st.text(),
+        st.builds(
+            lambda parts: ".".join(["mpt1", *parts]),
+            st.lists(st.text("ABCDEFabcdef0123456789-_="), min_size=0, max_size=3),
+        ),
+    )
+)
+def test_any_string_is_a_token_error_never_a_crash(junk: str) -> None:
+    with pytest.raises(TokenError):
+        read_token(junk)
+
+
+@settings(max_examples=100, deadline=None)
+@given(claims=st.dictionaries(st.sampled_from(CLAIMS), st.from_type(object) | st.integers()))
+def test_any_payload_is_a_token_error_never_a_crash(claims: dict[str, object]) -> None:
+    body = base64.urlsafe_b64encode(json.dumps(claims, default=repr).encode()).decode()
+    with pytest.raises(TokenError):
+        read_token(f"mpt1.{body.rstrip('=')}.AAAA")
