@@ -15,15 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshpilot.errors import MeshpilotError
-from meshpilot.identity.errors import (
-    IdentityError,
-    TokenError,
-    TokenExpired,
-    TokenMalformed,
-    TokenRevoked,
-    TokenSignatureInvalid,
-    TokenWrongMesh,
-)
+from meshpilot.identity import errors
 from meshpilot.identity.tokens import REVOKED, SIGNING_KEY, TokenAuthority, read_token
 
 FINGERPRINT = "sha256:" + "ab" * 32
@@ -82,34 +74,34 @@ def test_tampered_payload_is_refused(authority: TokenAuthority) -> None:
         {"labels": {"version": "v2"}},
         {"exp": int(NOW.timestamp()) + 10**8},
     ):
-        with pytest.raises(TokenSignatureInvalid):
+        with pytest.raises(errors.TokenSignatureInvalid):
             authority.verify(reencode(token, **changes), NOW)
 
 
 def test_tampered_signature_is_refused(authority: TokenAuthority) -> None:
     token = authority.issue("reviews", now=NOW)
     flipped = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
-    with pytest.raises(TokenSignatureInvalid):
+    with pytest.raises(errors.TokenSignatureInvalid):
         authority.verify(flipped, NOW)
 
 
 def test_token_from_another_key_is_refused(tmp_path: Path, authority: TokenAuthority) -> None:
     other = TokenAuthority.open(tmp_path / "other", "demo", FINGERPRINT)
-    with pytest.raises(TokenSignatureInvalid, match="another token key"):
+    with pytest.raises(errors.TokenSignatureInvalid, match="another token key"):
         authority.verify(other.issue("reviews", now=NOW), NOW)
 
 
 def test_forged_key_id_is_still_checked(tmp_path: Path, authority: TokenAuthority) -> None:
     other = TokenAuthority.open(tmp_path / "other", "demo", FINGERPRINT)
     forged = reencode(other.issue("reviews", now=NOW), kid=authority.key_id)
-    with pytest.raises(TokenSignatureInvalid, match="does not match"):
+    with pytest.raises(errors.TokenSignatureInvalid, match="does not match"):
         authority.verify(forged, NOW)
 
 
 def test_expired_token_is_refused(authority: TokenAuthority) -> None:
     token = authority.issue("reviews", ttl=dt.timedelta(minutes=10), now=NOW)
     authority.verify(token, NOW + dt.timedelta(minutes=9, seconds=59))
-    with pytest.raises(TokenExpired, match="expired at 2026-01-01 12:10:00Z"):
+    with pytest.raises(errors.TokenExpired, match="expired at 2026-01-01 12:10:00Z"):
         authority.verify(token, NOW + dt.timedelta(minutes=10))
 
 
@@ -117,7 +109,7 @@ def test_revoked_token_is_refused(authority: TokenAuthority) -> None:
     token, kept = authority.issue("reviews", now=NOW), authority.issue("reviews", now=NOW)
     authority.verify(token, NOW)
     authority.revoke(read_token(token).token_id)
-    with pytest.raises(TokenRevoked):
+    with pytest.raises(errors.TokenRevoked):
         authority.verify(token, NOW)
     assert authority.verify(kept, NOW).service == "reviews"
 
@@ -127,20 +119,20 @@ def test_revocation_by_another_process_is_seen(tmp_path: Path) -> None:
     token = serving.issue("reviews", now=NOW)
     serving.verify(token, NOW)  # the list is read (and empty) before the revocation
     TokenAuthority.open(tmp_path, "demo", FINGERPRINT).revoke(read_token(token).token_id)
-    with pytest.raises(TokenRevoked):
+    with pytest.raises(errors.TokenRevoked):
         serving.verify(token, NOW)
     assert (tmp_path / REVOKED).read_text().split() == [read_token(token).token_id]
 
 
 def test_bad_token_id_cannot_be_revoked(authority: TokenAuthority) -> None:
-    with pytest.raises(IdentityError, match="not a token id"):
+    with pytest.raises(errors.IdentityError, match="not a token id"):
         authority.revoke("a b\nc")
 
 
 def test_other_mesh_is_refused(tmp_path: Path, authority: TokenAuthority) -> None:
     same_key_other_mesh = TokenAuthority.open(tmp_path, "prod", FINGERPRINT)
     token = same_key_other_mesh.issue("reviews", now=NOW)
-    with pytest.raises(TokenWrongMesh, match="for mesh 'prod', not 'demo'"):
+    with pytest.raises(errors.TokenWrongMesh, match="for mesh 'prod', not 'demo'"):
         authority.verify(token, NOW)
 
 
@@ -166,19 +158,19 @@ def test_key_persists_and_is_private(tmp_path: Path, authority: TokenAuthority) 
     ],
 )
 def test_malformed_tokens_are_refused(authority: TokenAuthority, junk: str) -> None:
-    with pytest.raises(TokenMalformed):
+    with pytest.raises(errors.TokenMalformed):
         authority.verify(junk, NOW)
 
 
 def test_wrongly_typed_claims_are_malformed(authority: TokenAuthority) -> None:
     token = authority.issue("reviews", now=NOW)
     for changes in ({"exp": "tomorrow"}, {"labels": ["x"]}, {"svc": "Not A Name"}, {"iat": True}):
-        with pytest.raises(TokenMalformed):
+        with pytest.raises(errors.TokenMalformed):
             authority.verify(reencode(token, **changes), NOW)
 
 
 def test_signature_part_must_be_strict_base64url(authority: TokenAuthority) -> None:
-    with pytest.raises(TokenMalformed):
+    with pytest.raises(errors.TokenMalformed):
         authority.verify(authority.issue("reviews", now=NOW) + "!", NOW)
 
 
@@ -188,11 +180,11 @@ def test_errors_are_meshpilot_errors(authority: TokenAuthority) -> None:
 
 
 def test_issue_checks_its_input(authority: TokenAuthority) -> None:
-    with pytest.raises(IdentityError):
+    with pytest.raises(errors.IdentityError):
         authority.issue("Bad Name")
-    with pytest.raises(IdentityError, match="positive"):
+    with pytest.raises(errors.IdentityError, match="positive"):
         authority.issue("reviews", ttl=dt.timedelta(0))
-    with pytest.raises(IdentityError, match="fingerprint"):
+    with pytest.raises(errors.IdentityError, match="fingerprint"):
         TokenAuthority.open(Path("/nonexistent"), "demo", "md5:00")
 
 
@@ -216,7 +208,7 @@ def test_authorities_opened_together_share_one_key(tmp_path: Path) -> None:
     )
 )
 def test_any_string_is_a_token_error_never_a_crash(junk: str) -> None:
-    with pytest.raises(TokenError):
+    with pytest.raises(errors.TokenError):
         read_token(junk)
 
 
@@ -224,5 +216,5 @@ def test_any_string_is_a_token_error_never_a_crash(junk: str) -> None:
 @given(claims=st.dictionaries(st.sampled_from(CLAIMS), st.from_type(object) | st.integers()))
 def test_any_payload_is_a_token_error_never_a_crash(claims: dict[str, object]) -> None:
     body = base64.urlsafe_b64encode(json.dumps(claims, default=repr).encode()).decode()
-    with pytest.raises(TokenError):
+    with pytest.raises(errors.TokenError):
         read_token(f"mpt1.{body.rstrip('=')}.AAAA")
