@@ -110,7 +110,7 @@ def test_problem_inside_a_merged_mapping_points_at_its_source() -> None:
     text = "mesh: m\nbase: &b {port: x}\n"
     assert problems(text + "services:\n  a: {<<: *b}\n") == [
         "mesh.yaml:2:1: base: unknown key 'base'; expected one of: mesh, defaults, services, "
-        "mixer, telemetry, policies",
+        "mixer, telemetry, policies, security",
         "mesh.yaml:2:17: services.a.port: expected an integer, got string 'x'",
     ]
 
@@ -145,7 +145,7 @@ INVALID = [
         ),
         [
             "mesh.yaml:2:1: zzz: unknown key 'zzz'; expected one of: mesh, defaults, services, "
-            "mixer, telemetry, policies",
+            "mixer, telemetry, policies, security",
         ],
         id="unknown-key-no-suggestion",
     ),
@@ -859,6 +859,65 @@ INVALID = [
         id="many",
     ),
     pytest.param(
+        dedent(
+            """\
+            mesh: m
+            security:
+              mtls: strik
+              trust_domain: Bad Domain
+              certificate_ttl: 59s
+              ca: {cert: ""}
+              rotate: true
+            """
+        ),
+        [
+            "mesh.yaml:3:9: security.mtls: unknown value 'strik'; did you mean 'strict'?",
+            "mesh.yaml:4:17: security.trust_domain: 'Bad Domain' is not a SPIFFE trust domain: "
+            "use 1 to 255 lower-case letters, digits, '.', '-' or '_'",
+            "mesh.yaml:5:20: security.certificate_ttl: a certificate lifetime must be from 60s "
+            "to 2160h (90 days)",
+            "mesh.yaml:6:3: security.ca: missing required key 'key'",
+            "mesh.yaml:6:14: security.ca.cert: must not be empty",
+            "mesh.yaml:7:3: security.rotate: unknown key 'rotate'; expected one of: mtls, ca, "
+            "trust_domain, certificate_ttl",
+        ],
+        id="security",
+    ),
+    pytest.param(
+        dedent(
+            """\
+            mesh: m
+            security: {certificate_ttl: 2161h}
+            services:
+              a: {port: 1, security: {mtls: off}}
+              b: {port: 2, security: {mode: strict}}
+            """
+        ),
+        [
+            "mesh.yaml:2:29: security.certificate_ttl: a certificate lifetime must be from 60s "
+            "to 2160h (90 days)",
+            "mesh.yaml:4:33: services.a.security.mtls: expected one of strict, permissive; got "
+            "boolean false",
+            "mesh.yaml:5:27: services.b.security.mode: unknown key 'mode'; expected one of: mtls",
+        ],
+        id="security-ttl-and-service-override",
+    ),
+    pytest.param(
+        dedent(
+            """\
+            mesh: "日本"
+            security: {certificate_ttl: 24}
+            """
+        ),
+        [
+            "mesh.yaml:1:7: mesh: no SPIFFE trust domain can be made from mesh name '日本'; "
+            "set 'security.trust_domain'",
+            "mesh.yaml:2:29: security.certificate_ttl: a duration needs a unit: write '24s' or "
+            "'24ms'",
+        ],
+        id="security-trust-domain-from-mesh-name",
+    ),
+    pytest.param(
         "mesh: m\nservices: {a: {port: 1}}\n# \x07 bell \x00\n",
         ["mesh.yaml:3:3: <root>: character U+0007 is not allowed in YAML (1 more in the file)"],
         id="control-characters",
@@ -903,6 +962,57 @@ def test_every_layer_reports_in_one_go() -> None:
         "mesh.yaml:9:46: services.reviews.routes[1].match.methods[0]: unknown value 'get'; did you "
         "mean 'GET'?",
     ]
+
+
+# --- security ---------------------------------------------------------------------------------
+
+
+def test_security_defaults() -> None:
+    spec = parse_mesh("mesh: m\nservices: {a: {port: 1}}\n", "mesh.yaml")
+    assert spec.security.mtls == "strict"
+    assert spec.security.ca is None
+    assert spec.security.trust_domain is None
+    assert spec.security.certificate_ttl == "24h"
+    assert spec.services["a"].security is None
+
+
+def test_security_section_and_service_override() -> None:
+    text = dedent(
+        """\
+        mesh: m
+        security:
+          mtls: permissive
+          trust_domain: prod.example.com
+          certificate_ttl: 60s
+        services:
+          a: {port: 1, security: {mtls: strict}}
+          b: {port: 2, security: {}}
+        """
+    )
+    spec = parse_mesh(text, "mesh.yaml")
+    assert spec.security.mtls == "permissive"
+    assert spec.security.trust_domain == "prod.example.com"
+    assert spec.security.certificate_ttl == "60s"
+    assert spec.services["a"].security is not None
+    assert spec.services["a"].security.mtls == "strict"
+    assert spec.services["b"].security is not None
+    assert spec.services["b"].security.mtls is None
+
+
+def test_ca_files_are_found_next_to_the_mesh_file(tmp_path: Path) -> None:
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_text("")
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text("mesh: m\nsecurity:\n  ca: {cert: certs/ca.pem, key: certs/ca-key.pem}\n")
+    with pytest.raises(MeshInvalid) as raised:
+        load_mesh(mesh)
+    assert [problem.format() for problem in raised.value.problems] == [
+        f"{mesh}:3:33: security.ca.key: '{tmp_path}/certs/ca-key.pem' does not exist"
+    ]
+    (tmp_path / "certs" / "ca-key.pem").write_text("")
+    ca = load_mesh(mesh).security.ca
+    assert ca is not None
+    assert (ca.cert, ca.key) == ("certs/ca.pem", "certs/ca-key.pem")
 
 
 # --- files that cannot be read ----------------------------------------------------------------

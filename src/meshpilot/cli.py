@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Callable
@@ -126,6 +127,61 @@ def sidecar(**opts: Any) -> None:
     from meshpilot.runner.envoy import run_sidecar
 
     sys.exit(run_sidecar(sidecar_identity(**opts)))
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.timedelta:
+    from meshpilot.mesh.durations import DurationError, parse_duration
+
+    try:
+        milliseconds = parse_duration(value)
+    except DurationError as err:
+        raise click.BadParameter(str(err)) from None
+    return dt.timedelta(milliseconds=milliseconds)
+
+
+@main.command()
+@click.option("--service", default=None, help="The service the token lets a sidecar join as.")
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="A label it may claim.")
+@click.option(
+    "--ttl", default="720h", show_default=True, callback=_duration, metavar="D", help="Lifetime."
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The control plane's state directory. Default: $XDG_STATE_HOME/meshpilot.",
+)
+@click.option(
+    "--mesh",
+    "mesh_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The mesh file; default: the mesh last served with this state directory.",
+)
+@click.option("--revoke", metavar="TOKEN_ID", default=None, help="Revoke a token by its id.")
+def token(
+    service: str | None,
+    labels: tuple[str, ...],
+    ttl: dt.timedelta,
+    state_dir: Path | None,
+    mesh_file: Path | None,
+    revoke: str | None,
+) -> None:
+    """Print a join token for a sidecar of SERVICE (or revoke one with --revoke)."""
+    from meshpilot.bootstrap import parse_labels
+    from meshpilot.identity.authority import token_authority
+    from meshpilot.identity.state import default_state_dir
+    from meshpilot.identity.tokens import revoke_token
+
+    state_dir = state_dir or default_state_dir()
+    if revoke is not None:
+        revoke_token(state_dir, revoke)
+        click.echo(f"revoked {revoke}")
+        return
+    if service is None:
+        raise click.UsageError("give --service NAME (or --revoke TOKEN_ID)")
+    authority = token_authority(state_dir, mesh_file)
+    click.echo(authority.issue(service, parse_labels(labels), ttl))
 
 
 @main.command()

@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from meshpilot.identity.errors import InvalidSpiffeId
+from meshpilot.identity.spiffe import trust_domain_for_mesh
 from meshpilot.mesh.diagnostics import Issue, Loc, suggest
 from meshpilot.netaddr import is_ip
 
 
 def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
     """Problems that no single field can see: weights, subset names, duplicate names, policies
-    naming services that do not exist, hook files that are not there (relative to `base_dir`)."""
+    naming services that do not exist, hook and CA files that are not there (relative to
+    `base_dir`), a mesh name that gives no trust domain."""
     issues: list[Issue] = []
     for name, service in _items(_get(data, "services")):
         issues += _service_checks(("services", name), service)
@@ -27,7 +30,28 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
     issues += _tcp_port_checks(_get(data, "services"))
     issues += _host_name_checks(_get(data, "services"))
     issues += _file_checks(_get(data, "services"), base_dir)
+    issues += _security_checks(data, base_dir)
     return issues
+
+
+def _security_checks(data: object, base_dir: Path | None) -> Iterator[Issue]:
+    """The CA files must be there, and without `trust_domain` the mesh name must give one."""
+    security = _get(data, "security")
+    mesh = _get(data, "mesh")
+    if isinstance(mesh, str) and mesh and _get(security, "trust_domain") is None:
+        try:
+            trust_domain_for_mesh(mesh)
+        except InvalidSpiffeId:
+            yield Issue(
+                ("mesh",),
+                f"no SPIFFE trust domain can be made from mesh name '{mesh}'; "
+                "set 'security.trust_domain'",
+            )
+    if base_dir is None:
+        return
+    for key, path in _items(_get(security, "ca")):
+        if isinstance(path, str) and path and not (base_dir / path).is_file():
+            yield Issue(("security", "ca", key), f"'{base_dir / path}' does not exist")
 
 
 def _host_name_checks(services: object) -> Iterator[Issue]:

@@ -39,6 +39,12 @@ from meshpilot.mesh.schema.routes import (
     ValueMatch,
     ValueMatchSpec,
 )
+from meshpilot.mesh.schema.security import (
+    CaFilesSpec,
+    MtlsMode,
+    SecuritySpec,
+    ServiceSecuritySpec,
+)
 from meshpilot.mesh.schema.services import (
     HASHING_POLICIES,
     CircuitBreakerSpec,
@@ -60,6 +66,7 @@ __all__ = [
     "DEFAULT_RETRY_ON",
     "HASHING_POLICIES",
     "BackoffSpec",
+    "CaFilesSpec",
     "CircuitBreakerSpec",
     "CookieSpec",
     "DefaultsSpec",
@@ -79,6 +86,7 @@ __all__ = [
     "Method",
     "MirrorSpec",
     "MixerSpec",
+    "MtlsMode",
     "OutlierDetectionSpec",
     "PolicyAction",
     "PolicySpec",
@@ -89,6 +97,8 @@ __all__ = [
     "RetryOn",
     "RewriteSpec",
     "RouteSpec",
+    "SecuritySpec",
+    "ServiceSecuritySpec",
     "ServiceSpec",
     "TelemetrySpec",
     "TlsSpec",
@@ -111,3 +121,4 @@ class MeshSpec(SpecModel):
     mixer: MixerSpec | None = None
     telemetry: TelemetrySpec | None = None
     policies: list[PolicySpec] = Field(default_factory=list)
+    security: SecuritySpec = Field(default_factory=SecuritySpec)

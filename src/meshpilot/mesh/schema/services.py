@@ -22,6 +22,7 @@ from meshpilot.mesh.fields import (
     shape,
 )
 from meshpilot.mesh.schema.routes import RateLimitSpec, RouteSpec
+from meshpilot.mesh.schema.security import ServiceSecuritySpec
 from meshpilot.runner.spec import RunSpec
 
 Protocol = Literal["http", "http2", "grpc", "tcp"]
@@ -142,3 +143,4 @@ class ServiceSpec(SpecModel):
     tls: TlsSpec | None = None
     tracing: TracingSpec | None = None
     egress: list[str] | None = None  # the services this one calls; None: every service
+    security: ServiceSecuritySpec | None = None  # overrides the mesh-wide `security.mtls`

@@ -4,6 +4,11 @@ The caller's sidecar sets SOURCE_HEADER on every outbound request, overwriting w
 sent; the destination's sidecar and the mixer read it. A request that did not come through a
 sidecar carries no source. Swapping this for certificate-based identity changes this module and
 the two builders that use it.
+
+Workload identity proper lives in the submodules: `spiffe` (SPIFFE IDs), `ca` (the mesh CA),
+`tokens` (join tokens), `agent` (the sidecar's key, CSR and files), `authority` (the control
+plane's CA and tokens from a mesh file), `state` (the state directory). The header names above
+stay here while their importers are being reworked.
 """
 
 from __future__ import annotations

@@ -1,0 +1,60 @@
+"""Workload identity and mTLS: the mesh-wide `security:` section and its per-service override.
+
+Read here, used later: the CA and tokens live in `meshpilot.identity`, and the translator does
+not look at these keys yet.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
+
+from meshpilot.identity.errors import InvalidSpiffeId
+from meshpilot.identity.spiffe import check_trust_domain
+from meshpilot.mesh.durations import parse_duration
+from meshpilot.mesh.fields import Duration, SpecModel
+
+# strict: a sidecar's inbound port accepts mesh certificates only; permissive: plaintext too,
+# for migrating a service into the mesh (Istio's PeerAuthentication modes).
+MtlsMode = Literal["strict", "permissive"]
+MIN_CERTIFICATE_TTL_MS = 60_000
+MAX_CERTIFICATE_TTL_MS = 90 * 24 * 3_600_000
+
+
+def _trust_domain(name: str) -> str:
+    try:
+        return check_trust_domain(name)
+    except InvalidSpiffeId as err:
+        raise PydanticCustomError("trust_domain", str(err)) from None
+
+
+def _certificate_ttl(duration: str) -> str:
+    if not MIN_CERTIFICATE_TTL_MS <= parse_duration(duration) <= MAX_CERTIFICATE_TTL_MS:
+        raise PydanticCustomError(
+            "certificate_ttl", "a certificate lifetime must be from 60s to 2160h (90 days)"
+        )
+    return duration
+
+
+TrustDomain = Annotated[str, AfterValidator(_trust_domain)]
+CertificateTtl = Annotated[Duration, AfterValidator(_certificate_ttl)]
+
+
+class CaFilesSpec(SpecModel):
+    """A plugged-in CA: PEM files, relative to the mesh file or absolute."""
+
+    cert: str = Field(min_length=1)  # the CA certificate, then its chain up to the root
+    key: str = Field(min_length=1)  # its private key, unencrypted, mode 0600
+
+
+class SecuritySpec(SpecModel):
+    mtls: MtlsMode = "strict"
+    ca: CaFilesSpec | None = None  # None: a root generated in the control plane's state dir
+    trust_domain: TrustDomain | None = None  # None: the mesh name, normalised
+    certificate_ttl: CertificateTtl = "24h"
+
+
+class ServiceSecuritySpec(SpecModel):
+    mtls: MtlsMode | None = None  # None: the mesh-wide mode

@@ -1,0 +1,105 @@
+"""The sidecar's side: its key and CSR, checking the signed chain, files for Envoy, renewal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from meshpilot.identity.agent import (
+    ANCHOR_FILE,
+    CHAIN_FILE,
+    KEY_FILE,
+    CertificateRefused,
+    Credentials,
+    WorkloadKey,
+    renewal_time,
+    write_credentials,
+)
+from meshpilot.identity.ca import CertificateAuthority
+from meshpilot.identity.spiffe import SpiffeId
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+REVIEWS = SpiffeId("demo", "reviews")
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CertificateAuthority:
+    return CertificateAuthority.open(tmp_path / "ca-state", "demo")
+
+
+def credentials(ca: CertificateAuthority, ttl: dt.timedelta = dt.timedelta(hours=1)) -> Credentials:
+    key = WorkloadKey()
+    chain = ca.sign_csr(key.csr(), "reviews", ttl, now=NOW).chain_pem
+    return key.accept(chain, ca.fingerprint, REVIEWS, NOW)
+
+
+def test_signed_chain_is_accepted(ca: CertificateAuthority) -> None:
+    key = WorkloadKey()
+    csr = x509.load_pem_x509_csr(key.csr())
+    assert csr.public_key() == key.key.public_key()
+    issued = ca.sign_csr(key.csr(), "reviews", now=NOW)
+    accepted = key.accept(issued.chain_pem, ca.fingerprint, REVIEWS, NOW)
+    assert accepted.certificate == issued.certificate
+    assert accepted.anchor == ca.trust_anchor
+
+
+def test_chain_from_another_ca_is_refused(ca: CertificateAuthority, tmp_path: Path) -> None:
+    rogue = CertificateAuthority.open(tmp_path / "rogue", "demo")
+    key = WorkloadKey()
+    chain = rogue.sign_csr(key.csr(), "reviews", now=NOW).chain_pem
+    with pytest.raises(CertificateRefused, match="pinned CA"):
+        key.accept(chain, ca.fingerprint, REVIEWS, NOW)
+
+
+def test_certificate_for_another_identity_is_refused(ca: CertificateAuthority) -> None:
+    key = WorkloadKey()
+    chain = ca.sign_csr(key.csr(), "ratings", now=NOW).chain_pem
+    with pytest.raises(CertificateRefused, match="exactly spiffe://demo/service/reviews"):
+        key.accept(chain, ca.fingerprint, REVIEWS, NOW)
+
+
+def test_certificate_for_another_key_is_refused(ca: CertificateAuthority) -> None:
+    chain = ca.sign_csr(WorkloadKey().csr(), "reviews", now=NOW).chain_pem
+    with pytest.raises(CertificateRefused, match="this instance's key"):
+        WorkloadKey().accept(chain, ca.fingerprint, REVIEWS, NOW)
+
+
+def test_expired_certificate_is_refused(ca: CertificateAuthority) -> None:
+    key = WorkloadKey()
+    chain = ca.sign_csr(key.csr(), "reviews", dt.timedelta(minutes=1), now=NOW).chain_pem
+    with pytest.raises(CertificateRefused, match="does not verify"):
+        key.accept(chain, ca.fingerprint, REVIEWS, NOW + dt.timedelta(minutes=2))
+
+
+def test_garbage_is_refused(ca: CertificateAuthority) -> None:
+    with pytest.raises(CertificateRefused, match="no PEM"):
+        WorkloadKey().accept(b"nothing", ca.fingerprint, REVIEWS, NOW)
+
+
+@pytest.mark.parametrize(("jitter", "seconds"), [(0.0, 30), (1.0, 24), (0.5, 27)])
+def test_renewal_at_about_half_the_lifetime(
+    ca: CertificateAuthority, jitter: float, seconds: int
+) -> None:
+    creds = credentials(ca, dt.timedelta(seconds=60))
+    assert renewal_time(creds, lambda: jitter) == NOW + dt.timedelta(seconds=seconds)
+
+
+def test_credentials_are_published_together(ca: CertificateAuthority, tmp_path: Path) -> None:
+    first, second = credentials(ca), credentials(ca)
+    current = write_credentials(tmp_path / "sds", first)
+    assert (current / CHAIN_FILE).read_bytes() == first.chain_pem
+    assert stat.S_IMODE(os.stat(current / KEY_FILE).st_mode) == 0o600
+    key = serialization.load_pem_private_key((current / KEY_FILE).read_bytes(), None)
+    assert key.public_key() == first.certificate.public_key()
+    assert x509.load_pem_x509_certificate((current / ANCHOR_FILE).read_bytes()) == ca.trust_anchor
+    target = os.readlink(current)
+    assert write_credentials(tmp_path / "sds", second) == current
+    assert os.readlink(current) != target
+    assert (current / CHAIN_FILE).read_bytes() == second.chain_pem
+    assert sorted(p.name for p in (tmp_path / "sds").iterdir()) == ["current", os.readlink(current)]
