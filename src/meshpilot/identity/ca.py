@@ -36,12 +36,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from meshpilot.identity.errors import CaError, CsrRejected
+from meshpilot.identity.lifetimes import DEFAULT_TTL, MAX_TTL, MIN_TTL
 from meshpilot.identity.spiffe import SpiffeId, check_trust_domain
 from meshpilot.identity.state import create_dir, read_file, write_file
 
-DEFAULT_TTL = dt.timedelta(hours=24)
-MIN_TTL = dt.timedelta(seconds=60)
-MAX_TTL = dt.timedelta(days=90)
 ROOT_LIFETIME = dt.timedelta(days=10 * 365)
 # Leaves are valid from a minute ago, so that a peer whose clock is a little behind accepts them.
 CLOCK_SKEW = dt.timedelta(minutes=1)

@@ -6,12 +6,14 @@ not look at these keys yet.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 from meshpilot.identity.errors import InvalidSpiffeId
+from meshpilot.identity.lifetimes import MAX_TTL, MIN_TTL
 from meshpilot.identity.spiffe import check_trust_domain
 from meshpilot.mesh.durations import parse_duration
 from meshpilot.mesh.fields import Duration, SpecModel
@@ -19,8 +21,8 @@ from meshpilot.mesh.fields import Duration, SpecModel
 # strict: a sidecar's inbound port accepts mesh certificates only; permissive: plaintext too,
 # for migrating a service into the mesh (Istio's PeerAuthentication modes).
 MtlsMode = Literal["strict", "permissive"]
-MIN_CERTIFICATE_TTL_MS = 60_000
-MAX_CERTIFICATE_TTL_MS = 90 * 24 * 3_600_000
+MIN_CERTIFICATE_TTL_MS = MIN_TTL // dt.timedelta(milliseconds=1)
+MAX_CERTIFICATE_TTL_MS = MAX_TTL // dt.timedelta(milliseconds=1)
 
 
 def _trust_domain(name: str) -> str:
