@@ -16,6 +16,11 @@ from meshpilot.errors import MeshpilotError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _address(flag: str, default: str) -> Callable[[F], F]:
+    """A HOST:PORT option with its default shown in --help."""
+    return click.option(flag, default=default, show_default=True, metavar="HOST:PORT")
+
+
 def _sidecar_options(func: F) -> F:
     options = [
         click.option("--service", required=True, help="Service this instance belongs to."),
@@ -23,7 +28,7 @@ def _sidecar_options(func: F) -> F:
         click.option("--label", "labels", multiple=True, metavar="K=V", help="Extra label."),
         click.option("--ip", default="127.0.0.1", show_default=True, help="Instance IP."),
         click.option("--app-port", default=8080, show_default=True, type=int),
-        click.option("--xds", default="127.0.0.1:18000", show_default=True, metavar="HOST:PORT"),
+        _address("--xds", "127.0.0.1:18000"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -89,8 +94,8 @@ def render(mesh: Path, service: str, version_: str | None, type_: str) -> None:
 
 @main.command()
 @click.argument("mesh", type=click.Path(path_type=Path))
-@click.option("--xds", default="127.0.0.1:18000", show_default=True, metavar="HOST:PORT")
-@click.option("--admin", default="127.0.0.1:18001", show_default=True, metavar="HOST:PORT")
+@_address("--xds", "127.0.0.1:18000")
+@_address("--admin", "127.0.0.1:18001")
 @click.option(
     "--mixer",
     "mixer_address",
@@ -185,7 +190,7 @@ def token(
 
 
 @main.command()
-@click.option("--admin", default="127.0.0.1:18001", show_default=True, metavar="HOST:PORT")
+@_address("--admin", "127.0.0.1:18001")
 def status(admin: str) -> None:
     """Show connected proxies and their sync state per resource type."""
     from meshpilot.admin.status import print_status
@@ -195,8 +200,8 @@ def status(admin: str) -> None:
 
 @main.command()
 @click.argument("mesh", type=click.Path(path_type=Path))
-@click.option("--listen", default="127.0.0.1:18081", show_default=True, metavar="HOST:PORT")
-@click.option("--metrics", default="127.0.0.1:18082", show_default=True, metavar="HOST:PORT")
+@_address("--listen", "127.0.0.1:18081")
+@_address("--metrics", "127.0.0.1:18082")
 @click.option(
     "--workers",
     default=2,

@@ -30,6 +30,7 @@ from meshpilot.model import ir, proxies
 from meshpilot.model.names import OUTBOUND_ROUTE
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
 from tests.support.client import sidecar_node
+from tests.support.wait import WaitTimeout, wait_for_async
 
 ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 EDS_CLUSTER_PREFIX = "outbound|"
@@ -656,12 +657,15 @@ class SidecarFleet:
     ) -> bool:
         """Poll `condition` until it holds (True) or `timeout` seconds passed (False); a sidecar
         that stopped streaming because of an error fails the wait at once."""
-        deadline = time.monotonic() + timeout
-        while not condition():
+
+        def holds() -> bool:
             if errors := self.errors():
                 node, error = errors[0]
                 raise ConnectionError(f"{len(errors)} streams ended, {node} first: {error!r}")
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(interval)
+            return condition()
+
+        try:
+            await wait_for_async(holds, timeout, interval)
+        except WaitTimeout:
+            return False
         return True

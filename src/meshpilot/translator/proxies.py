@@ -156,10 +156,7 @@ def proxy_view(
     """Everything one proxy should have, per type URL: all services, or only those its
     service's `egress:` names. `previous` (the proxy's last view) when nothing it is made of
     changed (most proxies, when another proxy joins or one service is edited); its own
-    resources when only the services it calls changed.
-
-    Consistency is checked here: the proxy's listeners refer only to routes and clusters it has.
-    """
+    resources when only the services it calls changed."""
     service = shared.own_service(proxy.service)
     egress = service.egress if service is not None else None
     calls = shared.scoped(egress) if egress is not None else shared.full
