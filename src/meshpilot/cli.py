@@ -30,6 +30,14 @@ def _sidecar_options(func: F) -> F:
     return func
 
 
+_state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The control plane's state directory (CA and token keys). Default: "
+    "$XDG_STATE_HOME/meshpilot, else ~/.local/state/meshpilot.",
+)
+
 _mixer_metrics_option = click.option(
     "--mixer",
     "mixer_",
@@ -98,11 +106,35 @@ def render(mesh: Path, service: str, version_: str | None, type_: str) -> None:
     metavar="HOST:PORT",
     help="Tell sidecars to reach the mixer here, whatever the mesh file's mixer.address says.",
 )
-def serve(mesh: Path, xds: str, admin: str, mixer_address: str | None) -> None:
-    """Run the control plane: ADS gRPC server and admin HTTP API, watching MESH."""
+@_state_dir_option
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve the xDS port (ADS and certificates) over TLS with a certificate from the mesh "
+    "CA. Plaintext until sidecar bootstraps speak TLS; then TLS becomes the default.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Plaintext xDS port (today's default; say it to keep it when TLS becomes the default).",
+)
+def serve(
+    mesh: Path,
+    xds: str,
+    admin: str,
+    mixer_address: str | None,
+    state_dir: Path | None,
+    tls: bool,
+    insecure: bool,
+) -> None:
+    """Run the control plane: ADS gRPC server, certificate service and admin HTTP API, watching
+    MESH."""
     from meshpilot.controlplane import run_control_plane
+    from meshpilot.identity.state import default_state_dir
 
-    run_control_plane(mesh, xds, admin, mixer_address)
+    if tls and insecure:
+        raise click.UsageError("--tls and --insecure contradict each other")
+    run_control_plane(mesh, xds, admin, mixer_address, state_dir or default_state_dir(), tls)
 
 
 @main.command()
@@ -145,12 +177,7 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.ti
 @click.option(
     "--ttl", default="720h", show_default=True, callback=_duration, metavar="D", help="Lifetime."
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The control plane's state directory. Default: $XDG_STATE_HOME/meshpilot.",
-)
+@_state_dir_option
 @click.option(
     "--mesh",
     "mesh_file",

@@ -1,6 +1,11 @@
 """`meshpilot serve`: the mesh file, the snapshot cache, the ADS server and the admin API, wired.
 
 This is the one place where the long-running components are created, started and stopped.
+
+With a state directory, the mesh identity (CA and join tokens, `identity/authority.py`) is opened
+at start from the mesh file as it is then (a change of its `security:` section needs a restart),
+and the certificate service (`identity/service.py`) is served on the xDS port; with `tls` that
+port (ADS included) speaks TLS with a certificate from the mesh CA.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ from meshpilot.admin.api import MeshStatus, admin_routes
 from meshpilot.admin.http import HttpServer
 from meshpilot.background import background
 from meshpilot.errors import MeshpilotError
+from meshpilot.identity.authority import MeshIdentity, open_mesh_identity
+from meshpilot.identity.service import CertificateService, IdentityMetrics
+from meshpilot.identity.tls import server_credentials
 from meshpilot.mesh.diagnostics import Diagnostic, MeshInvalid
-from meshpilot.mesh.load import parse_mesh
+from meshpilot.mesh.load import load_mesh, parse_mesh
 from meshpilot.mesh.watch import MeshWatcher
 from meshpilot.model.ir import MeshIR
 from meshpilot.translator.build import build_ir
@@ -33,10 +41,24 @@ RECONNECT_GRACE_S = 2.0
 
 
 class ControlPlane:
-    def __init__(self, mesh_path: Path, xds: str, admin: str, mixer: str | None = None) -> None:
+    def __init__(
+        self,
+        mesh_path: Path,
+        xds: str,
+        admin: str,
+        mixer: str | None = None,
+        state_dir: Path | None = None,
+        tls: bool = False,
+    ) -> None:
+        if tls and state_dir is None:
+            raise MeshpilotError("TLS on the xDS port needs the mesh CA: give a state directory")
         self.mesh_path = mesh_path
         self.mixer_address = mixer
+        self.state_dir = state_dir
+        self.tls = tls
+        self.identity: MeshIdentity | None = None
         self.metrics = XdsMetrics(lambda: len(self.cache.watches))
+        self.identity_metrics = IdentityMetrics(self.metrics.registry)
         self.cache = SnapshotCache(self.metrics)
         self.status = MeshStatus()
         self.ads = AdsServer(self.cache, self.metrics, xds)
@@ -47,7 +69,17 @@ class ControlPlane:
     async def start(self) -> None:
         self.apply_file()
         self.cache.hold_reconnects(RECONNECT_GRACE_S)
-        await self.ads.start()
+        if self.state_dir is None:
+            await self.ads.start()
+        else:
+            self.identity = open_mesh_identity(
+                load_mesh(self.mesh_path), self.mesh_path.parent, self.state_dir
+            )
+            certificates = CertificateService(self.identity, self.identity_metrics)
+            credentials = (
+                server_credentials(self.identity.ca, self.ads.address) if self.tls else None
+            )
+            await self.ads.start([certificates.handler()], credentials)
         await self.admin.start()
         await self.watcher.start()
         self._convergence = background(
@@ -125,6 +157,14 @@ async def _serve_until_signalled(plane: ControlPlane) -> None:
     await plane.stop()
 
 
-def run_control_plane(mesh_path: Path, xds: str, admin: str, mixer: str | None = None) -> None:
+def run_control_plane(
+    mesh_path: Path,
+    xds: str,
+    admin: str,
+    mixer: str | None = None,
+    state_dir: Path | None = None,
+    tls: bool = False,
+) -> None:
     configure_logging()
-    asyncio.run(_serve_until_signalled(ControlPlane(mesh_path, xds, admin, mixer)))
+    plane = ControlPlane(mesh_path, xds, admin, mixer, state_dir, tls)
+    asyncio.run(_serve_until_signalled(plane))

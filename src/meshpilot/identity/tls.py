@@ -1,0 +1,88 @@
+"""TLS of the control channel (the xDS port: ADS and the certificate service), both ends.
+
+Server: a key made at start and a serverAuth certificate from the mesh CA naming the address the
+port listens on (an IP SAN for an IP, a DNS SAN for a name; a wildcard address gets loopback and
+the host name). It presents the CA chain up to the trust anchor. It lives SERVER_TTL and is made
+again at each start (not rotated while running yet).
+
+Client: a join token pins the CA by the SHA-256 fingerprint of its trust anchor, but gRPC wants the
+anchor's certificate. `pinned_anchor` makes one TLS handshake without verification, only to read
+the chain the server presents, and keeps the certificate whose fingerprint equals the pin (a
+forger would need a SHA-256 preimage); nothing else of that handshake is trusted and the
+connection is closed. The gRPC channel is then opened with that anchor as its only root, so gRPC
+verifies the server's chain and name as usual.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import ssl
+from ipaddress import ip_address
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from meshpilot.identity.ca import CertificateAuthority, certificate_fingerprint
+from meshpilot.identity.errors import IdentityError
+
+SERVER_TTL = dt.timedelta(days=30)
+_WILDCARDS = {"0.0.0.0", "::", ""}
+PROBE_TIMEOUT_S = 5.0
+
+
+class UntrustedServer(IdentityError):
+    """The control plane did not present the CA the join token pins."""
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def server_names(address: str) -> tuple[list[str], list[str]]:
+    """(DNS names, IPs) a server certificate for `address` names."""
+    host, _ = split_address(address)
+    if host in _WILDCARDS:
+        return ["localhost", socket.gethostname()], ["127.0.0.1", "::1"]
+    try:
+        ip_address(host)
+    except ValueError:
+        return [host], []
+    return [], [host]
+
+
+def server_credentials(ca: CertificateAuthority, address: str) -> grpc.ServerCredentials:
+    dns_names, ips = server_names(address)
+    issued = ca.server_certificate(dns_names, ips, SERVER_TTL)
+    return grpc.ssl_server_credentials([(issued.key_pem, issued.chain_pem)])
+
+
+def pinned_anchor(address: str, fingerprint: str) -> bytes:
+    """The PEM trust anchor the server at `address` presents, if its fingerprint is the pin.
+    Blocking (one TLS handshake)."""
+    host, port = split_address(address)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # only reads the chain; trust comes from the pin
+    context.set_alpn_protocols(["h2"])
+    try:
+        with (
+            socket.create_connection((host, port), PROBE_TIMEOUT_S) as raw,
+            context.wrap_socket(raw, server_hostname=host or None) as tls,
+        ):
+            chain = _presented_chain(tls)
+    except (OSError, ssl.SSLError) as err:
+        raise UntrustedServer(f"cannot read the TLS certificates of {address}: {err}") from None
+    for der in chain:
+        certificate = x509.load_der_x509_certificate(der)
+        if certificate_fingerprint(certificate) == fingerprint:
+            return certificate.public_bytes(serialization.Encoding.PEM)
+    raise UntrustedServer(f"{address} does not present the CA the join token pins ({fingerprint})")
+
+
+def _presented_chain(tls: ssl.SSLSocket) -> list[bytes]:
+    # Public from Python 3.13 (SSLSocket.get_unverified_chain); on the SSL object before that.
+    sslobj = tls._sslobj  # type: ignore[attr-defined]
+    return [cert.public_bytes(ssl._ssl.ENCODING_DER) for cert in sslobj.get_unverified_chain()]  # type: ignore[attr-defined]
