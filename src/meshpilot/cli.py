@@ -30,6 +30,27 @@ def _sidecar_options(func: F) -> F:
     return func
 
 
+_token_file_option = click.option(
+    "--token-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The instance's join token (`meshpilot token`). Checked, not used yet: Envoy does not "
+    "get its certificate from it until the bootstrap speaks TLS.",
+)
+
+
+def _check_token_file(token_file: Path | None, service: str) -> None:
+    from meshpilot.identity.client import read_token_file
+
+    if token_file is not None:
+        read_token_file(token_file, service)
+        click.echo(
+            f"warning: {token_file} is a valid-looking token for '{service}', but this version "
+            "does not use it yet (plaintext xDS, no workload certificate)",
+            err=True,
+        )
+
+
 _state_dir_option = click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
@@ -139,11 +160,13 @@ def serve(
 
 @main.command()
 @_sidecar_options
+@_token_file_option
 @click.option("-o", "output", type=click.Path(path_type=Path), default=None)
-def bootstrap(output: Path | None, **opts: Any) -> None:
+def bootstrap(output: Path | None, token_file: Path | None, **opts: Any) -> None:
     """Write an Envoy bootstrap (YAML) for one sidecar instance."""
     from meshpilot.bootstrap import render_bootstrap, sidecar_identity
 
+    _check_token_file(token_file, opts["service"])
     text = render_bootstrap(sidecar_identity(**opts))
     if output is None:
         click.echo(text, nl=False)
@@ -153,11 +176,13 @@ def bootstrap(output: Path | None, **opts: Any) -> None:
 
 @main.command()
 @_sidecar_options
-def sidecar(**opts: Any) -> None:
+@_token_file_option
+def sidecar(token_file: Path | None, **opts: Any) -> None:
     """Run a real Envoy as the sidecar of one instance, in the foreground."""
     from meshpilot.bootstrap import sidecar_identity
     from meshpilot.runner.envoy import run_sidecar
 
+    _check_token_file(token_file, opts["service"])
     sys.exit(run_sidecar(sidecar_identity(**opts)))
 
 

@@ -35,6 +35,7 @@ from meshpilot.identity.service import (
     encode_request,
 )
 from meshpilot.identity.spiffe import parse_spiffe_id
+from meshpilot.identity.state import read_file
 from meshpilot.identity.tls import pinned_anchor
 from meshpilot.identity.tokens import Grant, read_token
 
@@ -50,6 +51,21 @@ Clock = Callable[[], dt.datetime]
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def read_token_file(path: Path, service: str | None = None) -> str:
+    """The join token in `path`, checked for form (only the control plane can verify it) and,
+    given `service`, that it grants that service."""
+    token = read_file(path, secret=False).decode("utf-8", "replace").strip()
+    try:
+        grant = read_token(token)
+    except IdentityError as err:
+        raise IdentityError(f"'{path}': {err}") from None
+    if service is not None and grant.service != service:
+        raise IdentityError(
+            f"'{path}' is a join token for service '{grant.service}', not '{service}'"
+        )
+    return token
 
 
 class SigningRefused(IdentityError):
