@@ -133,7 +133,7 @@ MUTANTS = (
     Mutant(
         "csr-signed-for-an-unverified-token",
         "identity/service.py",
-        "grant = self.identity.tokens.verify(token)",
+        "grant = identity.tokens.verify(token)",
         'grant = __import__("meshpilot.identity.tokens").identity.tokens.read_token(token)',
         (CERTIFICATES,),
     ),

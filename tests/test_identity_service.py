@@ -233,3 +233,33 @@ async def test_ads_is_served_over_the_same_tls_port(plane: ControlPlane) -> None
 def test_tls_needs_a_state_directory(tmp_path: Path) -> None:
     with pytest.raises(MeshpilotError, match="state directory"):
         ControlPlane(tmp_path / "mesh.yaml", "127.0.0.1:1", "127.0.0.1:2", tls=True)
+
+
+async def test_a_saved_mesh_file_changes_the_certificate_lifetime(plane: ControlPlane) -> None:
+    plane.mesh_path.write_text(MESH.replace("60s", "2m"))
+    plane.apply_file()
+    request = encode_request(csr_for("reviews", ec.generate_private_key(ec.SECP256R1())))
+    response = await create_certificate(plane, request, identity(plane).tokens.issue("reviews"))
+    leaf = x509.load_pem_x509_certificates(response.certificate_chain)[0]
+    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc == dt.timedelta(minutes=3)
+
+
+BROKEN_MESH = "mesh: demo\nservices: 3\n"
+
+
+async def test_no_certificates_until_a_mesh_file_is_usable(tmp_path: Path) -> None:
+    async with running_control_plane(tmp_path, BROKEN_MESH, state_dir=tmp_path / "s") as plane:
+        request = encode_request(csr_for("reviews", ec.generate_private_key(ec.SECP256R1())))
+        assert await refused(plane, request, "any") == grpc.StatusCode.UNAVAILABLE
+        assert value(plane, REFUSED, reason="no_ca") == 1
+        plane.mesh_path.write_text(MESH)
+        plane.apply_file()
+        token = identity(plane).tokens.issue("reviews")
+        response = await create_certificate(plane, request, token)
+        assert response.spiffe_id == "spiffe://demo/service/reviews"
+
+
+async def test_tls_needs_a_usable_mesh_file_at_start(tmp_path: Path) -> None:
+    with pytest.raises(MeshpilotError, match="TLS on the xDS port needs the mesh CA"):
+        async with running_control_plane(tmp_path, BROKEN_MESH, state_dir=tmp_path, tls=True):
+            pass

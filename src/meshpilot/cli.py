@@ -150,12 +150,13 @@ def serve(
 ) -> None:
     """Run the control plane: ADS gRPC server, certificate service and admin HTTP API, watching
     MESH."""
-    from meshpilot.controlplane import run_control_plane
+    from meshpilot.controlplane import ControlPlane, run_control_plane
     from meshpilot.identity.state import default_state_dir
 
     if tls and insecure:
         raise click.UsageError("--tls and --insecure contradict each other")
-    run_control_plane(mesh, xds, admin, mixer_address, state_dir or default_state_dir(), tls)
+    state_dir = state_dir or default_state_dir()
+    run_control_plane(ControlPlane(mesh, xds, admin, mixer_address, state_dir, tls))
 
 
 @main.command()

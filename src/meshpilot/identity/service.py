@@ -126,10 +126,9 @@ class IdentityMetrics:
 class CertificateService:
     """Signs CSRs for the identity a join token grants; `handler()` goes on a gRPC server."""
 
-    def __init__(self, identity: MeshIdentity, metrics: IdentityMetrics) -> None:
-        self.identity = identity
+    def __init__(self, identity: MeshIdentity | None, metrics: IdentityMetrics) -> None:
+        self.identity = identity  # None: not open (yet), every request is UNAVAILABLE
         self.metrics = metrics
-        self._anchor_pem = identity.ca.trust_anchor.public_bytes(_PEM)
 
     def handler(self) -> grpc.GenericRpcHandler:
         method = grpc.unary_unary_rpc_method_handler(
@@ -141,6 +140,15 @@ class CertificateService:
         self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> CertificateResponse:
         peer = context.peer()
+        identity = self.identity
+        if identity is None:
+            await self._refuse(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "no_ca",
+                peer,
+                "the control plane has no usable mesh file, hence no CA, yet",
+            )
         token = _bearer_token(context.invocation_metadata() or ())
         if token is None:
             await self._refuse(
@@ -151,16 +159,14 @@ class CertificateService:
                 "no join token (metadata `authorization: Bearer <token>`)",
             )
         try:
-            grant = self.identity.tokens.verify(token)
+            grant = identity.tokens.verify(token)
         except TokenError as err:
             await self._refuse(
                 context, grpc.StatusCode.UNAUTHENTICATED, _reason(err), peer, str(err)
             )
         try:
             csr_pem = decode_request(request)
-            issued = self.identity.ca.sign_csr(
-                csr_pem, grant.service, self.identity.certificate_ttl
-            )
+            issued = identity.ca.sign_csr(csr_pem, grant.service, identity.certificate_ttl)
         except (ValueError, CsrRejected) as err:
             await self._refuse(
                 context,
@@ -172,9 +178,10 @@ class CertificateService:
         except CaError as err:
             await self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "ca", peer, str(err))
         self.metrics.signed.inc()
-        spiffe_id = SpiffeId(self.identity.ca.trust_domain, grant.service)
+        spiffe_id = SpiffeId(identity.ca.trust_domain, grant.service)
         log.info("signed %s for %s (token %s)", spiffe_id, peer, grant.token_id)
-        return CertificateResponse(spiffe_id.uri, issued.chain_pem, self._anchor_pem)
+        anchor_pem = identity.ca.trust_anchor.public_bytes(_PEM)
+        return CertificateResponse(spiffe_id.uri, issued.chain_pem, anchor_pem)
 
     async def _refuse(
         self,
