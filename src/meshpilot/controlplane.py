@@ -26,7 +26,7 @@ from meshpilot.errors import MeshpilotError
 from meshpilot.identity.authority import MeshIdentity, open_mesh_identity
 from meshpilot.identity.errors import IdentityError
 from meshpilot.identity.service import CertificateService, IdentityMetrics
-from meshpilot.identity.tls import server_credentials
+from meshpilot.identity.tls import ServerCertificate
 from meshpilot.mesh.diagnostics import Diagnostic, MeshInvalid
 from meshpilot.mesh.load import parse_mesh
 from meshpilot.mesh.schema import MeshSpec
@@ -61,6 +61,7 @@ class ControlPlane:
         self.state_dir = state_dir
         self.tls = tls
         self.identity: MeshIdentity | None = None
+        self.server_certificate: ServerCertificate | None = None  # with TLS, once started
         self._identity_source: tuple[str, SecuritySpec] | None = None
         self.metrics = XdsMetrics(lambda: len(self.cache.watches))
         self.certificates = CertificateService(None, IdentityMetrics(self.metrics.registry))
@@ -84,7 +85,8 @@ class ControlPlane:
                         f"TLS on the xDS port needs the mesh CA, which {self.mesh_path} did not "
                         "give (see the errors above)"
                     )
-                credentials = server_credentials(self.identity.ca, self.ads.address)
+                self.server_certificate = ServerCertificate(self.identity.ca, self.ads.address)
+                credentials = self.server_certificate.credentials()
             await self.ads.start([self.certificates.handler()], credentials)
         await self.admin.start()
         await self.watcher.start()

@@ -36,7 +36,7 @@ from meshpilot.identity.service import (
 )
 from meshpilot.identity.spiffe import parse_spiffe_id
 from meshpilot.identity.state import read_file
-from meshpilot.identity.tls import pinned_anchor
+from meshpilot.identity.tls import Clock, pinned_anchor, utc_now
 from meshpilot.identity.tokens import Grant, read_token
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,6 @@ log = logging.getLogger(__name__)
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 60.0
 CALL_TIMEOUT_S = 10.0
-
-Clock = Callable[[], dt.datetime]
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def read_token_file(path: Path, service: str | None = None) -> str:

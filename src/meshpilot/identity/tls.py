@@ -1,9 +1,11 @@
 """TLS of the control channel (the xDS port: ADS and the certificate service), both ends.
 
-Server: a key made at start and a serverAuth certificate from the mesh CA naming the address the
-port listens on (an IP SAN for an IP, a DNS SAN for a name; a wildcard address gets loopback and
-the host name). It presents the CA chain up to the trust anchor. It lives SERVER_TTL and is made
-again at each start (not rotated while running yet).
+Server: a key and a serverAuth certificate from the mesh CA naming the address the port listens
+on (an IP SAN for an IP, a DNS SAN for a name; a wildcard address gets loopback and the host
+name), presented with the CA chain up to the trust anchor. It lives SERVER_TTL and is replaced,
+with a new key, once half of that has passed: gRPC asks `ServerCertificate.fetch` before every
+handshake (dynamic SSL server credentials), so new connections get the new one without a
+restart.
 
 Client: a join token pins the CA by the SHA-256 fingerprint of its trust anchor, but gRPC wants the
 anchor's certificate. `pinned_anchor` makes one TLS handshake without verification, only to read
@@ -16,8 +18,10 @@ verifies the server's chain and name as usual.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import socket
 import ssl
+from collections.abc import Callable
 from ipaddress import ip_address
 
 import grpc
@@ -27,6 +31,8 @@ from cryptography.hazmat.primitives import serialization
 from meshpilot.identity.ca import CertificateAuthority, certificate_fingerprint
 from meshpilot.identity.errors import IdentityError
 
+Clock = Callable[[], dt.datetime]
+log = logging.getLogger(__name__)
 SERVER_TTL = dt.timedelta(days=30)
 _WILDCARDS = {"0.0.0.0", "::", ""}
 PROBE_TIMEOUT_S = 5.0
@@ -34,6 +40,10 @@ PROBE_TIMEOUT_S = 5.0
 
 class UntrustedServer(IdentityError):
     """The control plane did not present the CA the join token pins."""
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -53,10 +63,40 @@ def server_names(address: str) -> tuple[list[str], list[str]]:
     return [], [host]
 
 
-def server_credentials(ca: CertificateAuthority, address: str) -> grpc.ServerCredentials:
-    dns_names, ips = server_names(address)
-    issued = ca.server_certificate(dns_names, ips, SERVER_TTL)
-    return grpc.ssl_server_credentials([(issued.key_pem, issued.chain_pem)])
+class ServerCertificate:
+    """The xDS port's certificate, renewed half-way through its life (by `clock`)."""
+
+    def __init__(self, ca: CertificateAuthority, address: str, clock: Clock = utc_now) -> None:
+        self.ca = ca
+        self.dns_names, self.ips = server_names(address)
+        self.clock = clock
+        self.certificate, self._configuration = self._issue()
+
+    def _issue(self) -> tuple[x509.Certificate, grpc.ServerCertificateConfiguration]:
+        issued = self.ca.server_certificate(self.dns_names, self.ips, SERVER_TTL, self.clock())
+        pair = [(issued.key_pem, issued.chain_pem)]
+        return issued.certificate, grpc.ssl_server_certificate_configuration(pair)
+
+    @property
+    def renew_at(self) -> dt.datetime:
+        start = self.certificate.not_valid_before_utc
+        return start + (self.certificate.not_valid_after_utc - start) / 2
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """gRPC's question before each handshake: a new configuration, or None to keep it."""
+        if self.clock() < self.renew_at:
+            return None
+        self.renew()
+        return self._configuration
+
+    def renew(self) -> None:
+        """A new key and certificate, from now (by `clock`), for the next handshakes."""
+        self.certificate, self._configuration = self._issue()
+        expires = self.certificate.not_valid_after_utc
+        log.info("xDS port certificate renewed, valid until %s", expires)
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(self._configuration, self.fetch)
 
 
 def pinned_anchor(address: str, fingerprint: str) -> bytes:
