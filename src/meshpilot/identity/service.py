@@ -24,7 +24,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -140,61 +140,61 @@ class CertificateService:
         self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> CertificateResponse:
         peer = context.peer()
+        try:
+            return self.sign(request, _bearer_token(context.invocation_metadata() or ()), peer)
+        except Refused as refused:
+            self.metrics.refused(refused.reason)
+            log.warning(
+                "certificate request from %s refused (%s): %s",
+                peer,
+                refused.reason,
+                refused.message,
+            )
+            await context.abort(refused.code, refused.message)
+            raise  # abort raises; this line is never reached
+
+    def sign(self, request: bytes, token: str | None, peer: str = "") -> CertificateResponse:
+        """The answer to `request` sent with `token`, or Refused."""
         identity = self.identity
         if identity is None:
-            await self._refuse(
-                context,
+            raise Refused(
                 grpc.StatusCode.UNAVAILABLE,
                 "no_ca",
-                peer,
                 "the control plane has no usable mesh file, hence no CA, yet",
             )
-        token = _bearer_token(context.invocation_metadata() or ())
         if token is None:
-            await self._refuse(
-                context,
+            raise Refused(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "no_token",
-                peer,
                 "no join token (metadata `authorization: Bearer <token>`)",
             )
         try:
             grant = identity.tokens.verify(token)
         except TokenError as err:
-            await self._refuse(
-                context, grpc.StatusCode.UNAUTHENTICATED, _reason(err), peer, str(err)
-            )
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, _reason(err), str(err)) from None
         try:
             csr_pem = decode_request(request)
             issued = identity.ca.sign_csr(csr_pem, grant.service, identity.certificate_ttl)
         except (ValueError, CsrRejected) as err:
-            await self._refuse(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "bad_csr",
-                peer,
-                f"token {grant.token_id}: {err}",
-            )
+            message = f"token {grant.token_id}: {err}"
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "bad_csr", message) from None
         except CaError as err:
-            await self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, "ca", peer, str(err))
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, "ca", str(err)) from None
         self.metrics.signed.inc()
         spiffe_id = SpiffeId(identity.ca.trust_domain, grant.service)
         log.info("signed %s for %s (token %s)", spiffe_id, peer, grant.token_id)
         anchor_pem = identity.ca.trust_anchor.public_bytes(_PEM)
         return CertificateResponse(spiffe_id.uri, issued.chain_pem, anchor_pem)
 
-    async def _refuse(
-        self,
-        context: grpc.aio.ServicerContext[Any, Any],
-        code: grpc.StatusCode,
-        reason: str,
-        peer: str,
-        message: str,
-    ) -> NoReturn:
-        self.metrics.refused(reason)
-        log.warning("certificate request from %s refused (%s): %s", peer, reason, message)
-        await context.abort(code, message)
-        raise AssertionError("context.abort returned")  # it raises
+
+class Refused(Exception):
+    """A request the service does not sign: its gRPC status, counter reason and message."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
 
 
 def _bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
