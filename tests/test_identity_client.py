@@ -128,3 +128,26 @@ async def test_a_refusal_reaches_the_agent(plane: ControlPlane, tmp_path: Path) 
         await agent.client.close()
     assert raised.value.code == grpc.StatusCode.UNAUTHENTICATED
     assert agent.credentials is None
+
+
+async def test_the_agent_retries_until_the_control_plane_can_sign(tmp_path: Path) -> None:
+    """No usable mesh file yet (no CA): UNAVAILABLE, retried; signed once the file is fixed."""
+    state = tmp_path / "state"
+    async with running_control_plane(tmp_path, "mesh: demo\nservices: 3\n", state_dir=state) as cp:
+        authority = TokenAuthority.open(
+            state, "demo", CertificateAuthority.open(state, "demo").fingerprint
+        )
+        agent = IdentityAgent(client(cp, authority.issue("reviews")), tmp_path / "creds")
+        running = asyncio.create_task(agent.run())
+        try:
+            await wait_for_async(lambda: agent.failures >= 1, message="a refused attempt")
+            assert agent.renewals == 0
+            cp.mesh_path.write_text(MESH)
+            cp.apply_file()
+            agent.wake()  # instead of waiting for the retry delay
+            await wait_for_async(lambda: agent.renewals == 1, message="the certificate")
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await agent.client.close()
+    assert san(published(tmp_path / "creds")[0]) == [REVIEWS]

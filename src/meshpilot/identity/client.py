@@ -137,6 +137,7 @@ class IdentityAgent:
         self.credentials: Credentials | None = None
         self.renew_at: dt.datetime | None = None
         self.renewals = 0
+        self.failures = 0
         self._wakeup = asyncio.Event()
 
     async def renew(self) -> Credentials:
@@ -165,6 +166,7 @@ class IdentityAgent:
                     await self.renew()
                     retry = RETRY_MIN_S
                 except IdentityError as err:
+                    self.failures += 1
                     log.warning("certificate renewal failed, retrying in %.0f s: %s", retry, err)
                     await self._sleep(retry)
                     retry = min(retry * 2, RETRY_MAX_S)
