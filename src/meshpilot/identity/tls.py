@@ -123,6 +123,11 @@ def pinned_anchor(address: str, fingerprint: str) -> bytes:
 
 
 def _presented_chain(tls: ssl.SSLSocket) -> list[bytes]:
-    # Public from Python 3.13 (SSLSocket.get_unverified_chain); on the SSL object before that.
+    """The DER certificates the peer sent, unverified."""
+    public = getattr(tls, "get_unverified_chain", None)  # Python 3.13+
+    if public is not None:
+        return list(public())
+    # Before 3.13 only the SSL object has it, returning certificate objects.
     sslobj = tls._sslobj  # type: ignore[attr-defined]
-    return [cert.public_bytes(ssl._ssl.ENCODING_DER) for cert in sslobj.get_unverified_chain()]  # type: ignore[attr-defined]
+    der = ssl._ssl.ENCODING_DER  # type: ignore[attr-defined]
+    return [cert.public_bytes(der) for cert in sslobj.get_unverified_chain()]
