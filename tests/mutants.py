@@ -35,6 +35,8 @@ PERMITS = "tests/test_ads_sharing.py"
 SNAPSHOT = "tests/test_snapshot.py"
 TRANSLATOR = "tests/test_translate.py"
 FILTERS = "tests/test_http_filters.py"
+CERTIFICATES = "tests/test_identity_service.py"
+AGENT = "tests/test_identity_client.py"
 
 MUTANTS = (
     Mutant(
@@ -127,6 +129,20 @@ MUTANTS = (
         "    ext_authz.FILTER,\n    rbac.DENY,\n",
         "    rbac.DENY,\n    ext_authz.FILTER,\n",
         (FILTERS,),
+    ),
+    Mutant(
+        "csr-signed-for-an-unverified-token",
+        "identity/service.py",
+        "grant = identity.tokens.verify(token)",
+        'grant = __import__("meshpilot.identity.tokens").identity.tokens.read_token(token)',
+        (CERTIFICATES,),
+    ),
+    Mutant(
+        "control-plane-trusted-without-the-pin",
+        "identity/tls.py",
+        "if certificate_fingerprint(certificate) == fingerprint:",
+        "if True:",
+        (AGENT,),
     ),
 )
 

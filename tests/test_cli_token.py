@@ -121,3 +121,45 @@ def test_invalid_mesh_file_shows_its_problems(tmp_path: Path) -> None:
     result = run("--service", "a", "--state-dir", str(tmp_path), "--mesh", str(mesh))
     assert result.exit_code == 1
     assert f"{mesh}:2:18: security.mtls:" in result.output
+
+
+def token_file(tmp_path: Path, mesh: Path, service: str) -> Path:
+    result = run("--service", service, "--state-dir", str(tmp_path / "s"), "--mesh", str(mesh))
+    path = tmp_path / f"{service}.token"
+    path.write_text(result.output)
+    return path
+
+
+@pytest.mark.parametrize("command", ["bootstrap", "sidecar"])
+def test_token_file_for_another_service_is_refused(
+    mesh: Path, tmp_path: Path, command: str
+) -> None:
+    path = token_file(tmp_path, mesh, "reviews")
+    result = CliRunner().invoke(main, [command, "--service", "ratings", "--token-file", str(path)])
+    assert result.exit_code == 1
+    assert "for service 'reviews', not 'ratings'" in result.stderr
+
+
+def test_bootstrap_checks_a_token_file_and_says_it_is_not_used_yet(
+    mesh: Path, tmp_path: Path
+) -> None:
+    path = token_file(tmp_path, mesh, "reviews")
+    result = CliRunner().invoke(
+        main, ["bootstrap", "--service", "reviews", "--token-file", str(path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "does not use it yet" in result.stderr
+    assert "static_resources" in result.stdout
+
+    path.write_text("mpt1.garbage\n")
+    result = CliRunner().invoke(
+        main, ["bootstrap", "--service", "reviews", "--token-file", str(path)]
+    )
+    assert result.exit_code == 1
+    assert "not a meshpilot join token" in result.stderr
+
+
+def test_serve_refuses_tls_and_insecure_together(mesh: Path) -> None:
+    result = CliRunner().invoke(main, ["serve", str(mesh), "--tls", "--insecure"])
+    assert result.exit_code == 2
+    assert "contradict" in result.output

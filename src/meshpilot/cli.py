@@ -35,6 +35,35 @@ def _sidecar_options(func: F) -> F:
     return func
 
 
+_token_file_option = click.option(
+    "--token-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The instance's join token (`meshpilot token`). Checked, not used yet: Envoy does not "
+    "get its certificate from it until the bootstrap speaks TLS.",
+)
+
+
+def _check_token_file(token_file: Path | None, service: str) -> None:
+    from meshpilot.identity.client import read_token_file
+
+    if token_file is not None:
+        read_token_file(token_file, service)
+        click.echo(
+            f"warning: {token_file} is a valid-looking token for '{service}', but this version "
+            "does not use it yet (plaintext xDS, no workload certificate)",
+            err=True,
+        )
+
+
+_state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The control plane's state directory (CA and token keys). Default: "
+    "$XDG_STATE_HOME/meshpilot, else ~/.local/state/meshpilot.",
+)
+
 _mixer_metrics_option = click.option(
     "--mixer",
     "mixer_",
@@ -103,20 +132,47 @@ def render(mesh: Path, service: str, version_: str | None, type_: str) -> None:
     metavar="HOST:PORT",
     help="Tell sidecars to reach the mixer here, whatever the mesh file's mixer.address says.",
 )
-def serve(mesh: Path, xds: str, admin: str, mixer_address: str | None) -> None:
-    """Run the control plane: ADS gRPC server and admin HTTP API, watching MESH."""
-    from meshpilot.controlplane import run_control_plane
+@_state_dir_option
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve the xDS port (ADS and certificates) over TLS with a certificate from the mesh "
+    "CA. Plaintext until sidecar bootstraps speak TLS; then TLS becomes the default.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Plaintext xDS port (today's default; say it to keep it when TLS becomes the default).",
+)
+def serve(
+    mesh: Path,
+    xds: str,
+    admin: str,
+    mixer_address: str | None,
+    state_dir: Path | None,
+    tls: bool,
+    insecure: bool,
+) -> None:
+    """Run the control plane: ADS gRPC server, certificate service and admin HTTP API, watching
+    MESH."""
+    from meshpilot.controlplane import ControlPlane, run_control_plane
+    from meshpilot.identity.state import default_state_dir
 
-    run_control_plane(mesh, xds, admin, mixer_address)
+    if tls and insecure:
+        raise click.UsageError("--tls and --insecure contradict each other")
+    state_dir = state_dir or default_state_dir()
+    run_control_plane(ControlPlane(mesh, xds, admin, mixer_address, state_dir, tls))
 
 
 @main.command()
 @_sidecar_options
+@_token_file_option
 @click.option("-o", "output", type=click.Path(path_type=Path), default=None)
-def bootstrap(output: Path | None, **opts: Any) -> None:
+def bootstrap(output: Path | None, token_file: Path | None, **opts: Any) -> None:
     """Write an Envoy bootstrap (YAML) for one sidecar instance."""
     from meshpilot.bootstrap import render_bootstrap, sidecar_identity
 
+    _check_token_file(token_file, opts["service"])
     text = render_bootstrap(sidecar_identity(**opts))
     if output is None:
         click.echo(text, nl=False)
@@ -126,11 +182,13 @@ def bootstrap(output: Path | None, **opts: Any) -> None:
 
 @main.command()
 @_sidecar_options
-def sidecar(**opts: Any) -> None:
+@_token_file_option
+def sidecar(token_file: Path | None, **opts: Any) -> None:
     """Run a real Envoy as the sidecar of one instance, in the foreground."""
     from meshpilot.bootstrap import sidecar_identity
     from meshpilot.runner.envoy import run_sidecar
 
+    _check_token_file(token_file, opts["service"])
     sys.exit(run_sidecar(sidecar_identity(**opts)))
 
 
@@ -150,12 +208,7 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.ti
 @click.option(
     "--ttl", default="720h", show_default=True, callback=_duration, metavar="D", help="Lifetime."
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The control plane's state directory. Default: $XDG_STATE_HOME/meshpilot.",
-)
+@_state_dir_option
 @click.option(
     "--mesh",
     "mesh_file",

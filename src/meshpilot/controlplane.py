@@ -1,6 +1,12 @@
 """`meshpilot serve`: the mesh file, the snapshot cache, the ADS server and the admin API, wired.
 
 This is the one place where the long-running components are created, started and stopped.
+
+With a state directory, the mesh identity (CA and join tokens, `identity/authority.py`) is opened
+from each applied mesh file whose name or `security:` section changed, and the certificate
+service (`identity/service.py`) is served on the xDS port (UNAVAILABLE until a mesh file was
+applied); with `tls` that port (ADS included) speaks TLS with a certificate from the mesh CA,
+made at start (so TLS needs a usable mesh file at start).
 """
 
 from __future__ import annotations
@@ -17,8 +23,14 @@ from meshpilot.admin.api import MeshStatus, admin_routes
 from meshpilot.admin.http import HttpServer
 from meshpilot.background import background
 from meshpilot.errors import MeshpilotError
+from meshpilot.identity.authority import MeshIdentity, open_mesh_identity
+from meshpilot.identity.errors import IdentityError
+from meshpilot.identity.service import CertificateService, IdentityMetrics
+from meshpilot.identity.tls import ServerCertificate
 from meshpilot.mesh.diagnostics import Diagnostic, MeshInvalid
 from meshpilot.mesh.load import parse_mesh
+from meshpilot.mesh.schema import MeshSpec
+from meshpilot.mesh.schema.security import SecuritySpec
 from meshpilot.mesh.watch import MeshWatcher
 from meshpilot.model.ir import MeshIR
 from meshpilot.translator.build import build_ir
@@ -33,10 +45,26 @@ RECONNECT_GRACE_S = 2.0
 
 
 class ControlPlane:
-    def __init__(self, mesh_path: Path, xds: str, admin: str, mixer: str | None = None) -> None:
+    def __init__(
+        self,
+        mesh_path: Path,
+        xds: str,
+        admin: str,
+        mixer: str | None = None,
+        state_dir: Path | None = None,
+        tls: bool = False,
+    ) -> None:
+        if tls and state_dir is None:
+            raise MeshpilotError("TLS on the xDS port needs the mesh CA: give a state directory")
         self.mesh_path = mesh_path
         self.mixer_address = mixer
+        self.state_dir = state_dir
+        self.tls = tls
+        self.identity: MeshIdentity | None = None
+        self.server_certificate: ServerCertificate | None = None  # with TLS, once started
+        self._identity_source: tuple[str, SecuritySpec] | None = None
         self.metrics = XdsMetrics(lambda: len(self.cache.watches))
+        self.certificates = CertificateService(None, IdentityMetrics(self.metrics.registry))
         self.cache = SnapshotCache(self.metrics)
         self.status = MeshStatus()
         self.ads = AdsServer(self.cache, self.metrics, xds)
@@ -47,7 +75,19 @@ class ControlPlane:
     async def start(self) -> None:
         self.apply_file()
         self.cache.hold_reconnects(RECONNECT_GRACE_S)
-        await self.ads.start()
+        if self.state_dir is None:
+            await self.ads.start()
+        else:
+            credentials = None
+            if self.tls:
+                if self.identity is None:
+                    raise MeshpilotError(
+                        f"TLS on the xDS port needs the mesh CA, which {self.mesh_path} did not "
+                        "give (see the errors above)"
+                    )
+                self.server_certificate = ServerCertificate(self.identity.ca, self.ads.address)
+                credentials = self.server_certificate.credentials()
+            await self.ads.start([self.certificates.handler()], credentials)
         await self.admin.start()
         await self.watcher.start()
         self._convergence = background(
@@ -76,10 +116,8 @@ class ControlPlane:
             return
         try:
             started = time.perf_counter()
-            mesh = build_ir(
-                parse_mesh(data.decode("utf-8", "replace"), str(self.mesh_path)),
-                self.mesh_path.parent,
-            )
+            spec = parse_mesh(data.decode("utf-8", "replace"), str(self.mesh_path))
+            mesh = build_ir(spec, self.mesh_path.parent)
             self.cache.set_mesh(self._with_mixer_address(mesh))
             self.metrics.translation.observe(time.perf_counter() - started)
         except MeshInvalid as invalid:
@@ -88,10 +126,32 @@ class ControlPlane:
         except MeshpilotError as err:
             self._reject([Diagnostic(str(self.mesh_path), 1, 1, "<root>", str(err))])
             return
+        self._open_identity(spec)
         self.metrics.change_started(changed_at)
         self.metrics.reloaded("applied")
         self.status = MeshStatus(version, time.time(), [])
         log.info("applied %s version %s", self.mesh_path, version)
+
+    def _open_identity(self, spec: MeshSpec) -> None:
+        """(Re)open the mesh identity when the mesh's name or `security:` section changed; on
+        failure the previous one, if any, keeps signing. The xDS port's TLS certificate is made
+        at start: a new CA takes a restart to reach it."""
+        source = (spec.mesh, spec.security)
+        if self.state_dir is None or source == self._identity_source:
+            return
+        try:
+            identity = open_mesh_identity(spec, self.mesh_path.parent, self.state_dir)
+        except IdentityError as err:
+            kept = "the previous CA keeps signing" if self.identity else "no certificates signed"
+            log.error("mesh identity not opened (%s): %s", kept, err)
+            return
+        self.identity = self.certificates.identity = identity
+        self._identity_source = source
+        log.info(
+            "mesh identity: CA %s, certificates for %s",
+            identity.ca.fingerprint,
+            identity.certificate_ttl,
+        )
 
     def _with_mixer_address(self, mesh: MeshIR) -> MeshIR:
         """`serve --mixer` wins over the file: `up` runs the mixer where it has room."""
@@ -125,6 +185,7 @@ async def _serve_until_signalled(plane: ControlPlane) -> None:
     await plane.stop()
 
 
-def run_control_plane(mesh_path: Path, xds: str, admin: str, mixer: str | None = None) -> None:
+def run_control_plane(plane: ControlPlane) -> None:
+    """Serve with `plane` until SIGTERM or SIGINT."""
     configure_logging()
-    asyncio.run(_serve_until_signalled(ControlPlane(mesh_path, xds, admin, mixer)))
+    asyncio.run(_serve_until_signalled(plane))

@@ -33,11 +33,18 @@ def sidecar_node(proxy: proxies.Proxy) -> base_pb2.Node:
 
 
 class AdsClient:
-    """An open ADS stream: `send` requests, `receive` responses (async context manager)."""
+    """An open ADS stream: `send` requests, `receive` responses (async context manager);
+    plaintext, or TLS with `credentials`."""
 
-    def __init__(self, address: str, node: base_pb2.Node) -> None:
+    def __init__(
+        self,
+        address: str,
+        node: base_pb2.Node,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.address = address
         self.node = node
+        self.credentials = credentials
         self._outbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
         self._inbox: asyncio.Queue[discovery_pb2.DiscoveryResponse | BaseException] = (
             asyncio.Queue()
@@ -48,7 +55,10 @@ class AdsClient:
         self._node_sent = False
 
     async def __aenter__(self) -> AdsClient:
-        self._channel = grpc.aio.insecure_channel(self.address)
+        if self.credentials is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+        else:
+            self._channel = grpc.aio.secure_channel(self.address, self.credentials)
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
         self._call = stub.StreamAggregatedResources(self._requests())
         self._reader = asyncio.create_task(self._read_responses())

@@ -6,8 +6,10 @@ sidecar carries no source. Swapping this for certificate-based identity changes 
 the two builders that use it.
 
 Workload identity proper lives in the submodules: `spiffe` (SPIFFE IDs), `ca` (the mesh CA),
-`tokens` (join tokens), `agent` (the sidecar's key, CSR and files), `authority` (the control
-plane's CA and tokens from a mesh file), `state` (the state directory). The header names above
+`tokens` (join tokens), `agent` (the sidecar's key, CSR and files), `client` (the agent asking the
+certificate service, and renewing), `service` (the certificate service on the xDS port), `tls`
+(the xDS port's TLS, and the agent's pinned first handshake), `authority` (the control plane's CA
+and tokens from a mesh file), `state` (the state directory). The header names above
 stay here while their importers are being reworked.
 """
 

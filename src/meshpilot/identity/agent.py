@@ -7,7 +7,8 @@ leaf must hold this key and exactly the SPIFFE ID asked for. Credentials are wri
 generation directory (key, chain, trust anchor) and published by swapping a `current` symlink, so
 a reader (Envoy watching the directory) never sees a new certificate beside an old key.
 
-Transport (asking the control plane to sign) and Envoy's SDS configuration are not here yet.
+Transport (asking the control plane to sign, renewing) is in `client.py`; Envoy's SDS
+configuration is not written yet.
 """
 
 from __future__ import annotations

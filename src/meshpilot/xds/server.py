@@ -2,6 +2,9 @@
 
 Responses are written as pre-built bytes (identity serializer), so a push costs a write of
 cached resource bytes plus a nonce, never a re-serialization.
+
+Other services of the control plane's xDS port (the certificate service) are passed to
+`start` as generic handlers; with `credentials` the port speaks TLS, else plaintext.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -48,7 +52,11 @@ class AdsServer:
         # memory, and a slow proxy delays only itself.
         self._permits = _Permits(MAX_STREAMS_PUSHING, metrics)
 
-    async def start(self) -> None:
+    async def start(
+        self,
+        handlers: Sequence[grpc.GenericRpcHandler] = (),
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
         server = grpc.aio.server(
             options=[
                 ("grpc.keepalive_time_ms", 30_000),
@@ -65,14 +73,20 @@ class AdsServer:
             [
                 grpc.method_handlers_generic_handler(
                     ADS_SERVICE, {"StreamAggregatedResources": handler}
-                )
+                ),
+                *handlers,
             ]
         )
-        if server.add_insecure_port(self.address) == 0:
+        if credentials is None:
+            port = server.add_insecure_port(self.address)
+        else:
+            port = server.add_secure_port(self.address, credentials)
+        if port == 0:
             raise OSError(f"cannot listen for xDS on {self.address}")
         await server.start()
         self._server = server
-        log.info("ADS server listening on %s", self.address)
+        transport = "plaintext" if credentials is None else "TLS"
+        log.info("ADS server listening on %s (%s)", self.address, transport)
 
     async def stop(self, grace: float = 1.0) -> None:
         if self._server is not None:

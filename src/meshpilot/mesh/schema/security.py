@@ -1,7 +1,7 @@
 """Workload identity and mTLS: the mesh-wide `security:` section and its per-service override.
 
-Read here, used later: the CA and tokens live in `meshpilot.identity`, and the translator does
-not look at these keys yet.
+The CA and tokens live in `meshpilot.identity`: the control plane's certificate service uses
+`ca`, `trust_domain` and `certificate_ttl`; the translator does not look at `mtls` yet.
 """
 
 from __future__ import annotations

@@ -1,0 +1,183 @@
+"""The sidecar agent's transport: ask the control plane's certificate service to sign a CSR with
+the join token, check the answer (agent.WorkloadKey.accept: the pinned CA, this key, exactly the
+token's service), publish the files (agent.write_credentials), and renew at about half the
+lifetime.
+
+Over TLS (the default) the channel trusts only the CA the token pins (tls.pinned_anchor); with
+`insecure=True` the channel is plaintext, but the certificate is still accepted only if it leads
+to the pinned CA. Each renewal makes a new key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from meshpilot.identity.agent import (
+    CertificateRefused,
+    Credentials,
+    WorkloadKey,
+    renewal_time,
+    write_credentials,
+)
+from meshpilot.identity.errors import IdentityError
+from meshpilot.identity.service import (
+    AUTHORIZATION,
+    BEARER,
+    FULL_METHOD,
+    decode_response,
+    encode_request,
+)
+from meshpilot.identity.spiffe import parse_spiffe_id
+from meshpilot.identity.state import read_file
+from meshpilot.identity.tls import Clock, pinned_anchor, utc_now
+from meshpilot.identity.tokens import Grant, read_token
+
+log = logging.getLogger(__name__)
+
+# After a failed attempt, try again this soon (doubling up to RETRY_MAX_S).
+RETRY_MIN_S = 1.0
+RETRY_MAX_S = 60.0
+CALL_TIMEOUT_S = 10.0
+
+
+def read_token_file(path: Path, service: str | None = None) -> str:
+    """The join token in `path`, checked for form (only the control plane can verify it) and,
+    given `service`, that it grants that service."""
+    token = read_file(path, secret=False).decode("utf-8", "replace").strip()
+    try:
+        grant = read_token(token)
+    except IdentityError as err:
+        raise IdentityError(f"'{path}': {err}") from None
+    if service is not None and grant.service != service:
+        raise IdentityError(
+            f"'{path}' is a join token for service '{grant.service}', not '{service}'"
+        )
+    return token
+
+
+class SigningRefused(IdentityError):
+    """The control plane refused to sign (its gRPC status and message)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"the control plane refused the certificate request: {message}")
+        self.code = code
+
+
+class CertificateClient:
+    """One channel to the certificate service, authenticated as the CA the token pins."""
+
+    def __init__(self, address: str, token: str, *, insecure: bool = False) -> None:
+        self.address = address
+        self.token = token.strip()
+        self.grant: Grant = read_token(self.token)
+        self.insecure = insecure
+        self._channel: grpc.aio.Channel | None = None
+
+    async def _open(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            if self.insecure:
+                self._channel = grpc.aio.insecure_channel(self.address)
+            else:
+                anchor = await asyncio.to_thread(
+                    pinned_anchor, self.address, self.grant.ca_fingerprint
+                )
+                credentials = grpc.ssl_channel_credentials(root_certificates=anchor)
+                self._channel = grpc.aio.secure_channel(self.address, credentials)
+        return self._channel
+
+    async def sign(self, key: WorkloadKey, now: dt.datetime | None = None) -> Credentials:
+        """Credentials for `key`, signed by the control plane and checked."""
+        channel = await self._open()
+        call = channel.unary_unary(FULL_METHOD, response_deserializer=decode_response)
+        try:
+            response = await call(
+                encode_request(key.csr()),
+                metadata=((AUTHORIZATION, BEARER + self.token),),
+                timeout=CALL_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as err:
+            raise SigningRefused(err.code(), err.details() or str(err.code())) from None
+        spiffe_id = parse_spiffe_id(response.spiffe_id)
+        if spiffe_id.service != self.grant.service:
+            raise CertificateRefused(
+                f"the control plane signed {spiffe_id}, not service '{self.grant.service}'"
+            )
+        return key.accept(response.certificate_chain, self.grant.ca_fingerprint, spiffe_id, now)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+
+class IdentityAgent:
+    """Keeps valid credentials in `directory` (agent.write_credentials' layout).
+
+    `renew()` gets and publishes new credentials at once; `run()` does so whenever they are due
+    by `clock`, and `wake()` makes it look at the clock again (a test's clock moved, say)."""
+
+    def __init__(
+        self,
+        client: CertificateClient,
+        directory: Path,
+        clock: Clock = utc_now,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.client = client
+        self.directory = directory
+        self.clock = clock
+        self.jitter = jitter
+        self.credentials: Credentials | None = None
+        self.renew_at: dt.datetime | None = None
+        self.renewals = 0
+        self.failures = 0
+        self._wakeup = asyncio.Event()
+
+    async def renew(self) -> Credentials:
+        credentials = await self.client.sign(WorkloadKey(), self.clock())
+        write_credentials(self.directory, credentials)
+        self.credentials = credentials
+        self.renew_at = renewal_time(credentials, self.jitter)
+        self.renewals += 1
+        log.info(
+            "certificate for %s valid until %s, renewing at %s",
+            self.client.grant.service,
+            credentials.certificate.not_valid_after_utc,
+            self.renew_at,
+        )
+        return credentials
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Renew whenever due, until cancelled; failures are retried with a growing delay."""
+        retry = RETRY_MIN_S
+        while True:
+            if self.renew_at is None or self.clock() >= self.renew_at:
+                try:
+                    await self.renew()
+                    retry = RETRY_MIN_S
+                except IdentityError as err:
+                    self.failures += 1
+                    log.warning("certificate renewal failed, retrying in %.0f s: %s", retry, err)
+                    await self._sleep(retry)
+                    retry = min(retry * 2, RETRY_MAX_S)
+                    continue
+            assert self.renew_at is not None
+            await self._sleep((self.renew_at - self.clock()).total_seconds())
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until `seconds` pass or `wake()` is called (also before this call: not lost)."""
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), max(0.0, seconds))
+        except TimeoutError:
+            return
+        self._wakeup.clear()
