@@ -8,6 +8,15 @@ OUTBOUND_ROUTE = "outbound"
 INBOUND_ROUTE = "inbound"
 UNKNOWN_HOST_VHOST = "unknown-service"
 MIXER_CLUSTER = "mixer"
+# Workload identity (Istio's names): the sidecar's agent serves Envoy its certificate and key as
+# the SDS secret WORKLOAD_SECRET and the mesh's trust anchor as ROOT_SECRET, over a unix socket
+# that the bootstrap's static cluster SDS_CLUSTER reaches.
+SDS_CLUSTER = "sds-grpc"
+WORKLOAD_SECRET = "default"
+ROOT_SECRET = "ROOTCA"
+# The mixer is a workload of the mesh too: its certificate names this service, which a mesh file
+# cannot declare.
+MIXER_SERVICE = "meshpilot-mixer"
 # Stats and dynamic-metadata keys of audit policies (Envoy RBAC shadow rules) start with this.
 AUDIT_PREFIX = "audit."
 
