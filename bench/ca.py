@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshpilot.controlplane import ControlPlane
+from meshpilot.identity.admission import AUTHORIZATION
 from meshpilot.identity.ca import CertificateAuthority
-from meshpilot.identity.service import AUTHORIZATION, FULL_METHOD, encode_request
+from meshpilot.identity.service import FULL_METHOD, encode_request
 from meshpilot.runner.addresses import free_port
 
 MESH = "mesh: bench\nservices: {reviews: {port: 9080}}\n"

@@ -37,6 +37,7 @@ TRANSLATOR = "tests/test_translate.py"
 FILTERS = "tests/test_http_filters.py"
 CERTIFICATES = "tests/test_identity_service.py"
 AGENT = "tests/test_identity_client.py"
+ADS_AUTH = "tests/test_ads_auth.py"
 
 MUTANTS = (
     Mutant(
@@ -132,10 +133,10 @@ MUTANTS = (
     ),
     Mutant(
         "csr-signed-for-an-unverified-token",
-        "identity/service.py",
-        "grant = identity.tokens.verify(token)",
-        'grant = __import__("meshpilot.identity.tokens").identity.tokens.read_token(token)',
-        (CERTIFICATES,),
+        "identity/admission.py",
+        "return identity.tokens.verify(token)",
+        'return __import__("meshpilot.identity.tokens").identity.tokens.read_token(token)',
+        (CERTIFICATES, ADS_AUTH),
     ),
     Mutant(
         "control-plane-trusted-without-the-pin",
@@ -143,6 +144,13 @@ MUTANTS = (
         "if certificate_fingerprint(certificate) == fingerprint:",
         "if True:",
         (AGENT,),
+    ),
+    Mutant(
+        "sidecar-joins-with-labels-its-token-does-not-grant",
+        "identity/admission.py",
+        "if dict(proxy.labels) != dict(grant.labels):",
+        "if False:",
+        (ADS_AUTH,),
     ),
 )
 

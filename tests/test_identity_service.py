@@ -22,10 +22,10 @@ from cryptography.x509.verification import PolicyBuilder, Store
 
 from meshpilot.controlplane import ControlPlane
 from meshpilot.errors import MeshpilotError
+from meshpilot.identity.admission import AUTHORIZATION
 from meshpilot.identity.authority import MeshIdentity
 from meshpilot.identity.ca import CertificateAuthority
 from meshpilot.identity.service import (
-    AUTHORIZATION,
     FULL_METHOD,
     CertificateResponse,
     decode_response,
@@ -224,7 +224,9 @@ async def test_tls_port_is_not_plaintext_and_names_its_address(plane: ControlPla
 
 async def test_ads_is_served_over_the_same_tls_port(plane: ControlPlane) -> None:
     proxy = Proxy("reviews~127.0.0.1", "reviews", "127.0.0.1", 8080, ())
-    async with AdsClient(plane.ads.address, sidecar_node(proxy), trusting(plane)) as client:
+    token = identity(plane).tokens.issue("reviews")
+    node = sidecar_node(proxy)
+    async with AdsClient(plane.ads.address, node, trusting(plane), token) as client:
         response = await client.fetch(TYPES[0].url)
     assert response.type_url == TYPES[0].url
     assert response.resources

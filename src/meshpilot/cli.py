@@ -217,6 +217,12 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.ti
     help="The mesh file; default: the mesh last served with this state directory.",
 )
 @click.option("--revoke", metavar="TOKEN_ID", default=None, help="Revoke a token by its id.")
+@click.option(
+    "--any-address",
+    is_flag=True,
+    help="Let the sidecar register an endpoint address other than its connection's source "
+    "(behind NAT or a proxy).",
+)
 def token(
     service: str | None,
     labels: tuple[str, ...],
@@ -224,6 +230,7 @@ def token(
     state_dir: Path | None,
     mesh_file: Path | None,
     revoke: str | None,
+    any_address: bool,
 ) -> None:
     """Print a join token for a sidecar of SERVICE (or revoke one with --revoke)."""
     from meshpilot.bootstrap import parse_labels
@@ -239,7 +246,7 @@ def token(
     if service is None:
         raise click.UsageError("give --service NAME (or --revoke TOKEN_ID)")
     authority = token_authority(state_dir, mesh_file)
-    click.echo(authority.issue(service, parse_labels(labels), ttl))
+    click.echo(authority.issue(service, parse_labels(labels), ttl, any_address=any_address))
 
 
 @main.command()

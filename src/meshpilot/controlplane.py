@@ -6,7 +6,8 @@ With a state directory, the mesh identity (CA and join tokens, `identity/authori
 from each applied mesh file whose name or `security:` section changed, and the certificate
 service (`identity/service.py`) is served on the xDS port (UNAVAILABLE until a mesh file was
 applied); with `tls` that port (ADS included) speaks TLS with a certificate from the mesh CA,
-made at start (so TLS needs a usable mesh file at start).
+made at start (so TLS needs a usable mesh file at start), and admits only ADS streams with a
+join token for the node they describe (`identity/admission.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from meshpilot.admin.api import MeshStatus, admin_routes
 from meshpilot.admin.http import HttpServer
 from meshpilot.background import background
 from meshpilot.errors import MeshpilotError
+from meshpilot.identity.admission import Metadata, admit_stream
 from meshpilot.identity.authority import MeshIdentity, open_mesh_identity
 from meshpilot.identity.errors import IdentityError
 from meshpilot.identity.service import CertificateService, IdentityMetrics
@@ -33,6 +35,7 @@ from meshpilot.mesh.schema import MeshSpec
 from meshpilot.mesh.schema.security import SecuritySpec
 from meshpilot.mesh.watch import MeshWatcher
 from meshpilot.model.ir import MeshIR
+from meshpilot.model.proxies import Proxy
 from meshpilot.translator.build import build_ir
 from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.metrics import XdsMetrics, track_convergence
@@ -67,7 +70,7 @@ class ControlPlane:
         self.certificates = CertificateService(None, IdentityMetrics(self.metrics.registry))
         self.cache = SnapshotCache(self.metrics)
         self.status = MeshStatus()
-        self.ads = AdsServer(self.cache, self.metrics, xds)
+        self.ads = AdsServer(self.cache, self.metrics, xds, self._admit if tls else None)
         self.admin = HttpServer(admin, admin_routes(self))
         self.watcher = MeshWatcher(mesh_path, self.apply_file)
         self._convergence: asyncio.Task[None] | None = None
@@ -152,6 +155,10 @@ class ControlPlane:
             identity.ca.fingerprint,
             identity.certificate_ttl,
         )
+
+    def _admit(self, proxy: Proxy, metadata: Metadata, peer: str) -> None:
+        """A secure control plane serves only sidecars with a join token for what they claim."""
+        admit_stream(self.identity, proxy, metadata, peer)
 
     def _with_mixer_address(self, mesh: MeshIR) -> MeshIR:
         """`serve --mixer` wins over the file: `up` runs the mixer where it has room."""

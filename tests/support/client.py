@@ -16,6 +16,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
+from meshpilot.identity.admission import AUTHORIZATION, BEARER
 from meshpilot.model import proxies
 
 
@@ -34,17 +35,19 @@ def sidecar_node(proxy: proxies.Proxy) -> base_pb2.Node:
 
 class AdsClient:
     """An open ADS stream: `send` requests, `receive` responses (async context manager);
-    plaintext, or TLS with `credentials`."""
+    plaintext, or TLS with `credentials`; with a join `token` as a secure sidecar sends it."""
 
     def __init__(
         self,
         address: str,
         node: base_pb2.Node,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
         self.address = address
         self.node = node
         self.credentials = credentials
+        self.metadata = () if token is None else ((AUTHORIZATION, BEARER + token),)
         self._outbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
         self._inbox: asyncio.Queue[discovery_pb2.DiscoveryResponse | BaseException] = (
             asyncio.Queue()
@@ -60,7 +63,7 @@ class AdsClient:
         else:
             self._channel = grpc.aio.secure_channel(self.address, self.credentials)
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
-        self._call = stub.StreamAggregatedResources(self._requests())
+        self._call = stub.StreamAggregatedResources(self._requests(), metadata=self.metadata)
         self._reader = asyncio.create_task(self._read_responses())
         return self
 

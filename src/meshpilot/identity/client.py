@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 
+from meshpilot.identity.admission import AUTHORIZATION, BEARER
 from meshpilot.identity.agent import (
     CertificateRefused,
     Credentials,
@@ -27,13 +28,7 @@ from meshpilot.identity.agent import (
     write_credentials,
 )
 from meshpilot.identity.errors import IdentityError
-from meshpilot.identity.service import (
-    AUTHORIZATION,
-    BEARER,
-    FULL_METHOD,
-    decode_response,
-    encode_request,
-)
+from meshpilot.identity.service import FULL_METHOD, decode_response, encode_request
 from meshpilot.identity.spiffe import parse_spiffe_id
 from meshpilot.identity.state import read_file
 from meshpilot.identity.tls import Clock, pinned_anchor, utc_now

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,16 +29,9 @@ import grpc
 from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import CollectorRegistry, Counter
 
+from meshpilot.identity.admission import Metadata, Refused, verified_grant
 from meshpilot.identity.authority import MeshIdentity
-from meshpilot.identity.errors import (
-    CaError,
-    CsrRejected,
-    TokenError,
-    TokenExpired,
-    TokenRevoked,
-    TokenSignatureInvalid,
-    TokenWrongMesh,
-)
+from meshpilot.identity.errors import CaError, CsrRejected
 from meshpilot.identity.spiffe import SpiffeId
 
 log = logging.getLogger(__name__)
@@ -47,19 +39,9 @@ log = logging.getLogger(__name__)
 SERVICE = "meshpilot.identity.v1.CertificateService"
 METHOD = "CreateCertificate"
 FULL_METHOD = f"/{SERVICE}/{METHOD}"
-AUTHORIZATION = "authorization"
-BEARER = "Bearer "
 # A CSR is well under 1 KiB; anything much bigger is not one.
 MAX_REQUEST_BYTES = 64 * 1024
 _PEM = Encoding.PEM
-
-# Why a request was refused: the `reason` label of the refusal counter.
-_TOKEN_REASONS: Sequence[tuple[type[TokenError], str]] = (
-    (TokenExpired, "token_expired"),
-    (TokenRevoked, "token_revoked"),
-    (TokenWrongMesh, "token_wrong_mesh"),
-    (TokenSignatureInvalid, "token_signature"),
-)
 
 
 @dataclass(frozen=True)
@@ -141,7 +123,7 @@ class CertificateService:
     ) -> CertificateResponse:
         peer = context.peer()
         try:
-            return self.sign(request, _bearer_token(context.invocation_metadata() or ()), peer)
+            return self.sign(request, context.invocation_metadata() or (), peer)
         except Refused as refused:
             self.metrics.refused(refused.reason)
             log.warning(
@@ -153,25 +135,11 @@ class CertificateService:
             await context.abort(refused.code, refused.message)
             raise  # abort raises; this line is never reached
 
-    def sign(self, request: bytes, token: str | None, peer: str = "") -> CertificateResponse:
-        """The answer to `request` sent with `token`, or Refused."""
+    def sign(self, request: bytes, metadata: Metadata, peer: str = "") -> CertificateResponse:
+        """The answer to `request` sent with `metadata` (the token), or Refused."""
         identity = self.identity
-        if identity is None:
-            raise Refused(
-                grpc.StatusCode.UNAVAILABLE,
-                "no_ca",
-                "the control plane has no usable mesh file, hence no CA, yet",
-            )
-        if token is None:
-            raise Refused(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "no_token",
-                "no join token (metadata `authorization: Bearer <token>`)",
-            )
-        try:
-            grant = identity.tokens.verify(token)
-        except TokenError as err:
-            raise Refused(grpc.StatusCode.UNAUTHENTICATED, _reason(err), str(err)) from None
+        grant = verified_grant(identity, metadata)
+        assert identity is not None  # verified_grant refuses otherwise
         try:
             csr_pem = decode_request(request)
             issued = identity.ca.sign_csr(csr_pem, grant.service, identity.certificate_ttl)
@@ -185,27 +153,3 @@ class CertificateService:
         log.info("signed %s for %s (token %s)", spiffe_id, peer, grant.token_id)
         anchor_pem = identity.ca.trust_anchor.public_bytes(_PEM)
         return CertificateResponse(spiffe_id.uri, issued.chain_pem, anchor_pem)
-
-
-class Refused(Exception):
-    """A request the service does not sign: its gRPC status, counter reason and message."""
-
-    def __init__(self, code: grpc.StatusCode, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-        self.message = message
-
-
-def _bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
-    for key, value in metadata:
-        if key == AUTHORIZATION and isinstance(value, str) and value.startswith(BEARER):
-            return value.removeprefix(BEARER).strip() or None
-    return None
-
-
-def _reason(err: TokenError) -> str:
-    for kind, reason in _TOKEN_REASONS:
-        if isinstance(err, kind):
-            return reason
-    return "token_malformed"

@@ -71,6 +71,9 @@ class Grant:
     expires_at: dt.datetime
     ca_fingerprint: str
     key_id: str
+    # The endpoint address a sidecar registers must be its stream's peer address, unless the
+    # token says any will do (a sidecar behind NAT or a proxy).
+    any_address: bool = False
 
 
 class TokenAuthority:
@@ -116,6 +119,7 @@ class TokenAuthority:
         labels: Mapping[str, str] | None = None,
         ttl: dt.timedelta = DEFAULT_TTL,
         now: dt.datetime | None = None,
+        any_address: bool = False,
     ) -> str:
         """A token granting `service` with `labels` for `ttl` from `now`."""
         check_service_name(service)
@@ -132,6 +136,8 @@ class TokenAuthority:
             "ca": self.ca_fingerprint,
             "kid": self.key_id,
         }
+        if any_address:
+            payload["any_addr"] = True
         body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
         signed = f"{PREFIX}.{body}"
         return f"{signed}.{_b64(self._key.sign(signed.encode()))}"
@@ -221,6 +227,7 @@ def read_token(token: str) -> Grant:
             expires_at=_time(claims["exp"]),
             ca_fingerprint=_text(claims["ca"]),
             key_id=_text(claims["kid"]),
+            any_address=claims.get("any_addr", False) is True,
         )
     except (ValueError, TypeError, KeyError, IdentityError) as err:
         raise TokenMalformed(f"the token's payload is not valid ({err})") from None

@@ -59,6 +59,12 @@ class XdsMetrics:
             "Proxy views refused because they refer to resources they lack",
             registry=self.registry,
         )
+        self.streams_refused = Counter(
+            "meshpilot_xds_streams_refused",
+            "ADS streams refused at their first request, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
         self.streams_pushing = Gauge(
             "meshpilot_xds_streams_pushing",
             "Streams holding a push permit (responses in flight)",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
@@ -25,8 +27,19 @@ def proxy_from_node(node: base_pb2.Node) -> proxies.Proxy:
         raise BadNode(f"node {node.id!r}: metadata.service (or node.cluster) is required")
     if not isinstance(ip, str) or not ip:
         raise BadNode(f"node {node.id!r}: metadata.ip is required")
+    if not _is_ip(ip):
+        # An endpoint address Envoy cannot parse makes every sidecar reject the whole EDS update.
+        raise BadNode(f"node {node.id!r}: metadata.ip {ip!r} is not an IP address")
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise BadNode(f"node {node.id!r}: metadata.labels must map names to strings")
     if not isinstance(app_port, int | float) or not 0 < int(app_port) < 65536:
         raise BadNode(f"node {node.id!r}: metadata.app_port must be a port number")
     return proxies.Proxy(node.id, service, ip, int(app_port), ir.labels_of(labels))
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

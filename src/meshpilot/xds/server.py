@@ -4,7 +4,9 @@ Responses are written as pre-built bytes (identity serializer), so a push costs 
 cached resource bytes plus a nonce, never a re-serialization.
 
 Other services of the control plane's xDS port (the certificate service) are passed to
-`start` as generic handlers; with `credentials` the port speaks TLS, else plaintext.
+`start` as generic handlers; with `credentials` the port speaks TLS, else plaintext. With an
+`admit` check (a secure control plane: identity/admission.py), a stream is served only if its
+first request's node passes it with the stream's metadata and peer address.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
+from meshpilot.identity.admission import Metadata, Refused
+from meshpilot.model.proxies import Proxy
 from meshpilot.xds.cache import SnapshotCache, Watch
 from meshpilot.xds.metrics import XdsMetrics
 from meshpilot.xds.node import BadNode, proxy_from_node
@@ -35,14 +39,20 @@ PERMIT_HOLD_S = 5.0
 # 3,000); thousands of sidecars reconnect at once after a restart, and are all to be accepted.
 MAX_PENDING_STREAMS = 100_000
 
+# Raises identity.admission.Refused for a proxy that may not join (metadata, gRPC peer).
+Admit = Callable[[Proxy, Metadata, str], object]
+
 
 class AdsServer:
     """Component: `await start()`, `await stop()`."""
 
-    def __init__(self, cache: SnapshotCache, metrics: XdsMetrics, address: str) -> None:
+    def __init__(
+        self, cache: SnapshotCache, metrics: XdsMetrics, address: str, admit: Admit | None = None
+    ) -> None:
         self.cache = cache
         self.metrics = metrics
         self.address = address
+        self.admit = admit
         self._server: grpc.aio.Server | None = None
         self._shared = StreamShared()
         # A state-of-the-world push is a full copy of a proxy's resources, and gRPC only queues
@@ -98,10 +108,11 @@ class AdsServer:
         if first is grpc.aio.EOF:
             return
         try:
-            proxy = proxy_from_node(first.node)
-        except BadNode as err:
-            log.warning("rejecting ADS stream: %s", err)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            proxy = self._admitted(first, context)
+        except Refused as refused:
+            self.metrics.streams_refused.labels(refused.reason).inc()
+            log.warning("refusing ADS stream from %s: %s", context.peer(), refused.message)
+            await context.abort(refused.code, refused.message)
         types = new_types()
         watch = self.cache.connect(proxy, types)
         log.info("proxy connected: %s (%s %s)", proxy.node_id, proxy.service, proxy.ip)
@@ -118,6 +129,18 @@ class AdsServer:
             stream.close()
             self.cache.disconnect(watch)
             log.info("proxy disconnected: %s", proxy.node_id)
+
+    def _admitted(
+        self, first: discovery_pb2.DiscoveryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Proxy:
+        """The proxy the first request's node describes, if it may join; else Refused."""
+        try:
+            proxy = proxy_from_node(first.node)
+        except BadNode as err:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "bad_node", str(err)) from None
+        if self.admit is not None:
+            self.admit(proxy, context.invocation_metadata() or (), context.peer())
+        return proxy
 
     async def _serve(
         self,
