@@ -1,25 +1,18 @@
-"""The sidecar's side: its key and CSR, checking the signed chain, files for Envoy, renewal."""
+"""The sidecar's side: its key and CSR, checking the signed chain, renewal."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import stat
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from meshpilot.identity.agent import (
-    ANCHOR_FILE,
-    CHAIN_FILE,
-    KEY_FILE,
     CertificateRefused,
     Credentials,
     WorkloadKey,
     renewal_time,
-    write_credentials,
 )
 from meshpilot.identity.ca import CertificateAuthority
 from meshpilot.identity.spiffe import SpiffeId
@@ -88,18 +81,3 @@ def test_renewal_at_about_half_the_lifetime(
 ) -> None:
     creds = credentials(ca, dt.timedelta(seconds=60))
     assert renewal_time(creds, lambda: jitter) == NOW + dt.timedelta(seconds=seconds)
-
-
-def test_credentials_are_published_together(ca: CertificateAuthority, tmp_path: Path) -> None:
-    first, second = credentials(ca), credentials(ca)
-    current = write_credentials(tmp_path / "sds", first)
-    assert (current / CHAIN_FILE).read_bytes() == first.chain_pem
-    assert stat.S_IMODE(os.stat(current / KEY_FILE).st_mode) == 0o600
-    key = serialization.load_pem_private_key((current / KEY_FILE).read_bytes(), None)
-    assert key.public_key() == first.certificate.public_key()
-    assert x509.load_pem_x509_certificate((current / ANCHOR_FILE).read_bytes()) == ca.trust_anchor
-    target = os.readlink(current)
-    assert write_credentials(tmp_path / "sds", second) == current
-    assert os.readlink(current) != target
-    assert (current / CHAIN_FILE).read_bytes() == second.chain_pem
-    assert sorted(p.name for p in (tmp_path / "sds").iterdir()) == ["current", os.readlink(current)]

@@ -12,15 +12,18 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 
 from meshpilot.bootstrap import (
     BadSidecarOption,
+    ControlChannel,
     SidecarIdentity,
     bootstrap,
     render_bootstrap,
     sidecar_identity,
 )
 from meshpilot.errors import EnvoyNotFound, MeshpilotError
+from meshpilot.identity.ca import CertificateAuthority
 from meshpilot.runner.envoy import envoy_binary, envoy_command, run_sidecar, wheel_binary
 from tests.support.wait import wait_for
 
@@ -38,9 +41,13 @@ def identity(**overrides: Any) -> SidecarIdentity:
     return sidecar_identity(**options)
 
 
-def parsed(ident: SidecarIdentity) -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(render_bootstrap(ident))
+def parsed(ident: SidecarIdentity, channel: ControlChannel | None = None) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(render_bootstrap(ident, channel))
     return loaded
+
+
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+CHANNEL = ControlChannel(CA_PEM, "mpt1.token.sig", "/run/agent/sds.sock")
 
 
 def test_node_identity_and_metadata() -> None:
@@ -96,6 +103,36 @@ def test_ipv6_control_plane_address() -> None:
     assert (ident.xds_host, ident.xds_port) == ("::1", 18000)
 
 
+@pytest.mark.parametrize(
+    ("xds", "san"), [("127.0.0.5:18000", "IP_ADDRESS"), ("controlplane:18000", "DNS")]
+)
+def test_a_secure_sidecar_trusts_only_the_pinned_ca_and_checks_the_server_name(
+    xds: str, san: str
+) -> None:
+    xds_cluster, _ = parsed(identity(xds=xds), CHANNEL)["static_resources"]["clusters"]
+    tls = xds_cluster["transport_socket"]["typed_config"]
+    validation = tls["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"] == {"inline_string": CA_PEM}
+    host = xds.rpartition(":")[0]
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": san, "matcher": {"exact": host}}
+    ]
+    assert tls.get("sni") == (None if san == "IP_ADDRESS" else host)
+    # The control plane checks the registered address against the connection's source.
+    source = xds_cluster["upstream_bind_config"]["source_address"]
+    assert source == {"address": "127.0.1.7", "port_value": 0}
+
+
+def test_a_secure_sidecar_sends_its_token_and_gets_secrets_from_its_agent() -> None:
+    config = parsed(identity(), CHANNEL)
+    grpc = config["dynamic_resources"]["ads_config"]["grpc_services"][0]
+    assert grpc["initial_metadata"] == [{"key": "authorization", "value": "Bearer mpt1.token.sig"}]
+    sds = config["static_resources"]["clusters"][1]
+    assert sds["name"] == "sds-grpc"
+    endpoint = sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"] == {"pipe": {"path": "/run/agent/sds.sock"}}
+
+
 def test_yaml_has_no_anchors_and_round_trips() -> None:
     text = render_bootstrap(identity())
     assert "&id" not in text
@@ -138,10 +175,12 @@ def test_bad_ip_and_port() -> None:
         identity(app_port=0)
 
 
+@pytest.mark.parametrize("secure", [False, True])
 @pytest.mark.parametrize("xds", ["127.0.0.1:18000", "controlplane:18000", "[::1]:18000"])
-def test_real_envoy_accepts_the_bootstrap(tmp_path: Path, xds: str) -> None:
+def test_real_envoy_accepts_the_bootstrap(tmp_path: Path, xds: str, secure: bool) -> None:
     path = tmp_path / "bootstrap.yaml"
-    path.write_text(render_bootstrap(identity(xds=xds)))
+    channel = ControlChannel(real_ca_pem(tmp_path), "t", str(tmp_path / "sds.sock"))
+    path.write_text(render_bootstrap(identity(xds=xds), channel if secure else None))
     result = subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "error"],
         capture_output=True,
@@ -150,6 +189,11 @@ def test_real_envoy_accepts_the_bootstrap(tmp_path: Path, xds: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
+
+
+def real_ca_pem(tmp_path: Path) -> str:
+    ca = CertificateAuthority.open(tmp_path / "ca", "demo")
+    return ca.trust_anchor.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def test_binary_comes_from_the_wheel_by_default(monkeypatch: pytest.MonkeyPatch) -> None:

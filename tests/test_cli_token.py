@@ -140,16 +140,17 @@ def test_token_file_for_another_service_is_refused(
     assert "for service 'reviews', not 'ratings'" in result.stderr
 
 
-def test_bootstrap_checks_a_token_file_and_says_it_is_not_used_yet(
+def test_bootstrap_with_a_token_needs_the_control_plane_and_a_token(
     mesh: Path, tmp_path: Path
 ) -> None:
+    """The secure bootstrap holds the CA the token pins, read from the control plane itself."""
     path = token_file(tmp_path, mesh, "reviews")
+    nowhere = ["--xds", "127.0.0.1:1"]
     result = CliRunner().invoke(
-        main, ["bootstrap", "--service", "reviews", "--token-file", str(path)]
+        main, ["bootstrap", "--service", "reviews", "--token-file", str(path), *nowhere]
     )
-    assert result.exit_code == 0, result.output
-    assert "does not use it yet" in result.stderr
-    assert "static_resources" in result.stdout
+    assert result.exit_code == 1
+    assert "cannot reach the control plane at 127.0.0.1:1" in result.stderr
 
     path.write_text("mpt1.garbage\n")
     result = CliRunner().invoke(

@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from meshpilot.controlplane import ControlPlane
-from meshpilot.identity.agent import ANCHOR_FILE, CHAIN_FILE, CURRENT, KEY_FILE, CertificateRefused
+from meshpilot.identity.agent import CertificateRefused, Credentials
 from meshpilot.identity.authority import MeshIdentity
 from meshpilot.identity.ca import CertificateAuthority
 from meshpilot.identity.client import CertificateClient, IdentityAgent, SigningRefused
@@ -43,12 +43,17 @@ def client(plane: ControlPlane, token: str) -> CertificateClient:
     return CertificateClient(plane.ads.address, token, insecure=not plane.tls)
 
 
-def published(directory: Path) -> tuple[x509.Certificate, bytes, x509.Certificate]:
-    """The certificate, key (PEM) and trust anchor in `directory/current`."""
-    current = directory / CURRENT
-    leaf = x509.load_pem_x509_certificates((current / CHAIN_FILE).read_bytes())[0]
-    anchor = x509.load_pem_x509_certificate((current / ANCHOR_FILE).read_bytes())
-    return leaf, (current / KEY_FILE).read_bytes(), anchor
+def observed(agent: IdentityAgent) -> list[Credentials]:
+    """Every set of credentials the agent hands its observers, from now on."""
+    seen: list[Credentials] = []
+    agent.observers.append(seen.append)
+    return seen
+
+
+def published(seen: list[Credentials]) -> tuple[x509.Certificate, bytes, x509.Certificate]:
+    """The certificate, key (PEM) and trust anchor of the last credentials observed."""
+    leaf = x509.load_pem_x509_certificates(seen[-1].chain_pem)[0]
+    return leaf, seen[-1].key_pem, seen[-1].anchor
 
 
 def san(certificate: x509.Certificate) -> list[str]:
@@ -56,14 +61,15 @@ def san(certificate: x509.Certificate) -> list[str]:
     return names.get_values_for_type(x509.UniformResourceIdentifier)
 
 
-async def test_agent_obtains_and_writes_credentials(plane: ControlPlane, tmp_path: Path) -> None:
+async def test_agent_obtains_and_hands_over_credentials(plane: ControlPlane) -> None:
     mesh = identity(plane)
-    agent = IdentityAgent(client(plane, mesh.tokens.issue("reviews")), tmp_path / "creds")
+    agent = IdentityAgent(client(plane, mesh.tokens.issue("reviews")))
+    seen = observed(agent)
     try:
         credentials = await agent.renew()
     finally:
         await agent.client.close()
-    leaf, key_pem, anchor = published(tmp_path / "creds")
+    leaf, key_pem, anchor = published(seen)
     assert leaf == credentials.certificate
     assert san(leaf) == [REVIEWS]
     assert anchor == mesh.ca.trust_anchor
@@ -72,14 +78,15 @@ async def test_agent_obtains_and_writes_credentials(plane: ControlPlane, tmp_pat
     assert plane.metrics.value("meshpilot_certificates_signed_total") == 1
 
 
-async def test_agent_renews_when_its_clock_says_so(plane: ControlPlane, tmp_path: Path) -> None:
+async def test_agent_renews_when_its_clock_says_so(plane: ControlPlane) -> None:
     now = [dt.datetime.now(dt.UTC)]
     token = identity(plane).tokens.issue("reviews")
-    agent = IdentityAgent(client(plane, token), tmp_path / "creds", lambda: now[0], lambda: 0.0)
+    agent = IdentityAgent(client(plane, token), lambda: now[0], lambda: 0.0)
+    seen = observed(agent)
     running = asyncio.create_task(agent.run())
     try:
         await wait_for_async(lambda: agent.renewals == 1, message="the first certificate")
-        first, first_key, _ = published(tmp_path / "creds")
+        first, first_key, _ = published(seen)
         assert agent.renew_at is not None
         # 60 s certificates, received now: due half-way (no jitter).
         assert agent.renew_at - now[0] == (first.not_valid_after_utc - now[0]) / 2
@@ -90,13 +97,10 @@ async def test_agent_renews_when_its_clock_says_so(plane: ControlPlane, tmp_path
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
         await agent.client.close()
-    second, second_key, _ = published(tmp_path / "creds")
+    second, second_key, _ = published(seen)
     assert second.serial_number != first.serial_number
     assert second_key != first_key  # a new key each time
     assert san(second) == [REVIEWS]
-    assert [p.name for p in (tmp_path / "creds").glob("gen-*")] == [
-        (tmp_path / "creds" / CURRENT).readlink().name
-    ]
 
 
 async def test_a_wrong_ca_pin_is_refused(plane: ControlPlane, tmp_path: Path) -> None:
@@ -104,23 +108,24 @@ async def test_a_wrong_ca_pin_is_refused(plane: ControlPlane, tmp_path: Path) ->
     refuse the control plane: at the TLS handshake, or (plaintext) the chain it signed."""
     rogue = CertificateAuthority.open(tmp_path / "rogue", "demo")
     token = TokenAuthority.open(tmp_path / "state", "demo", rogue.fingerprint).issue("reviews")
-    agent = IdentityAgent(client(plane, token), tmp_path / "creds")
+    agent = IdentityAgent(client(plane, token))
+    seen = observed(agent)
     expected = UntrustedServer if plane.tls else CertificateRefused
     try:
         with pytest.raises(expected, match="pin"):
             await agent.renew()
     finally:
         await agent.client.close()
-    assert not (tmp_path / "creds" / CURRENT).exists()
+    assert not seen
     signed = plane.metrics.value("meshpilot_certificates_signed_total")
     assert signed == (0 if plane.tls else 1)  # over TLS the CSR never left the agent
 
 
-async def test_a_refusal_reaches_the_agent(plane: ControlPlane, tmp_path: Path) -> None:
+async def test_a_refusal_reaches_the_agent(plane: ControlPlane) -> None:
     mesh = identity(plane)
     token = mesh.tokens.issue("reviews")
     mesh.tokens.revoke(read_token(token).token_id)
-    agent = IdentityAgent(client(plane, token), tmp_path / "creds")
+    agent = IdentityAgent(client(plane, token))
     try:
         with pytest.raises(SigningRefused, match="revoked") as raised:
             await agent.renew()
@@ -137,7 +142,8 @@ async def test_the_agent_retries_until_the_control_plane_can_sign(tmp_path: Path
         authority = TokenAuthority.open(
             state, "demo", CertificateAuthority.open(state, "demo").fingerprint
         )
-        agent = IdentityAgent(client(cp, authority.issue("reviews")), tmp_path / "creds")
+        agent = IdentityAgent(client(cp, authority.issue("reviews")))
+        seen = observed(agent)
         running = asyncio.create_task(agent.run())
         try:
             await wait_for_async(lambda: agent.failures >= 1, message="a refused attempt")
@@ -150,4 +156,4 @@ async def test_the_agent_retries_until_the_control_plane_can_sign(tmp_path: Path
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
             await agent.client.close()
-    assert san(published(tmp_path / "creds")[0]) == [REVIEWS]
+    assert san(published(seen)[0]) == [REVIEWS]

@@ -3,6 +3,12 @@
 Everything else (listeners, clusters, routes, endpoints) comes over ADS, so the bootstrap stays
 small: the node identity with its metadata, the admin endpoint on `IP:15000`, the ADS config
 source and one static cluster, `xds_cluster`, that reaches the control plane over HTTP/2.
+
+A secure sidecar (with a join token, `ControlChannel`) also gets: TLS to the control plane,
+trusting only the mesh CA the token pins and checking the server's name; the token as ADS
+metadata; the instance IP as the xDS connection's source (the control plane checks it against
+the address the node registers); and a second static cluster, SDS_CLUSTER, reaching the agent's
+SDS socket, from which Envoy gets its workload certificate.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ import yaml
 
 from meshpilot.errors import MeshpilotError
 from meshpilot.model.ir import Labels, labels_of
+from meshpilot.model.names import SDS_CLUSTER
 from meshpilot.model.proxies import ADMIN_PORT
 
 XDS_CLUSTER = "xds_cluster"
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 # ADS reconnect backoff: Envoy draws a jittered delay below base * 2^n, capped at max. With a
 # 100ms base and a 500ms cap a sidecar is back within about half a second of the control plane.
 RETRY_BASE_INTERVAL = "0.1s"
@@ -124,18 +132,37 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def render_bootstrap(identity: SidecarIdentity) -> str:
+@dataclass(frozen=True)
+class ControlChannel:
+    """What a secure sidecar's Envoy needs beyond its identity: the mesh CA the join token pins
+    (PEM, checked by the agent), the token, and where the agent serves SDS."""
+
+    ca_pem: str
+    token: str
+    sds_socket: str
+
+
+def render_bootstrap(identity: SidecarIdentity, channel: ControlChannel | None = None) -> str:
     """The bootstrap as YAML text, keys in a readable order."""
-    return yaml.safe_dump(bootstrap(identity), sort_keys=False)
+    return yaml.safe_dump(bootstrap(identity, channel), sort_keys=False)
 
 
-def bootstrap(identity: SidecarIdentity) -> dict[str, Any]:
-    """The whole bootstrap as a plain dict (what `render_bootstrap` dumps)."""
+def bootstrap(identity: SidecarIdentity, channel: ControlChannel | None = None) -> dict[str, Any]:
+    """The whole bootstrap as a plain dict (what `render_bootstrap` dumps); plaintext to the
+    control plane without a `channel` (`serve --insecure`)."""
+    clusters = [xds_cluster(identity)]
+    dynamic = dynamic_resources()
+    if channel is not None:
+        clusters = [secure_xds_cluster(identity, channel), sds_cluster(channel.sds_socket)]
+        grpc_service = dynamic["ads_config"]["grpc_services"][0]
+        grpc_service["initial_metadata"] = [
+            {"key": "authorization", "value": f"Bearer {channel.token}"}
+        ]
     return {
         "node": node(identity),
         "admin": admin(identity),
-        "dynamic_resources": dynamic_resources(),
-        "static_resources": {"clusters": [xds_cluster(identity)]},
+        "dynamic_resources": dynamic,
+        "static_resources": {"clusters": clusters},
         "overload_manager": overload_manager(),
     }
 
@@ -215,6 +242,48 @@ def xds_cluster(identity: SidecarIdentity) -> dict[str, Any]:
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+    }
+
+
+def secure_xds_cluster(identity: SidecarIdentity, channel: ControlChannel) -> dict[str, Any]:
+    """`xds_cluster` over TLS: only the pinned CA is trusted, and the certificate must name the
+    host sidecars dial; connections leave from the instance IP."""
+    host = identity.xds_host
+    san_type = "IP_ADDRESS" if _is_ip(host) else "DNS"
+    tls: dict[str, Any] = {
+        "@type": f"type.googleapis.com/{UPSTREAM_TLS}",
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "validation_context": {
+                "trusted_ca": {"inline_string": channel.ca_pem},
+                "match_typed_subject_alt_names": [
+                    {"san_type": san_type, "matcher": {"exact": host}}
+                ],
+            },
+        },
+    }
+    if not _is_ip(host):
+        tls["sni"] = host
+    return {
+        **xds_cluster(identity),
+        "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": tls},
+        "upstream_bind_config": {"source_address": {"address": identity.ip, "port_value": 0}},
+    }
+
+
+def sds_cluster(socket_path: str) -> dict[str, Any]:
+    """The agent's SDS server, on a unix socket of this instance."""
+    return {
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {HTTP_PROTOCOL_OPTIONS: http2_options()},
+        "load_assignment": {
+            "cluster_name": SDS_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket_path}}}}]}
+            ],
         },
     }
 

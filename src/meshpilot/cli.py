@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,21 +40,9 @@ _token_file_option = click.option(
     "--token-file",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="The instance's join token (`meshpilot token`). Checked, not used yet: Envoy does not "
-    "get its certificate from it until the bootstrap speaks TLS.",
+    help="The instance's join token (`meshpilot token`): TLS to the control plane, a workload "
+    "certificate and mTLS. Without it, plaintext for a control plane run with --insecure.",
 )
-
-
-def _check_token_file(token_file: Path | None, service: str) -> None:
-    from meshpilot.identity.client import read_token_file
-
-    if token_file is not None:
-        read_token_file(token_file, service)
-        click.echo(
-            f"warning: {token_file} is a valid-looking token for '{service}', but this version "
-            "does not use it yet (plaintext xDS, no workload certificate)",
-            err=True,
-        )
 
 
 _state_dir_option = click.option(
@@ -168,15 +157,30 @@ def serve(
 @_sidecar_options
 @_token_file_option
 @click.option("-o", "output", type=click.Path(path_type=Path), default=None)
-def bootstrap(output: Path | None, token_file: Path | None, **opts: Any) -> None:
+@click.option(
+    "--sds-socket",
+    default="/run/meshpilot/sds.sock",
+    show_default=True,
+    help="With --token-file: where the instance's agent serves SDS (the workload certificate).",
+)
+def bootstrap(output: Path | None, token_file: Path | None, sds_socket: str, **opts: Any) -> None:
     """Write an Envoy bootstrap (YAML) for one sidecar instance."""
-    from meshpilot.bootstrap import render_bootstrap, sidecar_identity
+    from meshpilot.bootstrap import ControlChannel, render_bootstrap, sidecar_identity
+    from meshpilot.identity.client import read_token_file
+    from meshpilot.identity.tls import pinned_anchor
+    from meshpilot.identity.tokens import read_token
 
-    _check_token_file(token_file, opts["service"])
-    text = render_bootstrap(sidecar_identity(**opts))
+    identity = sidecar_identity(**opts)
+    channel = None
+    if token_file is not None:
+        token = read_token_file(token_file, identity.service)
+        ca_pem = pinned_anchor(opts["xds"], read_token(token).ca_fingerprint).decode()
+        channel = ControlChannel(ca_pem, token, sds_socket)
+    text = render_bootstrap(identity, channel)
     if output is None:
         click.echo(text, nl=False)
     else:
+        output.touch(mode=0o600)
         output.write_text(text)
 
 
@@ -184,12 +188,22 @@ def bootstrap(output: Path | None, token_file: Path | None, **opts: Any) -> None
 @_sidecar_options
 @_token_file_option
 def sidecar(token_file: Path | None, **opts: Any) -> None:
-    """Run a real Envoy as the sidecar of one instance, in the foreground."""
+    """Run a real Envoy as the sidecar of one instance, in the foreground; with a join token,
+    also its agent (workload certificate over SDS, renewed)."""
+    # Envoy is forked while gRPC threads run: gRPC's fork handlers could abort the child.
+    # Read when gRPC is first imported, so set first.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from meshpilot.bootstrap import sidecar_identity
+    from meshpilot.identity.client import read_token_file
     from meshpilot.runner.envoy import run_sidecar
 
-    _check_token_file(token_file, opts["service"])
-    sys.exit(run_sidecar(sidecar_identity(**opts)))
+    identity = sidecar_identity(**opts)
+    if token_file is None:
+        sys.exit(run_sidecar(identity))
+    token = read_token_file(token_file, identity.service)
+    from meshpilot.runner.secure_sidecar import run_secure_sidecar
+
+    sys.exit(run_secure_sidecar(identity, token))
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.timedelta:

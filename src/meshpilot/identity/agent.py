@@ -1,26 +1,20 @@
 """The sidecar's side of workload identity (istio-agent's job): its key, its CSR, checking what the
-control plane signed, the files Envoy reads, and when to renew.
+control plane signed, and when to renew.
 
 The private key is made here and never leaves the instance: only the CSR travels. What comes back
 is checked before use: the chain must lead to the CA the join token pins (by fingerprint), the
-leaf must hold this key and exactly the SPIFFE ID asked for. Credentials are written as one
-generation directory (key, chain, trust anchor) and published by swapping a `current` symlink, so
-a reader (Envoy watching the directory) never sees a new certificate beside an old key.
+leaf must hold this key and exactly the SPIFFE ID asked for. Credentials stay in memory: Envoy
+gets them over SDS on a local socket (`sds.py`), never from a file.
 
-Transport (asking the control plane to sign, renewing) is in `client.py`; Envoy's SDS
-configuration is not written yet.
+Transport (asking the control plane to sign, renewing) is in `client.py`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
-import secrets
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,12 +24,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from meshpilot.identity.ca import certificate_fingerprint
 from meshpilot.identity.errors import IdentityError
 from meshpilot.identity.spiffe import SpiffeId
-from meshpilot.identity.state import private_dir, write_file
 
-KEY_FILE = "key.pem"
-CHAIN_FILE = "cert-chain.pem"
-ANCHOR_FILE = "root-cert.pem"
-CURRENT = "current"
 # Renew at about half the lifetime, earlier by up to a tenth of it so that sidecars started
 # together do not all renew at the same moment.
 RENEW_AT = 0.5
@@ -53,6 +42,18 @@ class Credentials:
     chain_pem: bytes
     anchor: x509.Certificate
     received_at: dt.datetime
+
+    @property
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    @property
+    def anchor_pem(self) -> bytes:
+        return self.anchor.public_bytes(serialization.Encoding.PEM)
 
 
 class WorkloadKey:
@@ -102,27 +103,3 @@ def renewal_time(
     """When to ask for the next certificate: about half-way from receipt to expiry."""
     remaining = credentials.certificate.not_valid_after_utc - credentials.received_at
     return credentials.received_at + remaining * (RENEW_AT - JITTER * jitter())
-
-
-def write_credentials(directory: Path, credentials: Credentials) -> Path:
-    """Publish key, chain and trust anchor as `directory/current/{key,cert-chain,root-cert}.pem`,
-    all at once; return the `current` path. Earlier generations are removed."""
-    private_dir(directory)
-    generation = directory / f"gen-{secrets.token_hex(6)}"
-    generation.mkdir(mode=0o700)
-    key_pem = credentials.key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    write_file(generation / KEY_FILE, key_pem, secret=True)
-    write_file(generation / CHAIN_FILE, credentials.chain_pem, secret=False)
-    anchor_pem = credentials.anchor.public_bytes(serialization.Encoding.PEM)
-    write_file(generation / ANCHOR_FILE, anchor_pem, secret=False)
-    link = directory / f".{CURRENT}.{generation.name}"
-    os.symlink(generation.name, link)
-    os.replace(link, directory / CURRENT)
-    for old in directory.glob("gen-*"):
-        if old != generation:
-            shutil.rmtree(old, ignore_errors=True)
-    return directory / CURRENT

@@ -1,6 +1,6 @@
 """The sidecar agent's transport: ask the control plane's certificate service to sign a CSR with
 the join token, check the answer (agent.WorkloadKey.accept: the pinned CA, this key, exactly the
-token's service), publish the files (agent.write_credentials), and renew at about half the
+token's service), hand them to observers (the SDS server), and renew at about half the
 lifetime.
 
 Over TLS (the default) the channel trusts only the CA the token pins (tls.pinned_anchor); with
@@ -25,7 +25,6 @@ from meshpilot.identity.agent import (
     Credentials,
     WorkloadKey,
     renewal_time,
-    write_credentials,
 )
 from meshpilot.identity.errors import IdentityError
 from meshpilot.identity.service import FULL_METHOD, decode_response, encode_request
@@ -113,20 +112,19 @@ class CertificateClient:
 
 
 class IdentityAgent:
-    """Keeps valid credentials in `directory` (agent.write_credentials' layout).
+    """Keeps valid credentials, and tells `observers` (the SDS server) of each new set.
 
-    `renew()` gets and publishes new credentials at once; `run()` does so whenever they are due
-    by `clock`, and `wake()` makes it look at the clock again (a test's clock moved, say)."""
+    `renew()` gets new credentials at once; `run()` does so whenever they are due by `clock`,
+    and `wake()` makes it look at the clock again (a test's clock moved, say)."""
 
     def __init__(
         self,
         client: CertificateClient,
-        directory: Path,
         clock: Clock = utc_now,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self.client = client
-        self.directory = directory
+        self.observers: list[Callable[[Credentials], None]] = []
         self.clock = clock
         self.jitter = jitter
         self.credentials: Credentials | None = None
@@ -137,8 +135,9 @@ class IdentityAgent:
 
     async def renew(self) -> Credentials:
         credentials = await self.client.sign(WorkloadKey(), self.clock())
-        write_credentials(self.directory, credentials)
         self.credentials = credentials
+        for observer in self.observers:
+            observer(credentials)
         self.renew_at = renewal_time(credentials, self.jitter)
         self.renewals += 1
         log.info(

@@ -42,6 +42,10 @@ class UntrustedServer(IdentityError):
     """The control plane did not present the CA the join token pins."""
 
 
+class ControlPlaneUnreachable(UntrustedServer):
+    """No TLS connection to the control plane at all (not up yet, say): worth retrying."""
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -113,8 +117,12 @@ def pinned_anchor(address: str, fingerprint: str) -> bytes:
             context.wrap_socket(raw, server_hostname=host or None) as tls,
         ):
             chain = _presented_chain(tls)
-    except (OSError, ssl.SSLError) as err:
+    except ssl.SSLError as err:
         raise UntrustedServer(f"cannot read the TLS certificates of {address}: {err}") from None
+    except OSError as err:
+        raise ControlPlaneUnreachable(
+            f"cannot reach the control plane at {address}: {err}"
+        ) from None
     for der in chain:
         certificate = x509.load_der_x509_certificate(der)
         if certificate_fingerprint(certificate) == fingerprint:

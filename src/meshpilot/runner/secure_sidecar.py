@@ -1,0 +1,102 @@
+"""`meshpilot sidecar --token-file`: the agent (istio-agent's job) and Envoy, in one process.
+
+Before Envoy starts, the agent makes the workload key and gets its certificate from the control
+plane (waiting while the control plane is unreachable, as Envoy would; failing at once when it
+refuses the token). Then it serves SDS on a socket in a private run directory, writes the
+bootstrap there (0600: it holds the token), runs Envoy, and renews the certificate in the
+background until Envoy exits. SIGTERM/SIGINT are passed on to Envoy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import grpc
+
+from meshpilot.background import background
+from meshpilot.bootstrap import ControlChannel, SidecarIdentity, render_bootstrap
+from meshpilot.errors import EnvoyNotFound
+from meshpilot.identity.agent import Credentials
+from meshpilot.identity.client import CertificateClient, IdentityAgent, SigningRefused
+from meshpilot.identity.sds import SOCKET_NAME, SdsServer
+from meshpilot.identity.tls import ControlPlaneUnreachable
+from meshpilot.runner.envoy import FORWARDED_SIGNALS, envoy_command, parent_death_signal
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY_S = 0.2
+MAX_RETRY_S = 5.0
+
+
+def run_secure_sidecar(identity: SidecarIdentity, token: str) -> int:
+    """Run the agent and Envoy until Envoy exits; Envoy's exit status (128 + N for signal N)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return asyncio.run(_sidecar(identity, token))
+
+
+async def _sidecar(identity: SidecarIdentity, token: str) -> int:
+    client = CertificateClient(f"{identity.xds_host}:{identity.xds_port}", token)
+    agent = IdentityAgent(client)
+    try:
+        credentials = await first_credentials(agent)
+        with tempfile.TemporaryDirectory(prefix=f"meshpilot-{identity.service}-") as run_dir:
+            return await _serve_envoy(identity, token, agent, credentials, Path(run_dir))
+    finally:
+        await client.close()
+
+
+async def first_credentials(agent: IdentityAgent) -> Credentials:
+    """The first certificate, retried while the control plane is not there (yet)."""
+    delay = FIRST_RETRY_S
+    while True:
+        try:
+            return await agent.renew()
+        except (ControlPlaneUnreachable, SigningRefused) as err:
+            if isinstance(err, SigningRefused) and err.code != grpc.StatusCode.UNAVAILABLE:
+                raise
+            log.warning("no certificate yet, retrying in %.1f s: %s", delay, err)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_S)
+
+
+async def _serve_envoy(
+    identity: SidecarIdentity,
+    token: str,
+    agent: IdentityAgent,
+    credentials: Credentials,
+    run_dir: Path,
+) -> int:
+    sds = SdsServer(run_dir / "agent" / SOCKET_NAME, credentials)
+    await sds.start()
+    agent.observers.append(sds.update)
+    renewing = background(agent.run(), "certificate renewal")
+    try:
+        channel = ControlChannel(credentials.anchor_pem.decode(), token, str(sds.socket_path))
+        config = run_dir / "envoy.yaml"
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(render_bootstrap(identity, channel))
+        return await _run_envoy(envoy_command(identity, config))
+    finally:
+        renewing.cancel()
+        await sds.stop()
+
+
+async def _run_envoy(command: list[str]) -> int:
+    try:
+        process = await asyncio.create_subprocess_exec(*command, preexec_fn=parent_death_signal())
+    except OSError as err:
+        raise EnvoyNotFound(f"cannot run {command[0]}: {err}") from err
+    loop = asyncio.get_running_loop()
+    for sig in FORWARDED_SIGNALS:
+        loop.add_signal_handler(sig, process.send_signal, sig)
+    try:
+        status = await process.wait()
+    finally:
+        for sig in FORWARDED_SIGNALS:
+            loop.remove_signal_handler(sig)
+    return 128 - status if status < 0 else status
