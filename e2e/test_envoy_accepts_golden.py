@@ -5,7 +5,8 @@ A resource Envoy rejects is NACKed, and the shared route table for every sidecar
 each golden case's output is checked by the binary itself: the outbound listener gets the route
 table inline instead of over RDS, and EDS clusters become static ones without members
 (validation needs neither a control plane nor endpoints). Envoy checks field constraints and
-builds everything, which catches what a schema cannot (e.g. a back-off max below its base).
+builds everything, which catches what a schema cannot (e.g. a back-off max below its base). The
+SDS cluster that mTLS contexts refer to is the one a secure sidecar's bootstrap has.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from meshpilot.bootstrap import sds_cluster
 from meshpilot.runner.envoy import envoy_binary
 
 GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "golden"
@@ -47,9 +49,13 @@ def inline_routes(listener: dict[str, Any], route_config: dict[str, Any]) -> dic
 def bootstrap(rendered: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     (route_config,) = [{k: v for k, v in r.items() if k != "@type"} for r in rendered["rds"]]
     return {
+        "node": {"id": "golden", "cluster": "golden"},  # SDS subscriptions need a node
         "static_resources": {
             "listeners": [inline_routes(lst, route_config) for lst in rendered["lds"]],
-            "clusters": [offline_cluster(c) for c in rendered["cds"]],
+            "clusters": [
+                *(offline_cluster(c) for c in rendered["cds"]),
+                sds_cluster("/run/meshpilot/sds.sock"),
+            ],
         }
     }
 

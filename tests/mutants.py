@@ -146,6 +146,13 @@ MUTANTS = (
         (AGENT,),
     ),
     Mutant(
+        "caller-accepts-any-mesh-certificate-for-the-service-it-calls",
+        "translator/envoy/mtls.py",
+        "common_tls_context=_common_context(string_pb2.StringMatcher(exact=spiffe_id), alpn)",
+        'common_tls_context=_common_context(string_pb2.StringMatcher(prefix="spiffe://"), alpn)',
+        ("tests/test_golden.py",),
+    ),
+    Mutant(
         "sidecar-joins-with-labels-its-token-does-not-grant",
         "identity/admission.py",
         "if dict(proxy.labels) != dict(grant.labels):",

@@ -119,11 +119,11 @@ EXPECTED = ir.MeshIR(
 
 
 def test_ir_of_a_small_mesh() -> None:
-    assert build_ir(parse_mesh(MESH, "mesh.yaml")) == EXPECTED
+    assert build_ir(parse_mesh(MESH, "mesh.yaml"), secure=False) == EXPECTED
 
 
 def test_without_defaults_routes_have_no_timeout_or_retries() -> None:
-    built = build_ir(parse_mesh("mesh: m\nservices:\n  a: {port: 1}\n", "mesh.yaml"))
+    built = build_ir(parse_mesh("mesh: m\nservices:\n  a: {port: 1}\n", "mesh.yaml"), secure=False)
     assert built == ir.MeshIR(
         name="m",
         services=(
@@ -209,3 +209,31 @@ def test_header_rules_become_value_matches() -> None:
         ir.ValueMatch("x-present", "present"),
         ir.ValueMatch("x-regex", "regex", "v[0-9]+"),
     )
+
+
+IDENTITY_MESH = """
+mesh: Shop_1
+security: {mtls: permissive}
+mixer: {address: 127.0.0.1:18081}
+services:
+  cart: {port: 8080, security: {mtls: strict}}
+  legacy: {port: 8080}
+  db: {port: 5432, protocol: tcp, endpoints: [{address: 10.0.0.9, port: 5432}]}
+"""
+
+
+def test_a_secure_mesh_names_each_service_and_the_mixer_by_spiffe_id() -> None:
+    mesh = build_ir(parse_mesh(IDENTITY_MESH, "mesh.yaml"))
+    assert mesh.trust_domain == "shop_1"
+    cart, db, legacy = mesh.services
+    assert (cart.spiffe_id, cart.mtls) == ("spiffe://shop_1/service/cart", "strict")
+    assert (legacy.spiffe_id, legacy.mtls) == ("spiffe://shop_1/service/legacy", "permissive")
+    assert db.spiffe_id is None  # its static endpoint has no sidecar to present one
+    assert mesh.mixer is not None
+    assert mesh.mixer.spiffe_id == "spiffe://shop_1/service/meshpilot-mixer"
+
+
+def test_an_insecure_mesh_has_no_identity() -> None:
+    mesh = build_ir(parse_mesh(IDENTITY_MESH, "mesh.yaml"), secure=False)
+    assert mesh.trust_domain is None
+    assert all(s.spiffe_id is None and s.mtls is None for s in mesh.services)

@@ -12,7 +12,6 @@ from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
-from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -73,7 +72,6 @@ def test_the_order_table_gives_each_chain_its_filters_router_last() -> None:
         "envoy.filters.http.router",
     ]
     assert http_filters.filter_names("outbound") == [
-        "envoy.filters.http.header_mutation",
         "envoy.filters.http.fault",
         "envoy.filters.http.router",
     ]
@@ -143,18 +141,14 @@ def test_a_custom_policys_header_rules_are_matcher_predicates() -> None:
     assert absent.input.name == "header x-e" and absent.value_match.safe_regex.regex == ".*"
 
 
-def test_every_outbound_chain_stamps_the_caller_and_carries_an_idle_fault_filter() -> None:
+def test_every_outbound_chain_carries_an_idle_fault_filter_and_no_identity_header() -> None:
+    """The caller is known by its certificate: no sidecar writes an identity header."""
     found = manager(ir.MeshIR("m", (ir.Service("web", 9080, "http"),)), "outbound")
     assert [f.name for f in found.http_filters] == http_filters.filter_names("outbound")
-    stamp, idle = header_mutation_pb2.HeaderMutation(), fault_pb2.HTTPFault()
-    found.http_filters[0].typed_config.Unpack(stamp)
-    found.http_filters[1].typed_config.Unpack(idle)
-    (mutation,) = stamp.mutations.request_mutations
-    assert (mutation.append.header.key, mutation.append.header.value) == (
-        identity.SOURCE_HEADER,
-        "web",
-    )
+    idle = fault_pb2.HTTPFault()
+    found.http_filters[0].typed_config.Unpack(idle)
     assert idle == fault_pb2.HTTPFault()
+    assert identity.SOURCE_HEADER not in str(found)
 
 
 def test_a_routes_fault_is_the_fault_filters_config_on_that_route() -> None:

@@ -1,9 +1,10 @@
-"""Per-proxy listeners: rate limits, TCP services and HTTP/2 apps, beyond what golden files show."""
+"""Per-proxy listeners: rate limits, TCP services, HTTP/2 apps and mTLS modes, beyond what golden
+files show."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
@@ -200,3 +201,39 @@ def test_a_view_is_made_from_the_change_it_is_given() -> None:
     assert "envoy.filters.http.local_ratelimit" in inbound_filters(proxy_view(limited, PROXY).view)
     assert inbound_filters(proxy_view(plain, PROXY).view) == ["envoy.filters.http.router"]
     assert "envoy.filters.http.local_ratelimit" in inbound_filters(translator.view(limited, PROXY))
+
+
+def inbound_of(mode: ir.MtlsMode | None, trust_domain: str | None = "test") -> dict[str, Any]:
+    web = ir.Service("web", 9080, "http", spiffe_id="spiffe://test/service/web", mtls=mode)
+    secure = dataclasses.replace(mesh(web), trust_domain=trust_domain)
+    translator = Translator()
+    view = translator.view(translator.translate(secure, []), PROXY)
+    inbound: dict[str, Any] = decode(view[LISTENER].resources["inbound"])
+    return inbound
+
+
+def test_strict_mtls_accepts_only_mesh_certificates_on_the_inbound_port() -> None:
+    (chain,) = inbound_of("strict")["filterChains"]
+    tls = chain["transportSocket"]["typedConfig"]
+    assert tls["requireClientCertificate"] is True
+    validation = tls["commonTlsContext"]["combinedValidationContext"]
+    (san,) = validation["defaultValidationContext"]["matchTypedSubjectAltNames"]
+    assert san == {"sanType": "URI", "matcher": {"prefix": "spiffe://test/"}}
+    assert validation["validationContextSdsSecretConfig"]["name"] == "ROOTCA"
+    assert "filterChainMatch" not in chain
+
+
+def test_permissive_mtls_also_accepts_plaintext_with_the_same_filters() -> None:
+    inbound = inbound_of("permissive")
+    secure, plain = inbound["filterChains"]
+    assert secure["filterChainMatch"] == {"transportProtocol": "tls"}
+    assert "transportSocket" in secure and "transportSocket" not in plain
+    assert secure["filters"] == plain["filters"]
+    assert [f["name"] for f in inbound["listenerFilters"]] == [
+        "envoy.filters.listener.tls_inspector"
+    ]
+
+
+def test_without_identity_the_inbound_port_is_plaintext() -> None:
+    (chain,) = inbound_of(None, trust_domain=None)["filterChains"]
+    assert "transportSocket" not in chain

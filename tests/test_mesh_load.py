@@ -496,6 +496,7 @@ INVALID = [
               -a: {port: 1}
               aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: {port: 1}
               a.b: {port: 1}
+              meshpilot-mixer: {port: 1}
             """
         ),
         [
@@ -516,6 +517,8 @@ INVALID = [
             "mesh.yaml:7:3: services[\"a.b\"]: service name 'a.b' is not a DNS label: use "
             "lowercase letters, digits and '-', start and end with a letter or digit, at most "
             "63 characters; did you mean 'a-b'?",
+            "mesh.yaml:8:3: services.meshpilot-mixer: 'meshpilot-mixer' is the mixer's identity: "
+            "a service cannot take it",
         ],
         id="service-names",
     ),

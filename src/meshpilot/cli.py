@@ -103,11 +103,15 @@ def validate(mesh: Path) -> None:
 @click.option(
     "--type", "type_", default="all", type=click.Choice(["lds", "cds", "rds", "eds", "all"])
 )
-def render(mesh: Path, service: str, version_: str | None, type_: str) -> None:
+@click.option(
+    "--insecure", is_flag=True, help="As `serve --insecure` sends them: plaintext, no identity."
+)
+def render(mesh: Path, service: str, version_: str | None, type_: str, insecure: bool) -> None:
     """Print the xDS resources a sidecar of SERVICE would receive, as Envoy JSON."""
     from meshpilot.render import render_resources
 
-    click.echo(json.dumps(render_resources(mesh, service, version_, type_), indent=2))
+    resources = render_resources(mesh, service, version_, type_, secure=not insecure)
+    click.echo(json.dumps(resources, indent=2))
 
 
 @main.command()

@@ -120,7 +120,7 @@ class ControlPlane:
         try:
             started = time.perf_counter()
             spec = parse_mesh(data.decode("utf-8", "replace"), str(self.mesh_path))
-            mesh = build_ir(spec, self.mesh_path.parent)
+            mesh = build_ir(spec, self.mesh_path.parent, secure=self.tls)
             self.cache.set_mesh(self._with_mixer_address(mesh))
             self.metrics.translation.observe(time.perf_counter() - started)
         except MeshInvalid as invalid:

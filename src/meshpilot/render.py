@@ -17,7 +17,7 @@ RENDER_APP_PORT = 8080
 
 
 def render_resources(
-    mesh_path: Path, service: str, version: str | None, type_: str
+    mesh_path: Path, service: str, version: str | None, type_: str, *, secure: bool = True
 ) -> dict[str, list[Any]]:
     """Per short type name (cds, eds, lds, rds), the resources as Envoy JSON with `@type`.
 
@@ -26,7 +26,7 @@ def render_resources(
     labels = ir.labels_of({"version": version} if version else {})
     proxy = proxies.Proxy(f"{service}~{RENDER_IP}", service, RENDER_IP, RENDER_APP_PORT, labels)
     translator = Translator()
-    shared = translator.translate(load_ir(mesh_path), [])
+    shared = translator.translate(load_ir(mesh_path, secure=secure), [])
     view = translator.view(shared, proxy)
     check_consistent(view)
     return {

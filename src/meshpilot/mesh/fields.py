@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from meshpilot.mesh.durations import DurationError, parse_duration
+from meshpilot.model.names import MIXER_SERVICE
 from meshpilot.netaddr import is_ip
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -39,6 +40,12 @@ def _duration(value: object) -> object:
 
 def _service_name(name: str) -> str:
     """Service names become DNS-style host names and Envoy cluster names."""
+    if name == MIXER_SERVICE:
+        raise PydanticCustomError(
+            "service_name",
+            "'{name}' is the mixer's identity: a service cannot take it",
+            {"name": name},
+        )
     if _DNS_LABEL.fullmatch(name):
         return name
     hint = re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-")

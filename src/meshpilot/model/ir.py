@@ -179,6 +179,10 @@ class StaticEndpoint:
     labels: Labels = ()
 
 
+# strict: the inbound port accepts mesh certificates only; permissive: plaintext too.
+MtlsMode = Literal["strict", "permissive"]
+
+
 @dataclass(frozen=True)
 class Service:
     name: str
@@ -192,6 +196,11 @@ class Service:
     rate_limit: RateLimit | None = None
     tracing_sampling: float | None = None  # overrides the mesh's telemetry sampling
     egress: tuple[str, ...] | None = None  # the services its sidecars may call; None: all
+    # With workload identity: the SPIFFE ID its sidecars present, which callers require
+    # (None: no identity, or a service whose static endpoints have no sidecar), and the mode of
+    # its sidecars' inbound port (None: plaintext).
+    spiffe_id: str | None = None
+    mtls: MtlsMode | None = None
 
     def __hash__(self) -> int:
         """Hashed once: services key the translator's caches, 10,000 lookups per change."""
@@ -248,6 +257,7 @@ class Mixer:
     address: str
     fail_open: bool = False
     timeout_ms: int = 500
+    spiffe_id: str | None = None  # the identity sidecars require of it (None: plaintext)
 
 
 @dataclass(frozen=True)
@@ -263,6 +273,9 @@ class MeshIR:
     policies: tuple[Policy, ...] = ()
     mixer: Mixer | None = None  # set when sidecars need one: custom policies or access logs
     telemetry: Telemetry = Telemetry()
+    # With workload identity (a secure control plane): sources are SPIFFE IDs of this trust
+    # domain. None: no identity, plaintext between sidecars, no caller is known.
+    trust_domain: str | None = None
 
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)

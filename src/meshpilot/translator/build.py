@@ -5,8 +5,10 @@ Pure: the same spec always gives an equal IR. The spec is assumed valid (`mesh.l
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from meshpilot.identity.spiffe import SpiffeId, trust_domain_for_mesh
 from meshpilot.mesh.durations import parse_duration
 from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import (
@@ -34,6 +36,7 @@ from meshpilot.mesh.schema import (
     TrafficPolicySpec,
     ValueMatchSpec,
 )
+from meshpilot.model import names
 from meshpilot.model.ir import (
     CircuitBreaker,
     Destination,
@@ -65,15 +68,16 @@ DEFAULT_ROUTE = "default"
 WHOLE_SERVICE = (Destination(subset=None, weight=100),)
 
 
-def load_ir(path: Path) -> MeshIR:
+def load_ir(path: Path, *, secure: bool = True) -> MeshIR:
     """The IR of a mesh file; raises MeshInvalid with every problem if it is not valid."""
-    return build_ir(load_mesh(path), path.parent)
+    return build_ir(load_mesh(path), path.parent, secure=secure)
 
 
-def build_ir(spec: MeshSpec, base_dir: Path | None = None) -> MeshIR:
+def build_ir(spec: MeshSpec, base_dir: Path | None = None, *, secure: bool = True) -> MeshIR:
     """Sorted by name throughout, so that equal files give equal IR and equal versions.
 
     Relative file names in the mesh (a CA file) are relative to `base_dir`, the mesh file's folder.
+    `secure`: sidecars have workload certificates (a control plane not run with --insecure).
     """
     defaults = spec.defaults or DefaultsSpec()
     base = base_dir or Path()
@@ -83,12 +87,33 @@ def build_ir(spec: MeshSpec, base_dir: Path | None = None) -> MeshIR:
     policies = tuple(policy(p, base) for p in spec.policies)
     telemetry = telemetry_of(spec.telemetry)
     needs_mixer = telemetry.access_log or any(p.action == "custom" for p in policies)
-    return MeshIR(
+    mesh = MeshIR(
         name=spec.mesh,
         services=services,
         policies=policies,
         mixer=mixer(spec.mixer) if spec.mixer is not None or needs_mixer else None,
         telemetry=telemetry,
+    )
+    return with_identity(mesh, spec) if secure else mesh
+
+
+def with_identity(mesh: MeshIR, spec: MeshSpec) -> MeshIR:
+    """The mesh with workload identity: every service's SPIFFE ID (but for services whose static
+    endpoints have no sidecar to present one) and inbound mode, the mixer's identity."""
+    trust_domain = spec.security.trust_domain or trust_domain_for_mesh(spec.mesh)
+    services = []
+    for entry in mesh.services:
+        override = spec.services[entry.name].security
+        mode = (override.mtls if override else None) or spec.security.mtls
+        in_mesh = not entry.endpoints and entry.tls is None
+        spiffe_id = SpiffeId(trust_domain, entry.name).uri if in_mesh else None
+        services.append(dataclasses.replace(entry, spiffe_id=spiffe_id, mtls=mode))
+    mixer_id = SpiffeId(trust_domain, names.MIXER_SERVICE).uri
+    return dataclasses.replace(
+        mesh,
+        services=tuple(services),
+        mixer=dataclasses.replace(mesh.mixer, spiffe_id=mixer_id) if mesh.mixer else None,
+        trust_domain=trust_domain,
     )
 
 

@@ -17,6 +17,7 @@ from meshpilot.translator.envoy import (
     http_filters,
     inbound_route,
     listener,
+    mtls,
     tcp_proxy,
 )
 from meshpilot.translator.envoy.filter_plugin import Chain, FilterContext
@@ -63,7 +64,9 @@ def _http_manager(
 ) -> tuple[HttpConnectionManagerBuilder, list[str]]:
     """An HTTP connection manager with the chain's filters (those the order table has for this
     proxy), access log to the mixer and trace sampling; and the clusters all these use."""
-    context = FilterContext(proxy.service, service, policy.policies, policy.mixer)
+    context = FilterContext(
+        proxy.service, service, policy.policies, policy.mixer, policy.trust_domain
+    )
     filters, refs = http_filters.http_filters(chain, context)
     manager = HttpConnectionManagerBuilder(chain).with_filters(filters)
     sampling = policy.sampling(service)
@@ -81,10 +84,11 @@ def _inbound_listener(
 ) -> Resource:
     """IP:15006 to the app: HTTP through the service's policies and rate limits (or, for a tcp
     service, a plain TCP proxy). Responses say which version answered, for callers' logs."""
+    tls = _inbound_tls(service, policy)
     if service is not None and not service.is_http:
         to_app = tcp_proxy.tcp_proxy(names.INBOUND_LISTENER, [(app, 100)])
         built = listener.tcp_listener(
-            names.INBOUND_LISTENER, proxy.ip, proxies.INBOUND_PORT, to_app
+            names.INBOUND_LISTENER, proxy.ip, proxies.INBOUND_PORT, to_app, tls
         )
         return resource(LISTENER, names.INBOUND_LISTENER, built, refs=[app])
     version = dict(proxy.labels).get("version")
@@ -97,8 +101,18 @@ def _inbound_listener(
         proxy.ip,
         proxies.INBOUND_PORT,
         manager.with_route_config(routes).build(),
+        tls,
     )
     return resource(LISTENER, names.INBOUND_LISTENER, built, refs=[app, *refs])
+
+
+def _inbound_tls(service: ir.Service | None, policy: ProxyPolicy) -> listener.DownstreamTls | None:
+    """mTLS on the inbound port when the mesh has identity, in the service's mode (strict for a
+    sidecar whose service the mesh does not declare)."""
+    if policy.trust_domain is None:
+        return None
+    permissive = service is not None and service.mtls == "permissive"
+    return listener.DownstreamTls(mtls.downstream_mtls(policy.trust_domain), permissive)
 
 
 def _outbound_listener(

@@ -71,10 +71,12 @@ def _eds_clusters(service: ir.Service, names: list[str]) -> list[Resource]:
     """`names` as `_service_cluster_names` gives them: the whole service's cluster with the
     service's policy, then each subset's with its own. Each refers to its assignment (same name).
     """
-    tls, http2 = upstream_tls(service), service.speaks_http2
+    tls, http2, peer = upstream_tls(service), service.speaks_http2, service.spiffe_id
     policies = [service.policy, *(s.policy for s in service.subsets)]
     return [
-        resource_from_bytes(CLUSTER, name, cluster.eds_cluster_bytes(name, p, tls, http2), (name,))
+        resource_from_bytes(
+            CLUSTER, name, cluster.eds_cluster_bytes(name, p, tls, http2, peer), (name,)
+        )
         for name, p in zip(names, policies, strict=True)
     ]
 
@@ -137,9 +139,9 @@ def translate_endpoints(service: ir.Service, instances: tuple[proxies.Instance, 
     )
 
 
-def mixer_part(address: str) -> Part:
+def mixer_part(mixer: ir.Mixer) -> Part:
     """The cluster every sidecar reaches the mixer through."""
-    built = cluster.mixer_cluster(names.MIXER_CLUSTER, address)
+    built = cluster.mixer_cluster(names.MIXER_CLUSTER, mixer.address, mixer.spiffe_id)
     return Part([resource(CLUSTER, names.MIXER_CLUSTER, built)])
 
 

@@ -80,6 +80,7 @@ class ProxyPolicy:
     policies: tuple[ir.Policy, ...] = ()
     mixer: ir.Mixer | None = None
     telemetry: ir.Telemetry = field(default_factory=ir.Telemetry)
+    trust_domain: str | None = None  # None: no workload identity, plaintext inbound
 
     @property
     def access_log(self) -> bool:
@@ -102,6 +103,7 @@ class MeshResources:
     policies: Mapping[str, tuple[ir.Policy, ...]] = field(default_factory=dict)
     mixer: ir.Mixer | None = None
     telemetry: ir.Telemetry = field(default_factory=ir.Telemetry)
+    trust_domain: str | None = None
     # What scoped views (`egress:`) are assembled from, the previous change's (reused where
     # unchanged, see `outbound`) and the ones made so far.
     services: tuple[ServiceParts, ...] = ()
@@ -134,7 +136,9 @@ class MeshResources:
         found = self._policies.get(service)
         if found is None:
             policies = self.policies.get(service, ())
-            found = self._policies[service] = ProxyPolicy(policies, self.mixer, self.telemetry)
+            found = self._policies[service] = ProxyPolicy(
+                policies, self.mixer, self.telemetry, self.trust_domain
+            )
         return found
 
     def own_service(self, name: str) -> ir.Service | None:

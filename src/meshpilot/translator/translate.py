@@ -30,7 +30,7 @@ class Translator:
 
     def __init__(self) -> None:
         self._services: dict[str, ServiceEntry] = {}
-        self._mixer_part: tuple[str, Part] | None = None
+        self._mixer_part: tuple[ir.Mixer, Part] | None = None
         self._views: dict[proxies.Proxy, ProxyView] = {}
         self._last: MeshResources | None = None
         self._tcp: dict[str, ServiceEntry] = {}  # the tcp services' entries, by name
@@ -57,6 +57,7 @@ class Translator:
             policies={name: tuple(found) for name, found in policies.items()},
             mixer=mesh.mixer,
             telemetry=mesh.telemetry,
+            trust_domain=mesh.trust_domain,
             services=tuple(parts),
             shared_clusters=shared_clusters,
             previous_scoped=last._scoped if last is not None else {},
@@ -68,8 +69,8 @@ class Translator:
         """The cluster every sidecar reaches the mixer through, when the mesh has one."""
         if mesh.mixer is None:
             return []
-        if self._mixer_part is None or self._mixer_part[0] != mesh.mixer.address:
-            self._mixer_part = (mesh.mixer.address, mixer_part(mesh.mixer.address))
+        if self._mixer_part is None or self._mixer_part[0] != mesh.mixer:
+            self._mixer_part = (mesh.mixer, mixer_part(mesh.mixer))
         return [self._mixer_part[1]]
 
     def view(self, shared: MeshResources, proxy: proxies.Proxy) -> View:

@@ -41,7 +41,6 @@ from meshpilot.mesh.schema.routes import (
 )
 from meshpilot.mesh.schema.security import (
     CaFilesSpec,
-    MtlsMode,
     SecuritySpec,
     ServiceSecuritySpec,
 )
@@ -86,7 +85,6 @@ __all__ = [
     "Method",
     "MirrorSpec",
     "MixerSpec",
-    "MtlsMode",
     "OutlierDetectionSpec",
     "PolicyAction",
     "PolicySpec",

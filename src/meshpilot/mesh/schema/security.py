@@ -1,13 +1,14 @@
 """Workload identity and mTLS: the mesh-wide `security:` section and its per-service override.
 
 The CA and tokens live in `meshpilot.identity`: the control plane's certificate service uses
-`ca`, `trust_domain` and `certificate_ttl`; the translator does not look at `mtls` yet.
+`ca`, `trust_domain` and `certificate_ttl`; the translator `trust_domain` and `mtls` (Istio's
+PeerAuthentication modes: permissive lets a service migrate into the mesh).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
@@ -17,10 +18,8 @@ from meshpilot.identity.lifetimes import MAX_TTL, MIN_TTL
 from meshpilot.identity.spiffe import check_trust_domain
 from meshpilot.mesh.durations import parse_duration
 from meshpilot.mesh.fields import Duration, SpecModel
+from meshpilot.model.ir import MtlsMode
 
-# strict: a sidecar's inbound port accepts mesh certificates only; permissive: plaintext too,
-# for migrating a service into the mesh (Istio's PeerAuthentication modes).
-MtlsMode = Literal["strict", "permissive"]
 MIN_CERTIFICATE_TTL_MS = MIN_TTL // dt.timedelta(milliseconds=1)
 MAX_CERTIFICATE_TTL_MS = MAX_TTL // dt.timedelta(milliseconds=1)
 

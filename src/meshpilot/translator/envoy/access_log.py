@@ -23,7 +23,6 @@ def grpc_access_log(log_name: str, mixer_cluster: str) -> accesslog_pb2.AccessLo
             transport_api_version=_V3,
             buffer_flush_interval=duration(FLUSH_INTERVAL_MS),
         ),
-        additional_request_headers_to_log=[identity.SOURCE_HEADER],
         additional_response_headers_to_log=[identity.VERSION_HEADER],
     )
     return accesslog_pb2.AccessLog(

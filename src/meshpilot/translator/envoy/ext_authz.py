@@ -11,12 +11,14 @@ from envoy.config.core.v3 import base_pb2, config_source_pb2, extension_pb2, grp
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.common.matcher.action.v3 import skip_action_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.extensions.matching.common_inputs.ssl.v3 import ssl_inputs_pb2
 from envoy.type.matcher.v3 import http_inputs_pb2
 from google.protobuf.message import Message
 from xds.core.v3 import extension_pb2 as xds_extension_pb2
 from xds.type.matcher.v3 import matcher_pb2, regex_pb2, string_pb2
 
 from meshpilot import identity
+from meshpilot.identity.spiffe import SpiffeId
 from meshpilot.model import ir, names
 from meshpilot.model.match import path_header_regex
 from meshpilot.translator.envoy.common import duration, typed
@@ -27,6 +29,7 @@ Predicate: TypeAlias = matcher_pb2.Matcher.MatcherList.Predicate
 _V3 = config_source_pb2.ApiVersion.Value("V3")
 _ANYTHING = ".*"
 _RE2 = regex_pb2.RegexMatcher.GoogleRE2()
+_URI_SAN = ssl_inputs_pb2.UriSanInput()  # the URI SANs of the caller's certificate
 
 
 def mixer_grpc_service(cluster: str, timeout_ms: int | None = None) -> grpc_service_pb2.GrpcService:
@@ -50,12 +53,15 @@ def ext_authz(mixer: ir.Mixer, cluster: str, destination: str) -> ext_authz_pb2.
 
 
 def _header(name: str, regex: str) -> Predicate:
+    return _single(
+        http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=name), f"header {name}", regex
+    )
+
+
+def _single(data_input: Message, name: str, regex: str) -> Predicate:
     return Predicate(
         single_predicate=Predicate.SinglePredicate(
-            input=xds_extension_pb2.TypedExtensionConfig(
-                name=f"header {name}",
-                typed_config=typed(http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=name)),
-            ),
+            input=xds_extension_pb2.TypedExtensionConfig(name=name, typed_config=typed(data_input)),
             value_match=string_pb2.StringMatcher(
                 safe_regex=regex_pb2.RegexMatcher(google_re2=_RE2, regex=regex)
             ),
@@ -88,11 +94,21 @@ def _value(rule: ir.ValueMatch) -> Predicate:
     )
 
 
-def policy_predicate(policy: ir.Policy) -> Predicate | None:
+def _sources(sources: tuple[str, ...] | None, trust_domain: str | None) -> Predicate | None:
+    """Callers whose mTLS certificate names one of the services; no one without identity."""
+    if sources is None:
+        return None
+    if trust_domain is None:
+        return Predicate(not_matcher=_header(":path", _ANYTHING))
+    ids = [SpiffeId(trust_domain, source).uri for source in sources]
+    return _combined([_single(_URI_SAN, "uri san", _literal(i)) for i in ids], "or")
+
+
+def policy_predicate(policy: ir.Policy, trust_domain: str | None = None) -> Predicate | None:
     """What a custom policy matches, as a matcher predicate; None when it matches everything."""
     target = policy.target
     parts = [
-        _exact_any(identity.SOURCE_HEADER, policy.sources or ()),
+        _sources(policy.sources, trust_domain),
         _exact_any(":method", target.methods),
         _combined([_header(":path", path_header_regex(g)) for g in target.paths], "or"),
         *(_value(h) for h in target.headers),
@@ -100,10 +116,12 @@ def policy_predicate(policy: ir.Policy) -> Predicate | None:
     return _combined([p for p in parts if p is not None], "and")
 
 
-def ext_authz_for(policies: Sequence[ir.Policy], authz: ext_authz_pb2.ExtAuthz) -> Message:
+def ext_authz_for(
+    policies: Sequence[ir.Policy], authz: ext_authz_pb2.ExtAuthz, trust_domain: str | None = None
+) -> Message:
     """The filter config: ext_authz itself when a policy matches every request, else wrapped so
     that requests no custom policy matches skip it."""
-    predicates = [policy_predicate(p) for p in policies]
+    predicates = [policy_predicate(p, trust_domain) for p in policies]
     if any(p is None for p in predicates):
         return authz
     matched = _combined([p for p in predicates if p is not None], "or")
@@ -132,7 +150,7 @@ def _config(context: FilterContext) -> Message | None:
     if not custom or context.mixer is None:
         return None
     check = ext_authz(context.mixer, names.MIXER_CLUSTER, context.proxy_service)
-    return ext_authz_for(custom, check)
+    return ext_authz_for(custom, check, context.trust_domain)
 
 
 def _clusters(context: FilterContext) -> Sequence[str]:

@@ -25,12 +25,14 @@ BOTH: frozenset[Chain] = INBOUND | OUTBOUND
 @dataclass(frozen=True)
 class FilterContext:
     """What a sidecar's filters are chosen from: its service by name and as the mesh defines it
-    (None: not in the mesh), the policies it enforces and where the mixer is."""
+    (None: not in the mesh), the policies it enforces, where the mixer is, and the trust domain
+    of callers' identities (None: no caller is identified)."""
 
     proxy_service: str
     service: ir.Service | None = None
     policies: tuple[ir.Policy, ...] = ()
     mixer: ir.Mixer | None = None
+    trust_domain: str | None = None
 
     def of_action(self, action: str) -> list[ir.Policy]:
         return [p for p in self.policies if p.action == action]

@@ -16,7 +16,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from google.protobuf import any_pb2
 
 from meshpilot.model import ir
-from meshpilot.translator.envoy import ext_authz, fault, rate_limit, rbac, router, source_identity
+from meshpilot.translator.envoy import ext_authz, fault, rate_limit, rbac, router
 from meshpilot.translator.envoy.common import typed
 from meshpilot.translator.envoy.filter_plugin import Chain, FilterContext, HttpFilter
 from meshpilot.translator.envoy.route import PerRoute
@@ -24,7 +24,6 @@ from meshpilot.translator.envoy.route import PerRoute
 # Policies run in the contract's order: audits see every request; a custom policy's hook
 # decides before static deny and allow policies; rate limits count only admitted requests.
 ORDER: tuple[HttpFilter, ...] = (
-    source_identity.FILTER,
     rbac.AUDIT,
     ext_authz.FILTER,
     rbac.DENY,

@@ -1,5 +1,8 @@
 """The inbound route table: every request to the local app, and routes that HTTP filters
-configure (a rate limit of their own) matched first so that each draws from its own bucket."""
+configure (a rate limit of their own) matched first so that each draws from its own bucket.
+
+The old identity header is stripped from every request: a caller is known by its certificate
+only, and an app must not be misled by what another app wrote."""
 
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ def inbound_route_configuration(
     forward = catch_all.routes[0].route
     routes = configured_routes(service, forward, per_filter) if service is not None else []
     vhost = rc.VirtualHost(
-        name=catch_all.name, domains=catch_all.domains, routes=[*routes, *catch_all.routes]
+        name=catch_all.name,
+        domains=catch_all.domains,
+        routes=[*routes, *catch_all.routes],
+        request_headers_to_remove=[identity.SOURCE_HEADER],
     )
     if version:
         vhost.response_headers_to_add.extend(

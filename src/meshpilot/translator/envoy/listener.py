@@ -1,9 +1,16 @@
 """Listener builders: the sidecar's inbound (15006) and outbound (15001) listeners, HTTP or TCP,
-and a caller's outbound TCP listener per tcp service (on the caller's IP, the service's port)."""
+and a caller's outbound TCP listener per tcp service (on the caller's IP, the service's port).
+
+An inbound listener with workload identity terminates mTLS: strict, only that; permissive, a TLS
+inspector tells TLS from plaintext and each has its own filter chain with the same filters."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
@@ -14,27 +21,56 @@ from meshpilot.translator.envoy.common import socket_address, typed
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+
+
+@dataclass(frozen=True)
+class DownstreamTls:
+    """How an inbound listener terminates TLS, and whether plaintext is accepted too."""
+
+    socket: base_pb2.TransportSocket
+    permissive: bool = False
 
 
 def listener(
-    name: str, ip: str, port: int, filter_name: str, config: Message
+    name: str,
+    ip: str,
+    port: int,
+    filter_name: str,
+    config: Message,
+    tls: DownstreamTls | None = None,
 ) -> listener_pb2.Listener:
-    """One filter chain holding one terminal network filter."""
+    """One terminal network filter, in one filter chain (two when permissive)."""
     terminal = listener_components_pb2.Filter(name=filter_name, typed_config=typed(config))
-    return listener_pb2.Listener(
-        name=name,
-        address=socket_address(ip, port),
-        filter_chains=[listener_components_pb2.FilterChain(filters=[terminal])],
-    )
+    result = listener_pb2.Listener(name=name, address=socket_address(ip, port))
+    if tls is None:
+        result.filter_chains.add(filters=[terminal])
+        return result
+    secure = result.filter_chains.add(filters=[terminal], transport_socket=tls.socket)
+    if tls.permissive:
+        secure.filter_chain_match.transport_protocol = "tls"
+        result.filter_chains.add(filters=[terminal])
+        result.listener_filters.add(
+            name=TLS_INSPECTOR, typed_config=typed(tls_inspector_pb2.TlsInspector())
+        )
+    return result
 
 
 def http_listener(
-    name: str, ip: str, port: int, manager: hcm.HttpConnectionManager
+    name: str,
+    ip: str,
+    port: int,
+    manager: hcm.HttpConnectionManager,
+    tls: DownstreamTls | None = None,
 ) -> listener_pb2.Listener:
-    return listener(name, ip, port, HCM_FILTER, manager)
+    return listener(name, ip, port, HCM_FILTER, manager, tls)
 
 
 def tcp_listener(
-    name: str, ip: str, port: int, proxy: tcp_proxy_pb2.TcpProxy
+    name: str,
+    ip: str,
+    port: int,
+    proxy: tcp_proxy_pb2.TcpProxy,
+    tls: DownstreamTls | None = None,
 ) -> listener_pb2.Listener:
-    return listener(name, ip, port, TCP_PROXY_FILTER, proxy)
+    return listener(name, ip, port, TCP_PROXY_FILTER, proxy, tls)

@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from envoy.config.rbac.v3 import rbac_pb2
-from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 
-from meshpilot import identity
+from meshpilot.identity.spiffe import SpiffeId
 from meshpilot.model import ir, names
 from meshpilot.model.match import path_glob_regex
 from meshpilot.translator.envoy.filter_plugin import INBOUND, FilterContext, HttpFilter
@@ -25,14 +24,17 @@ _ALLOW = rbac_pb2.RBAC.Action.Value("ALLOW")
 _DENY = rbac_pb2.RBAC.Action.Value("DENY")
 
 
-def principal(sources: tuple[str, ...] | None) -> rbac_pb2.Principal:
-    """The callers: any (also unidentified ones), or the named source services."""
+def principal(sources: tuple[str, ...] | None, trust_domain: str | None) -> rbac_pb2.Principal:
+    """The callers: any (also unidentified ones), or the named source services by the SPIFFE ID
+    in their mTLS certificate; without workload identity (None), no caller is a named one."""
     if sources is None:
         return rbac_pb2.Principal(any=True)
+    if trust_domain is None:
+        return rbac_pb2.Principal(not_id=rbac_pb2.Principal(any=True))
     ids = [
         rbac_pb2.Principal(
-            header=rc.HeaderMatcher(
-                name=identity.SOURCE_HEADER, string_match=string_pb2.StringMatcher(exact=source)
+            authenticated=rbac_pb2.Principal.Authenticated(
+                principal_name=string_pb2.StringMatcher(exact=SpiffeId(trust_domain, source).uri)
             )
         )
         for source in sources
@@ -67,38 +69,45 @@ def permission(target: ir.PolicyTarget) -> rbac_pb2.Permission:
     return rbac_pb2.Permission(and_rules=rbac_pb2.Permission.Set(rules=rules))
 
 
-def rbac_policies(policies: Sequence[ir.Policy]) -> dict[str, rbac_pb2.Policy]:
+def rbac_policies(
+    policies: Sequence[ir.Policy], trust_domain: str | None
+) -> dict[str, rbac_pb2.Policy]:
     return {
         p.name: rbac_pb2.Policy(
-            permissions=[permission(p.target)], principals=[principal(p.sources)]
+            permissions=[permission(p.target)], principals=[principal(p.sources, trust_domain)]
         )
         for p in policies
     }
 
 
-def enforcing_rbac(action: str, policies: Sequence[ir.Policy]) -> rbac_filter_pb2.RBAC:
+def enforcing_rbac(
+    action: str, policies: Sequence[ir.Policy], trust_domain: str | None = None
+) -> rbac_filter_pb2.RBAC:
     """An RBAC filter that denies (action "deny") or only allows (action "allow") what matches."""
     rules = rbac_pb2.RBAC(
-        action=_DENY if action == "deny" else _ALLOW, policies=rbac_policies(policies)
+        action=_DENY if action == "deny" else _ALLOW,
+        policies=rbac_policies(policies, trust_domain),
     )
     return rbac_filter_pb2.RBAC(rules=rules)
 
 
-def audit_rbac(policies: Sequence[ir.Policy]) -> rbac_filter_pb2.RBAC:
+def audit_rbac(
+    policies: Sequence[ir.Policy], trust_domain: str | None = None
+) -> rbac_filter_pb2.RBAC:
     """Shadow rules only: every request passes; a match is counted and named in the access log."""
-    shadow = rbac_pb2.RBAC(action=_ALLOW, policies=rbac_policies(policies))
+    shadow = rbac_pb2.RBAC(action=_ALLOW, policies=rbac_policies(policies, trust_domain))
     return rbac_filter_pb2.RBAC(shadow_rules=shadow, shadow_rules_stat_prefix=names.AUDIT_PREFIX)
 
 
 def _audit(context: FilterContext) -> rbac_filter_pb2.RBAC | None:
     audit = context.of_action("audit")
-    return audit_rbac(audit) if audit else None
+    return audit_rbac(audit, context.trust_domain) if audit else None
 
 
 def _enforcing(action: str) -> Callable[[FilterContext], rbac_filter_pb2.RBAC | None]:
     def config(context: FilterContext) -> rbac_filter_pb2.RBAC | None:
         chosen = context.of_action(action)
-        return enforcing_rbac(action, chosen) if chosen else None
+        return enforcing_rbac(action, chosen, context.trust_domain) if chosen else None
 
     return config
 
