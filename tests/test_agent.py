@@ -16,6 +16,7 @@ from meshpilot.identity.agent import (
 )
 from meshpilot.identity.ca import CertificateAuthority
 from meshpilot.identity.spiffe import SpiffeId
+from tests.support.certs import workload_credentials
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 REVIEWS = SpiffeId("demo", "reviews")
@@ -27,9 +28,7 @@ def ca(tmp_path: Path) -> CertificateAuthority:
 
 
 def credentials(ca: CertificateAuthority, ttl: dt.timedelta = dt.timedelta(hours=1)) -> Credentials:
-    key = WorkloadKey()
-    chain = ca.sign_csr(key.csr(), "reviews", ttl, now=NOW).chain_pem
-    return key.accept(chain, ca.fingerprint, REVIEWS, NOW)
+    return workload_credentials(ca, "reviews", ttl, NOW)
 
 
 def test_signed_chain_is_accepted(ca: CertificateAuthority) -> None:

@@ -1,5 +1,6 @@
 """The mixer as processes: workers share the gRPC port, the parent aggregates what they receive,
-and a worker that dies is restarted."""
+and a worker that dies is restarted. Plaintext (`--insecure`): the mTLS of workers is checked
+end to end with real sidecars."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from meshpilot.mixer import Mixer
 from tests.conftest import free_port
 from tests.support.wait import wait_for_async
-from tests.test_mixer_services import check_request, http_entry, identifier, stream_logs
+from tests.test_mixer_services import check_request, http_entry, identifier, send_logs
 
 MESH = "mesh: m\nservices:\n  ratings: {port: 9080}\n"
 
@@ -53,7 +54,7 @@ async def test_entries_from_any_worker_are_counted_once_by_the_parent(mixer: Mix
             identifier=identifier("frontend", "v1", "outbound")
         )
         message.http_logs.log_entry.extend([http_entry(200, "outbound|9080||ratings")] * 5)
-        await stream_logs(mixer.listen, [message])
+        await send_logs(grpc.aio.insecure_channel(mixer.listen), [message])
 
     async def all_counted() -> bool:
         labels = {

@@ -287,11 +287,37 @@ def status(admin: str) -> None:
     type=click.IntRange(1, 64),
     help="Worker processes sharing the gRPC port.",
 )
-def mixer(mesh: Path, listen: str, metrics: str, workers: int) -> None:
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The mixer's join token (`meshpilot token --service meshpilot-mixer`): its certificate "
+    "for mTLS with the sidecars.",
+)
+@_address("--xds", "127.0.0.1:18000")
+@click.option("--insecure", is_flag=True, help="Plaintext gRPC, no caller identity (development).")
+def mixer(
+    mesh: Path,
+    listen: str,
+    metrics: str,
+    workers: int,
+    token_file: Path | None,
+    xds: str,
+    insecure: bool,
+) -> None:
     """Run the policy & telemetry service (ext_authz, access logs, Prometheus metrics)."""
-    from meshpilot.mixer import run_mixer
+    from meshpilot.identity.client import read_token_file
+    from meshpilot.mixer import MixerIdentity, run_mixer
+    from meshpilot.model.names import MIXER_SERVICE
 
-    run_mixer(mesh, listen, metrics, workers)
+    if token_file is not None and insecure:
+        raise click.UsageError("--token-file and --insecure contradict each other")
+    if token_file is None and not insecure:
+        raise click.UsageError("give --token-file (mTLS with the sidecars), or --insecure")
+    identity = None
+    if token_file is not None:
+        identity = MixerIdentity(read_token_file(token_file, MIXER_SERVICE), xds)
+    run_mixer(mesh, listen, metrics, workers, identity)
 
 
 @main.command()

@@ -5,6 +5,10 @@ streams: one Python event loop answers about 4-5k checks/s, so checks scale with
 log entries go from the workers to this parent process over a queue; the parent keeps the
 metrics and the log store, so they count every request exactly once whichever worker got it, and
 serves them over HTTP. A worker that dies is restarted.
+
+The mixer is a workload of the mesh: with a join token (for MIXER_SERVICE) each worker gets a
+certificate of its own from the control plane and serves mTLS that only mesh certificates pass,
+renewing it as a sidecar's agent does; with `--insecure`, plaintext and no caller identity.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import queue
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -31,6 +36,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from meshpilot.admin.http import Handler, HttpServer, Reply
 from meshpilot.background import background
 from meshpilot.errors import MeshpilotError
+from meshpilot.identity.client import CertificateClient, IdentityAgent
+from meshpilot.identity.workload_tls import WorkloadServerCredentials
 from meshpilot.mesh.diagnostics import MeshInvalid
 from meshpilot.mesh.watch import MeshWatcher
 from meshpilot.policy.authz import AuthorizationService
@@ -50,6 +57,14 @@ START_TOGETHER_TIMEOUT_S = 10.0
 Batch = list[LogEntry] | int  # entries, or a count of entries a worker had to drop
 
 
+@dataclass(frozen=True)
+class MixerIdentity:
+    """The mixer's join token and the control plane that signs its certificates."""
+
+    token: str
+    xds: str
+
+
 # --- worker process ---------------------------------------------------------------------------
 
 
@@ -57,9 +72,15 @@ class MixerWorker:
     """One worker: the gRPC services on the shared port, and the mesh file's custom policies."""
 
     def __init__(
-        self, mesh_path: Path, listen: str, batches: Queue[Batch], start_together: Barrier | None
+        self,
+        mesh_path: Path,
+        listen: str,
+        batches: Queue[Batch],
+        start_together: Barrier | None,
+        identity: MixerIdentity | None = None,
     ) -> None:
         self.mesh_path = mesh_path
+        self.identity = identity
         self.start_together = start_together
         self.listen = listen
         self.batches = batches
@@ -71,7 +92,7 @@ class MixerWorker:
     def reload(self) -> None:
         """Apply the mesh file's policies; a bad file keeps the last good ones."""
         try:
-            self.policies.update(load_ir(self.mesh_path))
+            self.policies.update(load_ir(self.mesh_path, secure=self.identity is not None))
         except MeshInvalid as invalid:
             for problem in invalid.problems:
                 log.error("%s", problem.format())
@@ -103,16 +124,34 @@ class MixerWorker:
             AuthorizationService(self.policies), self.server
         )
         als_pb2_grpc.add_AccessLogServiceServicer_to_server(
-            AccessLogService(self.sink), self.server
+            AccessLogService(self.sink, mtls=self.identity is not None), self.server
         )
+        agent = await self._agent()
+        renewing = background(agent.run(), "certificate renewal") if agent else None
         await asyncio.to_thread(self._wait_for_the_others)
-        if self.server.add_insecure_port(self.listen) == 0:
+        if agent is None or agent.credentials is None:
+            port = self.server.add_insecure_port(self.listen)
+        else:
+            tls = WorkloadServerCredentials(agent.credentials)
+            agent.observers.append(tls.renewed)
+            port = self.server.add_secure_port(self.listen, tls.credentials())
+        if port == 0:
             raise MeshpilotError(f"cannot listen on {self.listen}")
         await self.server.start()
         await self.watcher.start()
         await stop.wait()
         await self.watcher.stop()
         await self.server.stop(grace=1.0)
+        if renewing is not None:
+            renewing.cancel()
+
+    async def _agent(self) -> IdentityAgent | None:
+        """With a token: an agent holding this worker's first certificate."""
+        if self.identity is None:
+            return None
+        agent = IdentityAgent(CertificateClient(self.identity.xds, self.identity.token))
+        await agent.first_credentials()
+        return agent
 
 
 def _worker_main(
@@ -121,6 +160,7 @@ def _worker_main(
     batches: Queue[Batch],
     start_together: Barrier | None,
     index: int,
+    identity: MixerIdentity | None,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s mixer[{index}] %(name)s: %(message)s"
@@ -131,7 +171,7 @@ def _worker_main(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await MixerWorker(mesh_path, listen, batches, start_together).run(stop)
+        await MixerWorker(mesh_path, listen, batches, start_together, identity).run(stop)
 
     asyncio.run(main())
 
@@ -142,8 +182,16 @@ def _worker_main(
 class Mixer:
     """The parent: starts and supervises the workers, aggregates telemetry, serves HTTP."""
 
-    def __init__(self, mesh_path: Path, listen: str, metrics: str, workers: int) -> None:
+    def __init__(
+        self,
+        mesh_path: Path,
+        listen: str,
+        metrics: str,
+        workers: int,
+        identity: MixerIdentity | None = None,
+    ) -> None:
         self.mesh_path = mesh_path
+        self.identity = identity
         self.listen = listen
         self.workers = max(1, workers)
         self.metrics = MeshMetrics()
@@ -206,6 +254,7 @@ class Mixer:
                 self._batches,
                 start_together,
                 index,
+                self.identity,
             ),
             name=f"mixer-worker-{index}",
             daemon=True,
@@ -263,7 +312,9 @@ class Mixer:
                 process.kill()
 
 
-def run_mixer(mesh_path: Path, listen: str, metrics: str, workers: int) -> None:
+def run_mixer(
+    mesh_path: Path, listen: str, metrics: str, workers: int, identity: MixerIdentity | None
+) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -273,6 +324,6 @@ def run_mixer(mesh_path: Path, listen: str, metrics: str, workers: int) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Mixer(mesh_path, listen, metrics, workers).run(stop)
+        await Mixer(mesh_path, listen, metrics, workers, identity).run(stop)
 
     asyncio.run(main())

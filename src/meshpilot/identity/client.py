@@ -30,7 +30,7 @@ from meshpilot.identity.errors import IdentityError
 from meshpilot.identity.service import FULL_METHOD, decode_response, encode_request
 from meshpilot.identity.spiffe import parse_spiffe_id
 from meshpilot.identity.state import read_file
-from meshpilot.identity.tls import Clock, pinned_anchor, utc_now
+from meshpilot.identity.tls import Clock, ControlPlaneUnreachable, pinned_anchor, utc_now
 from meshpilot.identity.tokens import Grant, read_token
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 # After a failed attempt, try again this soon (doubling up to RETRY_MAX_S).
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 60.0
+# Before the first certificate, while the control plane is not there: as quickly as Envoy.
+FIRST_RETRY_S = 0.2
+FIRST_RETRY_MAX_S = 5.0
 CALL_TIMEOUT_S = 10.0
 
 
@@ -147,6 +150,20 @@ class IdentityAgent:
             self.renew_at,
         )
         return credentials
+
+    async def first_credentials(self) -> Credentials:
+        """The first certificate, retried while the control plane is unreachable or has no CA
+        yet (started together with its workloads, say); any other refusal is final."""
+        delay = FIRST_RETRY_S
+        while True:
+            try:
+                return await self.renew()
+            except (ControlPlaneUnreachable, SigningRefused) as err:
+                if isinstance(err, SigningRefused) and err.code != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                log.warning("no certificate yet, retrying in %.1f s: %s", delay, err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, FIRST_RETRY_MAX_S)
 
     def wake(self) -> None:
         self._wakeup.set()

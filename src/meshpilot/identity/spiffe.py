@@ -73,3 +73,15 @@ def parse_spiffe_id(uri: str) -> SpiffeId:
     if kind != "service" or not service:
         raise InvalidSpiffeId(f"'{uri}' is not a workload ID of the form {SCHEME}TD/service/NAME")
     return SpiffeId(trust_domain, service)
+
+
+def service_of(uri: str, trust_domain: str | None = None) -> str | None:
+    """The service a peer's SPIFFE ID names (of `trust_domain`, if given); None for anything
+    else: no certificate, another kind of ID, another trust domain."""
+    try:
+        spiffe_id = parse_spiffe_id(uri)
+    except InvalidSpiffeId:
+        return None
+    if trust_domain is not None and spiffe_id.trust_domain != trust_domain:
+        return None
+    return spiffe_id.service

@@ -11,17 +11,23 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from meshpilot import identity
+from meshpilot.identity.spiffe import service_of
 from meshpilot.policy.decision import Decision, Request
 from meshpilot.policy.engine import CustomPolicies
 
 _OVERWRITE = base_pb2.HeaderValueOption.HeaderAppendAction.Value("OVERWRITE_IF_EXISTS_OR_ADD")
 
 
-def request_of(check: external_auth_pb2.CheckRequest, destination: str) -> Request:
+def request_of(
+    check: external_auth_pb2.CheckRequest, destination: str, trust_domain: str | None = None
+) -> Request:
+    """The hook's view of a check: the source is the service the caller's mTLS certificate
+    names (Envoy passes it as the source principal), never what a header says."""
     http = check.attributes.request.http
     headers = dict(http.headers)
     path, _, query = http.path.partition("?")
-    return Request(identity.source_of(headers), destination, http.method, path, headers, query)
+    source = service_of(check.attributes.source.principal, trust_domain) if trust_domain else None
+    return Request(source, destination, http.method, path, headers, query)
 
 
 def _header_options(headers: dict[str, str] | Any) -> list[base_pb2.HeaderValueOption]:
@@ -60,5 +66,6 @@ class AuthorizationService:
     ) -> external_auth_pb2.CheckResponse:
         metadata = dict(context.invocation_metadata() or ())
         destination = str(metadata.get(identity.DESTINATION_METADATA, ""))
-        decision = await self.policies.decide(request_of(request, destination))
+        checked = request_of(request, destination, self.policies.trust_domain)
+        decision = await self.policies.decide(checked)
         return check_response(decision)

@@ -20,6 +20,7 @@ class CustomPolicies:
         self.loader = loader or HookLoader()
         self._by_service: dict[str, list[ir.Policy]] = {}
         self.hook_timeout = DEFAULT_HOOK_TIMEOUT_S
+        self.trust_domain: str | None = None  # callers' identities; None: no caller is known
 
     def update(self, mesh: ir.MeshIR) -> None:
         by_service: dict[str, list[ir.Policy]] = defaultdict(list)
@@ -27,6 +28,7 @@ class CustomPolicies:
             if policy.action == "custom":
                 by_service[policy.service].append(policy)
         self._by_service = dict(by_service)
+        self.trust_domain = mesh.trust_domain
         if mesh.mixer is not None:
             self.hook_timeout = mesh.mixer.timeout_ms / 2000  # leave the sidecar time to hear back
 

@@ -15,21 +15,15 @@ import os
 import tempfile
 from pathlib import Path
 
-import grpc
-
 from meshpilot.background import background
 from meshpilot.bootstrap import ControlChannel, SidecarIdentity, render_bootstrap
 from meshpilot.errors import EnvoyNotFound
 from meshpilot.identity.agent import Credentials
-from meshpilot.identity.client import CertificateClient, IdentityAgent, SigningRefused
+from meshpilot.identity.client import CertificateClient, IdentityAgent
 from meshpilot.identity.sds import SOCKET_NAME, SdsServer
-from meshpilot.identity.tls import ControlPlaneUnreachable
 from meshpilot.runner.envoy import FORWARDED_SIGNALS, envoy_command, parent_death_signal
 
 log = logging.getLogger(__name__)
-
-FIRST_RETRY_S = 0.2
-MAX_RETRY_S = 5.0
 
 
 def run_secure_sidecar(identity: SidecarIdentity, token: str) -> int:
@@ -42,25 +36,11 @@ async def _sidecar(identity: SidecarIdentity, token: str) -> int:
     client = CertificateClient(f"{identity.xds_host}:{identity.xds_port}", token)
     agent = IdentityAgent(client)
     try:
-        credentials = await first_credentials(agent)
+        credentials = await agent.first_credentials()
         with tempfile.TemporaryDirectory(prefix=f"meshpilot-{identity.service}-") as run_dir:
             return await _serve_envoy(identity, token, agent, credentials, Path(run_dir))
     finally:
         await client.close()
-
-
-async def first_credentials(agent: IdentityAgent) -> Credentials:
-    """The first certificate, retried while the control plane is not there (yet)."""
-    delay = FIRST_RETRY_S
-    while True:
-        try:
-            return await agent.renew()
-        except (ControlPlaneUnreachable, SigningRefused) as err:
-            if isinstance(err, SigningRefused) and err.code != grpc.StatusCode.UNAVAILABLE:
-                raise
-            log.warning("no certificate yet, retrying in %.1f s: %s", delay, err)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_RETRY_S)
 
 
 async def _serve_envoy(

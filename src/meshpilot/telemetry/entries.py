@@ -1,7 +1,8 @@
 """Envoy access-log entries (gRPC ALS) as uniform records: who called whom, how it went.
 
 Each request through the mesh is logged twice: by the caller's outbound listener
-(reporter "source") and by the callee's inbound listener (reporter "destination").
+(reporter "source") and by the callee's inbound listener (reporter "destination"). The callee
+knows its caller by the mTLS certificate it presented (no certificate: "unknown").
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from envoy.data.accesslog.v3 import accesslog_pb2
 from google.protobuf import json_format
 
 from meshpilot import identity
+from meshpilot.identity.spiffe import service_of
 from meshpilot.model import names
 
 UNKNOWN = "unknown"
@@ -65,13 +67,12 @@ def service_of_cluster(cluster: str) -> str:
 
 def log_entry(reporter: Reporter, entry: accesslog_pb2.HTTPAccessLogEntry) -> LogEntry:
     common, request, response = entry.common_properties, entry.request, entry.response
-    headers = request.request_headers
     if reporter.kind == "source":
         source = reporter.service
         destination = service_of_cluster(common.upstream_cluster)
         version = response.response_headers.get(identity.VERSION_HEADER) or UNKNOWN
     else:
-        source = headers.get(identity.SOURCE_HEADER) or UNKNOWN
+        source = peer_service(common) or UNKNOWN
         destination, version = reporter.service, reporter.version
     duration = common.time_to_last_downstream_tx_byte
     return LogEntry(
@@ -88,6 +89,15 @@ def log_entry(reporter: Reporter, entry: accesslog_pb2.HTTPAccessLogEntry) -> Lo
         request_id=request.request_id,
         audit_policy=audit_policy(common),
     )
+
+
+def peer_service(common: accesslog_pb2.AccessLogCommon) -> str | None:
+    """The caller's service, from the certificate it presented to the inbound port (mTLS)."""
+    for san in common.tls_properties.peer_certificate_properties.subject_alt_name:
+        found = service_of(san.uri)
+        if found is not None:
+            return found
+    return None
 
 
 def audit_policy(common: accesslog_pb2.AccessLogCommon) -> str:
