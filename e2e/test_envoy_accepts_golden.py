@@ -56,7 +56,7 @@ def bootstrap(rendered: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 *(offline_cluster(c) for c in rendered["cds"]),
                 sds_cluster("/run/meshpilot/sds.sock"),
             ],
-        }
+        },
     }
 
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support (not shipped)
 
 from harness.mesh import MESHPILOT, ControlPlane, MeshEnv
@@ -61,7 +63,9 @@ async def test_status_shows_a_proxy_that_nacked_with_its_error(mesh_env: MeshEnv
     ip = mesh_env.ips.ip()
     fake = proxies.Proxy(f"productpage~{ip}", "productpage", ip, 8080, (("version", "v1"),))
 
-    async with AdsClient(control_plane.xds, sidecar_node(fake)) as client:
+    token = mesh_env.token("productpage", {"version": "v1"}, any_address=True)
+    credentials = grpc.ssl_channel_credentials(mesh_env.trust_anchor())
+    async with AdsClient(control_plane.xds, sidecar_node(fake), credentials, token) as client:
         client.send(CLUSTER)
         cds = await client.receive()
         assert cds.type_url == CLUSTER and cds.version_info

@@ -20,6 +20,7 @@ services:
   reviews:
     port: 9080
     subsets: {v1: {version: v1}}
+    security: {mtls: permissive}  # also takes the plaintext request sent straight to it
 policies:
   - name: no-admin
     service: reviews
@@ -54,8 +55,7 @@ def requests_total(metrics: str) -> dict[tuple[str, str, str, str, str], float]:
 
 def test_metrics_count_every_request_once_per_reporter_with_its_code(mesh_env: MeshEnv) -> None:
     mesh = mesh_env.write_mesh(MESH)
-    mixer = mesh_env.start_mixer(mesh, workers=2)
-    mesh_env.start_control_plane(mesh, mixer=mixer.grpc)
+    _, mixer = mesh_env.start_with_mixer(mesh, workers=2)
     frontend = mesh_env.start_instance("frontend", "v1")
     reviews = mesh_env.start_instance("reviews", "v1")
     frontend.admin.wait_hosts("outbound|9080||reviews", [reviews.inbound])
@@ -76,7 +76,7 @@ def test_metrics_count_every_request_once_per_reporter_with_its_code(mesh_env: M
         ("destination", "frontend", "reviews", "v1", "200"): OK,
         ("source", "frontend", "reviews", "v1", "403"): DENIED,  # the callee's Envoy answered
         ("destination", "frontend", "reviews", "v1", "403"): DENIED,
-        ("destination", "unknown", "reviews", "v1", "200"): 1,  # no sidecar vouched for it
+        ("destination", "unknown", "reviews", "v1", "200"): 1,  # no certificate vouched for it
     }
     wait_for(
         lambda: requests_total(mixer.metrics()) == expected,
@@ -99,8 +99,7 @@ def run(*argv: str) -> str:
 
 def test_logs_and_top_show_recent_requests(mesh_env: MeshEnv) -> None:
     mesh = mesh_env.write_mesh(MESH)
-    mixer = mesh_env.start_mixer(mesh)
-    mesh_env.start_control_plane(mesh, mixer=mixer.grpc)
+    _, mixer = mesh_env.start_with_mixer(mesh)
     frontend = mesh_env.start_instance("frontend", "v1")
     reviews = mesh_env.start_instance("reviews", "v1")
     frontend.admin.wait_hosts("outbound|9080||reviews", [reviews.inbound])

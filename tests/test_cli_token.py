@@ -158,9 +158,3 @@ def test_bootstrap_with_a_token_needs_the_control_plane_and_a_token(
     )
     assert result.exit_code == 1
     assert "not a meshpilot join token" in result.stderr
-
-
-def test_serve_refuses_tls_and_insecure_together(mesh: Path) -> None:
-    result = CliRunner().invoke(main, ["serve", str(mesh), "--tls", "--insecure"])
-    assert result.exit_code == 2
-    assert "contradict" in result.output

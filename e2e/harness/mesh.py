@@ -1,4 +1,8 @@
-"""A test's own little world: loopback IPs, a control plane, app instances with real sidecars."""
+"""A test's own little world: loopback IPs, a control plane, app instances with real sidecars.
+
+Secure by default, as `meshpilot serve` is: the control plane keeps its CA in the test's state
+directory, and every sidecar (and the mixer) joins with a join token minted for it here. A test
+of the attacks passes its own token, none, or starts the control plane `insecure=True`."""
 
 from __future__ import annotations
 
@@ -14,6 +18,10 @@ from harness.client import MeshClient
 from harness.envoy_admin import EnvoyAdmin
 from harness.processes import Proc, Processes
 from harness.wait import http_get, http_json, wait_envoy_live, wait_for, wait_http_ok
+from meshpilot.identity.authority import open_token_authority
+from meshpilot.identity.ca import ROOT_CERT
+from meshpilot.identity.state import private_dir, write_file
+from meshpilot.model.names import MIXER_SERVICE
 from meshpilot.runner.addresses import LoopbackAllocator
 
 MESHPILOT = str(Path(sys.executable).parent / "meshpilot")
@@ -22,6 +30,7 @@ XDS_PORT, ADMIN_PORT = 18000, 18001  # the contract's defaults, on the control p
 ENVOY_ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT = 15000, 15001, 15006
 SIDECAR_PORTS = (ENVOY_ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT)  # on the instance's IP
 START_TIMEOUT = 20.0
+MINT = "mint"  # start_sidecar's default token: one minted for the instance's service and labels
 
 
 @dataclass
@@ -33,6 +42,7 @@ class ControlPlane:
     xds_port: int
     admin_port: int
     mesh_path: Path
+    secure: bool = True
 
     @property
     def xds(self) -> str:
@@ -147,8 +157,22 @@ class MeshEnv:
 
     def __init__(self, tmp: Path, ips: LoopbackAllocator, processes: Processes) -> None:
         self.tmp, self.ips, self.processes = tmp, ips, processes
+        self.state_dir = tmp / "state"
         self.control_plane: ControlPlane | None = None
         self.instances: list[Instance] = []
+
+    def token(self, service: str, labels: dict[str, str] | None = None, **options: Any) -> str:
+        """A join token of the running control plane's mesh (options: `ttl`, `any_address`)."""
+        return open_token_authority(self.state_dir).issue(service, labels, **options)
+
+    def trust_anchor(self) -> bytes:
+        """The mesh CA's root (PEM), to verify the control plane as a sidecar does."""
+        return (self.state_dir / ROOT_CERT).read_bytes()
+
+    def token_file(self, token: str, name: str) -> Path:
+        path = private_dir(self.tmp / "tokens") / name
+        write_file(path, token.encode(), secret=True)
+        return path
 
     def write_mesh(self, text: str, name: str = "mesh.yaml") -> Path:
         """Write a mesh file (dedented) into the test's directory; rewriting it is a live edit."""
@@ -165,6 +189,7 @@ class MeshEnv:
         admin_port: int = ADMIN_PORT,
         wait: bool = True,
         mixer: str | None = None,
+        insecure: bool = False,
     ) -> ControlPlane:
         """`meshpilot serve` on its own IP; waits for `/healthz` unless `wait=False`.
         Pass the old `ip` to restart a stopped control plane on the same addresses."""
@@ -172,20 +197,34 @@ class MeshEnv:
         argv = [MESHPILOT, "serve", str(mesh_path)]
         argv += ["--xds", f"{ip}:{xds_port}", "--admin", f"{ip}:{admin_port}"]
         argv += ["--mixer", mixer] if mixer else []
+        argv += ["--insecure"] if insecure else ["--state-dir", str(self.state_dir)]
         proc = self.processes.start("controlplane", argv, cwd=mesh_path.parent)
-        cp = ControlPlane(proc, ip, xds_port, admin_port, mesh_path)
+        cp = ControlPlane(proc, ip, xds_port, admin_port, mesh_path, not insecure)
         if wait:
             wait_http_ok(f"{cp.admin_url}/healthz", START_TIMEOUT, procs=[proc])
         self.control_plane = cp
         return cp
 
+    def start_with_mixer(self, mesh_path: Path, workers: int = 1) -> tuple[ControlPlane, Mixer]:
+        """The control plane, told where the mixer is, then the mixer (it gets its certificate
+        from the control plane)."""
+        mixer_ip = self.ips.ip()
+        control_plane = self.start_control_plane(mesh_path, mixer=Mixer(mixer_ip).grpc)
+        return control_plane, self.start_mixer(mesh_path, mixer_ip, workers)
+
     def start_mixer(self, mesh_path: Path, ip: str | None = None, workers: int = 1) -> Mixer:
-        """`meshpilot mixer` on its own IP (gRPC :18081, metrics :18082); waits for /healthz.
+        """`meshpilot mixer` on its own IP (gRPC :18081, metrics :18082), with a token of the
+        running control plane (else plaintext); waits for /healthz and the gRPC port.
         Pass the old `ip` to restart a stopped mixer on the same addresses."""
         ip = ip or self.ips.ip()
         mixer = Mixer(ip)
         argv = [MESHPILOT, "mixer", str(mesh_path), "--listen", mixer.grpc]
         argv += ["--metrics", mixer.http, "--workers", str(workers)]
+        if self.control_plane is not None and self.control_plane.secure:
+            token = self.token_file(self.token(MIXER_SERVICE), f"mixer-{ip}")
+            argv += ["--token-file", str(token), "--xds", self.control_plane.xds]
+        else:
+            argv += ["--insecure"]
         mixer.proc = self.processes.start("mixer", argv, cwd=mesh_path.parent)
         wait_http_ok(f"http://{mixer.http}/healthz", START_TIMEOUT, procs=[mixer.proc])
         wait_for(lambda: accepts_connections(ip, MIXER_GRPC_PORT), START_TIMEOUT, ignore=(OSError,))
@@ -208,14 +247,30 @@ class MeshEnv:
         *,
         labels: Iterable[str] = (),
         xds: str | None = None,
+        token: str | None = MINT,
     ) -> Proc:
-        """`meshpilot sidecar` (a real Envoy) for an instance; does not wait."""
+        """`meshpilot sidecar` (a real Envoy) for an instance; does not wait. `token`: by
+        default one minted for the instance when it joins this test's secure control plane;
+        None for none."""
         argv = [MESHPILOT, "sidecar", "--service", service, "--ip", ip]
         argv += ["--app-port", str(app_port), "--xds", xds or self._xds()]
         argv += ["--version", version] if version else []
         for label in labels:
             argv += ["--label", label]
+        if token == MINT:
+            token = self._minted(service, version, labels) if xds is None else None
+        if token is not None:
+            argv += ["--token-file", str(self.token_file(token, f"{service}-{ip}"))]
         return self.processes.start(f"sidecar-{service}-{ip}", argv)
+
+    def _minted(self, service: str, version: str | None, labels: Iterable[str]) -> str | None:
+        """A token for exactly what the sidecar claims, if the control plane is secure."""
+        if self.control_plane is None or not self.control_plane.secure:
+            return None
+        claimed = dict(label.split("=", 1) for label in labels)
+        if version:
+            claimed["version"] = version
+        return self.token(service, claimed)
 
     def start_instance(
         self,
@@ -227,12 +282,15 @@ class MeshEnv:
         xds: str | None = None,
         ip: str | None = None,
         wait: bool = True,
+        token: str | None = MINT,
     ) -> Instance:
         """App + sidecar on a fresh IP; waits until the app answers and Envoy is LIVE
         (i.e. it got its configuration from the control plane)."""
         ip = ip or self.ips.ip()
         app = self.start_app(service, version, ip, app_port)
-        sidecar = self.start_sidecar(service, version, ip, app_port, labels=labels, xds=xds)
+        sidecar = self.start_sidecar(
+            service, version, ip, app_port, labels=labels, xds=xds, token=token
+        )
         instance = Instance(service, version, ip, app_port, app, sidecar)
         if wait:
             wait_envoy_live(instance.admin.url, START_TIMEOUT, procs=[sidecar])

@@ -127,15 +127,9 @@ def render(mesh: Path, service: str, version_: str | None, type_: str, insecure:
 )
 @_state_dir_option
 @click.option(
-    "--tls",
-    is_flag=True,
-    help="Serve the xDS port (ADS and certificates) over TLS with a certificate from the mesh "
-    "CA. Plaintext until sidecar bootstraps speak TLS; then TLS becomes the default.",
-)
-@click.option(
     "--insecure",
     is_flag=True,
-    help="Plaintext xDS port (today's default; say it to keep it when TLS becomes the default).",
+    help="Plaintext xDS, no join tokens, no workload certificates, no mTLS (development only).",
 )
 def serve(
     mesh: Path,
@@ -143,18 +137,15 @@ def serve(
     admin: str,
     mixer_address: str | None,
     state_dir: Path | None,
-    tls: bool,
     insecure: bool,
 ) -> None:
     """Run the control plane: ADS gRPC server, certificate service and admin HTTP API, watching
-    MESH."""
+    MESH. Secure by default: TLS on the xDS port, sidecars join with tokens, mTLS between them."""
     from meshpilot.controlplane import ControlPlane, run_control_plane
     from meshpilot.identity.state import default_state_dir
 
-    if tls and insecure:
-        raise click.UsageError("--tls and --insecure contradict each other")
     state_dir = state_dir or default_state_dir()
-    run_control_plane(ControlPlane(mesh, xds, admin, mixer_address, state_dir, tls))
+    run_control_plane(ControlPlane(mesh, xds, admin, mixer_address, state_dir, not insecure))
 
 
 @main.command()

@@ -4,6 +4,9 @@ The control plane, the mixer (when the mesh needs one) and every `run:` replica 
 real Envoy sidecar, each replica on its own loopback IP so that all sidecars use the same ports
 as under docker-compose. Processes log into a run directory; a replica that crashes is restarted
 with back-off; SIGINT or SIGTERM stops everything that was started.
+
+Secure as `serve` is: the control plane keeps its CA and token key in the run directory's
+`state/`, and `up` issues a join token (0600, in `tokens/`) for each replica and the mixer.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from types import FrameType
 
 from meshpilot.admin.status import format_table
 from meshpilot.errors import MeshpilotError
+from meshpilot.identity.authority import open_token_authority
+from meshpilot.identity.state import private_dir, write_file
 from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import MeshSpec
+from meshpilot.model.names import MIXER_SERVICE
 from meshpilot.model.proxies import ADMIN_PORT, OUTBOUND_PORT
 from meshpilot.runner.addresses import UP_RANGE, LoopbackAllocator
 from meshpilot.runner.processes import Supervised, Supervisor
@@ -89,21 +95,32 @@ class LocalMesh:
         self.mesh_path = mesh_path.resolve()
         self.addresses = addresses
         self.run_dir = run_dir
+        self.state_dir = run_dir / "state"
         self.supervisor = Supervisor()
+
+    def token_file(self, name: str, service: str, labels: dict[str, str] | None = None) -> Path:
+        """A join token for `service` with `labels`, in a file only this user can read."""
+        token = open_token_authority(self.state_dir).issue(service, labels)
+        path = self.run_dir / "tokens" / name
+        private_dir(path.parent)
+        write_file(path, token.encode(), secret=True)
+        return path
 
     def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.supervisor.start(Supervised(name, argv, self.run_dir / f"{name}.log", env or {}))
 
     def start_control_plane(self) -> None:
         argv = [*MESHPILOT, "serve", str(self.mesh_path), "--xds", self.addresses.xds]
-        argv += ["--admin", self.addresses.admin]
+        argv += ["--admin", self.addresses.admin, "--state-dir", str(self.state_dir)]
         if self.addresses.mixer:
             argv += ["--mixer", self.addresses.mixer]
         self._start("controlplane", argv)
+        _wait_until(f"http://{self.addresses.admin}/healthz", b"ok", "the control plane")
         if self.addresses.mixer and self.addresses.metrics:
             argv = [*MESHPILOT, "mixer", str(self.mesh_path), "--listen", self.addresses.mixer]
-            self._start("mixer", [*argv, "--metrics", self.addresses.metrics])
-        _wait_until(f"http://{self.addresses.admin}/healthz", b"ok", "the control plane")
+            argv += ["--metrics", self.addresses.metrics, "--xds", self.addresses.xds]
+            argv += ["--token-file", str(self.token_file("mixer", MIXER_SERVICE))]
+            self._start("mixer", argv)
 
     def start_replica(self, replica: Replica) -> None:
         app = [
@@ -117,7 +134,11 @@ class LocalMesh:
         sidecar += ["--version", replica.version] if replica.version else []
         for label in replica.labels:
             sidecar += ["--label", label]
-        self._start(f"{replica.name}.envoy", sidecar)
+        labels = dict(label.split("=", 1) for label in replica.labels)
+        if replica.version:
+            labels["version"] = replica.version
+        token = self.token_file(replica.name, replica.service, labels)
+        self._start(f"{replica.name}.envoy", [*sidecar, "--token-file", str(token)])
 
     def wait_ready(self, replicas: list[Replica]) -> None:
         for replica in replicas:
