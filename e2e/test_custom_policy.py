@@ -53,11 +53,12 @@ def test_a_hook_allows_denies_and_adds_headers_and_unmatched_requests_skip_it(
 ) -> None:
     frontend, _ = start(mesh_env)
     with frontend.client() as client:
-        ann = client.get("ratings", "/ratings/1", **{"x-user": "ann"})
+        ann = client.get("ratings", "/ratings/1", **{"x-user": "ann", "x-mesh-source": "other"})
         mallory = client.get("ratings", "/ratings/1", **{"x-user": "mallory"})
         unmatched = client.get("ratings", "/reviews/1", **{"x-user": "mallory"})
     assert ann.status == 200
-    assert ann.json()["headers"]["x-quota-checked"] == "frontend"  # added by the hook's Decision
+    # Added by the hook's Decision: the source it saw is the caller's certificate, not a header.
+    assert ann.json()["headers"]["x-quota-checked"] == "frontend"
     assert (mallory.status, mallory.text) == (451, "no mallory")
     assert unmatched.status == 200 and "x-quota-checked" not in unmatched.json()["headers"]
 
