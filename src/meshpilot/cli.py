@@ -53,6 +53,25 @@ _state_dir_option = click.option(
     "$XDG_STATE_HOME/meshpilot, else ~/.local/state/meshpilot.",
 )
 
+_admin_token_option = click.option(
+    "--admin-token-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A file holding the admin API's bearer token (every path but /healthz needs it).",
+)
+
+
+def _admin_token(path: Path | None) -> str | None:
+    from meshpilot.identity.state import read_file
+
+    if path is None:
+        return None
+    token = read_file(path, secret=True).decode("utf-8", "replace").strip()
+    if not token:
+        raise click.UsageError(f"--admin-token-file {path} is empty")
+    return token
+
+
 _mixer_metrics_option = click.option(
     "--mixer",
     "mixer_",
@@ -131,6 +150,7 @@ def render(mesh: Path, service: str, version_: str | None, type_: str, insecure:
     is_flag=True,
     help="Plaintext xDS, no join tokens, no workload certificates, no mTLS (development only).",
 )
+@_admin_token_option
 def serve(
     mesh: Path,
     xds: str,
@@ -138,6 +158,7 @@ def serve(
     mixer_address: str | None,
     state_dir: Path | None,
     insecure: bool,
+    admin_token_file: Path | None,
 ) -> None:
     """Run the control plane: ADS gRPC server, certificate service and admin HTTP API, watching
     MESH. Secure by default: TLS on the xDS port, sidecars join with tokens, mTLS between them."""
@@ -145,7 +166,9 @@ def serve(
     from meshpilot.identity.state import default_state_dir
 
     state_dir = state_dir or default_state_dir()
-    run_control_plane(ControlPlane(mesh, xds, admin, mixer_address, state_dir, not insecure))
+    token = _admin_token(admin_token_file)
+    plane = ControlPlane(mesh, xds, admin, mixer_address, state_dir, not insecure, token)
+    run_control_plane(plane)
 
 
 @main.command()
@@ -260,11 +283,12 @@ def token(
 
 @main.command()
 @_address("--admin", "127.0.0.1:18001")
-def status(admin: str) -> None:
+@_admin_token_option
+def status(admin: str, admin_token_file: Path | None) -> None:
     """Show connected proxies and their sync state per resource type."""
     from meshpilot.admin.status import print_status
 
-    sys.exit(print_status(admin))
+    sys.exit(print_status(admin, _admin_token(admin_token_file)))
 
 
 @main.command()

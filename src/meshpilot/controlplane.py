@@ -56,6 +56,7 @@ class ControlPlane:
         mixer: str | None = None,
         state_dir: Path | None = None,
         tls: bool = False,
+        admin_token: str | None = None,
     ) -> None:
         if tls and state_dir is None:
             raise MeshpilotError("TLS on the xDS port needs the mesh CA: give a state directory")
@@ -71,7 +72,7 @@ class ControlPlane:
         self.cache = SnapshotCache(self.metrics)
         self.status = MeshStatus()
         self.ads = AdsServer(self.cache, self.metrics, xds, self._admit if tls else None)
-        self.admin = HttpServer(admin, admin_routes(self))
+        self.admin = HttpServer(admin, admin_routes(self), admin_token)
         self.watcher = MeshWatcher(mesh_path, self.apply_file)
         self._convergence: asyncio.Task[None] | None = None
 

@@ -12,10 +12,16 @@ from meshpilot.errors import MeshpilotError
 from meshpilot.xds.types import PUSH_ORDER, short_name
 
 
-def fetch_proxies(admin: str) -> list[dict[str, Any]]:
+def fetch_proxies(admin: str, token: str | None = None) -> list[dict[str, Any]]:
+    request = urllib.request.Request(f"http://{admin}/proxies")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(f"http://{admin}/proxies", timeout=5) as reply:
+        with urllib.request.urlopen(request, timeout=5) as reply:
             return list(json.load(reply))
+    except urllib.error.HTTPError as err:
+        err.close()
+        raise MeshpilotError(f"the control plane admin API at {admin} answered {err}") from None
     except (urllib.error.URLError, OSError, ValueError) as err:
         raise MeshpilotError(f"cannot reach the control plane admin API at {admin}: {err}") from err
 
@@ -73,9 +79,9 @@ def all_synced(proxies: list[dict[str, Any]]) -> bool:
     return all(state["status"] == "SYNCED" for p in proxies for state in p["types"].values())
 
 
-def print_status(admin: str) -> int:
+def print_status(admin: str, token: str | None = None) -> int:
     """Print the table; exit status 0 only when every proxy is SYNCED for every type."""
-    proxies = fetch_proxies(admin)
+    proxies = fetch_proxies(admin, token)
     if not proxies:
         print("no proxies connected")
         return 0
