@@ -158,3 +158,14 @@ def test_bootstrap_with_a_token_needs_the_control_plane_and_a_token(
     )
     assert result.exit_code == 1
     assert "not a meshpilot join token" in result.stderr
+
+
+def test_bootstrap_output_is_private_even_over_an_existing_file(tmp_path: Path) -> None:
+    """A bootstrap may hold a token: a world-readable file it overwrites becomes 0600."""
+    output = tmp_path / "envoy.yaml"
+    output.write_text("old\n")
+    output.chmod(0o644)
+    result = CliRunner().invoke(main, ["bootstrap", "--service", "reviews", "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert output.stat().st_mode & 0o777 == 0o600
+    assert "reviews" in output.read_text()

@@ -199,6 +199,7 @@ def bootstrap(output: Path | None, token_file: Path | None, sds_socket: str, **o
         click.echo(text, nl=False)
     else:
         output.touch(mode=0o600)
+        output.chmod(0o600)  # it may hold a token: touch() keeps an existing file's mode
         output.write_text(text)
 
 
