@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -113,3 +115,58 @@ async def test_the_first_workers_all_listen_without_a_restart(mixer: Mixer) -> N
 
     await wait_for_async(all_listening, 15)
     assert mixer.worker_pids() == first
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = status.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(status.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_workers_die_with_a_killed_parent_and_a_new_mixer_owns_the_port(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of the mixer's parent used to leave its workers holding the port: a restarted
+    mixer then shared it with workers whose entries nobody counted."""
+    (tmp_path / "mesh.yaml").write_text(MESH)
+    listen, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    argv = [sys.executable, "-m", "meshpilot", "mixer", str(tmp_path / "mesh.yaml"), "--insecure"]
+    argv += ["--listen", listen, "--metrics", metrics, "--workers", "2"]
+    parent = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await wait_for_async(lambda: checks_pass(listen), 20)
+        workers = children(parent.pid)
+        port = int(listen.rpartition(":")[2])
+        assert listening_pids(port, workers)  # the workers hold the port
+        parent.kill()
+        parent.wait()
+        await wait_for_async(lambda: not any(alive(w) for w in workers), 10, message="workers")
+    finally:
+        parent.kill()
+        for pid in children(parent.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    restarted = Mixer(tmp_path / "mesh.yaml", listen, metrics, workers=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(restarted.run(stop))
+    try:
+        await wait_for_async(lambda: checks_pass(listen), 15)
+        assert listening_pids(port, [p for p in restarted.worker_pids() if p]) and not any(
+            alive(w) for w in workers
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)

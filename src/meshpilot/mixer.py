@@ -42,6 +42,7 @@ from meshpilot.mesh.diagnostics import MeshInvalid
 from meshpilot.mesh.watch import MeshWatcher
 from meshpilot.policy.authz import AuthorizationService
 from meshpilot.policy.engine import CustomPolicies
+from meshpilot.runner.envoy import parent_death_signal
 from meshpilot.telemetry.als import AccessLogService
 from meshpilot.telemetry.entries import LogEntry
 from meshpilot.telemetry.metrics import MeshMetrics
@@ -161,10 +162,18 @@ def _worker_main(
     start_together: Barrier | None,
     index: int,
     identity: MixerIdentity | None,
+    parent: int,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s mixer[{index}] %(name)s: %(message)s"
     )
+    # A worker outliving its parent (kill -9) would keep a share of the port (SO_REUSEPORT) and
+    # take a restarted mixer's connections, its entries counted by no one.
+    die_with_parent = parent_death_signal()
+    if die_with_parent is not None:
+        die_with_parent()
+    if os.getppid() != parent:
+        return  # the parent died before the signal was armed
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -255,6 +264,7 @@ class Mixer:
                 start_together,
                 index,
                 self.identity,
+                os.getpid(),
             ),
             name=f"mixer-worker-{index}",
             daemon=True,
