@@ -17,7 +17,7 @@ import hashlib
 import logging
 import signal
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from meshpilot.admin.api import MeshStatus, admin_routes
@@ -30,7 +30,7 @@ from meshpilot.identity.errors import IdentityError
 from meshpilot.identity.service import CertificateService, IdentityMetrics
 from meshpilot.identity.tls import ServerCertificate
 from meshpilot.mesh.diagnostics import Diagnostic, MeshInvalid
-from meshpilot.mesh.load import parse_mesh
+from meshpilot.mesh.load import parse_mesh, read_mesh_file
 from meshpilot.mesh.schema import MeshSpec
 from meshpilot.mesh.schema.security import SecuritySpec
 from meshpilot.mesh.watch import MeshWatcher
@@ -45,6 +45,19 @@ log = logging.getLogger(__name__)
 
 # Sidecars reconnect within about 0.5 s (their bootstrap's backoff); give them all time to be back.
 RECONNECT_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A mesh file as read: its version, and the spec and IR if it changed and is valid, or
+    the problems that keep it from being applied."""
+
+    version: str
+    changed_at: float
+    spec: MeshSpec | None = None
+    mesh: MeshIR | None = None
+    seconds: float = 0.0  # reading and validating it
+    problems: list[Diagnostic] = field(default_factory=list)
 
 
 class ControlPlane:
@@ -73,7 +86,7 @@ class ControlPlane:
         self.status = MeshStatus()
         self.ads = AdsServer(self.cache, self.metrics, xds, self._admit if tls else None)
         self.admin = HttpServer(admin, admin_routes(self), admin_token)
-        self.watcher = MeshWatcher(mesh_path, self.apply_file)
+        self.watcher = MeshWatcher(mesh_path, self.reload)
         self._convergence: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -107,34 +120,57 @@ class ControlPlane:
 
     def apply_file(self) -> None:
         """Load, validate and apply the mesh file; a bad file changes nothing that is serving."""
+        self._apply(self._load())
+
+    async def reload(self) -> None:
+        """`apply_file` for the watcher: reading and validating the file (seconds for a big one)
+        happen off the event loop, so ADS and the admin API keep answering meanwhile."""
+        self._apply(await asyncio.to_thread(self._load))
+
+    def _load(self) -> _Loaded:
+        """The file read and validated (no state of the control plane is changed here)."""
+        started = time.perf_counter()
         try:
-            data = self.mesh_path.read_bytes()
+            data = read_mesh_file(self.mesh_path)
             changed_at = self.mesh_path.stat().st_mtime
-        except OSError as err:
-            self._reject([Diagnostic(str(self.mesh_path), 1, 1, "<root>", f"cannot read: {err}")])
-            return
+        except (MeshInvalid, OSError) as err:
+            problems = err.problems if isinstance(err, MeshInvalid) else [self._problem(err)]
+            return _Loaded("", 0.0, problems=problems)
         version = hashlib.blake2b(data, digest_size=8).hexdigest()
         if version == self.status.version:
+            return _Loaded(version, changed_at)
+        try:
+            spec = parse_mesh(data.decode("utf-8", "replace"), str(self.mesh_path))
+            mesh = build_ir(spec, self.mesh_path.parent, secure=self.tls)
+        except MeshInvalid as invalid:
+            return _Loaded(version, changed_at, problems=invalid.problems)
+        except MeshpilotError as err:
+            return _Loaded(version, changed_at, problems=[self._problem(err)])
+        return _Loaded(version, changed_at, spec, mesh, time.perf_counter() - started)
+
+    def _apply(self, loaded: _Loaded) -> None:
+        if loaded.problems:
+            self._reject(loaded.problems)
+            return
+        if loaded.spec is None or loaded.mesh is None:  # unchanged
             self.status.problems = []
             self.metrics.reloaded("unchanged")
             return
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
-            spec = parse_mesh(data.decode("utf-8", "replace"), str(self.mesh_path))
-            mesh = build_ir(spec, self.mesh_path.parent, secure=self.tls)
-            self.cache.set_mesh(self._with_mixer_address(mesh))
-            self.metrics.translation.observe(time.perf_counter() - started)
-        except MeshInvalid as invalid:
-            self._reject(invalid.problems)
-            return
+            self.cache.set_mesh(self._with_mixer_address(loaded.mesh))
         except MeshpilotError as err:
-            self._reject([Diagnostic(str(self.mesh_path), 1, 1, "<root>", str(err))])
+            self._reject([self._problem(err)])
             return
-        self._open_identity(spec)
-        self.metrics.change_started(changed_at)
+        self.metrics.translation.observe(loaded.seconds + time.perf_counter() - started)
+        self._open_identity(loaded.spec)
+        self.metrics.change_started(loaded.changed_at)
         self.metrics.reloaded("applied")
-        self.status = MeshStatus(version, time.time(), [])
-        log.info("applied %s version %s", self.mesh_path, version)
+        self.status = MeshStatus(loaded.version, time.time(), [])
+        log.info("applied %s version %s", self.mesh_path, loaded.version)
+
+    def _problem(self, err: Exception) -> Diagnostic:
+        return Diagnostic(str(self.mesh_path), 1, 1, "<root>", str(err))
 
     def _open_identity(self, spec: MeshSpec) -> None:
         """(Re)open the mesh identity when the mesh's name or `security:` section changed; on

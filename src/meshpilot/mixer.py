@@ -40,6 +40,7 @@ from meshpilot.identity.client import CertificateClient, IdentityAgent
 from meshpilot.identity.workload_tls import WorkloadServerCredentials
 from meshpilot.mesh.diagnostics import MeshInvalid
 from meshpilot.mesh.watch import MeshWatcher
+from meshpilot.model.ir import MeshIR
 from meshpilot.policy.authz import AuthorizationService
 from meshpilot.policy.engine import CustomPolicies
 from meshpilot.runner.envoy import parent_death_signal
@@ -86,18 +87,31 @@ class MixerWorker:
         self.listen = listen
         self.batches = batches
         self.policies = CustomPolicies()
-        self.watcher = MeshWatcher(mesh_path, self.reload)
+        self.watcher = MeshWatcher(mesh_path, self.reload_off_loop)
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
         self._dropped = 0
 
     def reload(self) -> None:
         """Apply the mesh file's policies; a bad file keeps the last good ones."""
+        mesh = self._load()
+        if mesh is not None:
+            self.policies.update(mesh)
+
+    async def reload_off_loop(self) -> None:
+        """`reload` for the watcher: validating a big file takes seconds, during which checks
+        must keep being answered."""
+        mesh = await asyncio.to_thread(self._load)
+        if mesh is not None:
+            self.policies.update(mesh)
+
+    def _load(self) -> MeshIR | None:
         try:
-            self.policies.update(load_ir(self.mesh_path, secure=self.identity is not None))
+            return load_ir(self.mesh_path, secure=self.identity is not None)
         except MeshInvalid as invalid:
             for problem in invalid.problems:
                 log.error("%s", problem.format())
             log.error("%s not applied; the last good policies stay in force", self.mesh_path)
+            return None
 
     def _wait_for_the_others(self) -> None:
         """The first workers start together: SO_REUSEPORT spreads connections over the sockets

@@ -8,6 +8,7 @@ the mesh file's words). Every problem of every stage is reported at once.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,41 @@ from meshpilot.mesh.nodes import Tree
 from meshpilot.mesh.references import cross_checks
 from meshpilot.mesh.schema import MeshSpec
 
+# A mesh file is at most this big (bytes; $MESHPILOT_MAX_MESH_BYTES overrides): validating
+# 11 MB takes seconds, and nothing legitimate comes near it.
+MAX_MESH_BYTES = 16 * 1024 * 1024
+MAX_MESH_BYTES_ENV = "MESHPILOT_MAX_MESH_BYTES"
+
+
+def max_mesh_bytes() -> int:
+    configured = os.environ.get(MAX_MESH_BYTES_ENV, "")
+    return int(configured) if configured.isdigit() else MAX_MESH_BYTES
+
+
+def read_mesh_file(path: Path) -> bytes:
+    """The file's bytes; MeshInvalid if it cannot be read or is over the size limit (checked
+    before reading, so a huge file costs nothing)."""
+    filename = str(path)
+    try:
+        with path.open("rb") as file:
+            size, limit = os.fstat(file.fileno()).st_size, max_mesh_bytes()
+            if size > limit:
+                message = (
+                    f"the file is {size:,} bytes, over the limit of {limit:,} "
+                    f"(${MAX_MESH_BYTES_ENV})"
+                )
+                raise MeshInvalid([at_start(filename, message)])
+            return file.read(limit + 1)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise MeshInvalid([at_start(filename, f"cannot read the file: {reason}")]) from None
+
 
 def load_mesh(path: Path) -> MeshSpec:
     """Read and validate the mesh file at `path`; any problem, even an unreadable file, is a
     MeshInvalid so that callers have one thing to catch."""
     filename = str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        reason = err.strerror or str(err)
-        raise MeshInvalid([at_start(filename, f"cannot read the file: {reason}")]) from None
+    data = read_mesh_file(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

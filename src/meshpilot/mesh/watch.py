@@ -7,8 +7,9 @@ renaming it over the old one are seen too.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from watchfiles import Change, awatch
@@ -22,9 +23,10 @@ MAX_WAIT_MS = 500  # ...but a constant stream of saves is still applied this oft
 
 
 class MeshWatcher:
-    """Component: calls `on_change()` after the file changed; failures are logged, never fatal."""
+    """Component: calls `on_change()` (awaited if a coroutine function) after the file changed;
+    failures are logged, never fatal."""
 
-    def __init__(self, path: Path, on_change: Callable[[], None]) -> None:
+    def __init__(self, path: Path, on_change: Callable[[], Awaitable[None] | None]) -> None:
         self.path = path.resolve()
         self.on_change = on_change
         self._stop = asyncio.Event()
@@ -52,13 +54,15 @@ class MeshWatcher:
                     stop_event=self._stop,
                     recursive=False,
                 ):
-                    self._notify()
+                    await self._notify()
             except Exception:
                 log.exception("watching %s failed; watching again", self.path)
                 await asyncio.sleep(1)
 
-    def _notify(self) -> None:
+    async def _notify(self) -> None:
         try:
-            self.on_change()
+            result = self.on_change()
+            if inspect.isawaitable(result):
+                await result
         except Exception:
             log.exception("applying %s failed", self.path)
