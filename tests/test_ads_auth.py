@@ -10,8 +10,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from meshpilot.controlplane import ControlPlane
+from meshpilot.identity.admission import JoinLimits, Refused
 from meshpilot.identity.authority import MeshIdentity
 from meshpilot.identity.tokens import TokenAuthority
 from meshpilot.model.ir import labels_of
@@ -20,6 +22,7 @@ from meshpilot.model.proxies import Proxy
 from meshpilot.xds.types import BY_SHORT
 from tests.support.client import AdsClient, sidecar_node
 from tests.support.controlplane import running_control_plane
+from tests.support.wait import wait_for_async
 from tests.test_identity_service import trusting
 
 MESH = """\
@@ -145,3 +148,39 @@ async def test_a_node_ip_that_is_not_an_ip_is_refused_in_every_mode(
         async with AdsClient(plane.ads.address, node, credentials, ratings_token) as client:
             response = await client.fetch(EDS, [outbound_cluster("ratings", 9081)])
         assert "not-an-ip" not in str(response)
+
+
+async def test_one_token_joins_only_so_many_sidecars_at_once(tmp_path: Path) -> None:
+    """A leaked token cannot flood a service with endpoints: the excess is RESOURCE_EXHAUSTED,
+    and a slot frees when a sidecar leaves."""
+    limits = JoinLimits(per_token=2)
+    async with running_control_plane(
+        tmp_path, MESH, state_dir=tmp_path / "state", tls=True, join_limits=limits
+    ) as plane:
+        token = tokens(plane).issue("reviews", {"version": "v1"}, any_address=True)
+        first, second, third = (reviews(ip=f"127.0.0.{n}") for n in (2, 3, 4))
+        async with (
+            AdsClient(plane.ads.address, sidecar_node(first), trusting(plane), token) as one,
+            AdsClient(plane.ads.address, sidecar_node(second), trusting(plane), token) as two,
+        ):
+            await one.fetch(CDS)
+            await two.fetch(CDS)
+            assert await refused(plane, third, token) == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert count(plane, "token_instances") == 1
+        await wait_for_async(lambda: not plane.cache.watches, message="both gone")
+        await join(plane, third, token)
+
+
+def test_a_service_joins_only_so_many_sidecars_at_once() -> None:
+    limits = JoinLimits(per_service=1)
+    authority = TokenAuthority(
+        Ed25519PrivateKey.generate(), "demo", "sha256:" + "0" * 64, Path("/nonexistent/revoked")
+    )
+    grant = authority.verify(authority.issue("reviews"))
+    other = authority.verify(authority.issue("reviews"))
+    leave = limits.join(grant)
+    with pytest.raises(Refused) as raised:
+        limits.join(other)
+    assert raised.value.reason == "service_instances"
+    leave()
+    limits.join(other)

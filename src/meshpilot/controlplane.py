@@ -17,6 +17,7 @@ import hashlib
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from meshpilot.admin.api import MeshStatus, admin_routes
 from meshpilot.admin.http import HttpServer
 from meshpilot.background import background
 from meshpilot.errors import MeshpilotError
-from meshpilot.identity.admission import Metadata, admit_stream
+from meshpilot.identity.admission import JoinLimits, Metadata, admit_stream
 from meshpilot.identity.authority import MeshIdentity, open_mesh_identity
 from meshpilot.identity.errors import IdentityError
 from meshpilot.identity.service import CertificateService, IdentityMetrics
@@ -70,6 +71,7 @@ class ControlPlane:
         state_dir: Path | None = None,
         tls: bool = False,
         admin_token: str | None = None,
+        join_limits: JoinLimits | None = None,
     ) -> None:
         if tls and state_dir is None:
             raise MeshpilotError("TLS on the xDS port needs the mesh CA: give a state directory")
@@ -77,6 +79,7 @@ class ControlPlane:
         self.mixer_address = mixer
         self.state_dir = state_dir
         self.tls = tls
+        self.join_limits = join_limits or JoinLimits()
         self.identity: MeshIdentity | None = None
         self.server_certificate: ServerCertificate | None = None  # with TLS, once started
         self._identity_source: tuple[str, SecuritySpec] | None = None
@@ -193,9 +196,10 @@ class ControlPlane:
             identity.certificate_ttl,
         )
 
-    def _admit(self, proxy: Proxy, metadata: Metadata, peer: str) -> None:
-        """A secure control plane serves only sidecars with a join token for what they claim."""
-        admit_stream(self.identity, proxy, metadata, peer)
+    def _admit(self, proxy: Proxy, metadata: Metadata, peer: str) -> Callable[[], None]:
+        """A secure control plane serves only sidecars with a join token for what they claim,
+        and only so many at once per token and per service."""
+        return self.join_limits.join(admit_stream(self.identity, proxy, metadata, peer))
 
     def _with_mixer_address(self, mesh: MeshIR) -> MeshIR:
         """`serve --mixer` wins over the file: `up` runs the mixer where it has room."""

@@ -9,14 +9,17 @@ ADS admission, in a secure control plane:
 - PERMISSION_DENIED: the node claims another service or other labels than the token grants, or
   registers an endpoint address other than its connection's source, unless the token allows any
   address (`meshpilot token --any-address`);
-- UNAVAILABLE: the control plane has no mesh identity (no usable mesh file) yet.
+- UNAVAILABLE: the control plane has no mesh identity (no usable mesh file) yet;
+- RESOURCE_EXHAUSTED: too many sidecars joined at once with one token, or as one service
+  (`JoinLimits`): a leaked or compromised token cannot flood a service with endpoints.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import urllib.parse
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -110,6 +113,46 @@ def admit_stream(
             "a token made with --any-address allows that",
         )
     return grant
+
+
+# Sidecars joined at once: per token (a token is usually one instance's, or one deployment's),
+# and per service identity (all its instances).
+MAX_PER_TOKEN = 64
+MAX_PER_SERVICE = 10_000
+
+
+class JoinLimits:
+    """Counts the streams joined under each token and each service; `join` refuses one over a
+    limit and returns what to call when the stream ends."""
+
+    def __init__(self, per_token: int = MAX_PER_TOKEN, per_service: int = MAX_PER_SERVICE) -> None:
+        self.per_token = per_token
+        self.per_service = per_service
+        self._tokens: Counter[str] = Counter()
+        self._services: Counter[str] = Counter()
+
+    def join(self, grant: Grant) -> Callable[[], None]:
+        if self._tokens[grant.token_id] >= self.per_token:
+            raise Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "token_instances",
+                f"token {grant.token_id} already has {self.per_token} sidecars connected",
+            )
+        if self._services[grant.service] >= self.per_service:
+            raise Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "service_instances",
+                f"service '{grant.service}' already has {self.per_service} sidecars connected",
+            )
+        self._tokens[grant.token_id] += 1
+        self._services[grant.service] += 1
+        return lambda: self._leave(grant)
+
+    def _leave(self, grant: Grant) -> None:
+        for counts, key in ((self._tokens, grant.token_id), (self._services, grant.service)):
+            counts[key] -= 1
+            if counts[key] <= 0:
+                del counts[key]  # tokens come and go: keep only those in use
 
 
 def peer_ip(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -39,8 +39,9 @@ PERMIT_HOLD_S = 5.0
 # 3,000); thousands of sidecars reconnect at once after a restart, and are all to be accepted.
 MAX_PENDING_STREAMS = 100_000
 
-# Raises identity.admission.Refused for a proxy that may not join (metadata, gRPC peer).
-Admit = Callable[[Proxy, Metadata, str], object]
+# Raises identity.admission.Refused for a proxy that may not join (metadata, gRPC peer); else
+# returns what to call when its stream ends (or None).
+Admit = Callable[[Proxy, Metadata, str], Callable[[], None] | None]
 
 
 class AdsServer:
@@ -108,7 +109,7 @@ class AdsServer:
         if first is grpc.aio.EOF:
             return
         try:
-            proxy = self._admitted(first, context)
+            proxy, leave = self._admitted(first, context)
         except Refused as refused:
             self.metrics.streams_refused.labels(refused.reason).inc()
             log.warning("refusing ADS stream from %s: %s", context.peer(), refused.message)
@@ -128,19 +129,22 @@ class AdsServer:
             reader.cancel()
             stream.close()
             self.cache.disconnect(watch)
+            if leave is not None:
+                leave()
             log.info("proxy disconnected: %s", proxy.node_id)
 
     def _admitted(
         self, first: discovery_pb2.DiscoveryRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Proxy:
-        """The proxy the first request's node describes, if it may join; else Refused."""
+    ) -> tuple[Proxy, Callable[[], None] | None]:
+        """The proxy the first request's node describes, if it may join, and what to call when
+        its stream ends; else Refused."""
         try:
             proxy = proxy_from_node(first.node)
         except BadNode as err:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "bad_node", str(err)) from None
-        if self.admit is not None:
-            self.admit(proxy, context.invocation_metadata() or (), context.peer())
-        return proxy
+        if self.admit is None:
+            return proxy, None
+        return proxy, self.admit(proxy, context.invocation_metadata() or (), context.peer())
 
     async def _serve(
         self,
