@@ -23,7 +23,12 @@ from tests.conftest import free_port
 from tests.support.wait import wait_for_async
 from tests.test_mixer_services import check_request, http_entry, identifier, send_logs
 
-MESH = "mesh: m\nservices:\n  ratings: {port: 9080}\n"
+MESH = """\
+mesh: m
+services:
+  frontend: {port: 9080}
+  ratings: {port: 9080, subsets: {v2: {version: v2}}}
+"""
 
 
 @pytest.fixture

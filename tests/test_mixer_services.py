@@ -15,6 +15,7 @@ from envoy.data.accesslog.v3 import accesslog_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf import struct_pb2, wrappers_pb2
+from prometheus_client import generate_latest
 
 from meshpilot.identity.ca import CertificateAuthority
 from meshpilot.identity.workload_tls import WorkloadServerCredentials
@@ -24,7 +25,7 @@ from meshpilot.policy.authz import AuthorizationService
 from meshpilot.policy.engine import CustomPolicies
 from meshpilot.telemetry.als import AccessLogService
 from meshpilot.telemetry.entries import LogEntry
-from meshpilot.telemetry.metrics import MeshMetrics
+from meshpilot.telemetry.metrics import KnownNames, MeshMetrics
 from meshpilot.telemetry.store import LogStore
 from tests.conftest import free_port
 from tests.support.certs import client_credentials, workload_credentials
@@ -279,8 +280,12 @@ def entry(reporter: str, source: str, code: int, at: float, ms: float = 10) -> L
     )
 
 
+KNOWN = KnownNames(frozenset({"frontend", "ratings"}), frozenset({"v1"}), frozenset())
+
+
 def test_metrics_count_each_entry_once_per_reporter() -> None:
     metrics = MeshMetrics()
+    metrics.known = KNOWN
     metrics.record(
         [
             entry("source", "frontend", 200, 1),
@@ -305,6 +310,46 @@ def test_metrics_count_each_entry_once_per_reporter() -> None:
         == 1
     )
     assert value("mesh_request_duration_seconds_count", {"reporter": "source", **labels}) == 2
+
+
+def test_label_values_are_the_meshs_own_names_whatever_is_sent() -> None:
+    """50,000 entries with random names used to make /metrics 146 MB: now one series."""
+    metrics = MeshMetrics()
+    metrics.known = KNOWN
+    metrics.record(
+        [
+            LogEntry(1, f"r-{i}", f"s-{i}", f"d-{i}", f"v-{i}", 200, 0.01, "GET", "/", "x", "id")
+            for i in range(50_000)
+        ]
+    )
+    exposed = generate_latest(metrics.registry)
+    assert len(exposed) < 10_000
+    labels = dict.fromkeys(("reporter", "source_service", "destination_service"), "unknown")
+    labels |= {"destination_version": "unknown", "response_code": "200"}
+    assert metrics.registry.get_sample_value("mesh_requests_total", labels) == 50_000
+
+
+def test_series_past_the_cap_are_dropped_and_counted() -> None:
+    metrics = MeshMetrics(max_series=3)
+    metrics.known = KNOWN
+    metrics.record([entry("source", "frontend", code, 1) for code in (200, 201, 202, 203, 204)])
+    value = metrics.registry.get_sample_value
+    assert value("mesh_telemetry_series_dropped_total") == 2
+    assert (
+        sum(
+            value("mesh_requests_total", {**EDGE, "response_code": str(c)}) or 0
+            for c in (200, 201, 202, 203, 204)
+        )
+        == 3
+    )
+
+
+EDGE = {
+    "reporter": "source",
+    "source_service": "frontend",
+    "destination_service": "ratings",
+    "destination_version": "v1",
+}
 
 
 def test_the_store_filters_and_summarizes_edges() -> None:

@@ -39,6 +39,7 @@ from meshpilot.errors import MeshpilotError
 from meshpilot.identity.client import CertificateClient, IdentityAgent
 from meshpilot.identity.workload_tls import WorkloadServerCredentials
 from meshpilot.mesh.diagnostics import MeshInvalid
+from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.watch import MeshWatcher
 from meshpilot.model.ir import MeshIR
 from meshpilot.policy.authz import AuthorizationService
@@ -46,7 +47,7 @@ from meshpilot.policy.engine import CustomPolicies
 from meshpilot.runner.envoy import parent_death_signal
 from meshpilot.telemetry.als import AccessLogService
 from meshpilot.telemetry.entries import LogEntry
-from meshpilot.telemetry.metrics import MeshMetrics
+from meshpilot.telemetry.metrics import KnownNames, MeshMetrics
 from meshpilot.telemetry.store import LogStore
 from meshpilot.translator.build import load_ir
 
@@ -220,6 +221,7 @@ class Mixer:
         self.metrics = MeshMetrics()
         self.store = LogStore()
         self.http = HttpServer(metrics, self._routes())
+        self.watcher = MeshWatcher(mesh_path, self._learn_names_off_loop)
         self._context = multiprocessing.get_context("spawn")
         self._batches: Queue[Batch] = self._context.Queue(QUEUE_BATCHES)
         self._processes: list[multiprocessing.process.BaseProcess | None] = [None] * self.workers
@@ -305,7 +307,19 @@ class Mixer:
                 await asyncio.sleep(delay)
                 self._start_worker(index)
 
+    def _learn_names(self) -> None:
+        """Metric labels take only the mesh file's names; a bad file keeps the last good ones."""
+        try:
+            self.metrics.known = KnownNames.of(load_mesh(self.mesh_path))
+        except MeshInvalid:
+            log.error("%s not applied to metric labels; the last good names stay", self.mesh_path)
+
+    async def _learn_names_off_loop(self) -> None:
+        await asyncio.to_thread(self._learn_names)
+
     async def run(self, stop: asyncio.Event) -> None:
+        self._learn_names()
+        await self.watcher.start()
         self._drainer.start()
         start_together = self._context.Barrier(self.workers)  # a restarted worker does not wait
         for index in range(self.workers):
@@ -320,6 +334,7 @@ class Mixer:
         supervisor = background(self._supervise(), "supervise mixer workers")
         await stop.wait()
         supervisor.cancel()
+        await self.watcher.stop()
         await self.http.stop()
         self._stop_workers()
         self._stopping.set()
