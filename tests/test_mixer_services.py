@@ -76,6 +76,7 @@ async def mixer(tmp_path: Path) -> AsyncIterator[Mixer]:
         )
     )
     ca = CertificateAuthority.open(tmp_path / "ca", TRUST_DOMAIN)
+    await policies.pool.start()
     received: list[LogEntry] = []
     server = grpc.aio.server()
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
@@ -97,6 +98,7 @@ async def mixer(tmp_path: Path) -> AsyncIterator[Mixer]:
     await server.start()
     yield Mixer(address, received, ca)
     await server.stop(0)
+    await policies.pool.close()
 
 
 def check_request(path: str, principal: str = "", **headers: str) -> external_auth_pb2.CheckRequest:

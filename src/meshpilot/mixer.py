@@ -142,6 +142,7 @@ class MixerWorker:
         als_pb2_grpc.add_AccessLogServiceServicer_to_server(
             AccessLogService(self.sink, mtls=self.identity is not None), self.server
         )
+        await self.policies.pool.start()
         agent = await self._agent()
         renewing = background(agent.run(), "certificate renewal") if agent else None
         await asyncio.to_thread(self._wait_for_the_others)
@@ -158,6 +159,7 @@ class MixerWorker:
         await stop.wait()
         await self.watcher.stop()
         await self.server.stop(grace=1.0)
+        await self.policies.pool.close()
         if renewing is not None:
             renewing.cancel()
 

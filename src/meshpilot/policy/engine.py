@@ -10,14 +10,14 @@ from collections import defaultdict
 from meshpilot.model import ir
 from meshpilot.model.match import policy_matches
 from meshpilot.policy.decision import ALLOW, Decision, Request
-from meshpilot.policy.hooks import HookLoader, run_hook
+from meshpilot.policy.pool import HookPool
 
 DEFAULT_HOOK_TIMEOUT_S = 0.2
 
 
 class CustomPolicies:
-    def __init__(self, loader: HookLoader | None = None) -> None:
-        self.loader = loader or HookLoader()
+    def __init__(self, pool: HookPool | None = None) -> None:
+        self.pool = pool or HookPool()
         self._by_service: dict[str, list[ir.Policy]] = {}
         self.hook_timeout = DEFAULT_HOOK_TIMEOUT_S
         self.trust_domain: str | None = None  # callers' identities; None: no caller is known
@@ -42,9 +42,7 @@ class CustomPolicies:
             ):
                 continue
             assert policy.hook is not None
-            decision = await run_hook(
-                policy.hook, self.loader.get(policy.hook), request, self.hook_timeout
-            )
+            decision = await self.pool.decide(policy.hook, request, self.hook_timeout)
             if not decision.allow:
                 return decision
             added.update(decision.headers)

@@ -1,7 +1,8 @@
 """Custom policy hooks: Python functions loaded from files next to the mesh file.
 
-A hook file is reloaded when it changes. A hook that raises, times out or returns something else
-than True, False or a Decision denies the request, and the error is logged.
+A hook file is reloaded when it changes. A hook that raises (`sys.exit` included), times out or
+returns something else than True, False or a Decision denies the request, and the error is
+logged. This runs in a hook process (`hook_process`, `pool`), never in a mixer worker itself.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ async def run_hook(ref: str, hook: Hook | None, request: Request, timeout: float
     except TimeoutError:
         log.error("hook %s timed out after %.0f ms; denying", ref, timeout * 1000)
         return DENY
-    except Exception:
+    except (Exception, SystemExit, KeyboardInterrupt):  # a hook's sys.exit() denies, no more
         log.exception("hook %s failed; denying", ref)
         return DENY
     return _as_decision(ref, result)
