@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import socket
 from collections.abc import AsyncIterator
 
@@ -49,3 +50,9 @@ async def running_plane() -> AsyncIterator[Plane]:
 async def plane() -> AsyncIterator[Plane]:
     async with running_plane() as running:
         yield running
+
+
+@pytest.fixture
+def now() -> dt.datetime:
+    """The test's own clock reading: a CA made during the test is valid from about now on."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)

@@ -26,7 +26,6 @@ from meshpilot.identity.ca import (
 from meshpilot.identity.errors import CaError, CsrRejected, IdentityError, InvalidSpiffeId
 
 PEM = serialization.Encoding.PEM
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def csr_for(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, *sans: x509.GeneralName) -> bytes:
@@ -45,7 +44,9 @@ def p256() -> ec.EllipticCurvePrivateKey:
 def verify_client(chain_pem: bytes, anchor: x509.Certificate) -> list[x509.GeneralName]:
     """Verify a workload chain as a TLS server verifies a client: the SANs it proved."""
     leaf, *intermediates = x509.load_pem_x509_certificates(chain_pem)
-    verifier = PolicyBuilder().store(Store([anchor])).time(NOW).build_client_verifier()
+    verifier = (
+        PolicyBuilder().store(Store([anchor])).time(dt.datetime.now(dt.UTC)).build_client_verifier()
+    )
     return list(verifier.verify(leaf, intermediates).subjects or [])
 
 
@@ -57,38 +58,38 @@ def ca(tmp_path: Path) -> CertificateAuthority:
 # --- signing ----------------------------------------------------------------------------------
 
 
-def test_leaf_verifies_against_the_root(ca: CertificateAuthority) -> None:
-    issued = ca.sign_csr(csr_for(p256()), "reviews", now=NOW)
+def test_leaf_verifies_against_the_root(now: dt.datetime, ca: CertificateAuthority) -> None:
+    issued = ca.sign_csr(csr_for(p256()), "reviews", now=now)
     assert verify_client(issued.chain_pem, ca.trust_anchor) == [
         x509.UniformResourceIdentifier("spiffe://demo/service/reviews")
     ]
 
 
 def test_leaf_does_not_verify_against_another_root(
-    ca: CertificateAuthority, tmp_path: Path
+    now: dt.datetime, ca: CertificateAuthority, tmp_path: Path
 ) -> None:
     other = CertificateAuthority.open(tmp_path / "other", "demo")
-    issued = ca.sign_csr(csr_for(p256()), "reviews", now=NOW)
+    issued = ca.sign_csr(csr_for(p256()), "reviews", now=now)
     with pytest.raises(VerificationError):
         verify_client(issued.chain_pem, other.trust_anchor)
 
 
-def test_csr_subject_and_sans_are_ignored(ca: CertificateAuthority) -> None:
+def test_csr_subject_and_sans_are_ignored(now: dt.datetime, ca: CertificateAuthority) -> None:
     asked = csr_for(
         p256(),
         x509.UniformResourceIdentifier("spiffe://demo/service/admin"),
         x509.DNSName("admin.example.com"),
     )
-    leaf = ca.sign_csr(asked, "reviews", now=NOW).certificate
+    leaf = ca.sign_csr(asked, "reviews", now=now).certificate
     assert leaf.subject == x509.Name([])
     san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     assert san.critical
     assert list(san.value) == [x509.UniformResourceIdentifier("spiffe://demo/service/reviews")]
 
 
-def test_leaf_fields(ca: CertificateAuthority) -> None:
+def test_leaf_fields(now: dt.datetime, ca: CertificateAuthority) -> None:
     key = p256()
-    leaf = ca.sign_csr(csr_for(key), "reviews", now=NOW).certificate
+    leaf = ca.sign_csr(csr_for(key), "reviews", now=now).certificate
     assert leaf.public_key() == key.public_key()
     assert leaf.issuer == ca.certificate.subject
     eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -97,27 +98,27 @@ def test_leaf_fields(ca: CertificateAuthority) -> None:
     assert isinstance(leaf.signature_hash_algorithm, hashes.SHA256)
 
 
-def test_chain_is_leaf_then_ca(ca: CertificateAuthority) -> None:
-    issued = ca.sign_csr(csr_for(p256()), "reviews", now=NOW)
+def test_chain_is_leaf_then_ca(now: dt.datetime, ca: CertificateAuthority) -> None:
+    issued = ca.sign_csr(csr_for(p256()), "reviews", now=now)
     chain = x509.load_pem_x509_certificates(issued.chain_pem)
     assert chain == [issued.certificate, ca.certificate]
 
 
-def test_default_lifetime_is_24h(ca: CertificateAuthority) -> None:
-    leaf = ca.sign_csr(csr_for(p256()), "reviews", now=NOW).certificate
-    assert leaf.not_valid_after_utc == NOW + dt.timedelta(hours=24)
-    assert leaf.not_valid_before_utc < NOW
+def test_default_lifetime_is_24h(now: dt.datetime, ca: CertificateAuthority) -> None:
+    leaf = ca.sign_csr(csr_for(p256()), "reviews", now=now).certificate
+    assert leaf.not_valid_after_utc == now + dt.timedelta(hours=24)
+    assert leaf.not_valid_before_utc < now
 
 
 @pytest.mark.parametrize("seconds", [60, 3600, 90 * 86400])
-def test_lifetime_honours_ttl(ca: CertificateAuthority, seconds: int) -> None:
+def test_lifetime_honours_ttl(now: dt.datetime, ca: CertificateAuthority, seconds: int) -> None:
     ttl = dt.timedelta(seconds=seconds)
-    leaf = ca.sign_csr(csr_for(p256()), "reviews", ttl, now=NOW).certificate
-    assert leaf.not_valid_after_utc == NOW + ttl
+    leaf = ca.sign_csr(csr_for(p256()), "reviews", ttl, now=now).certificate
+    assert leaf.not_valid_after_utc == now + ttl
 
 
-def test_expired_leaf_does_not_verify(ca: CertificateAuthority) -> None:
-    past = NOW - dt.timedelta(hours=1)
+def test_expired_leaf_does_not_verify(now: dt.datetime, ca: CertificateAuthority) -> None:
+    past = now - dt.timedelta(hours=1)
     issued = ca.sign_csr(csr_for(p256()), "reviews", dt.timedelta(minutes=5), now=past)
     with pytest.raises(VerificationError):
         verify_client(issued.chain_pem, ca.trust_anchor)
@@ -164,12 +165,14 @@ def test_invalid_service_name_is_refused(ca: CertificateAuthority) -> None:
 # --- server certificates ----------------------------------------------------------------------
 
 
-def test_server_certificate_verifies_for_its_names(ca: CertificateAuthority) -> None:
-    creds = ca.server_certificate(["xds.mesh.local"], ["127.0.0.1"], now=NOW)
+def test_server_certificate_verifies_for_its_names(
+    now: dt.datetime, ca: CertificateAuthority
+) -> None:
+    creds = ca.server_certificate(["xds.mesh.local"], ["127.0.0.1"], now=now)
     leaf, *rest = x509.load_pem_x509_certificates(creds.chain_pem)
     key = serialization.load_pem_private_key(creds.key_pem, None)
     assert key.public_key() == leaf.public_key()
-    builder = PolicyBuilder().store(Store([ca.trust_anchor])).time(NOW)
+    builder = PolicyBuilder().store(Store([ca.trust_anchor])).time(now)
     builder.build_server_verifier(x509.DNSName("xds.mesh.local")).verify(leaf, rest)
     with pytest.raises(VerificationError):
         builder.build_server_verifier(x509.DNSName("evil.local")).verify(leaf, rest)
@@ -187,11 +190,11 @@ def test_server_certificate_needs_a_name(ca: CertificateAuthority) -> None:
 # --- the generated root and its state directory -----------------------------------------------
 
 
-def test_root_persists_across_restarts(tmp_path: Path) -> None:
+def test_root_persists_across_restarts(now: dt.datetime, tmp_path: Path) -> None:
     first = CertificateAuthority.open(tmp_path, "demo")
     second = CertificateAuthority.open(tmp_path, "demo")
     assert first.fingerprint == second.fingerprint
-    issued = first.sign_csr(csr_for(p256()), "reviews", now=NOW)
+    issued = first.sign_csr(csr_for(p256()), "reviews", now=now)
     verify_client(issued.chain_pem, second.trust_anchor)
 
 
@@ -237,6 +240,7 @@ def ca_certificate(
     cert_sign: bool = True,
 ) -> x509.Certificate:
     """A CA certificate for `key`, self-signed unless `issuer` (certificate, key) is given."""
+    now = dt.datetime.now(dt.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
     unused = ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement")
@@ -248,8 +252,8 @@ def ca_certificate(
             subject_name=subject,
             public_key=key.public_key(),
             serial_number=x509.random_serial_number(),
-            not_valid_before=NOW - dt.timedelta(days=1),
-            not_valid_after=NOW + dt.timedelta(days=365),
+            not_valid_before=now - dt.timedelta(days=1),
+            not_valid_after=now + dt.timedelta(days=365),
         )
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(**usage), critical=True)
@@ -271,7 +275,7 @@ def write_pair(directory: Path, certs: list[x509.Certificate], key: CaKey) -> tu
     return cert_file, key_file
 
 
-def test_plugged_in_intermediate_chains_to_its_root(tmp_path: Path) -> None:
+def test_plugged_in_intermediate_chains_to_its_root(now: dt.datetime, tmp_path: Path) -> None:
     root_key, intermediate_key = p256(), p256()
     root = ca_certificate("corp root", root_key)
     intermediate = ca_certificate("mesh intermediate", intermediate_key, (root, root_key))
@@ -279,7 +283,7 @@ def test_plugged_in_intermediate_chains_to_its_root(tmp_path: Path) -> None:
     ca = load_ca("demo", tmp_path / "state", files)
     assert ca.certificate == intermediate
     assert ca.fingerprint == certificate_fingerprint(root)
-    issued = ca.sign_csr(csr_for(p256()), "ratings", now=NOW)
+    issued = ca.sign_csr(csr_for(p256()), "ratings", now=now)
     assert x509.load_pem_x509_certificates(issued.chain_pem)[1:] == [intermediate, root]
     assert verify_client(issued.chain_pem, root) == [
         x509.UniformResourceIdentifier("spiffe://demo/service/ratings")
@@ -287,18 +291,18 @@ def test_plugged_in_intermediate_chains_to_its_root(tmp_path: Path) -> None:
     assert not (tmp_path / "state").exists()  # nothing generated when a CA is plugged in
 
 
-def test_plugged_in_root(tmp_path: Path) -> None:
+def test_plugged_in_root(now: dt.datetime, tmp_path: Path) -> None:
     key = p256()
     root = ca_certificate("corp root", key)
     ca = CertificateAuthority.from_files(*write_pair(tmp_path, [root], key), "demo")
-    verify_client(ca.sign_csr(csr_for(p256()), "a", now=NOW).chain_pem, root)
+    verify_client(ca.sign_csr(csr_for(p256()), "a", now=now).chain_pem, root)
 
 
-def test_plugged_in_rsa_root(tmp_path: Path) -> None:
+def test_plugged_in_rsa_root(now: dt.datetime, tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     root = ca_certificate("rsa root", key)
     ca = CertificateAuthority.from_files(*write_pair(tmp_path, [root], key), "demo")
-    verify_client(ca.sign_csr(csr_for(p256()), "a", now=NOW).chain_pem, root)
+    verify_client(ca.sign_csr(csr_for(p256()), "a", now=now).chain_pem, root)
 
 
 def test_key_must_match_the_certificate(tmp_path: Path) -> None:
