@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
+from envoy.config.core.v3 import base_pb2
+from google.protobuf import json_format
 
 from meshpilot.bootstrap import (
     BadSidecarOption,
@@ -25,6 +27,7 @@ from meshpilot.bootstrap import (
 from meshpilot.errors import EnvoyNotFound, MeshpilotError
 from meshpilot.identity.ca import CertificateAuthority
 from meshpilot.runner.envoy import envoy_binary, envoy_command, run_sidecar, wheel_binary
+from meshpilot.xds.node import BadNode, proxy_from_node
 from tests.support.wait import wait_for
 
 
@@ -65,6 +68,24 @@ def test_node_identity_and_metadata() -> None:
 def test_admin_listens_on_the_instance_ip() -> None:
     address = parsed(identity())["admin"]["address"]["socket_address"]
     assert address == {"address": "127.0.1.7", "port_value": 15000}
+
+
+def test_a_local_ip_holds_admin_and_is_registered_beside_the_instance_ip() -> None:
+    ident = identity(local_ip="127.0.0.1")
+    bootstrap = parsed(ident)
+    assert bootstrap["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    assert ident.admin_url == "http://127.0.0.1:15000"
+    node = json_format.ParseDict(bootstrap["node"], base_pb2.Node())
+    proxy = proxy_from_node(node)
+    assert (proxy.ip, proxy.local_ip, proxy.app_ip) == ("127.0.1.7", "127.0.0.1", "127.0.0.1")
+    assert proxy.instance.address == "127.0.1.7"  # callers reach it on the instance IP
+
+
+def test_the_control_plane_refuses_a_local_ip_that_is_not_an_ip() -> None:
+    node = json_format.ParseDict(parsed(identity())["node"], base_pb2.Node())
+    node.metadata.fields["local_ip"].string_value = "localhost"
+    with pytest.raises(BadNode, match="local_ip"):
+        proxy_from_node(node)
 
 
 def test_everything_dynamic_comes_over_ads() -> None:
@@ -173,6 +194,8 @@ def test_bad_ip_and_port() -> None:
         identity(ip="localhost")
     with pytest.raises(BadSidecarOption, match="--app-port"):
         identity(app_port=0)
+    with pytest.raises(BadSidecarOption, match="--local-ip"):
+        identity(local_ip="lo")
 
 
 @pytest.mark.parametrize("secure", [False, True])

@@ -95,6 +95,26 @@ def test_a_caller_gets_a_tcp_listener_per_tcp_service_on_its_own_ip() -> None:
     assert view[LISTENER].resources["outbound_tcp|6379|cache"].refs == {"outbound|6379||cache"}
 
 
+def test_with_a_local_ip_only_the_inbound_listener_is_on_the_instance_ip() -> None:
+    isolated = dataclasses.replace(PROXY, local_ip="127.0.0.1")
+    translator = Translator()
+    shared = translator.translate(
+        mesh(ir.Service("web", 9080, "http"), tcp_service("db", 5432)), []
+    )
+    view = translator.view(shared, isolated)
+    addresses = {
+        name: found.address.socket_address.address for name, found in listeners(view).items()
+    }
+    assert addresses == {
+        "inbound": "127.0.1.2",
+        "outbound": "127.0.0.1",
+        "outbound_tcp|5432|db": "127.0.0.1",
+    }
+    app = unpack(view[CLUSTER].resources["inbound|8080||"], cluster_pb2.Cluster())
+    endpoint = app.load_assignment.endpoints[0].lb_endpoints[0].endpoint
+    assert endpoint.address.socket_address.address == "127.0.0.1"
+
+
 def test_a_weight_of_zero_leaves_a_single_cluster() -> None:
     db = tcp_service("db", 5432, ir.Destination("v1", 100), ir.Destination("v2", 0))
     translator = Translator()

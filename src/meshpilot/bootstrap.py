@@ -55,14 +55,21 @@ class SidecarIdentity:
     labels: Labels
     xds_host: str
     xds_port: int
+    # The app's IP when it differs from the instance IP (`--local-ip`): admin, outbound port
+    # and the app live there, the instance IP carries only the inbound port.
+    local_ip: str | None = None
 
     @property
     def node_id(self) -> str:
         return f"{self.service}~{self.ip}"
 
     @property
+    def app_ip(self) -> str:
+        return self.local_ip or self.ip
+
+    @property
     def admin_url(self) -> str:
-        return f"http://{_url_host(self.ip)}:{ADMIN_PORT}"
+        return f"http://{_url_host(self.app_ip)}:{ADMIN_PORT}"
 
 
 def sidecar_identity(
@@ -72,6 +79,7 @@ def sidecar_identity(
     ip: str,
     app_port: int,
     xds: str,
+    local_ip: str | None = None,
 ) -> SidecarIdentity:
     """Turn command-line options into an identity; reports bad input as a clean error."""
     if not service:
@@ -79,11 +87,13 @@ def sidecar_identity(
     mapping = parse_labels(labels)
     if version_ is not None:
         mapping["version"] = version_
-    _check_ip(ip)
+    _check_ip(ip, "--ip")
+    if local_ip is not None:
+        _check_ip(local_ip, "--local-ip")
     if not 0 < app_port < 65536:
         raise BadSidecarOption(f"--app-port {app_port}: must be between 1 and 65535")
     host, port = parse_host_port(xds, option="--xds")
-    return SidecarIdentity(service, ip, app_port, labels_of(mapping), host, port)
+    return SidecarIdentity(service, ip, app_port, labels_of(mapping), host, port, local_ip)
 
 
 def parse_labels(labels: tuple[str, ...]) -> dict[str, str]:
@@ -112,12 +122,12 @@ def parse_host_port(text: str, *, option: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def _check_ip(ip: str) -> None:
-    """The instance IP must be an address: Envoy binds its admin and listeners to it."""
+def _check_ip(ip: str, option: str) -> None:
+    """An address Envoy binds its admin or listeners to."""
     try:
         ipaddress.ip_address(ip)
     except ValueError:
-        raise BadSidecarOption(f"--ip {ip!r}: not an IP address") from None
+        raise BadSidecarOption(f"{option} {ip!r}: not an IP address") from None
 
 
 def _url_host(host: str) -> str:
@@ -169,21 +179,21 @@ def bootstrap(identity: SidecarIdentity, channel: ControlChannel | None = None) 
 
 def node(identity: SidecarIdentity) -> dict[str, Any]:
     """Node id `service~ip`; metadata is what the control plane registers the instance by."""
-    return {
-        "id": identity.node_id,
-        "cluster": identity.service,
-        "metadata": {
-            "service": identity.service,
-            "ip": identity.ip,
-            "app_port": identity.app_port,
-            "labels": dict(identity.labels),
-        },
+    metadata: dict[str, Any] = {
+        "service": identity.service,
+        "ip": identity.ip,
+        "app_port": identity.app_port,
+        "labels": dict(identity.labels),
     }
+    if identity.local_ip is not None:
+        metadata["local_ip"] = identity.local_ip
+    return {"id": identity.node_id, "cluster": identity.service, "metadata": metadata}
 
 
 def admin(identity: SidecarIdentity) -> dict[str, Any]:
-    """Admin on the instance IP, so every sidecar on one host has its own `IP:15000`."""
-    return {"address": socket_address(identity.ip, ADMIN_PORT)}
+    """Admin on the instance's app IP, so every sidecar on one host has its own `IP:15000`,
+    and only the app's network namespace reaches it when that IP is local (`--local-ip`)."""
+    return {"address": socket_address(identity.app_ip, ADMIN_PORT)}
 
 
 def socket_address(host: str, port: int) -> dict[str, Any]:

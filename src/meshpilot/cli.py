@@ -28,6 +28,12 @@ def _sidecar_options(func: F) -> F:
         click.option("--version", "version_", default=None, help="Value of the `version` label."),
         click.option("--label", "labels", multiple=True, metavar="K=V", help="Extra label."),
         click.option("--ip", default="127.0.0.1", show_default=True, help="Instance IP."),
+        click.option(
+            "--local-ip",
+            default=None,
+            help="The app's IP inside the instance's own network namespace (e.g. 127.0.0.1): "
+            "admin, outbound port and the app there, only the inbound port on --ip.",
+        ),
         click.option("--app-port", default=8080, show_default=True, type=int),
         _address("--xds", "127.0.0.1:18000"),
     ]

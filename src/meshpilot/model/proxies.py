@@ -31,6 +31,14 @@ class Proxy:
     ip: str
     app_port: int
     labels: Labels
+    # Where the app and the sidecar's app-facing ports (admin, outbound) live when they are kept
+    # off the instance IP, e.g. 127.0.0.1 inside the instance's own network namespace.
+    local_ip: str | None = None
+
+    @property
+    def app_ip(self) -> str:
+        """The app's address, and the address of the listeners only the app may reach."""
+        return self.local_ip or self.ip
 
     @property
     def instance(self) -> Instance:

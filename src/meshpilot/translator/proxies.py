@@ -53,7 +53,7 @@ def local_resources(
         *_tcp_listeners(proxy, tcp_services),
     ]
     http2 = service is not None and service.speaks_http2
-    app_cluster = cluster.static_cluster(app, proxy.ip, proxy.app_port, http2)
+    app_cluster = cluster.static_cluster(app, proxy.app_ip, proxy.app_port, http2)
     return LocalResources(
         Part([resource(CLUSTER, app, app_cluster)]), ResourceSet.of(LISTENER, listeners)
     )
@@ -118,11 +118,11 @@ def _inbound_tls(service: ir.Service | None, policy: ProxyPolicy) -> listener.Do
 def _outbound_listener(
     proxy: proxies.Proxy, service: ir.Service | None, policy: ProxyPolicy
 ) -> Resource:
-    """IP:15001 for the app's calls: every request leaves with this sidecar's identity."""
+    """15001 on the app's IP for its calls: every request leaves with this sidecar's identity."""
     manager, refs = _http_manager("outbound", proxy, service, policy)
     built = listener.http_listener(
         names.OUTBOUND_LISTENER,
-        proxy.ip,
+        proxy.app_ip,
         proxies.OUTBOUND_PORT,
         manager.with_rds(names.OUTBOUND_ROUTE).build(),
     )
@@ -130,7 +130,7 @@ def _outbound_listener(
 
 
 def _tcp_listeners(proxy: proxies.Proxy, tcp_services: Iterable[ir.Service]) -> list[Resource]:
-    """One per tcp service, on the proxy's IP at the service's port. Left out: a service on the
+    """One per tcp service, on the app's IP at the service's port. Left out: a service on the
     app's port or a sidecar port (taken on that IP) and any but the first (by name) on one port."""
     taken = {proxy.app_port, proxies.ADMIN_PORT, proxies.INBOUND_PORT, proxies.OUTBOUND_PORT}
     listeners = []
@@ -146,7 +146,9 @@ def _tcp_listener(proxy: proxies.Proxy, service: ir.Service) -> Resource:
     name = names.tcp_listener(service.name, service.port)
     to = service.routes[0].to if service.routes else (ir.Destination(None),)
     shares = [(names.outbound_cluster(service.name, service.port, d.subset), d.weight) for d in to]
-    built = listener.tcp_listener(name, proxy.ip, service.port, tcp_proxy.tcp_proxy(name, shares))
+    built = listener.tcp_listener(
+        name, proxy.app_ip, service.port, tcp_proxy.tcp_proxy(name, shares)
+    )
     return resource(LISTENER, name, built, refs=[c for c, weight in shares if weight > 0])
 
 

@@ -23,6 +23,7 @@ def proxy_from_node(node: base_pb2.Node) -> proxies.Proxy:
     ip = metadata.get("ip")
     app_port = metadata.get("app_port", 8080)
     labels = metadata.get("labels", {})
+    local_ip = metadata.get("local_ip")
     if not isinstance(service, str) or not service:
         raise BadNode(f"node {node.id!r}: metadata.service (or node.cluster) is required")
     if not isinstance(ip, str) or not ip:
@@ -30,11 +31,13 @@ def proxy_from_node(node: base_pb2.Node) -> proxies.Proxy:
     if not _is_ip(ip):
         # An endpoint address Envoy cannot parse makes every sidecar reject the whole EDS update.
         raise BadNode(f"node {node.id!r}: metadata.ip {ip!r} is not an IP address")
+    if local_ip is not None and not (isinstance(local_ip, str) and _is_ip(local_ip)):
+        raise BadNode(f"node {node.id!r}: metadata.local_ip {local_ip!r} is not an IP address")
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise BadNode(f"node {node.id!r}: metadata.labels must map names to strings")
     if not isinstance(app_port, int | float) or not 0 < int(app_port) < 65536:
         raise BadNode(f"node {node.id!r}: metadata.app_port must be a port number")
-    return proxies.Proxy(node.id, service, ip, int(app_port), ir.labels_of(labels))
+    return proxies.Proxy(node.id, service, ip, int(app_port), ir.labels_of(labels), local_ip)
 
 
 def _is_ip(text: str) -> bool:
