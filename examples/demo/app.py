@@ -7,6 +7,10 @@
 
 Every call to another service goes through the local sidecar (http://MESH_IP:15001 with the
 service's name as Host), forwarding x-request-id and x-user so traces and header routes work.
+
+MESH_BIND_IP, when set, is where the app listens and where it finds its sidecar's outbound port
+instead of MESH_IP: the sidecar's local IP (`meshpilot sidecar --local-ip`), such as 127.0.0.1
+inside the instance's own network namespace (docker-compose.yml).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 SERVICE = os.environ.get("MESH_SERVICE", "storefront")
 VERSION = os.environ.get("MESH_VERSION", "")
 IP = os.environ.get("MESH_IP", "127.0.0.1")
+BIND_IP = os.environ.get("MESH_BIND_IP") or IP
 PORT = int(os.environ.get("MESH_APP_PORT", "8080"))
 FLAKY_PERCENT = float(os.environ.get("FLAKY_PERCENT", "0"))
 FORWARDED = ("x-request-id", "x-user")
@@ -30,7 +35,7 @@ ITEMS = ["kettle", "teapot", "mug"]
 def call(service: str, path: str, incoming: Any) -> Any:
     """Ask another service through this instance's sidecar."""
     headers = {"Host": service} | {h: incoming[h] for h in FORWARDED if incoming.get(h)}
-    request = urllib.request.Request(f"http://{IP}:15001{path}", headers=headers)
+    request = urllib.request.Request(f"http://{BIND_IP}:15001{path}", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as reply:
             return json.load(reply)
@@ -69,4 +74,4 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    ThreadingHTTPServer((IP, PORT), Handler).serve_forever()
+    ThreadingHTTPServer((BIND_IP, PORT), Handler).serve_forever()
