@@ -6,5 +6,4 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip install --no-cache-dir . && rm -rf /src
 COPY examples/demo /mesh
-COPY envoy-bootstrap /bootstrap
 WORKDIR /mesh
