@@ -80,10 +80,14 @@ def get_inside(namespace: str, port: int, host: str, path: str = "/") -> HttpRep
         conn.close()
 
 
-def refused(ip: str, port: int) -> bool:
-    """True when the kernel answers a connection to `ip:port` from the host with a reset."""
+def refused(ip: str, port: int, namespace: str | None = None) -> bool:
+    """True when a connection to `ip:port`, from the host or from inside `namespace`, is
+    answered with a reset (nothing listens there)."""
     try:
-        socket.create_connection((ip, port), timeout=2).close()
+        if namespace:
+            netns.connect(namespace, (ip, port), 2).close()
+        else:
+            socket.create_connection((ip, port), timeout=2).close()
     except ConnectionRefusedError:
         return True
     return False
@@ -140,9 +144,11 @@ def test_up_netns_isolates_instances_and_removes_everything_on_stop(up: Proc) ->
     assert get_inside(back_ns, OUTBOUND, "backend").status == 403  # only frontend may call
     assert get_inside(back_ns, OUTBOUND, "frontend").status == 200
 
-    # From the host, only the inbound (mTLS) ports are there.
-    for ip in (front_ip, back_ip):
-        assert [port for port in (8080, 9090, ADMIN, OUTBOUND) if not refused(ip, port)] == []
+    # From the host and from the other instance, only the inbound (mTLS) port is there.
+    for ip, other_ns in ((front_ip, back_ns), (back_ip, front_ns)):
+        for where in (None, other_ns):
+            open_ports = [p for p in (8080, 9090, ADMIN, OUTBOUND) if not refused(ip, p, where)]
+            assert open_ports == [], (ip, where)
         socket.create_connection((ip, INBOUND), timeout=2).close()
 
     os.kill(up.pid, signal.SIGINT)
