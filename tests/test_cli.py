@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from meshpilot.cli import main
@@ -60,3 +61,10 @@ def test_status_without_a_control_plane_is_a_clean_error() -> None:
     result = CliRunner().invoke(main, ["status", "--admin", "127.0.0.1:1"])
     assert result.exit_code == 1
     assert "cannot reach the control plane admin API at 127.0.0.1:1" in result.output
+
+
+def test_up_netns_without_root_is_a_clean_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    result = CliRunner().invoke(main, ["up", "--netns", str(FIXTURE)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and "--netns needs root" in result.output

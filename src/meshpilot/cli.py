@@ -377,10 +377,21 @@ def top(mixer_: str, window: float) -> None:
 @click.option("--admin", default=None, metavar="HOST:PORT", help="Default: same IP, :18001.")
 @click.option("--listen", default=None, metavar="HOST:PORT", help="Mixer gRPC; default :18081.")
 @click.option("--metrics", default=None, metavar="HOST:PORT", help="Mixer HTTP; default :18082.")
+@click.option(
+    "--netns",
+    is_flag=True,
+    help="As root: each replica in its own network namespace, where only its sidecar's mTLS "
+    "inbound port faces the others; xDS and the mixer then listen on the host's bridge IP.",
+)
 def up(
-    mesh: Path, xds: str | None, admin: str | None, listen: str | None, metrics: str | None
+    mesh: Path,
+    xds: str | None,
+    admin: str | None,
+    listen: str | None,
+    metrics: str | None,
+    netns: bool,
 ) -> None:
     """Run a whole mesh locally: control plane, mixer, and every `run:` replica with a sidecar."""
     from meshpilot.runner.up import run_up
 
-    sys.exit(run_up(mesh, xds, admin, listen, metrics))
+    sys.exit(run_up(mesh, xds, admin, listen, metrics, netns))

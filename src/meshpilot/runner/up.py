@@ -5,22 +5,29 @@ real Envoy sidecar, each replica on its own loopback IP so that all sidecars use
 as under docker-compose. Processes log into a run directory; a replica that crashes is restarted
 with back-off; SIGINT or SIGTERM stops everything that was started.
 
+With `--netns` (root), each replica runs in its own network namespace instead (runner/netns.py):
+its app, sidecar admin and outbound port on 127.0.0.1 in there, only the sidecar's inbound port
+on its address on a host bridge, where the control plane's xDS port and the mixer listen too.
+
 Secure as `serve` is: the control plane keeps its CA and token key in the run directory's
 `state/`, and `up` issues a join token (0600, in `tokens/`) for each replica and the mixer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import logging
+import os
 import signal
+import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from meshpilot.admin.status import format_table
 from meshpilot.errors import MeshpilotError
@@ -30,6 +37,7 @@ from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import MeshSpec
 from meshpilot.model.names import MIXER_SERVICE
 from meshpilot.model.proxies import ADMIN_PORT, OUTBOUND_PORT
+from meshpilot.runner import netns
 from meshpilot.runner.addresses import UP_RANGE, LoopbackAllocator
 from meshpilot.runner.processes import Supervised, Supervisor
 from meshpilot.translator.build import build_ir
@@ -52,21 +60,31 @@ class Replica:
     command: str
     env: dict[str, str]
     labels: tuple[str, ...]
+    local_ip: str | None = None  # with its own namespace: the app's, admin's and outbound's IP
+    netns: str | None = None
 
     @property
     def name(self) -> str:
         return f"{self.service}-{self.version or 'default'}-{self.index}"
 
+    @property
+    def app_ip(self) -> str:
+        """Where the app, the sidecar's admin and its outbound port listen."""
+        return self.local_ip or self.ip
 
-def plan_replicas(spec: MeshSpec, next_ip: Callable[[], str]) -> list[Replica]:
-    """Every replica of every `run:` entry, each with a fresh IP, services in name order."""
+
+def plan_replicas(
+    spec: MeshSpec, next_ip: Callable[[], str], local_ip: str | None = None
+) -> list[Replica]:
+    """Every replica of every `run:` entry, each with a fresh IP, services in name order.
+    With `local_ip` (own namespaces), that is the app's `{ip}` and MESH_IP."""
     replicas = []
     for service in sorted(spec.services):
         for run in spec.services[service].run:
             for index in range(run.replicas):
                 ip = next_ip()
                 values = {
-                    "ip": ip,
+                    "ip": local_ip or ip,
                     "app_port": str(run.app_port),
                     "service": service,
                     "version": run.version or "",
@@ -75,7 +93,17 @@ def plan_replicas(spec: MeshSpec, next_ip: Callable[[], str]) -> list[Replica]:
                 labels = tuple(f"{k}={v}" for k, v in sorted(run.labels.items()))
                 command = run.command.format(**values)
                 replicas.append(
-                    Replica(service, run.version, index, ip, run.app_port, command, env, labels)
+                    Replica(
+                        service,
+                        run.version,
+                        index,
+                        ip,
+                        run.app_port,
+                        command,
+                        env,
+                        labels,
+                        local_ip=local_ip,
+                    )
                 )
     return replicas
 
@@ -106,7 +134,14 @@ class LocalMesh:
         write_file(path, token.encode(), secret=True)
         return path
 
-    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def _start(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        namespace: str | None = None,
+    ) -> None:
+        argv = netns.exec_argv(namespace, argv) if namespace else argv
         self.supervisor.start(Supervised(name, argv, self.run_dir / f"{name}.log", env or {}))
 
     def start_control_plane(self) -> None:
@@ -128,38 +163,62 @@ class LocalMesh:
             "-c",
             f"cd {_quote(str(self.mesh_path.parent))} && exec {replica.command}",
         ]
-        self._start(f"{replica.name}.app", app, replica.env)
+        self._start(f"{replica.name}.app", app, replica.env, replica.netns)
         sidecar = [*MESHPILOT, "sidecar", "--service", replica.service, "--ip", replica.ip]
         sidecar += ["--app-port", str(replica.app_port), "--xds", self.addresses.xds]
         sidecar += ["--version", replica.version] if replica.version else []
+        sidecar += ["--local-ip", replica.local_ip] if replica.local_ip else []
         for label in replica.labels:
             sidecar += ["--label", label]
         labels = dict(label.split("=", 1) for label in replica.labels)
         if replica.version:
             labels["version"] = replica.version
         token = self.token_file(replica.name, replica.service, labels)
-        self._start(f"{replica.name}.envoy", [*sidecar, "--token-file", str(token)])
+        sidecar += ["--token-file", str(token)]
+        self._start(f"{replica.name}.envoy", sidecar, namespace=replica.netns)
 
     def wait_ready(self, replicas: list[Replica]) -> None:
-        for replica in replicas:
-            _wait_until(f"http://{replica.ip}:{ADMIN_PORT}/ready", b"LIVE", replica.name)
+        for r in replicas:
+            _wait_until(f"http://{r.app_ip}:{ADMIN_PORT}/ready", b"LIVE", r.name, r.netns)
+
+    def stop(self) -> None:
+        log.info("stopping %d processes", len(self.supervisor.members))
+        self.supervisor.stop_all()
 
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def _wait_until(url: str, expected: bytes, what: str) -> None:
+def _wait_until(url: str, expected: bytes, what: str, namespace: str | None = None) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1) as reply:
-                if expected in reply.read():
-                    return
-        except (urllib.error.URLError, OSError):
+            if expected in _get(url, namespace):
+                return
+        except (OSError, http.client.HTTPException):
             pass
         time.sleep(0.1)
+    url += f" in network namespace {namespace}" if namespace else ""
     raise MeshpilotError(f"{what} did not become ready within {READY_TIMEOUT_S:.0f} s ({url})")
+
+
+def _get(url: str, namespace: str | None, timeout: float = 1.0) -> bytes:
+    """The body of GET `url` (whatever the status), sent from this host or from `namespace`."""
+    parts = urlsplit(url)
+    address = (parts.hostname or "", parts.port or 80)
+    sock = (
+        netns.connect(namespace, address, timeout)
+        if namespace
+        else socket.create_connection(address, timeout)
+    )
+    conn = http.client.HTTPConnection(*address, timeout=timeout)
+    conn.sock = sock
+    try:
+        conn.request("GET", parts.path or "/")
+        return conn.getresponse().read()
+    finally:
+        conn.close()
 
 
 def describe(spec: MeshSpec, mesh: LocalMesh, replicas: list[Replica]) -> str:
@@ -170,15 +229,24 @@ def describe(spec: MeshSpec, mesh: LocalMesh, replicas: list[Replica]) -> str:
     ]
     if a.mixer:
         lines.append(f"mixer: grpc {a.mixer}, metrics http://{a.metrics}/metrics")
-    rows = [["SERVICE", "VERSION", "IP", "APP PORT", "SIDECAR ADMIN", "CALL OTHERS VIA"]]
+    isolated = any(r.netns for r in replicas)
+    if isolated:
+        lines.append(
+            "each instance has its own network namespace (NETNS): only its sidecar's inbound "
+            f"port faces the others; from inside, `sudo ip netns exec NETNS ...` reaches the "
+            f"app, admin and outbound ports on {netns.LOCAL_IP}"
+        )
+    rows = [["SERVICE", "VERSION", "IP", *(["NETNS"] if isolated else []), "APP PORT"]]
+    rows[0] += ["SIDECAR ADMIN", "CALL OTHERS VIA"]
     rows += [
         [
             r.service,
             r.version or "-",
             r.ip,
+            *([r.netns or "-"] if isolated else []),
             str(r.app_port),
-            f"http://{r.ip}:{ADMIN_PORT}",
-            f"http://{r.ip}:{OUTBOUND_PORT} (Host: <service>)",
+            f"http://{r.app_ip}:{ADMIN_PORT}",
+            f"http://{r.app_ip}:{OUTBOUND_PORT} (Host: <service>)",
         ]
         for r in replicas
     ]
@@ -191,8 +259,9 @@ def _suggestions(spec: MeshSpec, mesh: LocalMesh, replicas: list[Replica]) -> li
     tries = []
     entry = next((r for name in spec.services for r in replicas if r.service == name), None)
     if entry is not None:
+        inside = f"sudo ip netns exec {entry.netns} " if entry.netns else ""
         tries.append(
-            f"  curl -H 'Host: {entry.service}' http://{entry.ip}:{OUTBOUND_PORT}/"
+            f"  {inside}curl -H 'Host: {entry.service}' http://{entry.app_ip}:{OUTBOUND_PORT}/"
             f"     # call {entry.service} through a sidecar"
         )
     tries.append(f"  edit {mesh.mesh_path} (weights, routes) and save     # applied live")
@@ -214,26 +283,41 @@ class _Stop:
 
 
 def run_up(
-    mesh_path: Path, xds: str | None, admin: str | None, listen: str | None, metrics: str | None
+    mesh_path: Path,
+    xds: str | None,
+    admin: str | None,
+    listen: str | None,
+    metrics: str | None,
+    isolate: bool = False,
 ) -> int:
+    if isolate:
+        netns.require_root()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s up: %(message)s")
     spec = load_mesh(mesh_path)
     needs_mixer = build_ir(spec, mesh_path.parent).mixer is not None
     stop = _Stop()
-    ips = LoopbackAllocator(UP_RANGE)
-    plane_ip = ips.ip()
-    addresses = Addresses(
-        xds or f"{plane_ip}:18000",
-        admin or f"{plane_ip}:18001",
-        (listen or f"{plane_ip}:18081") if needs_mixer else None,
-        (metrics or f"{plane_ip}:18082") if needs_mixer else None,
-    )
-    run_dir = Path(".run") / f"{spec.mesh}-{time.strftime('%Y%m%d-%H%M%S')}-{plane_ip}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    mesh = LocalMesh(mesh_path, addresses, run_dir.resolve())
-    try:
+    with contextlib.ExitStack() as cleanup:  # undone in reverse: processes, bridge, loopback IPs
+        ips = LoopbackAllocator(UP_RANGE)
+        cleanup.callback(ips.release)
+        bridge = cleanup.enter_context(netns.Bridge(os.getpid())) if isolate else None
+        plane_ip = ips.ip()
+        shared_ip = bridge.ip if bridge else plane_ip  # where sidecars reach xDS and the mixer
+        addresses = Addresses(
+            xds or f"{shared_ip}:18000",
+            admin or f"{plane_ip}:18001",
+            (listen or f"{shared_ip}:18081") if needs_mixer else None,
+            (metrics or f"{plane_ip}:18082") if needs_mixer else None,
+        )
+        run_dir = Path(".run") / f"{spec.mesh}-{time.strftime('%Y%m%d-%H%M%S')}-{plane_ip}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        mesh = LocalMesh(mesh_path, addresses, run_dir.resolve())
+        cleanup.callback(mesh.stop)
         mesh.start_control_plane()
-        replicas = plan_replicas(spec, ips.ip)
+        if bridge:
+            replicas = plan_replicas(spec, bridge.next_ip, netns.LOCAL_IP)
+            replicas = [replace(r, netns=bridge.add_namespace(r.name, r.ip)) for r in replicas]
+        else:
+            replicas = plan_replicas(spec, ips.ip)
         for replica in replicas:
             mesh.start_replica(replica)
         mesh.wait_ready(replicas)
@@ -242,8 +326,4 @@ def run_up(
         while not stop.requested:
             mesh.supervisor.check()
             time.sleep(0.25)
-        return 0
-    finally:
-        log.info("stopping %d processes", len(mesh.supervisor.members))
-        mesh.supervisor.stop_all()
-        ips.release()
+    return 0
