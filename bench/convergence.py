@@ -84,7 +84,16 @@ def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> None:
     xds, admin = f"{cp_ip}:{XDS_PORT}", f"http://{cp_ip}:{ADMIN_PORT}"
     control_plane = procs.start(
         "controlplane",
-        [MESHPILOT, "serve", str(mesh), "--xds", xds, "--admin", f"{cp_ip}:{ADMIN_PORT}"],
+        [
+            MESHPILOT,
+            "serve",
+            str(mesh),
+            "--xds",
+            xds,
+            "--admin",
+            f"{cp_ip}:{ADMIN_PORT}",
+            "--insecure",
+        ],
         cwd=tmp,
     )
     wait_http_ok(f"{admin}/healthz", START_TIMEOUT, procs=[control_plane])

@@ -387,7 +387,9 @@ def run_size(
     procs = Processes(tmp / "logs")
     workers: Workers | None = None
     try:
-        argv = [MESHPILOT, "serve", str(mesh), "--xds", xds]
+        # simulated sidecars: plaintext, all from one address
+        argv = [MESHPILOT, "serve", str(mesh), "--xds", xds, "--insecure"]
+        argv += ["--peer-max-streams", "0", "--peer-stream-rate", "0"]
         control_plane = procs.start("controlplane", [*argv, "--admin", f"{args.ip}:{ADMIN_PORT}"])
         wait_http_ok(f"{admin}/healthz", START_TIMEOUT, procs=[control_plane])
         result.rss_idle = rss_kib(pid := control_plane.pid)[0]

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from meshpilot.model import ir, proxies
 from meshpilot.xds.cache import SnapshotCache, Watch
+from meshpilot.xds.peers import PeerLimits
 from meshpilot.xds.protocol import SyncStatus, TypeState
 from meshpilot.xds.server import AdsServer
 from meshpilot.xds.types import ENDPOINT
@@ -52,18 +53,18 @@ class Plane:
     def state(self, node_id: str, type_url: str) -> SyncStatus:
         return self.type_state(node_id, type_url).status
 
-    def metric(self, name: str) -> float:
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A metric of the server, when it shares the cache's metrics (see `serving`)."""
-        return self.cache.metrics.value(name)
+        return self.cache.metrics.value(name, labels)
 
 
 @contextlib.asynccontextmanager
-async def serving(cache: SnapshotCache) -> AsyncIterator[Plane]:
+async def serving(cache: SnapshotCache, peers: PeerLimits | None = None) -> AsyncIterator[Plane]:
     """An ADS server for `cache` whose metrics are the cache's (push permits, refused views)."""
     from tests.conftest import free_port  # conftest imports this module
 
     address = f"127.0.0.1:{free_port()}"
-    server = AdsServer(cache, cache.metrics, address)
+    server = AdsServer(cache, cache.metrics, address, peers=peers)
     await server.start()
     try:
         yield Plane(cache, address)

@@ -74,9 +74,12 @@ async def test_two_proxies_with_the_same_endpoints_get_the_same_response(plane: 
 
 @pytest.fixture
 async def one_permit(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Plane]:
-    """A server on which one stream at a time may have responses in flight."""
-    monkeypatch.setattr(ads_server, "MAX_STREAMS_PUSHING", 1)
-    monkeypatch.setattr(ads_server, "PERMIT_HOLD_S", 0.5)
+    """A server on which one stream at a time may have responses in flight (per pool: these
+    streams are all new, so they share the unproven one)."""
+    for pool in ("MAX_STREAMS_PUSHING", "MAX_UNPROVEN_STREAMS_PUSHING"):
+        monkeypatch.setattr(ads_server, pool, 1)
+    for hold in ("PERMIT_HOLD_S", "UNPROVEN_PERMIT_HOLD_S"):
+        monkeypatch.setattr(ads_server, hold, 0.5)
     cache = SnapshotCache()
     cache.set_mesh(mesh())
     async with serving(cache) as running:
@@ -115,7 +118,8 @@ async def test_a_proxy_that_never_answers_delays_the_others_only_for_the_hold_ti
 async def test_a_stream_with_everything_held_back_keeps_no_permit(
     one_permit: Plane, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ads_server, "PERMIT_HOLD_S", 100)
+    for hold in ("PERMIT_HOLD_S", "UNPROVEN_PERMIT_HOLD_S"):
+        monkeypatch.setattr(ads_server, hold, 100)
     async with (
         one_permit.client(proxy("routes-only", "127.0.0.2")) as held,
         one_permit.client(proxy("other", "127.0.0.3")) as other,

@@ -157,6 +157,20 @@ def render(mesh: Path, service: str, version_: str | None, type_: str, insecure:
     help="Plaintext xDS, no join tokens, no workload certificates, no mTLS (development only).",
 )
 @_admin_token_option
+@click.option(
+    "--peer-max-streams",
+    type=click.IntRange(min=0),
+    default=128,
+    show_default=True,
+    help="ADS streams one peer address may hold open at once (0: no limit).",
+)
+@click.option(
+    "--peer-stream-rate",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="New ADS streams per second one peer address may open (0: no limit).",
+)
 def serve(
     mesh: Path,
     xds: str,
@@ -165,6 +179,8 @@ def serve(
     state_dir: Path | None,
     insecure: bool,
     admin_token_file: Path | None,
+    peer_max_streams: int,
+    peer_stream_rate: float,
 ) -> None:
     """Run the control plane: ADS gRPC server, certificate service and admin HTTP API, watching
     MESH. Secure by default: TLS on the xDS port, sidecars join with tokens, mTLS between them."""
@@ -173,7 +189,12 @@ def serve(
 
     state_dir = state_dir or default_state_dir()
     token = _admin_token(admin_token_file)
-    plane = ControlPlane(mesh, xds, admin, mixer_address, state_dir, not insecure, token)
+    from meshpilot.xds.peers import PeerLimits
+
+    peers = PeerLimits(peer_max_streams, peer_stream_rate)
+    plane = ControlPlane(
+        mesh, xds, admin, mixer_address, state_dir, not insecure, token, peer_limits=peers
+    )
     run_control_plane(plane)
 
 

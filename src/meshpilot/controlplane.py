@@ -40,6 +40,7 @@ from meshpilot.model.proxies import Proxy
 from meshpilot.translator.build import build_ir
 from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.metrics import XdsMetrics, track_convergence
+from meshpilot.xds.peers import PeerLimits
 from meshpilot.xds.server import AdsServer
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class ControlPlane:
         tls: bool = False,
         admin_token: str | None = None,
         join_limits: JoinLimits | None = None,
+        peer_limits: PeerLimits | None = None,
     ) -> None:
         if tls and state_dir is None:
             raise MeshpilotError("TLS on the xDS port needs the mesh CA: give a state directory")
@@ -87,7 +89,9 @@ class ControlPlane:
         self.certificates = CertificateService(None, IdentityMetrics(self.metrics.registry))
         self.cache = SnapshotCache(self.metrics)
         self.status = MeshStatus()
-        self.ads = AdsServer(self.cache, self.metrics, xds, self._admit if tls else None)
+        self.ads = AdsServer(
+            self.cache, self.metrics, xds, self._admit if tls else None, peer_limits or PeerLimits()
+        )
         self.admin = HttpServer(admin, admin_routes(self), admin_token)
         self.watcher = MeshWatcher(mesh_path, self.reload)
         self._convergence: asyncio.Task[None] | None = None

@@ -65,6 +65,13 @@ class XdsMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.streams_ended = Counter(
+            "meshpilot_xds_streams_ended",
+            "ADS streams the control plane ended, by reason (write_timeout: a response was not "
+            "read; no_answer: responses were not ACKed or NACKed)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.streams_pushing = Gauge(
             "meshpilot_xds_streams_pushing",
             "Streams holding a push permit (responses in flight)",

@@ -12,6 +12,7 @@ first request's node passes it with the stream's metadata and peer address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -25,16 +26,32 @@ from meshpilot.model.proxies import Proxy
 from meshpilot.xds.cache import SnapshotCache, Watch
 from meshpilot.xds.metrics import XdsMetrics
 from meshpilot.xds.node import BadNode, proxy_from_node
+from meshpilot.xds.peers import PeerLimits
 from meshpilot.xds.protocol import ProtocolStream
 from meshpilot.xds.sotw.stream import SotwStream, StreamShared, new_types
 
 log = logging.getLogger(__name__)
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
-# Streams that may have responses in flight at once (see AdsServer._serve).
+# Streams that may have responses in flight at once (see AdsServer._serve): proxies that have
+# answered what they were sent (every real sidecar, within milliseconds), and, in a pool of
+# their own, streams that have not yet or stopped doing so. Clients that never answer or never
+# read delay only each other, never the sidecars already in the mesh.
 MAX_STREAMS_PUSHING = 64
-# A proxy that does not answer a response for this long lets another stream push meanwhile.
+MAX_UNPROVEN_STREAMS_PUSHING = 16
+# A proxy that does not answer, or read, a response for this long lets another stream push
+# meanwhile, and pushes only from the unproven pool until it answers again.
 PERMIT_HOLD_S = 5.0
+UNPROVEN_PERMIT_HOLD_S = 1.0
+# A response that is not read, or not answered, for this long ends the stream (logged and
+# counted): a client that stops reading would otherwise keep its copy, and its stream, forever.
+WRITE_TIMEOUT_S = 30.0
+ANSWER_TIMEOUT_S = 30.0
+# gRPC frees an unread response only when its connection closes, so connections are closed
+# after this age (as istiod does; gRPC adds jitter), with a grace for streams to finish: a
+# sidecar reconnects within a second and is sent its configuration again.
+MAX_CONNECTION_AGE_S = 30 * 60.0
+MAX_CONNECTION_AGE_GRACE_S = 30.0
 # gRPC cancels new streams beyond this many waiting to be accepted (its defaults: 1,000 and
 # 3,000); thousands of sidecars reconnect at once after a restart, and are all to be accepted.
 MAX_PENDING_STREAMS = 100_000
@@ -48,12 +65,18 @@ class AdsServer:
     """Component: `await start()`, `await stop()`."""
 
     def __init__(
-        self, cache: SnapshotCache, metrics: XdsMetrics, address: str, admit: Admit | None = None
+        self,
+        cache: SnapshotCache,
+        metrics: XdsMetrics,
+        address: str,
+        admit: Admit | None = None,
+        peers: PeerLimits | None = None,
     ) -> None:
         self.cache = cache
         self.metrics = metrics
         self.address = address
         self.admit = admit
+        self.peers = peers or PeerLimits(0, 0)
         self._server: grpc.aio.Server | None = None
         self._shared = StreamShared()
         # A state-of-the-world push is a full copy of a proxy's resources, and gRPC only queues
@@ -62,6 +85,7 @@ class AdsServer:
         # response until the proxy has answered all of them: the permits bound the copies in
         # memory, and a slow proxy delays only itself.
         self._permits = _Permits(MAX_STREAMS_PUSHING, metrics)
+        self._unproven_permits = _Permits(MAX_UNPROVEN_STREAMS_PUSHING, metrics)
 
     async def start(
         self,
@@ -75,6 +99,8 @@ class AdsServer:
                 ("grpc.max_send_message_length", 512 * 1024 * 1024),
                 ("grpc.server.max_pending_requests", MAX_PENDING_STREAMS),
                 ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_STREAMS),
+                ("grpc.max_connection_age_ms", int(MAX_CONNECTION_AGE_S * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(MAX_CONNECTION_AGE_GRACE_S * 1000)),
             ]
         )
         handler = grpc.stream_stream_rpc_method_handler(
@@ -105,33 +131,71 @@ class AdsServer:
             self._server = None
 
     async def _stream(self, _requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        try:
+            close = self.peers.open(context.peer())
+        except Refused as refused:
+            await self._refuse(refused, context)
+            return
+        try:
+            await self._admit_and_serve(context)
+        finally:
+            close()
+
+    async def _refuse(self, refused: Refused, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Count, log and end a stream that is not served (abort raises)."""
+        self.metrics.streams_refused.labels(refused.reason).inc()
+        log.warning("refusing ADS stream from %s: %s", context.peer(), refused.message)
+        await context.abort(refused.code, refused.message)
+
+    async def _admit_and_serve(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         first = await context.read()
         if first is grpc.aio.EOF:
             return
         try:
             proxy, leave = self._admitted(first, context)
         except Refused as refused:
-            self.metrics.streams_refused.labels(refused.reason).inc()
-            log.warning("refusing ADS stream from %s: %s", context.peer(), refused.message)
-            await context.abort(refused.code, refused.message)
+            await self._refuse(refused, context)
+            return
+        stream, watch = self._connect(proxy, first)
+        del first  # a request can hold thousands of names: none is kept past its handling
+        try:
+            stuck = await self._serve_connected(stream, watch, context)
+            if stuck is not None:
+                await stuck.end(context)
+        finally:
+            if leave is not None:
+                leave()
+
+    def _connect(
+        self, proxy: Proxy, first: discovery_pb2.DiscoveryRequest
+    ) -> tuple[SotwStream, Watch]:
         types = new_types()
         watch = self.cache.connect(proxy, types)
         log.info("proxy connected: %s (%s %s)", proxy.node_id, proxy.service, proxy.ip)
         stream = SotwStream(watch, types, self.metrics, self._shared)
         stream.handle_request(first)
-        del first  # a request can hold thousands of names: none is kept past its handling
+        return stream, watch
+
+    async def _serve_connected(
+        self, stream: SotwStream, watch: Watch, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> _Stuck | None:
+        """Serve until the stream ends; what made it stuck if the proxy stopped reading or
+        answering (it then leaves the mesh at once, however long gRPC takes to end the call)."""
         reader = asyncio.create_task(_read_requests(context, stream, watch))
         try:
             await self._serve(stream, watch, context)
             if reader.done() and not reader.cancelled():
                 reader.result()  # a request that could not be handled fails the stream
+        except _Stuck as stuck:
+            self.metrics.streams_ended.labels(stuck.reason).inc()
+            log.warning("ending the ADS stream of %s: %s", watch.proxy.node_id, stuck)
+            return stuck
         finally:
             reader.cancel()
             stream.close()
             self.cache.disconnect(watch)
-            if leave is not None:
-                leave()
-            log.info("proxy disconnected: %s", proxy.node_id)
+            log.info("proxy disconnected: %s", watch.proxy.node_id)
+        return None
 
     def _admitted(
         self, first: discovery_pb2.DiscoveryRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -152,31 +216,50 @@ class AdsServer:
         watch: Watch,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> None:
-        permit = _Permit(self._permits)
+        turns = _Turns(self._permits, self._unproven_permits)
         try:
             while not stream.ended:
-                if not await _woken(watch, PERMIT_HOLD_S if permit.held else None):
-                    permit.release()  # no answer in time: let others push meanwhile
+                if not await _woken(watch, turns.wait_bound()):
+                    turns.no_answer_in_time()
                     continue
                 if not stream.in_flight:
-                    permit.release()  # acquired again below, behind the streams waiting
+                    turns.answered()  # the permit is acquired again below, behind others
                 if not stream.ended and stream.wants_push():
-                    await permit.acquire()
-                    await self._push(stream, context)
-                    if not stream.in_flight:
-                        permit.release()  # all held back until other types are ACKed
+                    await turns.acquire()
+                    await self._push(stream, context, turns)
+                    turns.sent(stream.in_flight)
         finally:
-            permit.release()
+            turns.release()
 
     async def _push(
-        self, stream: ProtocolStream[Any], context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        stream: ProtocolStream[Any],
+        context: grpc.aio.ServicerContext[Any, Any],
+        turns: _Turns,
     ) -> None:
         started = time.perf_counter()
         responses = stream.next_responses()
         for response in responses:
-            await context.write(response)
+            await _write(context, response, turns)
         if responses:
             self.metrics.push_seconds.observe(time.perf_counter() - started)
+
+
+async def _write(
+    context: grpc.aio.ServicerContext[Any, Any], response: bytes, turns: _Turns
+) -> None:
+    """Write one response; past the hold time the permit goes to others, past the write
+    timeout the stream ends."""
+    write = asyncio.ensure_future(context.write(response))
+    try:
+        await asyncio.wait_for(asyncio.shield(write), turns.hold_s)
+        return
+    except TimeoutError:
+        turns.no_answer_in_time()
+    done, _ = await asyncio.wait({write}, timeout=WRITE_TIMEOUT_S - turns.hold_s)
+    if not done:
+        raise _Stuck("write_timeout", f"a response was not read in {WRITE_TIMEOUT_S:g} s", write)
+    write.result()
 
 
 class _Permits:
@@ -199,22 +282,79 @@ class _Permits:
         self._metrics.streams_pushing.dec()
 
 
-class _Permit:
-    """At most one permit, held across iterations of a stream's loop."""
+class _Turns:
+    """One stream's turns at pushing: at most one permit, from the proven pool while the proxy
+    answers what it is sent in time, else from the unproven pool; and when what it was sent
+    must be answered by."""
 
-    def __init__(self, permits: _Permits) -> None:
-        self._permits = permits
-        self.held = False
+    def __init__(self, proven: _Permits, unproven: _Permits) -> None:
+        self._pools = {True: proven, False: unproven}
+        self.proven = False  # a new stream has answered nothing yet
+        self._held: _Permits | None = None
+        self._answer_by: float | None = None
+
+    @property
+    def hold_s(self) -> float:
+        return PERMIT_HOLD_S if self.proven else UNPROVEN_PERMIT_HOLD_S
+
+    def wait_bound(self) -> float | None:
+        """How long to wait for the proxy: until the hold time while a permit is held, and
+        never past the answer deadline."""
+        bounds = [self.hold_s] if self._held is not None else []
+        if self._answer_by is not None:
+            bounds.append(max(0.0, self._answer_by - time.monotonic()))
+        return min(bounds, default=None)
+
+    def no_answer_in_time(self) -> None:
+        """Ends the stream past the answer deadline; else lets others push meanwhile."""
+        if self._answer_by is not None and time.monotonic() >= self._answer_by:
+            raise _Stuck("no_answer", f"responses were not answered in {ANSWER_TIMEOUT_S:g} s")
+        if self._held is not None:
+            self.release()
+            self.proven = False
+
+    def answered(self) -> None:
+        """Everything sent was answered (ACK or NACK)."""
+        if self._answer_by is not None:
+            self.proven = True
+            self._answer_by = None
+        self.release()
 
     async def acquire(self) -> None:
-        if not self.held:
-            await self._permits.acquire()
-            self.held = True
+        if self._held is None:
+            pool = self._pools[self.proven]
+            await pool.acquire()
+            self._held = pool
+
+    def sent(self, awaiting_answer: bool) -> None:
+        if not awaiting_answer:
+            self.release()  # all held back until other types are ACKed
+        elif self._answer_by is None:
+            self._answer_by = time.monotonic() + ANSWER_TIMEOUT_S
 
     def release(self) -> None:
-        if self.held:
-            self._permits.release()
-            self.held = False
+        if self._held is not None:
+            self._held.release()
+            self._held = None
+
+
+class _Stuck(Exception):
+    """The proxy does not read, or answer, what it is sent: its stream is ended."""
+
+    def __init__(self, reason: str, message: str, unread: asyncio.Future[None] | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.unread = unread
+
+    async def end(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """End the call. A status would wait behind the unread response in gRPC's buffers,
+        which only a closed connection frees: the handler waits for that, so the stream still
+        counts against its peer's and its token's limits meanwhile."""
+        if self.unread is None:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(self))
+        else:
+            with contextlib.suppress(Exception):
+                await self.unread
 
 
 async def _woken(watch: Watch, timeout: float | None) -> bool:
