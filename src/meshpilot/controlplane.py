@@ -90,7 +90,7 @@ class ControlPlane:
         self.cache = SnapshotCache(self.metrics)
         self.status = MeshStatus()
         self.ads = AdsServer(
-            self.cache, self.metrics, xds, self._admit if tls else None, peer_limits or PeerLimits()
+            self.cache, self.metrics, xds, self._admit if tls else None, peer_limits
         )
         self.admin = HttpServer(admin, admin_routes(self), admin_token)
         self.watcher = MeshWatcher(mesh_path, self.reload)

@@ -76,7 +76,7 @@ class AdsServer:
         self.metrics = metrics
         self.address = address
         self.admit = admit
-        self.peers = peers or PeerLimits(0, 0)
+        self.peers = peers or PeerLimits(0, 0)  # none unless given: `serve` gives its own
         self._server: grpc.aio.Server | None = None
         self._shared = StreamShared()
         # A state-of-the-world push is a full copy of a proxy's resources, and gRPC only queues
