@@ -149,7 +149,7 @@ async def test_the_agent_retries_until_the_control_plane_can_sign(tmp_path: Path
             await wait_for_async(lambda: agent.failures >= 1, message="a refused attempt")
             assert agent.renewals == 0
             cp.mesh_path.write_text(MESH)
-            cp.apply_file()
+            await cp.reload()
             agent.wake()  # instead of waiting for the retry delay
             await wait_for_async(lambda: agent.renewals == 1, message="the certificate")
         finally:

@@ -239,7 +239,7 @@ def test_tls_needs_a_state_directory(tmp_path: Path) -> None:
 
 async def test_a_saved_mesh_file_changes_the_certificate_lifetime(plane: ControlPlane) -> None:
     plane.mesh_path.write_text(MESH.replace("60s", "2m"))
-    plane.apply_file()
+    await plane.reload()
     request = encode_request(csr_for("reviews", ec.generate_private_key(ec.SECP256R1())))
     response = await create_certificate(plane, request, identity(plane).tokens.issue("reviews"))
     leaf = x509.load_pem_x509_certificates(response.certificate_chain)[0]
@@ -255,7 +255,7 @@ async def test_no_certificates_until_a_mesh_file_is_usable(tmp_path: Path) -> No
         assert await refused(plane, request, "any") == grpc.StatusCode.UNAVAILABLE
         assert value(plane, REFUSED, reason="no_ca") == 1
         plane.mesh_path.write_text(MESH)
-        plane.apply_file()
+        await plane.reload()
         token = identity(plane).tokens.issue("reviews")
         response = await create_certificate(plane, request, token)
         assert response.spiffe_id == "spiffe://demo/service/reviews"

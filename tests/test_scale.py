@@ -91,7 +91,7 @@ async def burst_of_saves(plane: ControlPlane, fleet: SidecarFleet, egress: int =
     for save in range(1, SAVES + 1):
         plane.mesh_path.write_text(mesh_text(save, egress))
         before = pushes(plane)
-        plane.apply_file()  # as the watcher does with a save it sees (it may see it too)
+        await plane.reload()  # as the watcher does with a save it sees (it may see it too)
         # The next save comes while streams are pushing this one: changes merge mid-push.
         assert await fleet.wait_for(lambda: pushes(plane) > before, timeout=10), save  # noqa: B023
     last = hashlib.blake2b(mesh_text(SAVES, egress).encode(), digest_size=8).hexdigest()
@@ -221,7 +221,7 @@ async def test_a_resource_not_asked_for_is_a_violation() -> None:
 async def test_scoped_sidecars_end_with_just_the_services_they_call(plane: ControlPlane) -> None:
     egress = 3
     plane.mesh_path.write_text(mesh_text(0, egress))
-    plane.apply_file()
+    await plane.reload()
     specs = fleet_specs(SIDECARS, [f"svc-{i}" for i in range(SERVICES)])
     async with SidecarFleet(plane.ads.address, specs, channels=4) as fleet:
         await burst_of_saves(plane, fleet, egress)

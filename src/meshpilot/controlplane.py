@@ -97,7 +97,7 @@ class ControlPlane:
         self._convergence: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.apply_file()
+        await self.reload()
         self.cache.hold_reconnects(RECONNECT_GRACE_S)
         if self.state_dir is None:
             await self.ads.start()
@@ -125,14 +125,11 @@ class ControlPlane:
         await self.admin.stop()
         await self.ads.stop(grace=1.0)
 
-    def apply_file(self) -> None:
-        """Load, validate and apply the mesh file; a bad file changes nothing that is serving."""
-        self._apply(self._load())
-
     async def reload(self) -> None:
-        """`apply_file` for the watcher: reading and validating the file (seconds for a big one)
-        happen off the event loop, so ADS and the admin API keep answering meanwhile."""
-        self._apply(await asyncio.to_thread(self._load))
+        """Load, validate and apply the mesh file; a bad file changes nothing that is serving.
+        Reading, validating and translating it (seconds for a big one) happen off the event
+        loop, so ADS and the admin API keep answering meanwhile."""
+        await self._apply(await asyncio.to_thread(self._load))
 
     def _load(self) -> _Loaded:
         """The file read and validated (no state of the control plane is changed here)."""
@@ -155,7 +152,7 @@ class ControlPlane:
             return _Loaded(version, changed_at, problems=[self._problem(err)])
         return _Loaded(version, changed_at, spec, mesh, time.perf_counter() - started)
 
-    def _apply(self, loaded: _Loaded) -> None:
+    async def _apply(self, loaded: _Loaded) -> None:
         if loaded.problems:
             self._reject(loaded.problems)
             return
@@ -165,7 +162,7 @@ class ControlPlane:
             return
         started = time.perf_counter()
         try:
-            self.cache.set_mesh(self._with_mixer_address(loaded.mesh))
+            await self.cache.apply_mesh(self._with_mixer_address(loaded.mesh))
         except MeshpilotError as err:
             self._reject([self._problem(err)])
             return

@@ -5,6 +5,10 @@ assembled from the shared, already-serialized resources, checked to be consisten
 to its stream as a Snapshot. A view that is not consistent is refused (logged and counted):
 the proxy keeps being served its last good snapshot, and a new mesh is not applied at all.
 
+Translating and checking run on a thread of their own (a big mesh takes seconds): the event
+loop keeps serving streams meanwhile and only hands the finished snapshots over. One thread,
+so translations never overlap and apply in the order they were asked for.
+
 Proxies joining and leaving change endpoints, which every proxy receives; they are applied
 after a debounce, so that thousands of proxies (re)connecting together cause a few pushes of
 endpoints to everyone, not one per proxy. A joining proxy gets its view with the next of them.
@@ -18,8 +22,10 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from meshpilot.background import background
 from meshpilot.errors import InconsistentSnapshot
 from meshpilot.model import ir, proxies
 from meshpilot.translator.translate import Translator, View
@@ -72,6 +78,9 @@ class SnapshotCache:
         self._membership = _Debounce(MEMBERSHIP_QUIET_S, MEMBERSHIP_MAX_WAIT_S, self._rebuild)
         self._scan_from = 0  # see all_synced
         self._hold_until = 0.0
+        self._translating = ThreadPoolExecutor(1, thread_name_prefix="translate")
+        self._left: list[proxies.Proxy] = []  # to forget at the next translation
+        self._rebuilding: asyncio.Task[None] | None = None
 
     @property
     def watches(self) -> list[Watch]:
@@ -96,10 +105,14 @@ class SnapshotCache:
         return True
 
     def set_mesh(self, mesh: ir.MeshIR) -> None:
-        """Apply a new mesh now; raises InconsistentSnapshot (keeping the old mesh, and every
-        proxy's snapshot) if it gives any proxy a view that is not consistent."""
-        self._publish(mesh, all_or_nothing=True)
-        self._mesh = mesh
+        """Apply a new mesh now, blocking until it is translated; raises InconsistentSnapshot
+        (keeping the old mesh, and every proxy's snapshot) if it gives any proxy a view that is
+        not consistent."""
+        self._install(self._submit(mesh).result())
+
+    async def apply_mesh(self, mesh: ir.MeshIR) -> None:
+        """`set_mesh`, translated while the event loop goes on serving."""
+        self._install(await asyncio.wrap_future(self._submit(mesh)))
 
     def hold_reconnects(self, seconds: float) -> None:
         """After a control-plane restart, let reconnecting proxies keep what they have for a while.
@@ -129,22 +142,43 @@ class SnapshotCache:
         self._proxies[watch.proxy] -= 1
         if not self._proxies[watch.proxy]:
             del self._proxies[watch.proxy]
-            self._translator.forget(watch.proxy)
+            self._left.append(watch.proxy)
         self._membership.schedule()
 
     def _rebuild(self) -> None:
+        """Membership changed: every proxy's snapshot of the current mesh, off the loop."""
+        self._rebuilding = background(self._rebuild_off_loop(), "rebuild proxy views")
+
+    async def _rebuild_off_loop(self) -> None:
         try:
-            self._publish(self._mesh, all_or_nothing=False)
+            self._install(await asyncio.wrap_future(self._submit(None)))
         except Exception:
             log.exception("could not rebuild proxy views; proxies keep their current config")
 
-    def _publish(self, mesh: ir.MeshIR, *, all_or_nothing: bool) -> None:
-        """Give every proxy its snapshot of `mesh`; a proxy whose view is not consistent keeps
-        its last good one, or (`all_or_nothing`) nothing changes and InconsistentSnapshot is
-        raised."""
-        shared = self._translator.translate(mesh, [w.instance for w in self._watches])
-        views = [(w, self._translator.view(shared, w.proxy)) for w in self._watches]
-        made, refused, consistency = [], [], Consistency()
+    def _submit(self, mesh: ir.MeshIR | None) -> Future[_Made]:
+        """Translate `mesh` (None: the current one, for a membership change) for the proxies
+        connected now, on the translation thread."""
+        return self._translating.submit(self._publish, mesh, list(self._watches))
+
+    def _install(self, made: _Made) -> None:
+        """On the loop: hand the snapshots to their streams (of proxies that left meanwhile
+        too, which is harmless; those that joined meanwhile get theirs with the next one)."""
+        for watch, view, snapshot in made:
+            watch.source, watch.snapshot = view, snapshot
+            watch.wakeup.set()
+
+    def _publish(self, mesh: ir.MeshIR | None, watches: list[Watch]) -> _Made:
+        """On the translation thread: each proxy's snapshot of `mesh`. For a new mesh, all or
+        nothing: InconsistentSnapshot if any view is not consistent (the mesh stays as it
+        was); for the current one (None) a proxy whose view is not consistent keeps its last
+        good one."""
+        self._forget_left()
+        all_or_nothing = mesh is not None
+        target = mesh if mesh is not None else self._mesh
+        shared = self._translator.translate(target, [w.instance for w in watches])
+        views = [(w, self._translator.view(shared, w.proxy)) for w in watches]
+        made: _Made = []
+        refused, consistency = [], Consistency()
         for watch, view in views:
             if view is watch.source:
                 continue  # checked when it was made
@@ -158,9 +192,15 @@ class SnapshotCache:
             self._refuse(refused)
             if all_or_nothing:
                 raise refused[0][1]
-        for watch, view, snapshot in made:
-            watch.source, watch.snapshot = view, snapshot
-            watch.wakeup.set()
+        self._mesh = target
+        return made
+
+    def _forget_left(self) -> None:
+        """The translator's memory of proxies that left (and did not come back)."""
+        while self._left:
+            proxy = self._left.pop()
+            if proxy not in self._proxies:
+                self._translator.forget(proxy)
 
     def _refuse(self, refused: list[tuple[Watch, InconsistentSnapshot]]) -> None:
         """Count every refused view, and log one line (a bad change can refuse thousands)."""
@@ -173,6 +213,9 @@ class SnapshotCache:
             watch.proxy.node_id,
             err,
         )
+
+
+_Made = list[tuple[Watch, View, Snapshot]]
 
 
 class _Debounce:
