@@ -515,7 +515,12 @@ class FixedRateResult:
 
 
 def fixed_rate(
-    url: str, rate: int, seconds: float, connections: int = 100, threads: int = 1
+    url: str,
+    rate: int,
+    seconds: float,
+    connections: int = 100,
+    threads: int = 1,
+    headers: Sequence[str] = (),
 ) -> FixedRateResult:
     """Load at about `rate` requests/s, spread in time (not in bursts): wrk with a Lua script
     that makes each of `connections` connections wait an exponential time after each response
@@ -527,7 +532,7 @@ def fixed_rate(
         script.flush()
 
         def run(seconds: float, mean_ms: float) -> tuple[str, list[str]]:
-            argv = wrk_command(url, seconds, connections, threads)
+            argv = wrk_command(url, seconds, connections, threads, headers)
             argv[-1:-1] = ["-s", script.name]
             argv += ["--", f"{mean_ms:.2f}"]
             return subprocess.run(argv, capture_output=True, text=True, check=True).stdout, argv

@@ -7,10 +7,15 @@ loopback block: one with a secure control plane (the default: join tokens, workl
 certificates, mTLS between the sidecars) and one run `--insecure`, the only way to plaintext
 between sidecars (`mtls: permissive` lets an inbound port also take plaintext, but callers still
 use mTLS). Rounds alternate which mesh is measured first; figures are medians over rounds.
-Targets: mTLS costs <= 20% throughput and <= 0.3 ms p50.
+
+Each mesh is measured twice a round: saturated (wrk, `--connections` sending back to back: the
+most requests/s, whose p50 is about connections / throughput), then paced (`--rate` requests/s,
+Poisson arrivals over `--rate-connections`: the latency a request sees when nothing queues,
+as Istio's latency figures are taken). Targets: mTLS costs <= 20% of the saturated requests/s
+and adds <= 0.3 ms to the paced p50.
 
     python bench/mtls.py [--ip-block 127.0.93] [--plain-block 127.0.94] [--runs 5] [--seconds 8]
-                         [--connections 32]
+                         [--connections 32] [--rate 1000] [--rate-connections 16]
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dataplane import (
     START_TIMEOUT,
     CpuMeter,
+    FixedRateResult,
     Instance,
     World,
     WrkResult,
     envoy_stats,
+    fixed_rate,
     format_cpu,
     group_members,
     http_get,
@@ -64,8 +71,9 @@ class Hops:
     world: World
     caller: Instance
     callee: Instance
-    results: list[WrkResult] = field(default_factory=list)
-    cpu: list[dict[str, float]] = field(default_factory=list)
+    saturated: list[WrkResult] = field(default_factory=list)
+    cpu: list[dict[str, float]] = field(default_factory=list)  # during the saturated runs
+    paced: list[FixedRateResult] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -111,57 +119,82 @@ def both_meshes(args: argparse.Namespace) -> Iterator[list[Hops]]:
         yield [start_hops("plaintext", plain), start_hops("mtls", secure)]
 
 
-def measure_once(hops: Hops, args: argparse.Namespace) -> tuple[WrkResult, dict[str, float]]:
+def saturate(hops: Hops, args: argparse.Namespace) -> tuple[WrkResult, dict[str, float]]:
+    """Closed loop: `--connections` connections sending back to back (the most requests/s)."""
     meter = hops.meter()
     meter.start()
     result = wrk(hops.url, args.seconds, args.connections, headers=[f"Host: {HOST}"])
     return result, meter.stop()
 
 
+def pace(hops: Hops, args: argparse.Namespace) -> tuple[FixedRateResult, dict[str, float]]:
+    """Open loop at `--rate` requests/s (Poisson arrivals): the latency a request sees when the
+    sidecars are not saturated."""
+    meter = hops.meter()
+    meter.start()
+    result = fixed_rate(
+        hops.url, args.rate, args.seconds, args.rate_connections, headers=[f"Host: {HOST}"]
+    )
+    return result, meter.stop()
+
+
 def measure_round(round_: int, paths: list[Hops], args: argparse.Namespace) -> None:
-    """One wrk run per mesh; odd rounds start with the first mesh, even ones with the last."""
+    """Both measures of each mesh; odd rounds start with the first mesh, even ones with the
+    last."""
     for hops in paths if round_ % 2 else paths[::-1]:
         wrk(hops.url, 1, args.connections, headers=[f"Host: {HOST}"])  # warm the connections
-        result, cores = undisturbed(functools.partial(measure_once, hops, args))
-        hops.results.append(result)
+        result, cores = undisturbed(functools.partial(saturate, hops, args))
+        hops.saturated.append(result)
         hops.cpu.append(cores)
-        if result.non_2xx or result.socket_errors:
-            print(f"  !! {hops.name}: {result.non_2xx} non-2xx, {result.socket_errors} errors")
+        paced, _ = undisturbed(functools.partial(pace, hops, args))
+        hops.paced.append(paced)
+        errors = [r.non_2xx + r.socket_errors for r in (result, paced)]
+        if any(errors):
+            print(f"  !! {hops.name}: {errors} non-2xx or socket errors (saturated, paced)")
         print(
-            f"round {round_} {hops.name:9}: {result.rps:8.0f} req/s  p50 {result.p50_ms:.3f} ms"
-            f"  p99 {result.p99_ms:.3f} ms  cpu: {format_cpu(cores)}",
+            f"round {round_} {hops.name:9}: {result.rps:6.0f} req/s  p50 {result.p50_ms:.3f} ms"
+            f"  p99 {result.p99_ms:.3f} ms  cpu: {format_cpu(cores)} | at {paced.rps:.0f} req/s:"
+            f" p50 {paced.quantile(0.5):.3f} ms  p99 {paced.quantile(0.99):.3f} ms",
             flush=True,
         )
 
 
 def summary(hops: Hops) -> dict[str, float]:
-    """Medians over the rounds, and the sidecars' CPU per request (both Envoys, in us)."""
-    pairs = zip(hops.cpu, hops.results, strict=True)
+    """Medians over the rounds; the sidecars' CPU per request (both Envoys, in us)."""
+    pairs = zip(hops.cpu, hops.saturated, strict=True)
     return {
-        "rps": median([r.rps for r in hops.results]),
-        "p50": median([r.p50_ms for r in hops.results]),
-        "p99": median([r.p99_ms for r in hops.results]),
+        "rps": median([r.rps for r in hops.saturated]),
+        "p50": median([r.p50_ms for r in hops.saturated]),
+        "p99": median([r.p99_ms for r in hops.saturated]),
         "envoy_us": median([(c["caller"] + c["callee"]) / r.rps * 1e6 for c, r in pairs]),
+        "paced_rps": median([r.rps for r in hops.paced]),
+        "paced_p50": median([r.quantile(0.5) for r in hops.paced]),
+        "paced_p90": median([r.quantile(0.9) for r in hops.paced]),
+        "paced_p99": median([r.quantile(0.99) for r in hops.paced]),
     }
 
 
-def report(plain: Hops, mtls: Hops) -> None:
+def report(plain: Hops, mtls: Hops, rate: int) -> None:
     base, tls = summary(plain), summary(mtls)
-    for hops, figures in ((plain, base), (mtls, tls)):
-        rates = [r.rps for r in hops.results]
+    for hops, f in ((plain, base), (mtls, tls)):
+        rates = [r.rps for r in hops.saturated]
         print(
-            f"{hops.name:9}: median {figures['rps']:8.0f} req/s (min {min(rates):.0f}, max "
-            f"{max(rates):.0f}), p50 {figures['p50']:.3f} ms, p99 {figures['p99']:.3f} ms, "
-            f"both sidecars' CPU per request {figures['envoy_us']:.0f} us, "
-            f"TLS handshakes at api's inbound: {hops.handshakes()}"
+            f"{hops.name:9}: saturated {f['rps']:6.0f} req/s (min {min(rates):.0f}, max "
+            f"{max(rates):.0f}), p50 {f['p50']:.3f} ms, p99 {f['p99']:.3f} ms, both sidecars' "
+            f"CPU per request {f['envoy_us']:.0f} us | at {f['paced_rps']:.0f} req/s: p50 "
+            f"{f['paced_p50']:.3f} ms, p90 {f['paced_p90']:.3f} ms, p99 {f['paced_p99']:.3f} ms"
+            f" | TLS handshakes at api's inbound: {hops.handshakes()}"
         )
     cost = 1 - tls["rps"] / base["rps"]
-    added = tls["p50"] - base["p50"]
+    added = tls["paced_p50"] - base["paced_p50"]
     print(
         f"mTLS: {tls['rps'] / base['rps']:.3f} x plaintext's requests/s ({cost * 100:.1f}% "
         f"fewer; target <= {TARGET_COST * 100:.0f}%: {verdict(cost <= TARGET_COST)}), "
-        f"p50 {added:+.3f} ms (target <= {TARGET_P50_MS} ms: {verdict(added <= TARGET_P50_MS)}), "
-        f"p99 {tls['p99'] - base['p99']:+.3f} ms"
+        f"CPU per request {tls['envoy_us'] - base['envoy_us']:+.0f} us; at {rate} "
+        f"req/s p50 {added:+.3f} ms (target <= {TARGET_P50_MS} ms: "
+        f"{verdict(added <= TARGET_P50_MS)}), p90 {tls['paced_p90'] - base['paced_p90']:+.3f} ms,"
+        f" p99 {tls['paced_p99'] - base['paced_p99']:+.3f} ms; saturated p50 "
+        f"{tls['p50'] - base['p50']:+.3f} ms, p99 {tls['p99'] - base['p99']:+.3f} ms"
     )
 
 
@@ -175,7 +208,9 @@ def main() -> None:
     parser.add_argument("--plain-block", default="127.0.94", help="the plaintext mesh's 127.X.Y")
     parser.add_argument("--runs", type=int, default=5, help="rounds (each measures both)")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of one wrk run")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--connections", type=int, default=32, help="saturating connections")
+    parser.add_argument("--rate", type=int, default=1000, help="requests/s of the paced runs")
+    parser.add_argument("--rate-connections", type=int, default=16, help="... their connections")
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
     require_tool("wrk", "wrk")
@@ -184,8 +219,9 @@ def main() -> None:
         for round_ in range(1, args.runs + 1):
             measure_round(round_, paths, args)
         print()
-        print(f"command per run: {paths[0].results[0].command}")
-        report(*paths)
+        print(f"commands per run: {paths[0].saturated[0].command}")
+        print(f"                  {paths[0].paced[0].command}")
+        report(*paths, args.rate)
 
 
 if __name__ == "__main__":
