@@ -59,6 +59,10 @@ from harness.mesh import (
 from harness.processes import Proc, Processes, group_members
 from harness.wait import http_get, http_json, wait_envoy_live, wait_for, wait_http_ok
 
+from meshpilot.identity.authority import open_token_authority
+from meshpilot.identity.state import private_dir, write_file
+from meshpilot.model.names import MIXER_SERVICE
+
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 APP_PORT = 8080
 START_TIMEOUT = 30.0
@@ -139,11 +143,17 @@ class Instance:
 
 
 class World:
-    """Control plane on .1, mixer on .2, instances from .10 of one 127.X.Y block."""
+    """Control plane on .1, mixer on .2, instances from .10 of one 127.X.Y block.
 
-    def __init__(self, block: str, procs: Processes, tmp: Path) -> None:
-        self.block, self.procs, self.tmp = block, procs, tmp
+    `secure`: as `meshpilot serve` runs by default (TLS on the xDS port, every sidecar and the
+    mixer joining with a token minted here, mTLS between them); else the control plane and the
+    mixer run `--insecure` (plaintext everywhere, as before issue 12). The CA and token keys
+    live in the world's own state directory either way."""
+
+    def __init__(self, block: str, procs: Processes, tmp: Path, secure: bool = False) -> None:
+        self.block, self.procs, self.tmp, self.secure = block, procs, tmp, secure
         self.mesh_path = tmp / "mesh.yaml"
+        self.state_dir = tmp / "state"
         self.cp_ip, self.mixer_ip = f"{block}.1", f"{block}.2"
         self.control_plane: Proc | None = None
         self.mixer: Proc | None = None
@@ -173,13 +183,19 @@ class World:
 
     def start_control_plane(self) -> None:
         argv = [MESHPILOT, "serve", str(self.mesh_path), "--xds", f"{self.cp_ip}:{XDS_PORT}"]
-        argv += ["--admin", f"{self.cp_ip}:{ADMIN_PORT}"]
+        argv += ["--admin", f"{self.cp_ip}:{ADMIN_PORT}", "--state-dir", str(self.state_dir)]
+        argv += [] if self.secure else ["--insecure"]
         self.control_plane = self.procs.start("controlplane", argv, cwd=self.tmp)
         wait_http_ok(f"{self.admin_url}/healthz", START_TIMEOUT, procs=[self.control_plane])
 
     def start_mixer(self, workers: int) -> Proc:
         argv = [MESHPILOT, "mixer", str(self.mesh_path), "--listen", self.mixer_grpc]
         argv += ["--metrics", f"{self.mixer_ip}:{MIXER_HTTP_PORT}", "--workers", str(workers)]
+        if self.secure:
+            argv += ["--token-file", str(self.token_file(MIXER_SERVICE, {}, self.mixer_ip))]
+            argv += ["--xds", f"{self.cp_ip}:{XDS_PORT}"]
+        else:
+            argv += ["--insecure"]
         self.mixer = self.procs.start(f"mixer-{workers}w", argv, cwd=self.tmp)
         wait_http_ok(self.mixer_metrics_url, START_TIMEOUT, procs=[self.mixer])
         wait_for(
@@ -209,11 +225,21 @@ class World:
             wait_http_ok(f"http://{ip}:{APP_PORT}/", START_TIMEOUT, procs=[app_proc])
         argv = [MESHPILOT, "sidecar", "--service", service, "--version", version, "--ip", ip]
         argv += ["--app-port", str(APP_PORT), "--xds", f"{self.cp_ip}:{XDS_PORT}"]
+        if self.secure:
+            token = self.token_file(service, {"version": version}, ip)
+            argv += ["--token-file", str(token)]
         sidecar = self.procs.start(f"sidecar-{service}-{ip}", argv)
         instance = Instance(service, version, ip, sidecar, app_proc)
         wait_envoy_live(instance.admin, START_TIMEOUT, procs=[sidecar])
         self.instances.append(instance)
         return instance
+
+    def token_file(self, service: str, labels: dict[str, str], ip: str) -> Path:
+        """A file (0600) holding a join token for `service` with exactly `labels`."""
+        token = open_token_authority(self.state_dir).issue(service, labels)
+        path = private_dir(self.tmp / "tokens") / f"{service}-{ip}"
+        write_file(path, token.encode(), secret=True)
+        return path
 
     def listener_versions(self) -> dict[str, str]:
         proxies = http_json(f"{self.admin_url}/proxies")
@@ -489,7 +515,12 @@ class FixedRateResult:
 
 
 def fixed_rate(
-    url: str, rate: int, seconds: float, connections: int = 100, threads: int = 1
+    url: str,
+    rate: int,
+    seconds: float,
+    connections: int = 100,
+    threads: int = 1,
+    headers: Sequence[str] = (),
 ) -> FixedRateResult:
     """Load at about `rate` requests/s, spread in time (not in bursts): wrk with a Lua script
     that makes each of `connections` connections wait an exponential time after each response
@@ -501,7 +532,7 @@ def fixed_rate(
         script.flush()
 
         def run(seconds: float, mean_ms: float) -> tuple[str, list[str]]:
-            argv = wrk_command(url, seconds, connections, threads)
+            argv = wrk_command(url, seconds, connections, threads, headers)
             argv[-1:-1] = ["-s", script.name]
             argv += ["--", f"{mean_ms:.2f}"]
             return subprocess.run(argv, capture_output=True, text=True, check=True).stdout, argv
@@ -546,13 +577,13 @@ def mixer_arguments(description: str, block: str, workers_help: str) -> argparse
 
 
 @contextlib.contextmanager
-def world(block: str, keep_logs: bool = False) -> Iterator[World]:
+def world(block: str, keep_logs: bool = False, secure: bool = False) -> Iterator[World]:
     """A fresh temporary directory and a World on `block`; everything stops on exit."""
     signal.signal(signal.SIGTERM, raise_exit)
     tmp = Path(tempfile.mkdtemp(prefix="meshpilot-bench-"))
     procs = Processes(tmp / "logs")
     try:
-        yield World(block, procs, tmp)
+        yield World(block, procs, tmp, secure)
     except BaseException:
         print(procs.tails(), file=sys.stderr)
         keep_logs = True
