@@ -32,6 +32,7 @@ class Mutant:
 
 ADS = "tests/test_ads.py"
 PERMITS = "tests/test_ads_sharing.py"
+STUCK = "tests/test_ads_stuck.py"
 SNAPSHOT = "tests/test_snapshot.py"
 TRANSLATOR = "tests/test_translate.py"
 FILTERS = "tests/test_http_filters.py"
@@ -85,9 +86,37 @@ MUTANTS = (
     Mutant(
         "permit-kept-by-a-silent-proxy",
         "xds/server.py",
-        "permit.release()  # no answer in time",
-        "pass  # no answer in time",
+        "self.release()\n            self.proven = False",
+        "self.proven = False",
         (PERMITS,),
+    ),
+    Mutant(
+        "unproven-streams-share-the-proven-pool",
+        "xds/server.py",
+        "self._pools = {True: proven, False: unproven}",
+        "self._pools = {True: proven, False: proven}",
+        (STUCK,),
+    ),
+    Mutant(
+        "no-write-deadline",
+        "xds/server.py",
+        "    if not done:\n        raise _Stuck(",
+        "    if False:\n        raise _Stuck(",
+        (STUCK,),
+    ),
+    Mutant(
+        "no-answer-deadline",
+        "xds/server.py",
+        "if self._answer_by is not None and time.monotonic() >= self._answer_by:",
+        "if False:",
+        (STUCK,),
+    ),
+    Mutant(
+        "peer-streams-not-counted",
+        "xds/peers.py",
+        "self._open[key] += 1",
+        "pass",
+        (STUCK,),
     ),
     Mutant(
         "consistency-not-checked-when-served",
