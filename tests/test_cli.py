@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from meshpilot.cli import main
+from tests.conftest import free_port
+from tests.support.wait import wait_for
 
 FIXTURE = Path(__file__).parent / "fixtures" / "valid-mesh.yaml"
 
@@ -68,3 +74,21 @@ def test_up_netns_without_root_is_a_clean_error(monkeypatch: pytest.MonkeyPatch)
     result = CliRunner().invoke(main, ["up", "--netns", str(FIXTURE)])
     assert result.exit_code == 1
     assert "Traceback" not in result.output and "--netns needs root" in result.output
+
+
+def test_an_insecure_control_plane_makes_no_ca(tmp_path: Path) -> None:
+    """Plaintext xDS signs nothing: no CA in the default state directory."""
+    admin = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    argv = [sys.executable, "-m", "meshpilot", "serve", str(FIXTURE), "--insecure"]
+    argv += ["--xds", f"127.0.0.1:{free_port()}", "--admin", admin]
+    with subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL) as serve:
+        try:
+            wait_for(
+                lambda: urllib.request.urlopen(f"http://{admin}/healthz", timeout=1).status == 200,
+                timeout=30,
+                ignore=(OSError,),
+            )
+        finally:
+            serve.terminate()
+    assert not (tmp_path / "state").exists()

@@ -186,10 +186,13 @@ def serve(
     MESH. Secure by default: TLS on the xDS port, sidecars join with tokens, mTLS between them."""
     from meshpilot.controlplane import ControlPlane, run_control_plane
     from meshpilot.identity.state import default_state_dir
-
-    state_dir = state_dir or default_state_dir()
-    token = _admin_token(admin_token_file)
     from meshpilot.xds.peers import PeerLimits
+
+    if insecure:
+        state_dir = None  # no CA, no certificate service: nothing to sign over plaintext
+    else:
+        state_dir = state_dir or default_state_dir()
+    token = _admin_token(admin_token_file)
 
     peers = PeerLimits(peer_max_streams, peer_stream_rate)
     plane = ControlPlane(
