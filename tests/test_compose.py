@@ -1,7 +1,8 @@
 """docker-compose.yml runs the demo mesh secure by default: the file is valid for docker-compose,
 nothing listens on a wildcard address or is published on the host, every instance of the demo
-mesh is one app plus one sidecar holding its own join token, and the `tokens` service's command
-lines issue tokens that the control plane's state directory verifies.
+mesh is one app plus one sidecar holding its own join token (in a volume of its own that only the
+`tokens` service also mounts: no sidecar can read another instance's token), and the `tokens`
+service's command lines issue tokens that the control plane's state directory verifies.
 
 The checks are one function, `problems()`, run on the file and on broken copies of it (each
 check is shown to fail on a copy that breaks what it guards)."""
@@ -264,7 +265,8 @@ def problems(text: str) -> list[str]:
     if composed != local:
         found.append(f"instances {sorted(composed.elements())} != the demo mesh's")
 
-    # The tokens service: one token per sidecar and one for the mixer, in a volume they mount.
+    # The tokens service: one token per sidecar and one for the mixer, each in a volume of its own
+    # that the holder mounts read-only (and nothing else), and no other service but `tokens` mounts.
     if TOKENS_SERVICE not in services:
         return [*found, "no tokens service"]
     try:
@@ -277,20 +279,45 @@ def problems(text: str) -> list[str]:
     holders = [
         (s.name, s.token_file, s.identity.service, dict(s.identity.labels)) for s in sidecars
     ]
-    if mixer is not None:
+    if mixer is not None and mixer["token_file"] is not None:
         holders.append((mixer_name, str(mixer["token_file"]), MIXER_SERVICE, {}))
+    tokens_at = {source: target for target, (source, _) in tokens_mounts.items()}
+    named = doc.get("volumes") or {}
+    read: set[str] = set()  # the files, as the tokens service sees them, that holders read
     for name, file, service, labels in holders:
-        mine = [t for t in issued if t.file == file]
+        if file is None:
+            continue  # reported above
+        directory = str(Path(file).parent)
+        own = mounts(services[name])
+        if list(own) != [directory]:
+            found.append(f"{name}: mounts {sorted(own)}, not one token volume at {directory}")
+        if directory not in own:
+            continue
+        volume, read_only = own[directory]
+        if not read_only:
+            found.append(f"{name}: mounts its token volume {volume} writable")
+        if volume not in named:
+            found.append(f"{name}: {volume} is not a named volume")
+        sharing = sorted(
+            other
+            for other, s in services.items()
+            if other not in (name, TOKENS_SERVICE)
+            and volume in {source for source, _ in mounts(s).values()}
+        )
+        if sharing:
+            found.append(f"{name}: its token volume {volume} is also mounted by {sharing}")
+        if volume not in tokens_at:
+            found.append(f"{name}: the tokens service does not mount its token volume {volume}")
+            continue
+        written = str(Path(tokens_at[volume]) / Path(file).name)
+        read.add(written)
+        mine = [t for t in issued if t.file == written]
         if len(mine) != 1:
-            found.append(f"{name}: {len(mine)} tokens written to its --token-file {file}")
+            found.append(f"{name}: {len(mine)} tokens written to {written} (its --token-file)")
         elif (mine[0].service, mine[0].labels) != (service, labels):
             found.append(f"{name}: its token is for {mine[0].service} {mine[0].labels}")
-        directory = str(Path(str(file)).parent)
-        volume = mounts(services[name]).get(directory)
-        if volume is None or not volume[1] or tokens_mounts.get(directory, ("",))[0] != volume[0]:
-            found.append(f"{name}: does not mount the tokens volume read-only at {directory}")
     for token in issued:
-        if token.file not in {file for _, file, _, _ in holders}:
+        if token.file not in read:
             found.append(f"tokens: {token.file} is no sidecar's or mixer's --token-file")
         if token.state_dir != cp["state_dir"] or token.mesh != cp["mesh"]:
             found.append(f"tokens: {token.file} not issued with the control plane's state and mesh")
@@ -464,7 +491,7 @@ BREAKAGES = [
         set_env("pricing", "MESH_BIND_IP", None), "MESH_BIND_IP", id="app without MESH_BIND_IP"
     ),
     pytest.param(
-        set_key("pricing", "volumes", ["tokens:/tokens:ro"]),
+        set_key("pricing", "volumes", ["token-pricing:/tokens:ro"]),
         "mounts volumes",
         id="app with a volume",
     ),
@@ -477,7 +504,8 @@ BREAKAGES = [
     pytest.param(drop("catalog-v2", "catalog-v2-sidecar"), "instances", id="an instance missing"),
     pytest.param(
         set_script(
-            "--label version=v2 > /tokens/catalog-v2", "--label version=v1 > /tokens/catalog-v2"
+            "--label version=v2 > /tokens/catalog-v2/token",
+            "--label version=v1 > /tokens/catalog-v2/token",
         ),
         "its token is for",
         id="token with the wrong label",
@@ -488,12 +516,14 @@ BREAKAGES = [
         id="token for another service",
     ),
     pytest.param(
-        set_script("> /tokens/pricing", "> /tokens/pricing-old"),
+        set_script("> /tokens/pricing/token", "> /tokens/pricing/token-old"),
         "0 tokens",
         id="no token for a sidecar",
     ),
     pytest.param(
-        set_script("> /tokens/mixer", "> /tokens/mixer2"), "0 tokens", id="no token for the mixer"
+        set_script("> /tokens/mixer/token", "> /tokens/mixer/token2"),
+        "0 tokens",
+        id="no token for the mixer",
     ),
     pytest.param(
         set_script("--service pricing", "--service pricing --state-dir /elsewhere"),
@@ -502,13 +532,42 @@ BREAKAGES = [
     ),
     pytest.param(
         set_key("catalog-v1-sidecar", "volumes", None),
-        "tokens volume",
-        id="tokens volume not mounted",
+        "not one token volume",
+        id="token volume not mounted",
     ),
     pytest.param(
-        set_key("catalog-v1-sidecar", "volumes", ["tokens:/tokens"]),
-        "tokens volume",
-        id="tokens volume writable",
+        set_key("catalog-v1-sidecar", "volumes", ["token-catalog-v1:/tokens"]),
+        "writable",
+        id="token volume writable",
+    ),
+    pytest.param(
+        set_key(
+            "catalog-v1-sidecar", "volumes", ["token-catalog-v1:/tokens:ro", "state:/state:ro"]
+        ),
+        "not one token volume",
+        id="sidecar mounting another volume too",
+    ),
+    pytest.param(
+        set_key("pricing-sidecar", "volumes", ["token-catalog-v1:/tokens:ro"]),
+        "token-catalog-v1 is also mounted by ['pricing-sidecar']",
+        id="sidecar mounting another instance's token volume",
+    ),
+    pytest.param(
+        set_key("controlplane", "volumes", ["state:/state", "token-pricing:/tokens:ro"]),
+        "token-pricing is also mounted by ['controlplane']",
+        id="token volume shared with the control plane",
+    ),
+    pytest.param(
+        set_key("mixer", "volumes", ["./tokens/mixer:/tokens:ro"]),
+        "not a named volume",
+        id="token in a bind mount",
+    ),
+    pytest.param(
+        edit(
+            lambda d: services(d)[TOKENS_SERVICE]["volumes"].remove("token-pricing:/tokens/pricing")
+        ),
+        "does not mount its token volume token-pricing",
+        id="token volume the tokens service does not write",
     ),
     pytest.param(
         set_key("controlplane", "depends_on", None),
@@ -539,31 +598,45 @@ def test_the_tokens_service_issues_tokens_that_verify(tmp_path: Path) -> None:
     for path in ("/state", "/tokens"):
         script = script.replace(f" {path}", f" {tmp_path}{path}")
     script = script.replace(" /mesh/mesh.yaml", f" {DEMO}")
-    (tmp_path / "tokens").mkdir()
-    (tmp_path / "tokens" / "stale").write_text("an earlier run's token")
+    assert " /state" not in script and " /tokens" not in script, script
+    # The token volumes, as mounted in the tokens service, holding an earlier run's files.
+    tokens_at = {}
+    for target, (volume, _) in mounts(services(doc)[TOKENS_SERVICE]).items():
+        if target.startswith("/tokens/"):
+            tokens_at[volume] = tmp_path / target.lstrip("/")
+            tokens_at[volume].mkdir(parents=True)
+            (tokens_at[volume] / "stale").write_text("an earlier run's file")
+            (tokens_at[volume] / "token").write_text("an earlier run's token")
+            (tokens_at[volume] / "token").chmod(0o644)
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
 
-    holders = {}
+    # Each sidecar's and the mixer's --token-file, where the tokens service wrote it.
+    holders: dict[Path, tuple[str, dict[str, str]]] = {}
     for service in services(doc).values():
         words = argv(service)
         if words[:2] == ["meshpilot", "sidecar"]:
             got = params("sidecar", words[2:])
-            token_file = got.pop("token_file")
+            token_file = Path(got.pop("token_file"))
             identity = sidecar_identity(**got)
-            holders[Path(token_file).name] = (identity.service, dict(identity.labels))
+            holder = (identity.service, dict(identity.labels))
         elif words[:2] == ["meshpilot", "mixer"]:
-            holders[Path(params("mixer", words[2:])["token_file"]).name] = (MIXER_SERVICE, {})
-    written = {p.name: p for p in (tmp_path / "tokens").iterdir()}
-    assert set(written) == set(holders)
+            token_file = Path(params("mixer", words[2:])["token_file"])
+            holder = (MIXER_SERVICE, {})
+        else:
+            continue
+        (volume, _) = mounts(service)[str(token_file.parent)]
+        holders[tokens_at[volume] / token_file.name] = holder
+    written = {p for p in (tmp_path / "tokens").rglob("*") if not p.is_dir()}
+    assert written == set(holders)  # each token volume holds its holder's token and nothing else
 
     # What `serve --state-dir` opens: the same CA and token key the script made.
     authority = open_mesh_identity(load_mesh(DEMO), DEMO.parent, tmp_path / "state").tokens
     for name, (service, labels) in holders.items():
-        assert stat.S_IMODE(written[name].stat().st_mode) == 0o600, name
-        token = read_token_file(written[name], service)  # what the sidecar or mixer checks
+        assert stat.S_IMODE(name.stat().st_mode) == 0o600, name
+        token = read_token_file(name, service)  # what the sidecar or mixer checks
         grant = authority.verify(token)
         assert (grant.service, dict(grant.labels)) == (service, labels), name
         assert not grant.any_address, name
