@@ -188,10 +188,8 @@ def serve(
     from meshpilot.identity.state import default_state_dir
     from meshpilot.xds.peers import PeerLimits
 
-    if insecure:
-        state_dir = None  # no CA, no certificate service: nothing to sign over plaintext
-    else:
-        state_dir = state_dir or default_state_dir()
+    # Insecure: no CA, no certificate service (nothing is signed over plaintext).
+    state_dir = None if insecure else state_dir or default_state_dir()
     token = _admin_token(admin_token_file)
 
     peers = PeerLimits(peer_max_streams, peer_stream_rate)
