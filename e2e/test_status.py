@@ -20,7 +20,7 @@ from meshpilot.model import proxies
 from meshpilot.xds.types import CLUSTER
 from tests.support.client import AdsClient, sidecar_node
 
-HEADER = ["SERVICE", "IP", "NODE", "CDS", "EDS", "LDS", "RDS", "AGE", "ERROR"]
+HEADER = ["SERVICE", "IP", "NODE", "XDS", "CDS", "EDS", "LDS", "RDS", "AGE", "ERROR"]
 NACK_ERROR = "e2e-test: cluster 'outbound|9080||reviews' rejected on purpose (code 42)"
 
 

@@ -63,9 +63,12 @@ class AdsClient:
         else:
             self._channel = grpc.aio.secure_channel(self.address, self.credentials)
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
-        self._call = stub.StreamAggregatedResources(self._requests(), metadata=self.metadata)
+        self._call = self._open(stub)
         self._reader = asyncio.create_task(self._read_responses())
         return self
+
+    def _open(self, stub: ads_pb2_grpc.AggregatedDiscoveryServiceStub) -> Any:
+        return stub.StreamAggregatedResources(self._requests(), metadata=self.metadata)
 
     async def _read_responses(self) -> None:
         """Queue the responses: waiting for one with a timeout must never cancel the call."""
@@ -143,3 +146,43 @@ class AdsClient:
     ) -> None:
         """Reject `response`; `version` is the last version this client accepted."""
         self.send(response.type_url, names, version, response.nonce, error)
+
+
+class DeltaClient(AdsClient):
+    """An incremental ADS stream (DeltaAggregatedResources), as a delta Envoy opens it."""
+
+    def _open(self, stub: ads_pb2_grpc.AggregatedDiscoveryServiceStub) -> Any:
+        return stub.DeltaAggregatedResources(self._requests(), metadata=self.metadata)
+
+    def request(
+        self,
+        type_url: str,
+        subscribe: Iterable[str] = (),
+        unsubscribe: Iterable[str] = (),
+        nonce: str = "",
+        error: str | None = None,
+        initial: dict[str, str] | None = None,
+    ) -> None:
+        request = discovery_pb2.DeltaDiscoveryRequest(
+            type_url=type_url,
+            resource_names_subscribe=list(subscribe),
+            resource_names_unsubscribe=list(unsubscribe),
+            response_nonce=nonce,
+            initial_resource_versions=initial or {},
+        )
+        if not self._node_sent:
+            request.node.CopyFrom(self.node)
+            self._node_sent = True
+        if error is not None:
+            request.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+        self._outbox.put_nowait(request)
+
+    async def receive_delta(self, timeout: float = 5.0) -> discovery_pb2.DeltaDiscoveryResponse:
+        response: Any = await self.receive(timeout)
+        return response
+
+    def ack_delta(self, response: discovery_pb2.DeltaDiscoveryResponse) -> None:
+        self.request(response.type_url, nonce=response.nonce)
+
+    def nack_delta(self, response: discovery_pb2.DeltaDiscoveryResponse, error: str) -> None:
+        self.request(response.type_url, nonce=response.nonce, error=error)

@@ -48,6 +48,7 @@ class Watch:
 
     proxy: proxies.Proxy
     types: Mapping[str, TypeState]
+    protocol: str = "sotw"  # the xDS variant of its stream: "sotw" or "delta"
     hold_claims_until: float = 0.0  # time.monotonic(); see SnapshotCache.hold_reconnects
     connected_at: float = field(default_factory=time.time)
     snapshot: Snapshot | None = None  # None until its first consistent view
@@ -128,10 +129,12 @@ class SnapshotCache:
         for watch in self._watches:
             watch.wakeup.set()
 
-    def connect(self, proxy: proxies.Proxy, types: Mapping[str, TypeState]) -> Watch:
+    def connect(
+        self, proxy: proxies.Proxy, types: Mapping[str, TypeState], protocol: str = "sotw"
+    ) -> Watch:
         """Register a proxy whose stream keeps `types`; its snapshot comes with the next
         membership change."""
-        watch = Watch(proxy, types, hold_claims_until=self._hold_until)
+        watch = Watch(proxy, types, protocol, hold_claims_until=self._hold_until)
         self._watches.append(watch)
         self._proxies[proxy] += 1
         self._membership.schedule()

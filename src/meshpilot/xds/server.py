@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -24,6 +25,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from meshpilot.identity.admission import Metadata, Refused
 from meshpilot.model.proxies import Proxy
 from meshpilot.xds.cache import SnapshotCache, Watch
+from meshpilot.xds.delta.stream import DeltaStream, new_delta_types
 from meshpilot.xds.metrics import XdsMetrics
 from meshpilot.xds.node import BadNode, proxy_from_node
 from meshpilot.xds.peers import PeerLimits
@@ -103,16 +105,16 @@ class AdsServer:
                 ("grpc.max_connection_age_grace_ms", int(MAX_CONNECTION_AGE_GRACE_S * 1000)),
             ]
         )
-        handler = grpc.stream_stream_rpc_method_handler(
-            self._stream, request_deserializer=discovery_pb2.DiscoveryRequest.FromString
-        )
+        methods = {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._sotw, request_deserializer=discovery_pb2.DiscoveryRequest.FromString
+            ),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._delta, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString
+            ),
+        }
         server.add_generic_rpc_handlers(
-            [
-                grpc.method_handlers_generic_handler(
-                    ADS_SERVICE, {"StreamAggregatedResources": handler}
-                ),
-                *handlers,
-            ]
+            [grpc.method_handlers_generic_handler(ADS_SERVICE, methods), *handlers]
         )
         if credentials is None:
             port = server.add_insecure_port(self.address)
@@ -130,14 +132,22 @@ class AdsServer:
             await self._server.stop(grace)
             self._server = None
 
-    async def _stream(self, _requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def _sotw(self, _requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await self._stream(context, SOTW)
+
+    async def _delta(self, _requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await self._stream(context, DELTA)
+
+    async def _stream(
+        self, context: grpc.aio.ServicerContext[Any, Any], protocol: Protocol
+    ) -> None:
         try:
             close = self.peers.open(context.peer())
         except Refused as refused:
             await self._refuse(refused, context)
             return
         try:
-            await self._admit_and_serve(context)
+            await self._admit_and_serve(context, protocol)
         finally:
             close()
 
@@ -147,7 +157,9 @@ class AdsServer:
         log.warning("refusing ADS stream from %s: %s", context.peer(), refused.message)
         await context.abort(refused.code, refused.message)
 
-    async def _admit_and_serve(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def _admit_and_serve(
+        self, context: grpc.aio.ServicerContext[Any, Any], protocol: Protocol
+    ) -> None:
         first = await context.read()
         if first is grpc.aio.EOF:
             return
@@ -156,7 +168,7 @@ class AdsServer:
         except Refused as refused:
             await self._refuse(refused, context)
             return
-        stream, watch = self._connect(proxy, first)
+        stream, watch = self._connect(proxy, first, protocol)
         del first  # a request can hold thousands of names: none is kept past its handling
         try:
             stuck = await self._serve_connected(stream, watch, context)
@@ -167,17 +179,22 @@ class AdsServer:
                 leave()
 
     def _connect(
-        self, proxy: Proxy, first: discovery_pb2.DiscoveryRequest
-    ) -> tuple[SotwStream, Watch]:
-        types = new_types()
-        watch = self.cache.connect(proxy, types)
-        log.info("proxy connected: %s (%s %s)", proxy.node_id, proxy.service, proxy.ip)
-        stream = SotwStream(watch, types, self.metrics, self._shared)
+        self, proxy: Proxy, first: Any, protocol: Protocol
+    ) -> tuple[ProtocolStream[Any], Watch]:
+        types = protocol.new_types()
+        watch = self.cache.connect(proxy, types, protocol.name)
+        log.info(
+            "proxy connected: %s (%s %s, %s)", proxy.node_id, proxy.service, proxy.ip, protocol.name
+        )
+        stream = protocol.stream(watch, types, self.metrics, self._shared)
         stream.handle_request(first)
         return stream, watch
 
     async def _serve_connected(
-        self, stream: SotwStream, watch: Watch, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        stream: ProtocolStream[Any],
+        watch: Watch,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> _Stuck | None:
         """Serve until the stream ends; what made it stuck if the proxy stopped reading or
         answering (it then leaves the mesh at once, however long gRPC takes to end the call)."""
@@ -260,6 +277,19 @@ async def _write(
     if not done:
         raise _Stuck("write_timeout", f"a response was not read in {WRITE_TIMEOUT_S:g} s", write)
     write.result()
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """An xDS variant: its name (in `/proxies` and `status`), its per-type state and stream."""
+
+    name: str
+    new_types: Callable[[], dict[str, Any]]
+    stream: Callable[[Watch, Any, XdsMetrics, StreamShared], ProtocolStream[Any]]
+
+
+SOTW = Protocol("sotw", new_types, SotwStream)
+DELTA = Protocol("delta", new_delta_types, DeltaStream)
 
 
 class _Permits:

@@ -1,0 +1,1 @@
+"""Incremental (delta) xDS: DeltaAggregatedResources streams."""

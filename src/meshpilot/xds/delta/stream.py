@@ -1,0 +1,231 @@
+"""One incremental (delta) ADS stream: subscriptions, per-resource versions, ACK/NACK
+bookkeeping and what to push next, without I/O.
+
+A response carries only the resources whose version differs from what the proxy has, and the
+names of those it has that are gone. As on a state-of-the-world stream, a type has at most one
+response in flight (what changes meanwhile goes in the next), make-before-break is `gating`'s,
+and the proxy's whole accepted set is kept, so gating and status work the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from meshpilot.translator.envoy.wire import string_field, varint
+from meshpilot.translator.resources import Resource, ResourceSet
+from meshpilot.xds.cache import Watch
+from meshpilot.xds.delta.state import DeltaTypeState, resource_version
+from meshpilot.xds.gating import with_resources_in_use
+from meshpilot.xds.metrics import XdsMetrics
+from meshpilot.xds.protocol import ProtocolStream
+from meshpilot.xds.snapshot import Snapshot
+from meshpilot.xds.sotw.stream import StreamShared
+from meshpilot.xds.types import BY_URL, PUSH_ORDER, short_name
+
+log = logging.getLogger(__name__)
+
+WILDCARD = "*"
+_RESOURCE_TAG = varint(2 << 3 | 2)  # `resources` (2) of DeltaDiscoveryResponse
+_nonces = itertools.count(1)
+
+
+def new_delta_types() -> dict[str, DeltaTypeState]:
+    """The state of every type of a new stream, in push order."""
+    return {type_url: DeltaTypeState() for type_url in PUSH_ORDER}
+
+
+def delta_response(
+    resources: ResourceSet, updated: Iterable[Resource], removed: Iterable[str], nonce: str
+) -> bytes:
+    """A serialized DeltaDiscoveryResponse: each updated resource as a `Resource` (name,
+    version, and the cached Any bytes, which are field 2 there as in a DiscoveryResponse)."""
+    chunks = [string_field(1, resources.version)]
+    for res in updated:
+        body = b"".join(
+            (string_field(3, res.name), string_field(1, resource_version(res)), res.entry)
+        )
+        chunks += (_RESOURCE_TAG, varint(len(body)), body)
+    chunks += (string_field(4, resources.type_url), string_field(5, nonce))
+    chunks += (string_field(6, name) for name in removed)
+    return b"".join(chunks)
+
+
+class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
+    def __init__(
+        self,
+        watch: Watch,
+        types: dict[str, DeltaTypeState],
+        metrics: XdsMetrics,
+        shared: StreamShared,
+    ) -> None:
+        self.watch = watch
+        self._types = types
+        self.metrics = metrics
+        self.shared = shared
+
+    @property
+    def types(self) -> Mapping[str, DeltaTypeState]:
+        return self._types
+
+    def close(self) -> None:
+        """Nothing is shared with other streams beyond what the snapshot holds."""
+
+    def handle_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        """Record an ACK or a NACK, and the subscription changes the request carries."""
+        state = self._types.get(request.type_url)
+        type_ = BY_URL.get(request.type_url)
+        if state is None or type_ is None:
+            log.warning("%s: ignoring unknown type %r", self.watch.proxy.node_id, request.type_url)
+            return
+        if request.response_nonce and request.response_nonce == state.nonce:
+            if request.HasField("error_detail"):
+                self._record_nack(request.type_url, state, request.error_detail.message)
+            elif state.awaiting_reply:
+                state.record_ack()
+        if not state.subscribed:
+            self._first_request(state, request, wildcard=type_.wildcard)
+        self._subscribe(state, request)
+
+    @staticmethod
+    def _first_request(
+        state: DeltaTypeState, request: discovery_pb2.DeltaDiscoveryRequest, *, wildcard: bool
+    ) -> None:
+        """A first request subscribes; one naming nothing is a wildcard for CDS and LDS. The
+        versions a reconnecting proxy says it has are what the first response is computed from."""
+        state.subscribed = True
+        state.wildcard = wildcard and not request.resource_names_subscribe
+        if request.initial_resource_versions:
+            state.initial = dict(request.initial_resource_versions)
+
+    @staticmethod
+    def _subscribe(state: DeltaTypeState, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        subscribe = set(request.resource_names_subscribe)
+        unsubscribe = set(request.resource_names_unsubscribe)
+        if WILDCARD in subscribe:
+            state.wildcard = True
+        if WILDCARD in unsubscribe:
+            state.wildcard = False
+        subscribe.discard(WILDCARD)
+        unsubscribe.discard(WILDCARD)
+        if subscribe or unsubscribe:
+            state.names = frozenset((state.names | subscribe) - unsubscribe)
+            state.resend |= subscribe  # asked for again: sent even if the proxy had it
+
+    def _record_nack(self, type_url: str, state: DeltaTypeState, error: str) -> None:
+        state.record_nack(error)
+        self.metrics.nacked(type_url)
+        log.warning(
+            "NACK from %s for %s version %s: %s",
+            self.watch.proxy.node_id,
+            short_name(type_url),
+            state.nacked_version,
+            error,
+        )
+
+    def wants_push(self) -> bool:
+        return any(True for _ in self._candidates())
+
+    def next_responses(self) -> list[bytes]:
+        """The responses to send now, in push order; each type has at most one in flight."""
+        responses = []
+        for type_url, state, desired, updated, removed in self._candidates():
+            if BY_URL[type_url].gated and not self._dependencies_acked(desired):
+                continue
+            nonce = f"d{next(_nonces)}"
+            responses.append(delta_response(desired, updated, removed, nonce))
+            state.record_sent(desired, nonce)
+            self.metrics.pushed(type_url)
+        return responses
+
+    def _dependencies_acked(self, desired: ResourceSet) -> bool:
+        assert self.watch.snapshot is not None  # a candidate is taken from the snapshot
+        return self.shared.gates.dependencies_acked(desired, self.watch.snapshot, self.types)
+
+    def _candidates(
+        self,
+    ) -> Iterator[tuple[str, DeltaTypeState, ResourceSet, list[Resource], list[str]]]:
+        """The types, in push order, with something to send: subscribed, nothing in flight,
+        and a difference between what the proxy has and what it should have."""
+        snapshot = self.watch.snapshot
+        if snapshot is None:
+            return
+        for type_url, state in self._types.items():
+            if not state.subscribed or state.awaiting_reply:
+                continue
+            desired = self._desired(type_url, snapshot)
+            state.desired_version = desired.version
+            if state.nacked_version == desired.version and not state.resend:
+                continue  # rejected as it is: the next change is sent
+            updated, removed = self._difference(state, desired)
+            if updated or removed or (state.sent is None and state.initial is None):
+                if state.initial is None or time.monotonic() >= self.watch.hold_claims_until:
+                    yield type_url, state, desired, updated, removed
+            elif state.sent is None or state.sent.version != desired.version:
+                state.sent = state.acked = desired  # it has exactly that: in sync, nothing sent
+                state.initial = None
+
+    def _difference(
+        self, state: DeltaTypeState, desired: ResourceSet
+    ) -> tuple[list[Resource], list[str]]:
+        """(resources to send, names to remove) to take the proxy from what it has to
+        `desired`. The first response of a subscription is sent even if empty (Envoy waits
+        for it); a reconnecting proxy that has exactly `desired` is sent nothing, one that
+        has something else keeps it while the others reconnect (SnapshotCache.hold_reconnects)."""
+        if state.initial is not None:
+            return _from_versions(state.initial, desired, state.resend)
+        has = state.acked
+        if has is None:
+            return list(desired.resources.values()), []
+        updated = _changed(has, desired)
+        updated += [
+            r
+            for name in state.resend
+            if (r := desired.resources.get(name)) is not None and r not in updated
+        ]
+        subscribed = state.subscription
+        removed = [
+            r.name
+            for r in has.removed_from(desired)
+            if subscribed is None or r.name in subscribed  # unsubscribed: the proxy dropped it
+        ]
+        return updated, removed
+
+    def _desired(self, type_url: str, snapshot: Snapshot) -> ResourceSet:
+        names = self._types[type_url].subscription
+        wanted = with_resources_in_use(type_url, snapshot[type_url], self.types)
+        return wanted if names is None else wanted.only(names)
+
+
+def _changed(has: ResourceSet, desired: ResourceSet) -> list[Resource]:
+    """Resources of `desired` that differ from, or are missing in, `has`. Only parts that are
+    not shared (by identity) can hold one: a one-service edit costs a look at that service."""
+    if has is desired:
+        return []
+    shared = {id(p) for p in has.parts}
+    known = has.resources
+    return [
+        r
+        for part in desired.parts
+        if id(part) not in shared
+        for r in part.resources
+        if (old := known.get(r.name)) is None or old.digest != r.digest
+    ]
+
+
+def _from_versions(
+    versions: Mapping[str, str], desired: ResourceSet, resend: set[str]
+) -> tuple[list[Resource], list[str]]:
+    """The difference between the versions a reconnecting proxy has and `desired`."""
+    resources = desired.resources
+    updated = [
+        r
+        for name, r in resources.items()
+        if versions.get(name) != resource_version(r) or name in resend
+    ]
+    removed = [name for name in versions if name not in resources]
+    return updated, removed
