@@ -159,11 +159,14 @@ time.sleep(60)
 
 
 def test_instance_goes_live_when_configured(mesh_env: MeshEnv) -> None:
-    """With a stand-in ADS server: the node identity arrives, Envoy goes LIVE."""
+    """With a stand-in ADS server (state of the world): the node identity arrives, Envoy goes
+    LIVE."""
     cp_ip = mesh_env.ips.ip()
     ads = FakeAdsServer(cp_ip, 18000).start()
     try:
-        instance = mesh_env.start_instance("reviews", "v2", labels=["zone=eu"], xds=ads.address)
+        instance = mesh_env.start_instance(
+            "reviews", "v2", labels=["zone=eu"], xds=ads.address, xds_protocol="sotw"
+        )
         node = ads.connections[0].node
         assert node["id"] == instance.node_id
         assert node["cluster"] == "reviews"
@@ -184,7 +187,7 @@ def test_sidecar_reconnects_within_a_second(mesh_env: MeshEnv) -> None:
     """The bootstrap's short ADS retry backoff: back within ~1s of the control plane."""
     cp_ip = mesh_env.ips.ip()
     ads = FakeAdsServer(cp_ip, 18000).start()
-    instance = mesh_env.start_instance("reviews", "v1", xds=ads.address)
+    instance = mesh_env.start_instance("reviews", "v1", xds=ads.address, xds_protocol="sotw")
     ads.stop()
     wait_for(lambda: instance.admin.stat("control_plane.connected_state") == 0, 10)
     # The outage lasts until the backoff is at its cap, as in a real one: from 0.1 s doubling

@@ -3,12 +3,14 @@ each rule of the protocol exercised where a broken implementation would show."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from meshpilot.model import ir
 from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.protocol import SyncStatus
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -145,23 +147,25 @@ async def test_a_reconnect_gets_only_what_differs_from_the_versions_it_has(
         assert list(update.removed_resources) == ["outbound|9080|v9|reviews"]
 
 
-async def test_listeners_wait_until_their_clusters_and_endpoints_are_acked(
-    served: Plane,
-) -> None:
+async def test_listeners_and_routes_wait_until_what_they_use_is_acked(served: Plane) -> None:
     async with delta_client(served) as client:
         client.request(LISTENER)
         client.request(CLUSTER)
         cds = await client.receive_delta()
-        assert cds.type_url == CLUSTER  # listeners are held back: their clusters are not ACKed
+        assert cds.type_url == CLUSTER
+        with pytest.raises(TimeoutError):
+            await client.receive_delta(timeout=0.3)  # listeners held: clusters not ACKed
         client.ack_delta(cds)
-        client.request(ENDPOINT, subscribe=[V1, V2, ALL])
-        eds = await client.receive_delta()
-        assert eds.type_url == ENDPOINT
-        client.ack_delta(eds)
         lds = await client.receive_delta()
         assert lds.type_url == LISTENER and "outbound" in names(lds)
         client.ack_delta(lds)
         client.request(ROUTE, subscribe=["outbound"])
+        with pytest.raises(TimeoutError):
+            await client.receive_delta(timeout=0.3)  # routes held: their endpoints are not ACKed
+        client.request(ENDPOINT, subscribe=[V1, V2, ALL])
+        eds = await client.receive_delta()
+        assert eds.type_url == ENDPOINT
+        client.ack_delta(eds)
         assert (await client.receive_delta()).type_url == ROUTE
 
 
@@ -176,3 +180,19 @@ async def test_a_stale_nonce_is_no_ack(served: Plane) -> None:
         assert served.type_state(NODE, CLUSTER).awaiting_reply
         client.ack_delta(response)
         await wait_for_status(served, CLUSTER)
+
+
+async def test_an_updated_cluster_is_sent_its_unchanged_endpoints_again(served: Plane) -> None:
+    """Envoy warms an updated cluster until it gets its endpoints, changed or not."""
+    async with delta_client(served) as client:
+        await clusters(client)
+        client.request(ENDPOINT, subscribe=[V1, ALL])
+        client.ack_delta(await client.receive_delta())
+        await wait_for_status(served, ENDPOINT)
+        (reviews,) = served.cache.mesh.services
+        slower = dataclasses.replace(reviews, policy=ir.TrafficPolicy(connect_timeout_ms=2500))
+        served.cache.set_mesh(dataclasses.replace(served.cache.mesh, services=(slower,)))
+        cds = await client.receive_delta()
+        assert cds.type_url == CLUSTER and ALL in names(cds)
+        eds = await client.receive_delta()
+        assert eds.type_url == ENDPOINT and names(eds) == [ALL]

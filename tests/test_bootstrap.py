@@ -91,7 +91,7 @@ def test_the_control_plane_refuses_a_local_ip_that_is_not_an_ip() -> None:
 def test_everything_dynamic_comes_over_ads() -> None:
     dynamic = parsed(identity())["dynamic_resources"]
     ads = dynamic["ads_config"]
-    assert ads["api_type"] == "GRPC"
+    assert ads["api_type"] == "DELTA_GRPC"  # incremental by default
     assert ads["transport_api_version"] == "V3"
     assert ads["set_node_on_first_message_only"] is True
     grpc = ads["grpc_services"][0]["envoy_grpc"]
@@ -295,3 +295,10 @@ def test_sidecar_command_forwards_sigterm(tmp_path: Path) -> None:
         process.kill()
         process.wait()
     assert not Path((tmp_path / "config-path").read_text()).exists()
+
+
+def test_state_of_the_world_on_request() -> None:
+    ads = parsed(identity(xds_protocol="sotw"))["dynamic_resources"]["ads_config"]
+    assert ads["api_type"] == "GRPC"
+    with pytest.raises(BadSidecarOption, match="--xds-protocol"):
+        identity(xds_protocol="rest")

@@ -71,7 +71,9 @@ async def mixer(tmp_path: Path) -> AsyncIterator[Mixer]:
                     f"{tmp_path}/hook.py:check",
                 ),
             ),
-            mixer=ir.Mixer("127.0.0.1:1"),
+            # A generous hook timeout: these tests are about decisions, and a loaded machine
+            # can take longer than the default to run a hook for the first time.
+            mixer=ir.Mixer("127.0.0.1:1", timeout_ms=10_000),
             trust_domain=TRUST_DOMAIN,
         )
     )

@@ -248,12 +248,14 @@ class MeshEnv:
         labels: Iterable[str] = (),
         xds: str | None = None,
         token: str | None = MINT,
+        xds_protocol: str | None = None,
     ) -> Proc:
         """`meshpilot sidecar` (a real Envoy) for an instance; does not wait. `token`: by
         default one minted for the instance when it joins this test's secure control plane;
-        None for none."""
+        None for none. `xds_protocol`: "delta" or "sotw" (None: the sidecar's default)."""
         argv = [MESHPILOT, "sidecar", "--service", service, "--ip", ip]
         argv += ["--app-port", str(app_port), "--xds", xds or self._xds()]
+        argv += ["--xds-protocol", xds_protocol] if xds_protocol else []
         argv += ["--version", version] if version else []
         for label in labels:
             argv += ["--label", label]
@@ -283,13 +285,21 @@ class MeshEnv:
         ip: str | None = None,
         wait: bool = True,
         token: str | None = MINT,
+        xds_protocol: str | None = None,
     ) -> Instance:
         """App + sidecar on a fresh IP; waits until the app answers and Envoy is LIVE
         (i.e. it got its configuration from the control plane)."""
         ip = ip or self.ips.ip()
         app = self.start_app(service, version, ip, app_port)
         sidecar = self.start_sidecar(
-            service, version, ip, app_port, labels=labels, xds=xds, token=token
+            service,
+            version,
+            ip,
+            app_port,
+            labels=labels,
+            xds=xds,
+            token=token,
+            xds_protocol=xds_protocol,
         )
         instance = Instance(service, version, ip, app_port, app, sidecar)
         if wait:

@@ -37,6 +37,8 @@ DOWNSTREAM_CONNECTIONS = (
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
+# `--xds-protocol` values and Envoy's ADS api_type for each.
+XDS_PROTOCOLS = {"delta": "DELTA_GRPC", "sotw": "GRPC"}
 
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$")
 
@@ -58,6 +60,7 @@ class SidecarIdentity:
     # The app's IP when it differs from the instance IP (`--local-ip`): admin, outbound port
     # and the app live there, the instance IP carries only the inbound port.
     local_ip: str | None = None
+    xds_protocol: str = "delta"  # incremental ("delta") or state of the world ("sotw")
 
     @property
     def node_id(self) -> str:
@@ -80,6 +83,7 @@ def sidecar_identity(
     app_port: int,
     xds: str,
     local_ip: str | None = None,
+    xds_protocol: str = "delta",
 ) -> SidecarIdentity:
     """Turn command-line options into an identity; reports bad input as a clean error."""
     if not service:
@@ -93,7 +97,13 @@ def sidecar_identity(
     if not 0 < app_port < 65536:
         raise BadSidecarOption(f"--app-port {app_port}: must be between 1 and 65535")
     host, port = parse_host_port(xds, option="--xds")
-    return SidecarIdentity(service, ip, app_port, labels_of(mapping), host, port, local_ip)
+    if xds_protocol not in XDS_PROTOCOLS:
+        raise BadSidecarOption(
+            f"--xds-protocol {xds_protocol!r}: one of {', '.join(XDS_PROTOCOLS)}"
+        )
+    return SidecarIdentity(
+        service, ip, app_port, labels_of(mapping), host, port, local_ip, xds_protocol
+    )
 
 
 def parse_labels(labels: tuple[str, ...]) -> dict[str, str]:
@@ -161,7 +171,7 @@ def bootstrap(identity: SidecarIdentity, channel: ControlChannel | None = None) 
     """The whole bootstrap as a plain dict (what `render_bootstrap` dumps); plaintext to the
     control plane without a `channel` (`serve --insecure`)."""
     clusters = [xds_cluster(identity)]
-    dynamic = dynamic_resources()
+    dynamic = dynamic_resources(identity.xds_protocol)
     if channel is not None:
         clusters = [secure_xds_cluster(identity, channel), sds_cluster(channel.sds_socket)]
         grpc_service = dynamic["ads_config"]["grpc_services"][0]
@@ -200,10 +210,10 @@ def socket_address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def dynamic_resources() -> dict[str, Any]:
+def dynamic_resources(protocol: str = "delta") -> dict[str, Any]:
     """Everything over one ADS stream; Envoy waits for the control plane before going LIVE."""
     return {
-        "ads_config": ads_config(),
+        "ads_config": ads_config(protocol),
         "cds_config": ads_config_source(),
         "lds_config": ads_config_source(),
     }
@@ -215,10 +225,11 @@ def ads_config_source() -> dict[str, Any]:
     return {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}
 
 
-def ads_config() -> dict[str, Any]:
-    """gRPC ADS to `xds_cluster` with a short reconnect backoff (`envoy_grpc.retry_policy`)."""
+def ads_config(protocol: str = "delta") -> dict[str, Any]:
+    """gRPC ADS to `xds_cluster` with a short reconnect backoff (`envoy_grpc.retry_policy`):
+    incremental (DELTA_GRPC: a change sends only what changed) or state of the world."""
     return {
-        "api_type": "GRPC",
+        "api_type": XDS_PROTOCOLS[protocol],
         "transport_api_version": "V3",
         "set_node_on_first_message_only": True,
         "grpc_services": [

@@ -36,6 +36,13 @@ def _sidecar_options(func: F) -> F:
         ),
         click.option("--app-port", default=8080, show_default=True, type=int),
         _address("--xds", "127.0.0.1:18000"),
+        click.option(
+            "--xds-protocol",
+            type=click.Choice(["delta", "sotw"]),
+            default="delta",
+            show_default=True,
+            help="Incremental xDS (only what changed is sent) or state of the world.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)

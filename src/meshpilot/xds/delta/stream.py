@@ -25,7 +25,7 @@ from meshpilot.xds.metrics import XdsMetrics
 from meshpilot.xds.protocol import ProtocolStream
 from meshpilot.xds.snapshot import Snapshot
 from meshpilot.xds.sotw.stream import StreamShared
-from meshpilot.xds.types import BY_URL, PUSH_ORDER, short_name
+from meshpilot.xds.types import BY_URL, CLUSTER, ENDPOINT, PUSH_ORDER, short_name
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,10 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
                 self._record_nack(request.type_url, state, request.error_detail.message)
             elif state.awaiting_reply:
                 state.record_ack()
-        if not state.subscribed:
+        again = state.subscribed
+        if not again:
             self._first_request(state, request, wildcard=type_.wildcard)
-        self._subscribe(state, request)
+        self._subscribe(state, request, again=again)
 
     @staticmethod
     def _first_request(
@@ -103,7 +104,12 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
             state.initial = dict(request.initial_resource_versions)
 
     @staticmethod
-    def _subscribe(state: DeltaTypeState, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
+    def _subscribe(
+        state: DeltaTypeState, request: discovery_pb2.DeltaDiscoveryRequest, *, again: bool
+    ) -> None:
+        """Apply the request's subscription changes. A name subscribed to again on a stream
+        (Envoy does, for the endpoints of a cluster it is replacing) is sent even if the proxy
+        had it; on the first request, what the proxy has is in its initial versions."""
         subscribe = set(request.resource_names_subscribe)
         unsubscribe = set(request.resource_names_unsubscribe)
         if WILDCARD in subscribe:
@@ -114,7 +120,8 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
         unsubscribe.discard(WILDCARD)
         if subscribe or unsubscribe:
             state.names = frozenset((state.names | subscribe) - unsubscribe)
-            state.resend |= subscribe  # asked for again: sent even if the proxy had it
+            if again:
+                state.resend |= subscribe
 
     def _record_nack(self, type_url: str, state: DeltaTypeState, error: str) -> None:
         state.record_nack(error)
@@ -138,9 +145,19 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
                 continue
             nonce = f"d{next(_nonces)}"
             responses.append(delta_response(desired, updated, removed, nonce))
+            if type_url == CLUSTER:
+                self._endpoints_again_for(updated, state.acked)
             state.record_sent(desired, nonce)
             self.metrics.pushed(type_url)
         return responses
+
+    def _endpoints_again_for(self, clusters: list[Resource], had: ResourceSet | None) -> None:
+        """An updated cluster warms until it is sent its endpoints, changed or not (Envoy
+        waits for them), so they go out again, right after it."""
+        if had is not None:
+            self._types[ENDPOINT].resend.update(
+                name for cluster in clusters if cluster.name in had for name in cluster.refs
+            )
 
     def _dependencies_acked(self, desired: ResourceSet) -> bool:
         assert self.watch.snapshot is not None  # a candidate is taken from the snapshot
