@@ -38,6 +38,7 @@ def proxy_json(watch: Watch) -> dict[str, Any]:
         "service": proxy.service,
         "labels": dict(proxy.labels),
         "ip": proxy.ip,
+        "proxyless": proxy.proxyless,
         "connected_at": watch.connected_at,
         "types": {type_url: state.as_json() for type_url, state in watch.types.items()},
     }
