@@ -72,7 +72,7 @@ MUTANTS = (
     Mutant(
         "no-make-before-break",
         "xds/sotw/stream.py",
-        "if BY_URL[type_url].gated and not self._dependencies_acked(desired):",
+        "if BY_URL[type_url].gated and self._gated and not self._dependencies_acked(desired):",
         "if False:",
         (ADS,),
     ),

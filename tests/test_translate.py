@@ -40,7 +40,10 @@ def test_assignment_bytes_equal_serializing_the_proto() -> None:
     for chosen in ([], members[:1], members):
         expected = endpoint_pb2.ClusterLoadAssignment(cluster_name="outbound|80||a")
         if chosen:
-            lb_endpoints = expected.endpoints.add().lb_endpoints
+            locality = expected.endpoints.add()
+            locality.locality.SetInParent()
+            locality.load_balancing_weight.value = 1  # without it gRPC drops the locality
+            lb_endpoints = locality.lb_endpoints
             for address, port in sorted(set(chosen)):
                 socket = lb_endpoints.add().endpoint.address.socket_address
                 socket.address, socket.port_value = address, port

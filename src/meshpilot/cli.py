@@ -216,25 +216,44 @@ def serve(
     show_default=True,
     help="With --token-file: where the instance's agent serves SDS (the workload certificate).",
 )
-def bootstrap(output: Path | None, token_file: Path | None, sds_socket: str, **opts: Any) -> None:
-    """Write an Envoy bootstrap (YAML) for one sidecar instance."""
+@click.option(
+    "--proxyless",
+    is_flag=True,
+    help="Write gRPC's xDS bootstrap (JSON, for $GRPC_XDS_BOOTSTRAP) for a proxyless gRPC "
+    "client instead: it calls services as xds:///SERVICE:PORT with no sidecar (serve --insecure).",
+)
+def bootstrap(
+    output: Path | None, token_file: Path | None, sds_socket: str, proxyless: bool, **opts: Any
+) -> None:
+    """Write an Envoy bootstrap (YAML) for one sidecar instance, or with --proxyless gRPC's
+    xDS bootstrap (JSON) for a proxyless gRPC client."""
     from meshpilot.bootstrap import ControlChannel, render_bootstrap, sidecar_identity
+    from meshpilot.grpc_bootstrap import render_grpc_bootstrap
     from meshpilot.identity.client import read_token_file
     from meshpilot.identity.tls import pinned_anchor
     from meshpilot.identity.tokens import read_token
 
     identity = sidecar_identity(**opts)
+    if proxyless and token_file is not None:
+        raise click.UsageError("--proxyless clients join a control plane run with --insecure")
+    if proxyless:
+        _write(output, render_grpc_bootstrap(identity))
+        return
     channel = None
     if token_file is not None:
         token = read_token_file(token_file, identity.service)
         ca_pem = pinned_anchor(opts["xds"], read_token(token).ca_fingerprint).decode()
         channel = ControlChannel(ca_pem, token, sds_socket)
-    text = render_bootstrap(identity, channel)
+    _write(output, render_bootstrap(identity, channel))
+
+
+def _write(output: Path | None, text: str) -> None:
+    """To stdout, or to a file only its owner reads (a bootstrap may hold a token)."""
     if output is None:
         click.echo(text, nl=False)
     else:
         output.touch(mode=0o600)
-        output.chmod(0o600)  # it may hold a token: touch() keeps an existing file's mode
+        output.chmod(0o600)  # touch() keeps an existing file's mode
         output.write_text(text)
 
 

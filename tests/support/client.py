@@ -30,6 +30,8 @@ def sidecar_node(proxy: proxies.Proxy) -> base_pb2.Node:
             "labels": dict(proxy.labels),
         }
     )
+    if proxy.proxyless:
+        metadata.update({"proxyless": True})
     return base_pb2.Node(id=proxy.node_id, cluster=proxy.service, metadata=metadata)
 
 

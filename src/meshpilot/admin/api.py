@@ -39,6 +39,7 @@ def proxy_json(watch: Watch) -> dict[str, Any]:
         "labels": dict(proxy.labels),
         "ip": proxy.ip,
         "protocol": watch.protocol,
+        "proxyless": proxy.proxyless,
         "connected_at": watch.connected_at,
         "types": {type_url: state.as_json() for type_url, state in watch.types.items()},
     }

@@ -38,6 +38,12 @@ def route(service: str, route_name: str) -> str:
     return f"{service}/{route_name}"
 
 
+def api_listener(service: str, port: int) -> str:
+    """A proxyless gRPC client's listener for `xds:///SERVICE:PORT` (gRPC asks for the target's
+    authority by name), and the name of that listener's route table."""
+    return f"{service}:{port}"
+
+
 def tcp_listener(service: str, port: int) -> str:
     """A caller's outbound listener for a tcp service, on the caller's IP at the service's port."""
     return f"outbound_tcp|{port}|{service}"

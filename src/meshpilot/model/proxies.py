@@ -1,5 +1,5 @@
-"""Connected sidecars and the instances they make of their services, and the ports every
-sidecar uses (the same layout on every instance's own IP)."""
+"""Connected proxies (Envoy sidecars and proxyless gRPC clients), the instances sidecars make of
+their services, and the ports every sidecar uses (the same layout on every instance's own IP)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class Instance:
 
 @dataclass(frozen=True)
 class Proxy:
-    """What the translator needs to know about one connected sidecar to build its view."""
+    """What the translator needs to know about one connected proxy to build its view."""
 
     node_id: str
     service: str
@@ -34,6 +34,9 @@ class Proxy:
     # Where the app and the sidecar's app-facing ports (admin, outbound) live when they are kept
     # off the instance IP, e.g. 127.0.0.1 inside the instance's own network namespace.
     local_ip: str | None = None
+    # A gRPC client with its own xDS client and no sidecar (Istio's proxyless gRPC): it calls
+    # services of the mesh but is not one of their instances, and has no listeners of its own.
+    proxyless: bool = False
 
     @property
     def app_ip(self) -> str:
@@ -41,5 +44,8 @@ class Proxy:
         return self.local_ip or self.ip
 
     @property
-    def instance(self) -> Instance:
+    def instance(self) -> Instance | None:
+        """The endpoint a sidecar makes of its service; None for a proxyless client."""
+        if self.proxyless:
+            return None
         return Instance(self.service, self.ip, INBOUND_PORT, self.labels)

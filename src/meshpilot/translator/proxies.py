@@ -1,5 +1,6 @@
 """Per-proxy assembly: a proxy's own resources (the cluster to its app, its listeners) and its
-view, the resources it should have per type URL.
+view, the resources it should have per type URL. A proxyless gRPC client has nothing of its
+own: its view is the API listeners, route tables, clusters and endpoints of what it may call.
 
 `proxy_view` is a pure function of the change's `MeshResources`, the proxy and the proxy's
 previous view: everything it needs, the proxy's own service included, comes from its arguments.
@@ -158,10 +159,10 @@ LocalInputs = tuple[ir.Service | None, tuple[ir.Service, ...], ProxyPolicy]
 
 @dataclass(frozen=True)
 class ProxyView:
-    """A proxy's view, and what it was assembled from."""
+    """A proxy's view, and what it was assembled from (a proxyless client: `calls` alone)."""
 
-    inputs: LocalInputs
-    local: LocalResources
+    inputs: LocalInputs | None
+    local: LocalResources | None
     calls: Outbound
     view: View
 
@@ -176,17 +177,35 @@ def proxy_view(
     service = shared.own_service(proxy.service)
     egress = service.egress if service is not None else None
     calls = shared.scoped(egress) if egress is not None else shared.full
+    if proxy.proxyless:
+        return _proxyless_view(calls, previous)
     tcp = shared.tcp_services
     if egress is not None:
         tcp = tuple(s for s in tcp if s.name in egress)
     inputs = (service, tcp, shared.proxy_policy(proxy.service))
-    if previous is not None and previous.inputs == inputs:
+    if previous is not None and previous.inputs == inputs and previous.local is not None:
         if previous.calls is calls:
             return previous
         local = previous.local
     else:
         local = local_resources(proxy, *inputs)
     return ProxyView(inputs, local, calls, _assemble(calls, local))
+
+
+def _proxyless_view(calls: Outbound, previous: ProxyView | None) -> ProxyView:
+    """A gRPC client's: an API listener and route table per service it may call (those that
+    speak HTTP/2), and the clusters and endpoints sidecars have. It asks for all of them by
+    name, so it is served only what it asked for (the mixer's cluster, say, never)."""
+    if previous is not None and previous.calls is calls:
+        return previous
+    api = calls.api
+    view = {
+        CLUSTER: calls.clusters,
+        ENDPOINT: calls.endpoints,
+        LISTENER: api.listeners,
+        ROUTE: api.routes,
+    }
+    return ProxyView(None, None, calls, view)
 
 
 def _assemble(calls: Outbound, local: LocalResources) -> View:

@@ -8,24 +8,43 @@ change of those inputs, and shared as the same objects by every proxy's view.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from meshpilot.errors import InconsistentSnapshot
 from meshpilot.model import ir, names, proxies
 from meshpilot.netaddr import is_ip
-from meshpilot.translator.envoy import cluster, endpoint, http_filters, route
+from meshpilot.translator.envoy import cluster, endpoint, http_filters, listener, route
+from meshpilot.translator.envoy.filter_plugin import FilterContext
+from meshpilot.translator.envoy.http_connection_manager import HttpConnectionManagerBuilder
 from meshpilot.translator.resources import Part, Resource, resource, resource_from_bytes
-from meshpilot.xds.types import CLUSTER, ENDPOINT
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+
+
+class ApiParts(NamedTuple):
+    """What a service gives proxyless gRPC clients: an API listener and its route table."""
+
+    listener: Part
+    route: Part
 
 
 @dataclass(frozen=True)
 class ServiceOutput:
-    """What one service contributes to every proxy: its clusters and its virtual host."""
+    """What one service contributes to every proxy: its clusters and its virtual host; and,
+    for a service a gRPC client can call, the name of its API listener."""
 
     clusters: Part
     virtual_host_entry: bytes
     route_targets: frozenset[str]
+    api_name: str | None = None
+
+    @functools.cached_property
+    def api(self) -> ApiParts | None:
+        """Built when a proxyless client first needs it: most meshes have none."""
+        if self.api_name is None:
+            return None
+        return api_parts(self.api_name, self.virtual_host_entry, self.route_targets)
 
 
 class ServiceParts(NamedTuple):
@@ -64,7 +83,31 @@ def translate_service(service: ir.Service) -> ServiceOutput:
         external_domains(service) if external else None,
     )
     vhost = virtual_host.SerializeToString(deterministic=True)
-    return ServiceOutput(clusters, route.virtual_host_entry(vhost), frozenset(targets))
+    api_name = None if external else api_listener_name(service)
+    return ServiceOutput(clusters, route.virtual_host_entry(vhost), frozenset(targets), api_name)
+
+
+def api_listener_name(service: ir.Service) -> str | None:
+    """gRPC clients call services that speak HTTP/2 (grpc, http2) as `xds:///NAME:PORT`."""
+    return names.api_listener(service.name, service.port) if service.speaks_http2 else None
+
+
+# The outbound chain's filters (fault, router) are the same whoever calls: every proxyless
+# client's API listeners share them.
+_CALLER = FilterContext(proxy_service="")
+
+
+def api_parts(name: str, virtual_host_entry: bytes, targets: frozenset[str]) -> ApiParts:
+    """The API listener `name`, routing over RDS with a route table of the same name that holds
+    the service's virtual host (the sidecars' outbound routes, so splits are the same)."""
+    filters, _ = http_filters.http_filters("outbound", _CALLER)
+    manager = HttpConnectionManagerBuilder(name).with_filters(filters).with_rds(name).build()
+    built = listener.api_listener(name, manager)
+    table = route.route_configuration_bytes(name, [virtual_host_entry])
+    return ApiParts(
+        Part([resource(LISTENER, name, built, refs=[name])]),
+        Part([resource_from_bytes(ROUTE, name, table, targets)]),
+    )
 
 
 def _eds_clusters(service: ir.Service, names: list[str]) -> list[Resource]:

@@ -12,17 +12,37 @@ from dataclasses import dataclass, field
 from meshpilot.model import ir, names
 from meshpilot.translator.envoy import route
 from meshpilot.translator.resources import LazyUnion, Part, ResourceSet, resource_from_bytes
-from meshpilot.translator.services import ServiceEntry, ServiceParts
-from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
+from meshpilot.translator.services import ServiceEntry, ServiceOutput, ServiceParts
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+
+
+@dataclass(frozen=True)
+class ApiSets:
+    """What a proxyless gRPC client has instead of listeners of its own and the outbound route
+    table: an API listener and a route table per service it may call."""
+
+    listeners: ResourceSet
+    routes: ResourceSet
 
 
 @dataclass(frozen=True)
 class Outbound:
-    """What a proxy needs to call services: their clusters, endpoints and routes."""
+    """What a proxy needs to call services: their clusters, endpoints and routes (and the
+    services' own outputs, for `api`)."""
 
     clusters: ResourceSet
     endpoints: ResourceSet
     routes: ResourceSet
+    outputs: tuple[ServiceOutput, ...] = field(default=(), repr=False, compare=False)
+
+    @functools.cached_property
+    def api(self) -> ApiSets:
+        """Built when a proxyless client first needs it, once per set of services."""
+        found = [o.api for o in self.outputs if o.api is not None]
+        return ApiSets(
+            ResourceSet(LISTENER, [a.listener for a in found]),
+            ResourceSet(ROUTE, [a.route for a in found]),
+        )
 
 
 _UNKNOWN_HOST = route.virtual_host_entry(
@@ -42,7 +62,7 @@ def outbound(
     only its service's endpoints) is `previous`'s: proxies keep the very sets they have, with
     their bytes, versions and every answer derived from them.
     """
-    outputs = [s.output for s in services]
+    outputs = tuple(s.output for s in services)
     cluster_parts = [*(o.clusters for o in outputs), *shared_clusters]
     endpoint_parts = [s.endpoints for s in services]
     if previous is not None:
@@ -50,7 +70,7 @@ def outbound(
         endpoints = _reused(ENDPOINT, endpoint_parts, previous.endpoints)
         if clusters is previous.clusters:  # the same services (each owns its clusters' part)
             same = endpoints is previous.endpoints
-            return previous if same else Outbound(clusters, endpoints, previous.routes)
+            return previous if same else Outbound(clusters, endpoints, previous.routes, outputs)
     else:
         clusters, endpoints = (
             ResourceSet(CLUSTER, cluster_parts),
@@ -63,7 +83,7 @@ def outbound(
     routes = ResourceSet.of(
         ROUTE, [resource_from_bytes(ROUTE, names.OUTBOUND_ROUTE, table, targets)]
     )
-    return Outbound(clusters, endpoints, routes)
+    return Outbound(clusters, endpoints, routes, outputs)
 
 
 def _reused(type_url: str, parts: list[Part], previous: ResourceSet) -> ResourceSet:

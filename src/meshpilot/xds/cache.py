@@ -53,7 +53,7 @@ class Watch:
     connected_at: float = field(default_factory=time.time)
     snapshot: Snapshot | None = None  # None until its first consistent view
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    instance: proxies.Instance = field(init=False)
+    instance: proxies.Instance | None = field(init=False)  # None: a proxyless client
     # The translator's view `snapshot` was made from: an unchanged view is not checked again.
     source: View | None = field(default=None, repr=False)
 
@@ -178,7 +178,8 @@ class SnapshotCache:
         self._forget_left()
         all_or_nothing = mesh is not None
         target = mesh if mesh is not None else self._mesh
-        shared = self._translator.translate(target, [w.instance for w in watches])
+        members = [w.instance for w in watches if w.instance is not None]
+        shared = self._translator.translate(target, members)
         views = [(w, self._translator.view(shared, w.proxy)) for w in watches]
         made: _Made = []
         refused, consistency = [], Consistency()

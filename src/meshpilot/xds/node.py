@@ -1,4 +1,5 @@
-"""Who is connecting: the proxy described by an Envoy node (id and metadata from the bootstrap)."""
+"""Who is connecting: the proxy described by a node (id and metadata from the bootstrap): an
+Envoy sidecar, or a proxyless gRPC client (metadata `proxyless: true`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from meshpilot.model import ir, proxies
 
 
 class BadNode(MeshpilotError):
-    """The node in a discovery request does not describe a mesh sidecar."""
+    """The node in a discovery request does not describe a mesh proxy."""
 
 
 def proxy_from_node(node: base_pb2.Node) -> proxies.Proxy:
@@ -24,6 +25,7 @@ def proxy_from_node(node: base_pb2.Node) -> proxies.Proxy:
     app_port = metadata.get("app_port", 8080)
     labels = metadata.get("labels", {})
     local_ip = metadata.get("local_ip")
+    proxyless = metadata.get("proxyless", False)
     if not isinstance(service, str) or not service:
         raise BadNode(f"node {node.id!r}: metadata.service (or node.cluster) is required")
     if not isinstance(ip, str) or not ip:
@@ -37,7 +39,11 @@ def proxy_from_node(node: base_pb2.Node) -> proxies.Proxy:
         raise BadNode(f"node {node.id!r}: metadata.labels must map names to strings")
     if not isinstance(app_port, int | float) or not 0 < int(app_port) < 65536:
         raise BadNode(f"node {node.id!r}: metadata.app_port must be a port number")
-    return proxies.Proxy(node.id, service, ip, int(app_port), ir.labels_of(labels), local_ip)
+    if not isinstance(proxyless, bool):
+        raise BadNode(f"node {node.id!r}: metadata.proxyless must be true or false")
+    return proxies.Proxy(
+        node.id, service, ip, int(app_port), ir.labels_of(labels), local_ip, proxyless
+    )
 
 
 def _is_ip(text: str) -> bool:

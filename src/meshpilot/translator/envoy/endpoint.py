@@ -15,24 +15,31 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from meshpilot.translator.envoy.wire import length_delimited, string_field, varint
 
 _PORT_TAG = varint(3 << 3)  # SocketAddress.port_value, a varint field
+# LocalityLbEndpoints.locality (1), present but empty, and load_balancing_weight (3) = 1: gRPC's
+# xDS client drops a locality without them (no weight means no load); Envoy ignores locality
+# weights unless a cluster asks for locality-weighted balancing, which ours do not.
+_LOCALITY = length_delimited(1, b"")
+_LOCALITY_WEIGHT = length_delimited(3, varint(1 << 3) + varint(1))
 
 
 def cluster_load_assignment(
     cluster: str, members: Iterable[tuple[str, int]]
 ) -> endpoint_pb2.ClusterLoadAssignment:
-    """All members in one locality; an empty assignment is valid and means "no healthy host"."""
+    """All members in one locality of weight 1; an empty assignment is valid and means "no
+    healthy host"."""
     return endpoint_pb2.ClusterLoadAssignment.FromString(
         cluster_load_assignment_bytes(cluster, members)
     )
 
 
 def cluster_load_assignment_bytes(cluster: str, members: Iterable[tuple[str, int]]) -> bytes:
-    """The serialized assignment: cluster_name (1), one LocalityLbEndpoints (2) whose
-    lb_endpoints (2) are the members sorted by address and port."""
+    """The serialized assignment: cluster_name (1), one LocalityLbEndpoints (2): an empty
+    locality (1), lb_endpoints (2) the members sorted by address and port, weight 1 (3)."""
     unique = sorted(set(members))
     if not unique:
         return string_field(1, cluster)
-    locality = b"".join([_lb_endpoint_entry(address, port) for address, port in unique])
+    lb_endpoints = b"".join([_lb_endpoint_entry(address, port) for address, port in unique])
+    locality = _LOCALITY + lb_endpoints + _LOCALITY_WEIGHT
     return string_field(1, cluster) + length_delimited(2, locality)
 
 

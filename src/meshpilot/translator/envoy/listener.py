@@ -1,5 +1,6 @@
 """Listener builders: the sidecar's inbound (15006) and outbound (15001) listeners, HTTP or TCP,
-and a caller's outbound TCP listener per tcp service (on the caller's IP, the service's port).
+a caller's outbound TCP listener per tcp service (on the caller's IP, the service's port), and
+the API listeners of proxyless gRPC clients (no address: gRPC routes its own calls with them).
 
 An inbound listener with workload identity terminates mTLS: strict, only that; permissive, a TLS
 inspector tells TLS from plaintext and each has its own filter chain with the same filters."""
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from envoy.config.core.v3 import base_pb2
-from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
@@ -74,3 +75,11 @@ def tcp_listener(
     tls: DownstreamTls | None = None,
 ) -> listener_pb2.Listener:
     return listener(name, ip, port, TCP_PROXY_FILTER, proxy, tls)
+
+
+def api_listener(name: str, manager: hcm.HttpConnectionManager) -> listener_pb2.Listener:
+    """What a proxyless gRPC client asks for by its target's name: the HTTP connection manager
+    (routes over RDS, the router last) it applies to its calls, with no socket of its own."""
+    return listener_pb2.Listener(
+        name=name, api_listener=api_listener_pb2.ApiListener(api_listener=typed(manager))
+    )

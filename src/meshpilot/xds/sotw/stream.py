@@ -26,6 +26,13 @@ from meshpilot.xds.types import BY_URL, PUSH_ORDER, short_name
 log = logging.getLogger(__name__)
 
 
+def named(request: discovery_pb2.DiscoveryRequest) -> bool:
+    """A request for a wildcard type (LDS, CDS) that names what it wants, as gRPC's xDS client
+    does, is served just those; none, or `*`, is Envoy's subscription to all of them."""
+    names = request.resource_names
+    return bool(names) and "*" not in names
+
+
 def new_types() -> dict[str, SotwTypeState]:
     """The state of every type of a new stream, in push order."""
     return {type_url: SotwTypeState() for type_url in PUSH_ORDER}
@@ -69,6 +76,7 @@ class SotwStream(ProtocolStream[discovery_pb2.DiscoveryRequest]):
         if state is None or type_ is None:
             log.warning("%s: ignoring unknown type %r", self.watch.proxy.node_id, request.type_url)
             return
+        by_name = not type_.wildcard or named(request)
         if request.response_nonce:
             if request.response_nonce != state.nonce:
                 return  # a reply to a response that has since been superseded
@@ -76,15 +84,17 @@ class SotwStream(ProtocolStream[discovery_pb2.DiscoveryRequest]):
                 self._record_nack(request.type_url, state, request.error_detail.message)
             elif state.awaiting_reply:
                 state.record_ack()
-            elif not type_.wildcard:
+            elif by_name:
                 # Nothing in flight, so not an ACK: Envoy asks again for resources it has, as it
                 # does for the endpoints of a cluster being replaced (warming); answer it.
                 state.resend = True
         elif request.version_info and state.sent is None:
             self._claimed[request.type_url] = request.version_info
         state.subscribed = True
-        if not type_.wildcard:
+        if by_name:
             self.shared.subscriptions.subscribe(state, request)
+        else:
+            self.shared.subscriptions.release(state)
 
     def _record_nack(self, type_url: str, state: SotwTypeState, error: str) -> None:
         state.record_nack(error)
@@ -104,13 +114,20 @@ class SotwStream(ProtocolStream[discovery_pb2.DiscoveryRequest]):
         """The responses to send now, in push order; each type has at most one in flight."""
         responses = []
         for type_url, state, desired in self._candidates():
-            if BY_URL[type_url].gated and not self._dependencies_acked(desired):
+            if BY_URL[type_url].gated and self._gated and not self._dependencies_acked(desired):
                 continue
             nonce, response = self.shared.responses.response(desired, state.nonce)
             state.record_sent(desired, nonce)
             responses.append(response)
             self.metrics.pushed(type_url)
         return responses
+
+    @property
+    def _gated(self) -> bool:
+        """Make-before-break is the server's for a sidecar only: a proxyless gRPC client asks
+        for clusters after it has the routes that name them, and uses new routes only once it
+        has their clusters and endpoints."""
+        return not self.watch.proxy.proxyless
 
     def _dependencies_acked(self, desired: ResourceSet) -> bool:
         assert self.watch.snapshot is not None  # a candidate is taken from the snapshot

@@ -56,11 +56,11 @@ class Subscriptions:
         state.names, state.names_key = shared.names, shared.key
 
     def release(self, state: SotwTypeState) -> None:
-        """The stream no longer uses its names (it changed them, or it ended)."""
+        """The stream no longer uses its names (it changed them, subscribed to all, or ended)."""
         if state.names_key is None:
             return
         shared = self._sets[state.names_key]
         shared.users -= 1
         if not shared.users:
             del self._sets[state.names_key]
-        state.names_key = None
+        state.names, state.names_key = None, None
