@@ -135,6 +135,9 @@ def test_a_proxy_joining_changes_only_the_endpoints() -> None:
     after = translator.translate(services, [member])
     assert after.full.clusters is before.full.clusters and after.full.routes is before.full.routes
     assert after.full.endpoints.version != before.full.endpoints.version
+    kept = {id(part) for part in before.full.endpoints.parts}
+    rebuilt = [r.name for p in after.full.endpoints.parts if id(p) not in kept for r in p.resources]
+    assert rebuilt and all(name.endswith("|c") for name in rebuilt)  # only c's endpoints
     assert translator.translate(services, [member]).full is after.full
 
 
