@@ -9,19 +9,24 @@ so the simulator does not run in the control plane's process. For each size it p
     endpoints, listeners and routes (every joining sidecar changes its service's endpoints);
   - save -> all: from a save of the mesh file adding one service until every sidecar has
     received clusters that include it (median and max over --saves saves), and until every
-    sidecar also has its endpoints and a new route table ("all types");
+    sidecar also has its endpoints and a new route table ("all types"); with --edit weight,
+    each save changes one service's route weights instead (only the route table changes);
+  - bytes per sidecar per save: the DiscoveryResponse bytes each sidecar received from the
+    save until the control plane went quiet (median over the sidecars, then over the saves);
+  - with --protocol (delta by default, as sidecars use): the simulated sidecars' xDS protocol;
   - with --egress K (scoping): each service calls only the next K services, and each added
     service is called by the first K services; "every sidecar" then means every sidecar of
     those callers (the others are not to receive it);
   - the control plane's RSS (now and peak, /proc/PID/status) and CPU seconds (utime + stime,
     /proc/PID/stat) per phase.
 
-Targets (issue): 1,000 services / 2,000 proxies: save -> all sidecars updated <= 1 s; control
-plane RSS <= 400 MB.
+Targets (issue 14): 1,000 services / 2,000 sidecars: save -> every sidecar has the change
+<= 0.5 s on delta, <= 1.5 s on state of the world; <= 5 KB per sidecar for a one-service edit;
+2,000 services / 10,000 sidecars on delta: <= 3 s, control plane RSS <= 1 GB, cold join <= 30 s.
 
     python bench/fanout.py [--sizes 100x100,1000x2000,2000x5000] [--saves 3]
-    python bench/fanout.py --services 1000 --proxies 2000
-    python bench/fanout.py --sizes 1000x2000 --egress 5
+    python bench/fanout.py --services 1000 --proxies 2000 --protocol sotw
+    python bench/fanout.py --sizes 1000x2000 --egress 5 --edit weight
 
 Everything it starts is stopped on exit, whatever happens.
 """
@@ -54,7 +59,13 @@ from meshpilot.model.names import outbound_cluster
 from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
 from tests.support import meshgen
 from tests.support.meshgen import ring_callees, service_name, service_names, service_port
-from tests.support.simulated import Decoded, SidecarFleet, SimulatedSidecar, fleet_specs
+from tests.support.simulated import (
+    Decoded,
+    Protocol,
+    SidecarFleet,
+    SimulatedSidecar,
+    fleet_specs,
+)
 from tests.support.wait import wait_for
 
 XDS_PORT, ADMIN_PORT = 18000, 18001
@@ -94,15 +105,16 @@ def callers_of(index: int, services: int, egress: int) -> frozenset[str] | None:
     return frozenset(service_name((index - k) % services) for k in range(1, egress + 1))
 
 
-def mesh_yaml(services: int, added: int = 0, egress: int = 0) -> str:
+def mesh_yaml(services: int, added: int = 0, egress: int = 0, reweighted: int = 0) -> str:
     """`services` synthetic services (tests.support.meshgen), then `added` more
     (svc-new-1...); with `egress`, each of the `services` calls only `egress` others (see
-    egress_of)."""
+    egress_of); the first `reweighted` services have a v1 weight other than the default."""
     return meshgen.mesh_yaml(
         services,
         name="fanout",
         added=[(new_service(n), NEW_SERVICE_PORT + n) for n in range(1, added + 1)],
         egress=(lambda i: egress_of(i, services, egress, added)) if egress else None,
+        v1_weights={i: 50 for i in range(reweighted)},
     )
 
 
@@ -111,13 +123,16 @@ def mesh_yaml(services: int, added: int = 0, egress: int = 0) -> str:
 
 @dataclass
 class WorkerState:
-    """What a worker watches for: a new service's cluster `watched`. A sidecar has *seen* it
-    when its clusters include it; it is *done* when its endpoints include it too and its route
-    table is no longer the one it had when the watch began."""
+    """What a worker watches for: a new service's cluster `watched` (None: a change of route
+    weights). A sidecar has *seen* it when its clusters include it (or its route table
+    changed); it is *done* when its endpoints include it too and its route table is no longer
+    the one it had when the watch began."""
 
+    watching: bool = False
     watched: str | None = None
     expected: frozenset[str] | None = None  # the services whose sidecars get it; None: all
     routes_before: dict[str, str | None] = field(default_factory=dict)  # node id -> version
+    bytes_before: dict[str, int] = field(default_factory=dict)  # node id -> bytes received
     seen: dict[str, float] = field(default_factory=dict)  # node id -> time.monotonic()
     done: dict[str, float] = field(default_factory=dict)
     last_received: float = 0.0
@@ -126,17 +141,23 @@ class WorkerState:
         return self.expected is None or sidecar.spec.service in self.expected
 
 
-def worker_main(
-    conn: Connection, address: str, first: int, count: int, services: int, channels: int
-) -> None:
+@dataclass(frozen=True)
+class WorkerArgs:
+    address: str
+    first: int  # index of its first sidecar
+    count: int  # sidecars
+    services: int
+    channels: int
+    protocol: Protocol
+
+
+def worker_main(conn: Connection, args: WorkerArgs) -> None:
     """A worker process: `count` sidecars in one asyncio loop, driven by commands on `conn`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    asyncio.run(_worker(conn, address, first, count, services, channels))
+    asyncio.run(_worker(conn, args))
 
 
-async def _worker(
-    conn: Connection, address: str, first: int, count: int, services: int, channels: int
-) -> None:
+async def _worker(conn: Connection, args: WorkerArgs) -> None:
     loop = asyncio.get_running_loop()
     state = WorkerState()
 
@@ -144,21 +165,32 @@ async def _worker(
         received = sidecar.state[response.type_url].received_at
         state.last_received = received
         node, watched = sidecar.node_id, state.watched
-        if watched is None or node in state.done or not state.expects(sidecar):
+        if not state.watching or node in state.done or not state.expects(sidecar):
             return
-        if response.type_url == CLUSTER and watched in response.names and node not in state.seen:
+        new_routes = sidecar.state[ROUTE].version != state.routes_before[node]
+        if node not in state.seen and (
+            watched in response.names
+            if watched is not None and response.type_url == CLUSTER
+            else watched is None and new_routes
+        ):
             state.seen[node] = received
         if (
             node in state.seen
-            and watched in sidecar.state[ENDPOINT].names
-            and sidecar.state[ROUTE].version != state.routes_before[node]
+            and (watched is None or watched in sidecar.state[ENDPOINT].names)
+            and new_routes
         ):
             state.done[node] = received
 
-    specs = fleet_specs(count, service_names(services), first)
+    specs = fleet_specs(args.count, service_names(args.services), args.first)
     conn.send(("ready",))
     await loop.run_in_executor(None, conn.recv)  # "start"
-    async with SidecarFleet(address, specs, channels=channels, on_response=on_response) as fleet:
+    async with SidecarFleet(
+        args.address,
+        specs,
+        channels=args.channels,
+        on_response=on_response,
+        protocol=args.protocol,
+    ) as fleet:
         while True:
             command, *args = await loop.run_in_executor(None, conn.recv)
             try:
@@ -186,8 +218,17 @@ async def _command(
         return (await fleet.wait_for(is_quiet, timeout, interval=0.05), state.last_received)
     if command == "watch":
         state.routes_before = {s.node_id: s.version(ROUTE) for s in fleet.sidecars}
+        state.bytes_before = {s.node_id: s.bytes_received for s in fleet.sidecars}
         state.watched, state.expected, state.seen, state.done = args[0], args[1], {}, {}
+        state.watching = True
         return ("watching",)
+    if command == "received":  # bytes per watched sidecar since the watch began
+        received = [
+            s.bytes_received - state.bytes_before[s.node_id]
+            for s in fleet.sidecars
+            if state.expects(s)
+        ]
+        return (received,)
     if command == "done":
         total = sum(1 for s in fleet.sidecars if state.expects(s))
         ok = await fleet.wait_for(lambda: len(state.done) == total, timeout=args[0])
@@ -213,6 +254,7 @@ class Workers:
         services: int,
         proxies: int,
         channels: int,
+        protocol: Protocol,
         min_available: float,
     ) -> None:
         self.min_available = min_available  # bytes of MemAvailable below which to give up
@@ -224,9 +266,10 @@ class Workers:
         for n in range(count):
             size = share + (1 if n < extra else 0)
             parent, child = context.Pipe()
+            worker = WorkerArgs(address, first, size, services, channels, protocol)
             proc = context.Process(
                 target=worker_main,
-                args=(child, address, first, size, services, channels),
+                args=(child, worker),
                 name=f"fanout-worker-{n}",
                 daemon=True,
             )
@@ -310,6 +353,8 @@ class Result:
     services: int
     proxies: int
     start: str  # cold: the sidecars join the full mesh; warm: a one-service mesh, then the full
+    protocol: Protocol = "delta"
+    edit: str = "add"  # what each save does: add a service, or change one's route weights
     egress: int = 0  # each service calls this many others (0: every service)
     join: float = float("nan")  # start of the connections -> every sidecar ACKed all four types
     full_push: tuple[float, float] | None = (
@@ -318,6 +363,7 @@ class Result:
     fanout: list[float] = field(default_factory=list)  # save -> every sidecar has the service
     settled: list[float] = field(default_factory=list)  # save -> endpoints and routes too
     applied: list[float] = field(default_factory=list)  # save -> applied (/mesh applied_at)
+    received: list[float] = field(default_factory=list)  # median bytes per sidecar, per save
     rss_idle: int = 0
     rss_synced: int = 0
     rss_end: int = 0
@@ -356,11 +402,13 @@ class Bench:
         return float(max(r[1] for r in replies))
 
     def save(
-        self, text: str, watched: str, expected: frozenset[str] | None
-    ) -> tuple[float, float, float] | None:
+        self, text: str, watched: str | None, expected: frozenset[str] | None
+    ) -> tuple[float, float, float, float] | None:
         """Save `text`; seconds until every sidecar (of the `expected` services; None: all)
-        received clusters including `watched`, until each also has its endpoints and a new
-        route table, and until the control plane applied the file (None: not in time)."""
+        received clusters including `watched` (None: a new route table), until each also has
+        its endpoints and a new route table, and until the control plane applied the file; and
+        the median bytes a sidecar received until the control plane went quiet (None: not in
+        time)."""
         self.ask(("watch", watched, expected), 30)
         saved_wall, saved = time.time(), time.monotonic()
         self.mesh.write_text(text)
@@ -371,13 +419,14 @@ class Bench:
         everything = max(r[2] for r in replies) - saved
         applied = http_json(f"{self.admin}/mesh")["applied_at"] - saved_wall
         self.wait_quiet()
-        return clusters, everything, applied
+        received = [n for reply in self.ask(("received",), 30) for n in reply[0]]
+        return clusters, everything, applied, statistics.median(received)
 
 
 def run_size(
     args: argparse.Namespace, services: int, proxies: int, start: str, tmp: Path
 ) -> Result:
-    result = Result(services, proxies, start, args.egress)
+    result = Result(services, proxies, start, args.protocol, args.edit, args.egress)
     check_free(args.ip, [XDS_PORT, ADMIN_PORT], "--ip")
     mesh = tmp / "mesh.yaml"
     egress = args.egress
@@ -394,7 +443,9 @@ def run_size(
         wait_http_ok(f"{admin}/healthz", START_TIMEOUT, procs=[control_plane])
         result.rss_idle = rss_kib(pid := control_plane.pid)[0]
         min_available = args.min_free_gib * 2**30
-        workers = Workers(args.workers, xds, services, proxies, args.channels, min_available)
+        workers = Workers(
+            args.workers, xds, services, proxies, args.channels, args.protocol, min_available
+        )
         bench = Bench(args, mesh, admin, control_plane, workers)
         workers.replies("ready", control_plane, START_TIMEOUT)  # imported, specs built
         cpu_before, sim_before = cpu_seconds(pid), workers.cpu_seconds()
@@ -430,19 +481,25 @@ def run_size(
 
         cpu_before, sim_before = cpu_seconds(pid), workers.cpu_seconds()
         for n in range(1, args.saves + 1):
-            name = outbound_cluster(new_service(n), NEW_SERVICE_PORT + n)
-            text = mesh_yaml(services, added=n, egress=egress)
-            measured = bench.save(text, name, callers_of(-n, services, egress))
+            if args.edit == "add":
+                name: str | None = outbound_cluster(new_service(n), NEW_SERVICE_PORT + n)
+                text = mesh_yaml(services, added=n, egress=egress)
+                expected, change = callers_of(-n, services, egress), f"has {new_service(n)}"
+            else:
+                name, text = None, mesh_yaml(services, egress=egress, reweighted=n)
+                expected, change = callers_of(n - 1, services, egress), "has the new weights"
+            measured = bench.save(text, name, expected)
             if measured is None:
-                result.note = f"save {n}: not every sidecar had the new service in time"
+                result.note = f"save {n}: not every sidecar had the change in time"
                 break
             result.fanout.append(measured[0])
             result.settled.append(measured[1])
             result.applied.append(measured[2])
+            result.received.append(measured[3])
             print(
-                f"  save {n}: every sidecar has {new_service(n)} after {measured[0]:.3f} s "
+                f"  save {n}: every sidecar {change} after {measured[0]:.3f} s "
                 f"(applied after {measured[2]:.3f} s; endpoints and routes too after "
-                f"{measured[1]:.3f} s)",
+                f"{measured[1]:.3f} s; {measured[3]:.0f} bytes received per sidecar)",
                 flush=True,
             )
         result.cpu_saves = cpu_seconds(pid) - cpu_before
@@ -480,8 +537,10 @@ def mib(kib: int) -> str:
 
 
 HEADER = (
-    "| services | sidecars | egress | start | join s | full mesh s (clusters / all types) "
-    "| save -> all have it s (median / max) | save -> applied s | save -> all types s "
+    "| services | sidecars | protocol | edit | egress | start | join s "
+    "| full mesh s (clusters / all types) "
+    "| save -> all have it s (median / max) | save -> applied s "
+    "| save -> all types s (median / max) | bytes per sidecar per save "
     "| CP RSS MiB idle / synced / end / peak | CP CPU s join / saves "
     "| simulator CPU s join / saves | worker RSS MiB | violations | failed streams |"
 )
@@ -491,12 +550,13 @@ def table_row(r: Result) -> str:
     full = f"{r.full_push[0]:.3f} / {r.full_push[1]:.3f}" if r.full_push else "-"
     fan = f"{statistics.median(r.fanout):.3f} / {max(r.fanout):.3f}" if r.fanout else "-"
     applied = f"{statistics.median(r.applied):.3f}" if r.applied else "-"
-    settled = f"{statistics.median(r.settled):.3f}" if r.settled else "-"
+    settled = f"{statistics.median(r.settled):.3f} / {max(r.settled):.3f}" if r.settled else "-"
+    received = f"{statistics.median(r.received):.0f}" if r.received else "-"
     rss = " / ".join(mib(v) for v in (r.rss_idle, r.rss_synced, r.rss_end, r.rss_peak))
     row = (
-        f"| {r.services} | {r.proxies} | {r.egress or 'all'} | {r.start} | {r.join:.2f} "
-        f"| {full} | {fan} "
-        f"| {applied} | {settled} | {rss} | {r.cpu_join:.1f} / {r.cpu_saves:.1f} "
+        f"| {r.services} | {r.proxies} | {r.protocol} | {r.edit} | {r.egress or 'all'} "
+        f"| {r.start} | {r.join:.2f} | {full} | {fan} "
+        f"| {applied} | {settled} | {received} | {rss} | {r.cpu_join:.1f} / {r.cpu_saves:.1f} "
         f"| {r.sim_cpu_join:.1f} / {r.sim_cpu_saves:.1f} "
         f"| {mib(r.worker_rss)} | {r.violations} | {r.stream_failures} |"
     )
@@ -516,8 +576,10 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         print(table_row(result))
     print(
         "cold: the sidecars join the full mesh; warm: they join a one-service mesh, then the "
-        "full mesh is saved. Targets at 1,000 services / 2,000 sidecars: save -> all updated "
-        "<= 1 s (debounce and translation included); control plane RSS <= 400 MB."
+        "full mesh is saved. Targets at 1,000 services / 2,000 sidecars: save -> all types "
+        "<= 0.5 s on delta, <= 1.5 s on sotw (max over saves, debounce and translation "
+        "included); <= 5 KB per sidecar for a one-service edit. 2,000 / 10,000 on delta: "
+        "<= 3 s, control plane RSS <= 1 GB, cold join <= 30 s."
     )
 
 
@@ -542,6 +604,19 @@ def main() -> None:
     parser.add_argument("--services", type=int, help="one size: this many services")
     parser.add_argument("--proxies", type=int, help="one size: this many sidecars")
     parser.add_argument("--saves", type=int, default=3)
+    parser.add_argument(
+        "--protocol",
+        choices=("delta", "sotw"),
+        default="delta",
+        help="the simulated sidecars' xDS protocol (default delta, as sidecars use)",
+    )
+    parser.add_argument(
+        "--edit",
+        choices=("add", "weight"),
+        default="add",
+        help="what each save does: add a service (its clusters, endpoints and route), or "
+        "change one service's route weights (the route table only)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="simulator processes")
     parser.add_argument("--channels", type=int, default=16, help="gRPC channels per worker")
     parser.add_argument("--ip", default="127.0.88.1", help="the control plane's loopback IP")

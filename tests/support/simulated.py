@@ -1,9 +1,14 @@
-"""Simulated sidecars: cheap ADS clients that behave like Envoy on a state-of-the-world stream.
+"""Simulated sidecars: cheap ADS clients that behave like Envoy, on a state-of-the-world or an
+incremental (delta) stream.
 
 A SimulatedSidecar subscribes to clusters and listeners (wildcard), asks for the endpoints of the
 EDS clusters it is sent and for the `outbound` route table its listeners load, and ACKs every
 response, as Envoy does. It records, per type, the last version and the resource names received,
-and counts responses carrying a resource it did not ask for (or of another type).
+and counts responses carrying a resource it did not ask for (or of another type). A
+DeltaSidecar does the same over DeltaAggregatedResources: it applies each response to what it
+holds (tests.support.holdings), subscribes and unsubscribes EDS names as its clusters come and
+go, and also counts a response after which what it holds is not the version the control plane
+says it should have.
 
 Thousands run in one asyncio loop, so nothing is fully decoded: a response is read as raw bytes
 and only each resource's name is taken from it (field 1 of a Cluster, ClusterLoadAssignment,
@@ -20,8 +25,9 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -30,9 +36,11 @@ from meshpilot.model import ir, proxies
 from meshpilot.model.names import OUTBOUND_ROUTE
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
 from tests.support.client import sidecar_node
+from tests.support.holdings import Holding, Transitions
 from tests.support.wait import WaitTimeout, wait_for_async
 
 ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+DELTA_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 EDS_CLUSTER_PREFIX = "outbound|"
 CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", -1),
@@ -45,7 +53,9 @@ CHANNEL_OPTIONS = (
 _LEN = 2
 _RESOURCE_TAG = 2 << 3 | _LEN  # DiscoveryResponse.resources; also Any.value
 _STRING_1_TAG = 1 << 3 | _LEN  # DiscoveryResponse.version_info, Any.type_url, a resource's name
-_TYPE_URL_FIELD, _NONCE_FIELD = 4, 5
+_TYPE_URL_FIELD, _NONCE_FIELD = 4, 5  # of a DiscoveryResponse and a DeltaDiscoveryResponse
+_REMOVED_FIELD = 6  # DeltaDiscoveryResponse.removed_resources
+_NAME_3_TAG = 3 << 3 | _LEN  # Resource.name, in a DeltaDiscoveryResponse
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -105,9 +115,10 @@ def _field_1(buf: bytes, pos: int, end: int) -> str:
     return ""
 
 
-def _any_name(buf: bytes, pos: int, end: int) -> tuple[bytes, str]:
-    """(type URL, resource name) of the Any in buf[pos:end]: the name is field 1 of its value
-    (Cluster.name, ClusterLoadAssignment.cluster_name, Listener.name, RouteConfiguration.name)."""
+def _any_name(buf: bytes, pos: int, end: int) -> tuple[bytes, str, str]:
+    """(type URL, resource name, "") of the Any in buf[pos:end]: the name is field 1 of its
+    value (Cluster.name, ClusterLoadAssignment.cluster_name, Listener.name,
+    RouteConfiguration.name)."""
     type_url, name = b"", ""
     while pos < end:
         tag, pos = _varint(buf, pos)
@@ -120,20 +131,46 @@ def _any_name(buf: bytes, pos: int, end: int) -> tuple[bytes, str]:
         elif tag == _RESOURCE_TAG:
             name = _field_1(buf, pos, pos + length)
         pos += length
-    return type_url, name
+    return type_url, name, ""
+
+
+def _delta_resource(buf: bytes, pos: int, end: int) -> tuple[bytes, str, str]:
+    """(type URL, name, version) of the delta `Resource` in buf[pos:end]: its fields name (3)
+    and version (1), and the type URL of its Any (2)."""
+    type_url, name, version = b"", "", ""
+    while pos < end:
+        tag, pos = _varint(buf, pos)
+        if tag & 7 != _LEN:
+            pos = _skip(buf, pos, tag & 7)
+            continue
+        length, pos = _varint(buf, pos)
+        if tag == _NAME_3_TAG:
+            name = buf[pos : pos + length].decode()
+        elif tag == _STRING_1_TAG:
+            version = buf[pos : pos + length].decode()
+        elif tag == _RESOURCE_TAG and buf[pos] == _STRING_1_TAG:  # Any.type_url comes first
+            size, start = _varint(buf, pos + 1)
+            type_url = buf[start : start + size]
+        pos += length
+    return type_url, name, version
 
 
 # --- decoding responses -----------------------------------------------------------------------
 
 
 class Decoded(NamedTuple):
-    """What a simulated sidecar reads from a DiscoveryResponse."""
+    """What a simulated sidecar reads from a DiscoveryResponse or a DeltaDiscoveryResponse."""
 
-    version: str
+    version: str  # version_info; a delta response's system_version_info
     type_url: str
     nonce: str
-    names: frozenset[str]
+    names: frozenset[str]  # of the resources it carries
     foreign: int  # resources whose Any type URL is not the response's
+    # The resources as a remembered run, then (name, version) of those read for this response
+    # alone; and a delta response's removed_resources.
+    known: _Run | None = None
+    more: tuple[tuple[str, str], ...] = ()
+    removed: tuple[str, ...] = ()
 
 
 class _Run(NamedTuple):
@@ -142,6 +179,7 @@ class _Run(NamedTuple):
     data: bytes
     ends: tuple[int, ...]  # end offset of each resource field in `data`
     names: tuple[str, ...]
+    versions: tuple[str, ...]  # of each resource (delta; empty strings on state of the world)
     types: frozenset[bytes]  # the Any type URLs
     name_set: frozenset[str]
 
@@ -190,7 +228,11 @@ class ResponseDecoder:
     is the longest prefix a new run has in common with one of the last few runs read.
     """
 
-    def __init__(self, max_bytes: int = 64 << 20, max_prefixes: int = 8) -> None:
+    def __init__(
+        self, max_bytes: int = 64 << 20, max_prefixes: int = 8, delta: bool = False
+    ) -> None:
+        self.delta = delta
+        self._read_resource = _delta_resource if delta else _any_name
         self._exact: dict[tuple[int, bytes], list[_Run]] = {}
         self._exact_bytes = 0
         self._max_bytes = max_bytes
@@ -200,7 +242,10 @@ class ResponseDecoder:
         self._name_sets: dict[tuple[str, ...], frozenset[str]] = {}
         self._joins: dict[tuple[frozenset[str], tuple[str, ...]], frozenset[str]] = {}
         self._eds_names: dict[frozenset[str], frozenset[str]] = {}
-        self._names_fields: dict[frozenset[str], bytes] = {}
+        self._names_fields: dict[tuple[frozenset[str], int], bytes] = {}
+        self._differences: dict[tuple[frozenset[str], frozenset[str]], Difference] = {}
+        # What delta sidecars hold, by type: shared by every sidecar that holds the same.
+        self.transitions = {type_url: Transitions() for type_url in PUSH_ORDER}
         self._types: dict[bytes, bytes] = {}
         self.runs_read = 0  # runs read resource by resource (cache misses)
 
@@ -209,6 +254,8 @@ class ResponseDecoder:
         version = type_url = nonce = ""
         known: _Run | None = None  # resources found in the cache
         names: list[str] = []  # of the resources read one by one
+        versions: list[str] = []
+        removed: list[str] = []
         types: set[bytes] = set()
         run_start = -1  # where reading one by one began: the first resource, or after `known`
         run_ends: list[int] = []  # the resources read one by one from there on, contiguous
@@ -230,8 +277,9 @@ class ResponseDecoder:
             stop = pos + length
             number = tag >> 3
             if number == 2:
-                type_bytes, name = _any_name(raw, pos, stop)
+                type_bytes, name, resource_version = self._read_resource(raw, pos, stop)
                 names.append(name)
+                versions.append(resource_version)
                 type_bytes = self._types.setdefault(type_bytes, type_bytes)
                 types.add(type_bytes)
                 if field_start - run_start == (run_ends[-1] if run_ends else 0):
@@ -243,11 +291,14 @@ class ResponseDecoder:
                 type_url = raw[pos:stop].decode()
             elif number == _NONCE_FIELD:
                 nonce = raw[pos:stop].decode()
+            elif number == _REMOVED_FIELD and self.delta:
+                removed.append(raw[pos:stop].decode())
             pos = stop
         if run_ends and (known is None or len(run_ends) >= _LEARN_AFTER_PREFIX):
             data = raw[run_start : run_start + run_ends[-1]]
-            known = self._learn(known, data, run_ends, names[: len(run_ends)], run_types)
-            del names[: len(run_ends)]
+            count = len(run_ends)
+            known = self._learn(known, data, run_ends, names[:count], versions[:count], run_types)
+            del names[:count], versions[:count]
         if known is not None:
             types |= known.types
         expected = type_url.encode()
@@ -256,7 +307,8 @@ class ResponseDecoder:
             name_set = self._name_set(tuple(names))
         else:
             name_set = self._joined(known, tuple(names)) if names else known.name_set
-        return Decoded(version, type_url, nonce, name_set, foreign)
+        more = tuple(zip(names, versions, strict=True))
+        return Decoded(version, type_url, nonce, name_set, foreign, known, more, tuple(removed))
 
     def _lookup(self, raw: bytes, start: int) -> tuple[_Run | None, int]:
         """A known run at `start` (the first resource), and where reading resumes after it."""
@@ -280,19 +332,21 @@ class ResponseDecoder:
         data: bytes,
         ends: list[int],
         names: list[str],
+        versions: list[str],
         types: set[bytes],
     ) -> _Run:
         """Remember resources read one by one (`data`), as a run of their own or following a
         known `prefix`; and the longest prefix they share with one of the last runs read."""
         self.runs_read += 1
         if prefix is None:
-            parts = (data, tuple(ends), tuple(names), frozenset(types))
+            parts = (data, tuple(ends), tuple(names), tuple(versions), frozenset(types))
         else:
             offset = len(prefix.data)
             parts = (
                 prefix.data + data,
                 prefix.ends + tuple(offset + e for e in ends),
                 prefix.names + tuple(names),
+                prefix.versions + tuple(versions),
                 prefix.types | types,
             )
         run = _Run(*parts, name_set=self._name_set(parts[2]))
@@ -312,6 +366,7 @@ class ResponseDecoder:
                 run.data[: run.ends[shared - 1]],
                 run.ends[:shared],
                 shared_names,
+                run.versions[:shared],
                 run.types,
                 self._name_set(shared_names),
             )
@@ -350,15 +405,38 @@ class ResponseDecoder:
             found = self._eds_names[cluster_names] = self._name_set(tuple(sorted(found)))
         return found
 
-    def names_field(self, names: frozenset[str]) -> bytes:
-        """DiscoveryRequest.resource_names (field 3) for `names`, encoded."""
-        found = self._names_fields.get(names)
+    def names_field(self, names: frozenset[str], number: int = 3) -> bytes:
+        """A repeated string field `number` holding `names`, encoded: DiscoveryRequest's
+        resource_names, DeltaDiscoveryRequest's resource_names_subscribe (both 3) or
+        resource_names_unsubscribe (4)."""
+        key = (names, number)
+        found = self._names_fields.get(key)
         if found is None:
             if len(self._names_fields) >= _MAX_CACHED:
                 del self._names_fields[next(iter(self._names_fields))]
-            found = b"".join(_str_field(3, n) for n in sorted(names))
-            self._names_fields[names] = found
+            found = b"".join(_str_field(number, n) for n in sorted(names))
+            self._names_fields[key] = found
         return found
+
+    def difference(self, had: frozenset[str], wants: frozenset[str]) -> Difference:
+        """A delta subscription change from `had` to `wants`, the same for every sidecar."""
+        key = (had, wants)
+        found = self._differences.get(key)
+        if found is None:
+            if len(self._differences) >= _MAX_CACHED:
+                del self._differences[next(iter(self._differences))]
+            added, gone = wants - had, had - wants
+            found = self._differences[key] = Difference(
+                self.names_field(added, 3) + self.names_field(gone, 4), tuple(sorted(gone))
+            )
+        return found
+
+
+class Difference(NamedTuple):
+    """A delta subscription change: its request fields, and the names it unsubscribes."""
+
+    fields: bytes
+    gone: tuple[str, ...]
 
 
 # --- one sidecar ------------------------------------------------------------------------------
@@ -370,12 +448,16 @@ class TypeState:
 
     requested: frozenset[str] | None = None  # names asked for; None: wildcard or not subscribed
     allowed: frozenset[str] = frozenset()  # names a response may carry (see `_check_names`)
-    version: str | None = None  # of the last response received (and ACKed)
+    # Of the last response received (and ACKed); on delta, the version of what is held.
+    version: str | None = None
     nonce: str = ""
-    names: frozenset[str] = frozenset()  # of the last response received
+    # Of the last response received; on delta, of the resources held (a Holding).
+    names: AbstractSet[str] = frozenset()
     responses: int = 0
     received_at: float = 0.0  # time.monotonic() of the last response
     first_acked_at: float | None = None
+    # Delta: subscriptions changed since the last response (see DeltaSidecar._check_version).
+    changes: int = 0
 
 
 @dataclass(frozen=True)
@@ -393,6 +475,7 @@ class SidecarSpec:
 
 
 OnResponse = Callable[["SimulatedSidecar", Decoded], None]
+Protocol = Literal["sotw", "delta"]
 
 
 class SimulatedSidecar:
@@ -402,6 +485,9 @@ class SimulatedSidecar:
     (Envoy's base is 0.5 s, its cap 30 s; here `max_backoff`), sending the versions it has and
     the names it wants again; `reconnect=False` makes the first failure final.
     """
+
+    method = ADS_METHOD
+    node_field = 2  # DiscoveryRequest.node
 
     def __init__(
         self,
@@ -418,11 +504,12 @@ class SimulatedSidecar:
         self._on_response = on_response
         self._reconnect = reconnect
         self._max_backoff = max_backoff
-        self._node = _len_field(2, spec.node().SerializeToString())
+        self._node = _len_field(self.node_field, spec.node().SerializeToString())
         self._node_field: bytes | None = None  # until sent on the current stream
         self.state = {type_url: TypeState() for type_url in PUSH_ORDER}
         self.violations = 0
         self.violation_examples: list[str] = []
+        self.bytes_received = 0  # of every response (protobuf bytes, without gRPC framing)
         self.error: BaseException | None = None  # what ended the last stream
         self.stream_errors = 0  # streams that ended (each followed by a new one, or the end)
         self.ended = False  # run() returned: no stream and no new one to come
@@ -459,7 +546,7 @@ class SimulatedSidecar:
         """One stream, until it fails (the error is kept in `self.error`); True if it carried
         any response."""
         responses = sum(s.responses for s in self.state.values())
-        self._call = self._channel.stream_stream(ADS_METHOD)()  # bytes both ways
+        self._call = self._channel.stream_stream(self.method)()  # bytes both ways
         self._node_field = self._node
         try:
             for request in self._subscriptions():
@@ -493,25 +580,26 @@ class SimulatedSidecar:
 
     def _handle(self, raw: bytes) -> list[bytes]:
         now = time.monotonic()
+        self.bytes_received += len(raw)
         response = self._decoder.decode(raw)
         state = self.state.get(response.type_url)
         if state is None:
             self._violation(f"a response of unknown type {response.type_url!r}")
             return []
-        state.version, state.nonce, state.names = response.version, response.nonce, response.names
+        state.nonce = response.nonce
         state.responses += 1
         state.received_at = now
         if response.foreign:
             self._violation(f"{response.foreign} resources of another type in {response.type_url}")
         if response.type_url in (ENDPOINT, ROUTE):
-            self._check_names(response.type_url, state)
-        requests = [self._request(response.type_url, state.requested, state.version, state.nonce)]
+            self._check_names(response.type_url, state, response.names)
+        requests = [self._accept(response, state)]
         if state.first_acked_at is None:
             state.first_acked_at = now
             if all(s.first_acked_at is not None for s in self.state.values()):
                 self.synced_at = now
         if response.type_url == CLUSTER:
-            wanted = self._decoder.eds_names(response.names)
+            wanted = self._eds_names()
             requested = self.state[ENDPOINT].requested
             if wanted != requested and (wanted or requested is not None):
                 requests.append(self._subscribe(ENDPOINT, wanted))
@@ -521,15 +609,27 @@ class SimulatedSidecar:
             self._on_response(self, response)
         return requests
 
-    def _check_names(self, type_url: str, state: TypeState) -> None:
+    def _accept(self, response: Decoded, state: TypeState) -> bytes:
+        """Take the response's resources as what this sidecar has; the ACK."""
+        state.version, state.names = response.version, response.names
+        return self._request(response.type_url, state.requested, state.version, state.nonce)
+
+    def _eds_names(self) -> frozenset[str]:
+        """The EDS clusters among those this sidecar has, whose endpoints it asks for."""
+        names = self.state[CLUSTER].names
+        assert isinstance(names, frozenset)
+        return self._decoder.eds_names(names)
+
+    def _check_names(self, type_url: str, state: TypeState, names: AbstractSet[str]) -> None:
         """A response may carry the names asked for when the previous response arrived, or in a
-        request since: the server answers a request only after the previous response's ACK,
-        which carries the names then current (meshpilot keeps one response per type in flight).
+        request since (even if a later request drops them again): the server answers a request
+        only after the previous response's ACK, which carries the names then current (meshpilot
+        keeps one response per type in flight).
         """
         if state.requested is None:
             self._violation(f"a response of {type_url}, never asked for")
-        elif not state.names <= state.allowed:
-            extra = sorted(state.names - state.allowed)
+        elif not names <= state.allowed:
+            extra = sorted(set(names) - state.allowed)
             self._violation(f"{len(extra)} names not asked for in {type_url}: {extra[:3]}")
         if state.requested is not None:
             state.allowed = state.requested
@@ -537,23 +637,27 @@ class SimulatedSidecar:
     def _subscribe(self, type_url: str, names: frozenset[str]) -> bytes:
         state = self.state[type_url]
         state.requested = names
-        state.allowed = names if names <= state.allowed else state.allowed | names
+        state.allowed = state.allowed if names <= state.allowed else state.allowed | names
         return self._request(type_url, names, state.version or "", state.nonce)
 
     def _request(
         self, type_url: str, names: frozenset[str] | None, version: str = "", nonce: str = ""
     ) -> bytes:
         """A serialized DiscoveryRequest; the first one on the stream carries the node."""
-        node, self._node_field = self._node_field or b"", None  # sent once per stream
         return b"".join(
             (
                 _str_field(1, version),
-                node,
+                self._node_once(),
                 self._decoder.names_field(names) if names else b"",
                 _str_field(_TYPE_URL_FIELD, type_url),
                 _str_field(_NONCE_FIELD, nonce),
             )
         )
+
+    def _node_once(self) -> bytes:
+        """The node field, in the first request of a stream only."""
+        node, self._node_field = self._node_field or b"", None
+        return node
 
     def _violation(self, what: str) -> None:
         self.violations += 1
@@ -562,6 +666,103 @@ class SimulatedSidecar:
 
     def is_synced(self) -> bool:
         return self.synced_at is not None
+
+
+class DeltaSidecar(SimulatedSidecar):
+    """The same sidecar on an incremental stream (DeltaAggregatedResources), as a delta Envoy.
+
+    Clusters and listeners are wildcard subscriptions, endpoints and routes named ones, changed
+    by subscribing and unsubscribing names (an unsubscribed resource is dropped at once, and
+    one a response carries that is no longer subscribed is ignored, as Envoy does). Each
+    response is applied to what the sidecar holds of its type and ACKed by its nonce; a new
+    stream starts from the versions held (initial_resource_versions).
+    """
+
+    method = DELTA_METHOD
+    node_field = 1  # DeltaDiscoveryRequest.node
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held = {type_url: Holding() for type_url in PUSH_ORDER}
+        for type_url, state in self.state.items():
+            state.names = self.held[type_url]
+
+    def _subscriptions(self) -> list[bytes]:
+        requests = []
+        for type_url, state in self.state.items():
+            state.nonce = ""
+            state.allowed = state.requested or frozenset()
+            state.changes = 0
+            if type_url in (CLUSTER, LISTENER):
+                requests.append(self._delta_request(type_url, initial=self._initial(type_url)))
+            elif state.requested is not None:
+                subscribe = self._decoder.names_field(state.requested, 3)
+                initial = self._initial(type_url)
+                requests.append(self._delta_request(type_url, subscribe, initial=initial))
+        return requests
+
+    def _initial(self, type_url: str) -> bytes:
+        """initial_resource_versions (5, a map: entries of key 1 and value 2) of what is held."""
+        return b"".join(
+            _len_field(5, _str_field(1, name) + _str_field(2, version))
+            for name, version in self.held[type_url].items()
+        )
+
+    def _accept(self, response: Decoded, state: TypeState) -> bytes:
+        held = self.held[response.type_url]
+        transitions = self._decoder.transitions[response.type_url]
+        held.apply(transitions, response.known, response.more, response.removed)
+        if state.requested is not None and not response.names <= state.requested:
+            held.apply(transitions, None, removed=tuple(response.names - state.requested))
+        state.version = held.version
+        self._check_version(response, state)
+        return self._delta_request(response.type_url, nonce=response.nonce)
+
+    def _check_version(self, response: Decoded, state: TypeState) -> None:
+        """What is held must now be what the control plane says the proxy has (the response's
+        system version), unless the subscription changed since the previous response: the
+        control plane may have computed this one before it saw the change. (It answers only
+        after the previous response's ACK, and a type's first request always comes first.)"""
+        changes, state.changes = state.changes, 0
+        if changes or response.version == state.version:
+            return
+        self._violation(
+            f"{response.type_url}: holds {state.version} after a response for {response.version}"
+        )
+
+    def _eds_names(self) -> frozenset[str]:
+        held = self.held[CLUSTER]
+        names = self._decoder.eds_names(held.shared.names)
+        own = [n for n in held.own if n.startswith(EDS_CLUSTER_PREFIX)]
+        return self._decoder.eds_names(names | frozenset(own)) if own else names
+
+    def _subscribe(self, type_url: str, names: frozenset[str]) -> bytes:
+        state = self.state[type_url]
+        change = self._decoder.difference(state.requested or frozenset(), names)
+        if change.gone:
+            self.held[type_url].apply(self._decoder.transitions[type_url], None, (), change.gone)
+            state.version = self.held[type_url].version
+        if state.requested is not None:  # not the type's first request on this stream
+            state.changes += 1
+        state.requested = names
+        state.allowed = state.allowed if names <= state.allowed else state.allowed | names
+        return self._delta_request(type_url, change.fields)
+
+    def _delta_request(
+        self, type_url: str, subscriptions: bytes = b"", initial: bytes = b"", nonce: str = ""
+    ) -> bytes:
+        """A serialized DeltaDiscoveryRequest: `subscriptions` are its encoded
+        resource_names_subscribe (3) and _unsubscribe (4) fields, `initial` its
+        initial_resource_versions; the first one on the stream carries the node."""
+        return b"".join(
+            (
+                self._node_once(),
+                _str_field(2, type_url),
+                subscriptions,
+                initial,
+                _str_field(6, nonce),
+            )
+        )
 
 
 # --- many sidecars ----------------------------------------------------------------------------
@@ -593,7 +794,8 @@ class SidecarFleet:
 
     `async with SidecarFleet(address, specs) as fleet:` starts every stream at once; leaving
     closes them. `on_response` is called after each response a sidecar handled; `reconnect`
-    and `max_backoff` are the sidecars' (see SimulatedSidecar).
+    and `max_backoff` are the sidecars' (see SimulatedSidecar); `protocol` is "sotw" (state
+    of the world) or "delta" (DeltaSidecar).
     """
 
     address: str
@@ -602,10 +804,14 @@ class SidecarFleet:
     on_response: OnResponse | None = None
     reconnect: bool = True
     max_backoff: float = 5.0
-    decoder: ResponseDecoder = field(default_factory=ResponseDecoder)
+    protocol: Protocol = "sotw"
+    decoder: ResponseDecoder = field(init=False)
     sidecars: list[SimulatedSidecar] = field(init=False, default_factory=list)
     _channels: list[Any] = field(init=False, default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.decoder = ResponseDecoder(delta=self.protocol == "delta")
 
     async def __aenter__(self) -> SidecarFleet:
         self.start()
@@ -621,7 +827,8 @@ class SidecarFleet:
         ]
         for index, spec in enumerate(self.specs):
             channel = self._channels[index % len(self._channels)]
-            sidecar = SimulatedSidecar(
+            kind = DeltaSidecar if self.protocol == "delta" else SimulatedSidecar
+            sidecar = kind(
                 spec, channel, self.decoder, self.on_response, self.reconnect, self.max_backoff
             )
             self.sidecars.append(sidecar)
