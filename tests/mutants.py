@@ -33,6 +33,7 @@ class Mutant:
 ADS = "tests/test_ads.py"
 PERMITS = "tests/test_ads_sharing.py"
 STUCK = "tests/test_ads_stuck.py"
+DELTA = "tests/test_ads_delta.py"
 SNAPSHOT = "tests/test_snapshot.py"
 TRANSLATOR = "tests/test_translate.py"
 FILTERS = "tests/test_http_filters.py"
@@ -89,6 +90,20 @@ MUTANTS = (
         "self.release()\n            self.proven = False",
         "self.proven = False",
         (PERMITS,),
+    ),
+    Mutant(
+        "delta-stale-nonce-taken-for-an-ack",
+        "xds/delta/stream.py",
+        "if request.response_nonce and request.response_nonce == state.nonce:",
+        "if request.response_nonce:",
+        (DELTA,),
+    ),
+    Mutant(
+        "delta-updated-cluster-left-warming",
+        "xds/delta/stream.py",
+        "                self._endpoints_again_for(updated, state.acked)",
+        "                pass",
+        (DELTA,),
     ),
     Mutant(
         "unproven-streams-share-the-proven-pool",
