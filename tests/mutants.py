@@ -58,14 +58,14 @@ MUTANTS = (
     ),
     Mutant(
         "ack-not-recorded",
-        "xds/sotw/state.py",
+        "xds/protocol.py",
         "        self.acked = self.sent\n",
         "        self.acked = self.acked\n",
         (ADS,),
     ),
     Mutant(
         "nack-not-recorded",
-        "xds/sotw/state.py",
+        "xds/protocol.py",
         "self.nacked_version = self.sent_version",
         "self.nacked_version = None",
         (ADS,),

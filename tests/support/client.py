@@ -112,6 +112,11 @@ class AdsClient:
             version_info=version,
             response_nonce=nonce,
         )
+        self._queue(request, error)
+
+    def _queue(self, request: Any, error: str | None) -> None:
+        """Send `request` (either protocol's), with the node on the first and `error` as a
+        NACK's error detail."""
         if not self._node_sent:
             request.node.CopyFrom(self.node)
             self._node_sent = True
@@ -172,12 +177,7 @@ class DeltaClient(AdsClient):
             response_nonce=nonce,
             initial_resource_versions=initial or {},
         )
-        if not self._node_sent:
-            request.node.CopyFrom(self.node)
-            self._node_sent = True
-        if error is not None:
-            request.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
-        self._outbox.put_nowait(request)
+        self._queue(request, error)
 
     async def receive_delta(self, timeout: float = 5.0) -> discovery_pb2.DeltaDiscoveryResponse:
         response: Any = await self.receive(timeout)

@@ -7,12 +7,17 @@ and reported exactly as a state-of-the-world one is (`sotw/` implements them; `d
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Generic, TypeVar
 
 from meshpilot.translator.resources import ResourceSet
+from meshpilot.xds.metrics import XdsMetrics
+from meshpilot.xds.types import short_name
+
+log = logging.getLogger(__name__)
 
 
 class SyncStatus(StrEnum):
@@ -41,13 +46,19 @@ class TypeState(ABC):
     def record_sent(self, resources: ResourceSet, nonce: str) -> None:
         """`resources` went out in a response carrying `nonce`."""
 
-    @abstractmethod
     def record_ack(self) -> None:
-        """The proxy accepted the response in flight."""
+        """The proxy accepted the response in flight: it has what it was sent."""
+        self.awaiting_reply = False
+        self.acked = self.sent
+        self.nacked_version = None
+        self.error = None
 
-    @abstractmethod
     def record_nack(self, error: str) -> None:
-        """The proxy rejected the response in flight with `error`."""
+        """The proxy rejected the response in flight with `error`, and kept what it had
+        (`acked`)."""
+        self.awaiting_reply = False
+        self.nacked_version = self.sent_version
+        self.error = error
 
     @property
     def sent_version(self) -> str | None:
@@ -113,3 +124,18 @@ class ProtocolStream(ABC, Generic[_Request]):
     def in_flight(self) -> bool:
         """A response was sent that the proxy has not answered yet."""
         return any(state.awaiting_reply for state in self.types.values())
+
+
+def record_nack(
+    state: TypeState, type_url: str, error: str, node_id: str, metrics: XdsMetrics
+) -> None:
+    """A proxy rejected what it was sent of `type_url`: recorded, counted and logged."""
+    state.record_nack(error)
+    metrics.nacked(type_url)
+    log.warning(
+        "NACK from %s for %s version %s: %s",
+        node_id,
+        short_name(type_url),
+        state.nacked_version,
+        error,
+    )

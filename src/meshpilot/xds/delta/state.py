@@ -45,15 +45,3 @@ class DeltaTypeState(TypeState):
         self.awaiting_reply = True
         self.initial = None
         self.resend.clear()
-
-    def record_ack(self) -> None:
-        self.awaiting_reply = False
-        self.acked = self.sent
-        self.nacked_version = None
-        self.error = None
-
-    def record_nack(self, error: str) -> None:
-        """The proxy kept what it had (`acked`): the next delta is computed from that again."""
-        self.awaiting_reply = False
-        self.nacked_version = self.sent_version
-        self.error = error

@@ -9,6 +9,7 @@ and the proxy's whole accepted set is kept, so gating and status work the same w
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -22,10 +23,10 @@ from meshpilot.xds.cache import Watch
 from meshpilot.xds.delta.state import DeltaTypeState, resource_version
 from meshpilot.xds.gating import with_resources_in_use
 from meshpilot.xds.metrics import XdsMetrics
-from meshpilot.xds.protocol import ProtocolStream
+from meshpilot.xds.protocol import ProtocolStream, record_nack
 from meshpilot.xds.snapshot import Snapshot
 from meshpilot.xds.sotw.stream import StreamShared
-from meshpilot.xds.types import BY_URL, CLUSTER, ENDPOINT, PUSH_ORDER, short_name
+from meshpilot.xds.types import BY_URL, CLUSTER, ENDPOINT, PUSH_ORDER
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,21 @@ def delta_response(
     """A serialized DeltaDiscoveryResponse: each updated resource as a `Resource` (name,
     version, and the cached Any bytes, which are field 2 there as in a DiscoveryResponse)."""
     chunks = [string_field(1, resources.version)]
-    for res in updated:
-        body = b"".join(
-            (string_field(3, res.name), string_field(1, resource_version(res)), res.entry)
-        )
-        chunks += (_RESOURCE_TAG, varint(len(body)), body)
+    chunks += (_resource_field(res) for res in updated)
     chunks += (string_field(4, resources.type_url), string_field(5, nonce))
     chunks += (string_field(6, name) for name in removed)
     return b"".join(chunks)
+
+
+def _resource_field(res: Resource) -> bytes:
+    """One `resources` field, encoded once per resource, not once per proxy it goes to."""
+    return _encoded_resource(res.name, resource_version(res), res.entry)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _encoded_resource(name: str, version: str, entry: bytes) -> bytes:
+    body = b"".join((string_field(3, name), string_field(1, version), entry))
+    return b"".join((_RESOURCE_TAG, varint(len(body)), body))
 
 
 class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
@@ -84,7 +92,8 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
             return
         if request.response_nonce and request.response_nonce == state.nonce:
             if request.HasField("error_detail"):
-                self._record_nack(request.type_url, state, request.error_detail.message)
+                error = request.error_detail.message
+                record_nack(state, request.type_url, error, self.watch.proxy.node_id, self.metrics)
             elif state.awaiting_reply:
                 state.record_ack()
         again = state.subscribed
@@ -122,17 +131,6 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
             state.names = frozenset((state.names | subscribe) - unsubscribe)
             if again:
                 state.resend |= subscribe
-
-    def _record_nack(self, type_url: str, state: DeltaTypeState, error: str) -> None:
-        state.record_nack(error)
-        self.metrics.nacked(type_url)
-        log.warning(
-            "NACK from %s for %s version %s: %s",
-            self.watch.proxy.node_id,
-            short_name(type_url),
-            state.nacked_version,
-            error,
-        )
 
     def wants_push(self) -> bool:
         return any(True for _ in self._candidates())

@@ -29,14 +29,3 @@ class SotwTypeState(TypeState):
         self.nonce = nonce
         self.resend = False
         self.awaiting_reply = True
-
-    def record_ack(self) -> None:
-        self.awaiting_reply = False
-        self.acked = self.sent
-        self.nacked_version = None
-        self.error = None
-
-    def record_nack(self, error: str) -> None:
-        self.awaiting_reply = False
-        self.nacked_version = self.sent_version
-        self.error = error

@@ -16,12 +16,12 @@ from meshpilot.translator.resources import ResourceSet
 from meshpilot.xds.cache import Watch
 from meshpilot.xds.gating import Gates, with_resources_in_use
 from meshpilot.xds.metrics import XdsMetrics
-from meshpilot.xds.protocol import ProtocolStream
+from meshpilot.xds.protocol import ProtocolStream, record_nack
 from meshpilot.xds.snapshot import Snapshot
 from meshpilot.xds.sotw.responses import Responses
 from meshpilot.xds.sotw.state import SotwTypeState
 from meshpilot.xds.sotw.subscriptions import Subscriptions
-from meshpilot.xds.types import BY_URL, PUSH_ORDER, short_name
+from meshpilot.xds.types import BY_URL, PUSH_ORDER
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ class SotwStream(ProtocolStream[discovery_pb2.DiscoveryRequest]):
             if request.response_nonce != state.nonce:
                 return  # a reply to a response that has since been superseded
             if request.HasField("error_detail"):
-                self._record_nack(request.type_url, state, request.error_detail.message)
+                error = request.error_detail.message
+                record_nack(state, request.type_url, error, self.watch.proxy.node_id, self.metrics)
             elif state.awaiting_reply:
                 state.record_ack()
             elif by_name:
@@ -95,17 +96,6 @@ class SotwStream(ProtocolStream[discovery_pb2.DiscoveryRequest]):
             self.shared.subscriptions.subscribe(state, request)
         else:
             self.shared.subscriptions.release(state)
-
-    def _record_nack(self, type_url: str, state: SotwTypeState, error: str) -> None:
-        state.record_nack(error)
-        self.metrics.nacked(type_url)
-        log.warning(
-            "NACK from %s for %s version %s: %s",
-            self.watch.proxy.node_id,
-            short_name(type_url),
-            state.nacked_version,
-            error,
-        )
 
     def wants_push(self) -> bool:
         return any(True for _ in self._candidates())
