@@ -26,7 +26,13 @@ from meshpilot.bootstrap import (
 )
 from meshpilot.errors import EnvoyNotFound, MeshpilotError
 from meshpilot.identity.ca import CertificateAuthority
-from meshpilot.runner.envoy import envoy_binary, envoy_command, run_sidecar, wheel_binary
+from meshpilot.runner.envoy import (
+    envoy_binary,
+    envoy_command,
+    exit_status,
+    run_sidecar,
+    wheel_binary,
+)
 from meshpilot.xds.node import BadNode, proxy_from_node
 from tests.support.wait import wait_for
 
@@ -250,7 +256,8 @@ FAKE_ENVOY = """\
     config = sys.argv[sys.argv.index("--config-path") + 1]
     out.joinpath("bootstrap.yaml").write_text(pathlib.Path(config).read_text())
     out.joinpath("config-path").write_text(config)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))
+    if {trap}:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))
     out.joinpath("ready").touch()
     if {wait}:
         time.sleep(60)
@@ -258,10 +265,11 @@ FAKE_ENVOY = """\
 """
 
 
-def fake_envoy(tmp_path: Path, *, wait: bool) -> Path:
-    """A stand-in Envoy that records what it was given and exits 3 (or 7 on SIGTERM)."""
+def fake_envoy(tmp_path: Path, *, wait: bool, trap: bool = True) -> Path:
+    """A stand-in Envoy that records what it was given and exits 3 (or 7 on SIGTERM; with
+    `trap` False SIGTERM kills it, as it kills a real Envoy that is still starting)."""
     script = tmp_path / "envoy"
-    body = FAKE_ENVOY.format(python=sys.executable, out=str(tmp_path), wait=wait)
+    body = FAKE_ENVOY.format(python=sys.executable, out=str(tmp_path), wait=wait, trap=trap)
     script.write_text(textwrap.dedent(body))
     script.chmod(0o755)
     return script
@@ -278,9 +286,11 @@ def test_run_sidecar_returns_envoy_status_and_removes_bootstrap(
     assert not Path((tmp_path / "config-path").read_text()).exists()
 
 
-def test_sidecar_command_forwards_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("trap", "status"), [(True, 7), (False, 0)], ids=["exits", "killed"])
+def test_sidecar_command_forwards_sigterm(tmp_path: Path, trap: bool, status: int) -> None:
+    """Envoy's own status on SIGTERM; 0 if the signal killed it (a stop, not a crash)."""
     meshpilot = Path(sys.executable).parent / "meshpilot"
-    env = {**os.environ, "MESHPILOT_ENVOY": str(fake_envoy(tmp_path, wait=True))}
+    env = {**os.environ, "MESHPILOT_ENVOY": str(fake_envoy(tmp_path, wait=True, trap=trap))}
     process = subprocess.Popen([str(meshpilot), "sidecar", "--service", "reviews"], env=env)
     try:
 
@@ -290,11 +300,18 @@ def test_sidecar_command_forwards_sigterm(tmp_path: Path) -> None:
         ready = tmp_path / "ready"
         wait_for(ready.exists, 30, 0.02, "the fake envoy to start", check=running)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 7
+        assert process.wait(timeout=30) == status
     finally:
         process.kill()
         process.wait()
     assert not Path((tmp_path / "config-path").read_text()).exists()
+
+
+def test_exit_status_is_a_shells_unless_a_stop_signal_killed_envoy() -> None:
+    assert exit_status(3, []) == 3
+    assert exit_status(-signal.SIGKILL, [signal.SIGTERM]) == 128 + signal.SIGKILL
+    assert exit_status(-signal.SIGTERM, []) == 128 + signal.SIGTERM
+    assert exit_status(-signal.SIGTERM, [signal.SIGTERM]) == 0
 
 
 def test_state_of_the_world_on_request() -> None:

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -124,12 +124,21 @@ def envoy_command(
 def run_sidecar(identity: SidecarIdentity) -> int:
     """Run Envoy in the foreground until it exits; SIGTERM/SIGINT are passed on to it.
 
-    Returns Envoy's exit status (128 + N when a signal N killed it, like a shell)."""
-    with bootstrap_file(identity) as path, forwarding_signals() as forward_to:
+    Returns `exit_status`."""
+    with bootstrap_file(identity) as path, forwarding_signals() as forwarder:
         process = start_envoy(envoy_command(identity, path))
-        forward_to(process)
+        forwarder.forward_to(process)
         status = process.wait()
-    return 128 - status if status < 0 else status
+    return exit_status(status, forwarder.received)
+
+
+def exit_status(status: int, stop_signals: Collection[int]) -> int:
+    """Envoy's exit status as a shell gives it (128 + N when signal N killed it), except 0 when
+    a stop signal that meshpilot received killed it: Envoy exits 0 on SIGTERM once it is running,
+    but the same signal kills it while it is still starting, and a stop is not a crash."""
+    if status >= 0:
+        return status
+    return 0 if -status in stop_signals else 128 - status
 
 
 def start_envoy(command: list[str]) -> subprocess.Popen[bytes]:
@@ -153,29 +162,34 @@ def bootstrap_file(identity: SidecarIdentity) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def forwarding_signals() -> Iterator[Callable[[subprocess.Popen[bytes]], None]]:
-    """Pass SIGTERM/SIGINT on to the child instead of dying and orphaning it.
+class SignalForwarder:
+    """Passes SIGTERM/SIGINT on to the child; one that arrives before the child is known is kept
+    and delivered as soon as it is. `received`: the signals meshpilot was sent."""
 
-    Handlers go in before the child starts; a signal that arrives in between is kept and
-    delivered as soon as the child is known."""
-    target: list[subprocess.Popen[bytes]] = []
-    pending: list[int] = []
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._target: subprocess.Popen[bytes] | None = None
 
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        if not target:
-            pending.append(signum)
-        with contextlib.suppress(ProcessLookupError, IndexError):
-            target[0].send_signal(signum)
+    def handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if self._target is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._target.send_signal(signum)
 
-    def forward_to(process: subprocess.Popen[bytes]) -> None:
-        target.append(process)
-        for signum in pending:
+    def forward_to(self, process: subprocess.Popen[bytes]) -> None:
+        self._target = process
+        for signum in self.received:
             process.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, handle) for sig in FORWARDED_SIGNALS}
+
+@contextlib.contextmanager
+def forwarding_signals() -> Iterator[SignalForwarder]:
+    """Pass SIGTERM/SIGINT on to the child instead of dying and orphaning it; the handlers go
+    in before the child starts."""
+    forwarder = SignalForwarder()
+    previous = {sig: signal.signal(sig, forwarder.handle) for sig in FORWARDED_SIGNALS}
     try:
-        yield forward_to
+        yield forwarder
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

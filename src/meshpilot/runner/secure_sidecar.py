@@ -21,13 +21,18 @@ from meshpilot.errors import EnvoyNotFound
 from meshpilot.identity.agent import Credentials
 from meshpilot.identity.client import CertificateClient, IdentityAgent
 from meshpilot.identity.sds import SOCKET_NAME, SdsServer
-from meshpilot.runner.envoy import FORWARDED_SIGNALS, envoy_command, parent_death_signal
+from meshpilot.runner.envoy import (
+    FORWARDED_SIGNALS,
+    envoy_command,
+    exit_status,
+    parent_death_signal,
+)
 
 log = logging.getLogger(__name__)
 
 
 def run_secure_sidecar(identity: SidecarIdentity, token: str) -> int:
-    """Run the agent and Envoy until Envoy exits; Envoy's exit status (128 + N for signal N)."""
+    """Run the agent and Envoy until Envoy exits; Envoy's exit status (`exit_status`)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     return asyncio.run(_sidecar(identity, token))
 
@@ -72,11 +77,17 @@ async def _run_envoy(command: list[str]) -> int:
     except OSError as err:
         raise EnvoyNotFound(f"cannot run {command[0]}: {err}") from err
     loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def forward(sig: int) -> None:
+        received.append(sig)
+        process.send_signal(sig)
+
     for sig in FORWARDED_SIGNALS:
-        loop.add_signal_handler(sig, process.send_signal, sig)
+        loop.add_signal_handler(sig, forward, sig)
     try:
         status = await process.wait()
     finally:
         for sig in FORWARDED_SIGNALS:
             loop.remove_signal_handler(sig)
-    return 128 - status if status < 0 else status
+    return exit_status(status, received)
