@@ -1,12 +1,13 @@
 """Real Envoy accepts every golden case's output (`envoy --mode validate`): listeners (policies,
 rate limits, access logs, tcp), clusters (policies, TLS, DNS) and route tables.
 
-A resource Envoy rejects is NACKed, and the shared route table for every sidecar at once, so
-each golden case's output is checked by the binary itself: the outbound listener gets the route
-table inline instead of over RDS, and EDS clusters become static ones without members
-(validation needs neither a control plane nor endpoints). Envoy checks field constraints and
-builds everything, which catches what a schema cannot (e.g. a back-off max below its base). The
-SDS cluster that mTLS contexts refer to is the one a secure sidecar's bootstrap has.
+A resource Envoy rejects is NACKed, and a shared route table for every sidecar at once, so
+each golden case's output is checked by the binary itself: the outbound listener gets its
+scopes and route tables inline instead of over SRDS and RDS, and EDS clusters become static
+ones without members (validation needs neither a control plane nor endpoints). Envoy checks
+field constraints and builds everything, which catches what a schema cannot (e.g. a back-off
+max below its base). The SDS cluster that mTLS contexts refer to is the one a secure
+sidecar's bootstrap has.
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ def offline_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def inline_routes(listener: dict[str, Any], route_config: dict[str, Any]) -> dict[str, Any]:
-    """The listener with its HTTP connection manager's RDS reference replaced by the table."""
+def inline_routes(
+    listener: dict[str, Any], tables: dict[str, Any], scopes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The listener with its HTTP connection managers' RDS and SRDS references replaced by the
+    tables and scopes they name, inline."""
     result: dict[str, Any] = json.loads(
         json.dumps({k: v for k, v in listener.items() if k != "@type"})
     )
@@ -41,17 +45,29 @@ def inline_routes(listener: dict[str, Any], route_config: dict[str, Any]) -> dic
         for network_filter in chain.get("filters", []):
             manager = network_filter.get("typedConfig", {})
             if "rds" in manager:
-                del manager["rds"]
-                manager["routeConfig"] = route_config
+                manager["routeConfig"] = tables[manager.pop("rds")["routeConfigName"]]
+            if "scopedRoutes" in manager:
+                scoped = manager["scopedRoutes"]
+                del scoped["scopedRds"]
+                scoped["scopedRouteConfigurationsList"] = {
+                    "scopedRouteConfigurations": [inline_scope(s, tables) for s in scopes]
+                }
     return result
 
 
+def inline_scope(scope: dict[str, Any], tables: dict[str, Any]) -> dict[str, Any]:
+    inlined = {k: v for k, v in scope.items() if k not in ("@type", "routeConfigurationName")}
+    return {**inlined, "routeConfiguration": tables[scope["routeConfigurationName"]]}
+
+
 def bootstrap(rendered: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    (route_config,) = [{k: v for k, v in r.items() if k != "@type"} for r in rendered["rds"]]
+    tables = {r["name"]: {k: v for k, v in r.items() if k != "@type"} for r in rendered["rds"]}
+    scopes = rendered["srds"]
+    assert len(scopes) >= len(tables) > 0  # a table per service, a scope per Host it answers
     return {
         "node": {"id": "golden", "cluster": "golden"},  # SDS subscriptions need a node
         "static_resources": {
-            "listeners": [inline_routes(lst, route_config) for lst in rendered["lds"]],
+            "listeners": [inline_routes(lst, tables, scopes) for lst in rendered["lds"]],
             "clusters": [
                 *(offline_cluster(c) for c in rendered["cds"]),
                 sds_cluster("/run/meshpilot/sds.sock"),

@@ -71,7 +71,7 @@ def test_a_grpc_call_through_the_mesh(mesh_env: MeshEnv) -> None:
             call(b"no", timeout=5, metadata=[("x-fail-times", "3"), ("x-fail-key", "b")])
     assert retried == b"greeter:v1:again"
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
-    route = caller.admin.route_configs()["outbound"]
+    route = caller.admin.route_configs()["outbound|greeter"]
     greeter = next(h for h in route["virtual_hosts"] if h["name"] == "greeter")
     assert greeter["routes"][0]["route"]["retry_policy"]["retry_on"] == "unavailable"
     control_plane.wait_synced([caller.node_id])  # accepted: ACKed, nothing NACKed

@@ -15,6 +15,8 @@ from harness.wait import wait_for
 from meshes import block, caller_mesh
 from test_grpc import grpc_app
 
+from meshpilot.xds.types import SCOPED_ROUTE
+
 CLIENT = str(Path(__file__).resolve().parent / "grpc_xds_client.py")
 CALLS = 500
 V2_SHARE = 0.2
@@ -70,6 +72,7 @@ def test_a_proxyless_grpc_client_follows_the_weighted_split(mesh_env: MeshEnv) -
     listed = control_plane.proxy(node_id)
     assert listed is not None and listed["proxyless"] is True
     assert {t["status"] for t in listed["types"].values()} == {"SYNCED"}, listed["types"]
+    assert SCOPED_ROUTE not in listed["types"]  # routed by API listener: no route scopes
     # It asked for just what it calls, and is no endpoint of its service.
     sent = control_plane.config_dump(node_id)
     listeners = sent["type.googleapis.com/envoy.config.listener.v3.Listener"]["resources"]

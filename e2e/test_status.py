@@ -20,7 +20,7 @@ from meshpilot.model import proxies
 from meshpilot.xds.types import CLUSTER
 from tests.support.client import AdsClient, sidecar_node
 
-HEADER = ["SERVICE", "IP", "NODE", "XDS", "CDS", "EDS", "LDS", "RDS", "AGE", "ERROR"]
+HEADER = ["SERVICE", "IP", "NODE", "XDS", "CDS", "EDS", "LDS", "SRDS", "RDS", "AGE", "ERROR"]
 NACK_ERROR = "e2e-test: cluster 'outbound|9080||reviews' rejected on purpose (code 42)"
 
 
@@ -97,7 +97,7 @@ async def test_status_shows_a_proxy_that_nacked_with_its_error(mesh_env: MeshEnv
     assert NACK_ERROR in nacker["ERROR"], shown.stdout
     envoy = rows[reviews.node_id]
     assert (envoy["SERVICE"], envoy["IP"]) == ("reviews", reviews.ip)
-    assert [envoy[t].split()[0] for t in ("CDS", "EDS", "LDS", "RDS")] == ["SYNCED"] * 4
+    assert [envoy[t].split()[0] for t in ("CDS", "EDS", "LDS", "SRDS", "RDS")] == ["SYNCED"] * 5
     assert envoy["ERROR"] == "", shown.stdout
     assert 'meshpilot_nacks_total{type="cds"} 1.0' in control_plane.metrics().splitlines()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from harness.client import LoadGenerator
 from harness.mesh import MeshEnv
-from meshes import CALLER, reviews_mesh
+from meshes import CALLER, block, reviews_mesh
 from test_live_update import served_by
 
 
@@ -31,3 +31,30 @@ def test_delta_and_state_of_the_world_sidecars_follow_the_same_edits(mesh_env: M
     mesh_env.stop_instance(v1)  # v1 leaves: removed from both
     for caller in (delta, sotw):
         caller.admin.wait_hosts("outbound|9080|v1|reviews", [])
+
+
+def test_an_edit_of_one_service_reloads_only_its_route_table(mesh_env: MeshEnv) -> None:
+    """Each called service has a route table of its own (chosen by Host through a route scope),
+    so an edit of reviews' routes sends a delta sidecar reviews' table alone."""
+    ratings = "ratings:\n  port: 9080\n"
+    control_plane = mesh_env.start_control_plane(
+        mesh_env.write_mesh(reviews_mesh(100, 0) + block(ratings, 2))
+    )
+    caller = mesh_env.start_instance(CALLER, "v1")
+    mesh_env.start_instance("reviews", "v1")
+    v2 = mesh_env.start_instance("reviews", "v2")
+    control_plane.wait_synced([caller.node_id])
+
+    def updates(service: str) -> int:
+        return caller.admin.stat(f"http.outbound.rds.outbound|{service}.update_success")
+
+    before = {service: updates(service) for service in ("reviews", "ratings")}
+    assert min(before.values()) >= 1
+    mesh_env.write_mesh(reviews_mesh(0, 100) + block(ratings, 2))
+    with LoadGenerator(caller.client(), "reviews") as load:
+        load.wait_effective(served_by("v2"))
+    assert load.failures() == [], load.summary()
+    control_plane.wait_synced([caller.node_id, v2.node_id])
+    assert updates("reviews") == before["reviews"] + 1
+    assert updates("ratings") == before["ratings"]  # not sent: unchanged
+    assert caller.admin.stat("http.outbound.scoped_rds.outbound.active_scopes") == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from meshpilot.model import ir, proxies
+from meshpilot.model import ir, names, proxies
 from meshpilot.xds.cache import SnapshotCache, Watch
 from meshpilot.xds.peers import PeerLimits
 from meshpilot.xds.protocol import SyncStatus, TypeState
@@ -15,6 +15,7 @@ from tests.support.client import AdsClient, sidecar_node
 
 V1 = (("version", "v1"),)
 V2 = (("version", "v2"),)
+REVIEWS_ROUTES = names.outbound_route("reviews")  # the route table of `mesh()`'s one service
 
 
 def mesh(*, v2_weight: int = 25, with_v2: bool = True) -> ir.MeshIR:

@@ -11,7 +11,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.xds.protocol import SyncStatus
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from tests.ads_support import V2, Plane, mesh, proxy, round_trip
+from tests.ads_support import REVIEWS_ROUTES, V2, Plane, mesh, proxy, round_trip
 from tests.support.client import AdsClient
 
 
@@ -90,7 +90,7 @@ async def test_routes_wait_until_their_clusters_and_endpoints_are_acked(plane: P
     async with plane.client(proxy("a", "127.0.0.2")) as client:
         client.send(CLUSTER)
         client.send(LISTENER)
-        client.send(ROUTE, ["outbound"])
+        client.send(ROUTE, [REVIEWS_ROUTES])
         cds = await client.receive()
         assert cds.type_url == CLUSTER  # nothing else may go before the clusters are ACKed
         outbound = [n for n in cluster_names(cds) if n.startswith("outbound")]
@@ -106,15 +106,15 @@ async def test_routes_wait_until_their_clusters_and_endpoints_are_acked(plane: P
 async def test_a_removed_cluster_stays_until_routes_no_longer_use_it(plane: Plane) -> None:
     async with plane.client(proxy("a", "127.0.0.2")) as client:
         await sync_clusters_and_endpoints(client)
-        client.send(ROUTE, ["outbound"])
+        client.send(ROUTE, [REVIEWS_ROUTES])
         rds = await client.receive()
-        client.ack(rds, ["outbound"])
+        client.ack(rds, [REVIEWS_ROUTES])
         plane.cache.set_mesh(mesh(with_v2=False))
         new_rds = await client.receive()  # the routes go first: the clusters still hold v2
         assert new_rds.type_url == ROUTE
         table = route_pb2.RouteConfiguration.FromString(new_rds.resources[0].value)
         assert table.virtual_hosts[0].routes[0].route.cluster == "outbound|9080|v1|reviews"
-        client.ack(new_rds, ["outbound"])
+        client.ack(new_rds, [REVIEWS_ROUTES])
         cds = await client.receive()
     assert cds.type_url == CLUSTER and "outbound|9080|v2|reviews" not in cluster_names(cds)
 

@@ -14,7 +14,7 @@ from meshpilot.model import ir
 from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.protocol import SyncStatus
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from tests.ads_support import Plane, mesh, proxy, serving
+from tests.ads_support import REVIEWS_ROUTES, Plane, mesh, proxy, serving
 from tests.support.client import DeltaClient, sidecar_node
 from tests.support.wait import wait_for_async
 
@@ -159,7 +159,7 @@ async def test_listeners_and_routes_wait_until_what_they_use_is_acked(served: Pl
         lds = await client.receive_delta()
         assert lds.type_url == LISTENER and "outbound" in names(lds)
         client.ack_delta(lds)
-        client.request(ROUTE, subscribe=["outbound"])
+        client.request(ROUTE, subscribe=[REVIEWS_ROUTES])
         with pytest.raises(TimeoutError):
             await client.receive_delta(timeout=0.3)  # routes held: their endpoints are not ACKed
         client.request(ENDPOINT, subscribe=[V1, V2, ALL])

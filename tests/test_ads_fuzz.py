@@ -30,7 +30,11 @@ services:
   ratings: {port: 9081}
 """
 URLS = [t.url for t in TYPES] + ["type.googleapis.com/bogus.Type", ""]
-NAMES = [outbound_cluster("reviews", 9080), outbound_cluster("reviews", 9080, "v1"), "outbound"]
+NAMES = [
+    outbound_cluster("reviews", 9080),
+    outbound_cluster("reviews", 9080, "v1"),
+    "outbound|reviews",
+]
 STATUSES = {"SYNCED", "STALE", "NACKED", "NOT_SENT"}
 
 

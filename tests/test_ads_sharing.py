@@ -14,7 +14,7 @@ from meshpilot.xds.sotw.responses import Responses
 from meshpilot.xds.sotw.state import SotwTypeState
 from meshpilot.xds.sotw.subscriptions import Subscriptions
 from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
-from tests.ads_support import Plane, mesh, proxy, serving
+from tests.ads_support import REVIEWS_ROUTES, Plane, mesh, proxy, serving
 from tests.support.wait import wait_for_async
 
 NAMES = ["outbound|9080|v1|reviews", "outbound|9080||reviews"]
@@ -127,7 +127,7 @@ async def test_a_stream_with_everything_held_back_keeps_no_permit(
     ):
         other.send("type.googleapis.com/unknown")  # connected, wanting nothing yet
         third.send("type.googleapis.com/unknown")
-        held.send(ROUTE, ["outbound"])  # held back: its clusters were never ACKed
+        held.send(ROUTE, [REVIEWS_ROUTES])  # held back: its clusters were never ACKed
 
         def routes_held_back() -> bool:
             """Everyone is connected and has a snapshot (no wakeup comes after this), and the

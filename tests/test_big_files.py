@@ -19,7 +19,7 @@ from meshpilot.model.proxies import Proxy
 from meshpilot.translator.build import build_ir
 from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.sotw.stream import new_types
-from meshpilot.xds.types import BY_SHORT
+from meshpilot.xds.types import BY_SHORT, PUSH_ORDER
 from tests.support import meshgen
 from tests.support.client import AdsClient, sidecar_node
 from tests.support.controlplane import running_control_plane
@@ -103,7 +103,7 @@ async def test_translation_runs_while_the_event_loop_keeps_serving() -> None:
     wakes up every few milliseconds (translated on the loop, one gap would be that long)."""
     mesh = build_ir(parse_mesh(meshgen.mesh_yaml(4000), "big.yaml"), Path("."))
     cache = SnapshotCache()
-    cache.connect(Proxy("svc-0~127.0.0.1", "svc-0", "127.0.0.1", 8080, ()), new_types())
+    cache.connect(Proxy("svc-0~127.0.0.1", "svc-0", "127.0.0.1", 8080, ()), new_types(PUSH_ORDER))
     gaps: list[float] = []
 
     async def ticking() -> None:

@@ -25,7 +25,7 @@ from meshpilot.admin.api import config_dump
 from meshpilot.controlplane import ControlPlane
 from meshpilot.xds.cache import Watch
 from meshpilot.xds.server import ADS_SERVICE
-from meshpilot.xds.types import BY_SHORT, CLUSTER, ENDPOINT, LISTENER, ROUTE
+from meshpilot.xds.types import BY_SHORT, CLUSTER, ENDPOINT, PUSH_ORDER, ROUTE, SCOPED_ROUTE
 from tests.conftest import free_port
 from tests.support.controlplane import running_control_plane
 from tests.support.holdings import Holding
@@ -35,7 +35,7 @@ from tests.support.simulated import Protocol, ResponseDecoder, SidecarFleet, fle
 SERVICES = 200
 SIDECARS = 200
 SAVES = 50
-TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+TYPES = PUSH_ORDER
 
 
 def callees(index: int, egress: int) -> list[int]:
@@ -137,7 +137,8 @@ async def test_a_burst_of_saves_leaves_every_client_on_the_last_one(
         # What the sidecars hold is the last save: its weights, its extra services.
         watch = plane.cache.watches[0]
         dump = config_dump(watch)
-        assert svc0_weights(dump[ROUTE]["resources"][0]) == {
+        tables = {t["name"]: t for t in dump[ROUTE]["resources"]}
+        assert svc0_weights(tables["outbound|svc-0"]) == {
             "outbound|8000|v1|svc-0": SAVES,
             "outbound|8000|v2|svc-0": 100 - SAVES,
         }
@@ -152,7 +153,10 @@ async def test_a_burst_of_saves_leaves_every_client_on_the_last_one(
         eds = {name for name, c in clusters.items() if c.get("type") == "EDS"}
         assert eds == {name for name in clusters if name.startswith("outbound|")}
         assert all(s.state[ENDPOINT].names == eds for s in fleet.sidecars)
-        assert all(s.state[ROUTE].names == {"outbound"} for s in fleet.sidecars)
+        # And so does the other (a scope is named like the route table it loads).
+        scopes = dump[SCOPED_ROUTE]["resources"]
+        assert {s["name"] for s in scopes} == {s["routeConfigurationName"] for s in scopes}
+        assert all(s.state[ROUTE].names == set(tables) for s in fleet.sidecars)
 
 
 def test_the_decoder_reads_what_protobuf_reads() -> None:

@@ -59,10 +59,13 @@ def test_a_cluster_whose_endpoints_the_view_lacks_is_refused() -> None:
         Consistency().snapshot(broken)
 
 
-def test_a_listener_whose_route_table_the_view_lacks_is_refused() -> None:
+def test_a_scope_whose_route_table_the_view_lacks_is_refused() -> None:
     view = a_view()
-    with pytest.raises(InconsistentSnapshot, match=r"-> outbound$"):
-        Consistency().snapshot({**view, ROUTE: ResourceSet(ROUTE, ())})
+    kept = frozenset(view[ROUTE].names - {"outbound|reviews"})
+    with pytest.raises(
+        InconsistentSnapshot, match=r"^[^,]*outbound\|reviews -> outbound\|reviews$"
+    ):
+        Consistency().snapshot({**view, ROUTE: view[ROUTE].only(kept)})
 
 
 def test_a_new_type_is_checked_through_its_refers_to_row(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,8 +6,8 @@ import pytest
 
 from meshpilot.model import ir, proxies
 from meshpilot.translator.envoy import cluster, route
-from meshpilot.translator.resources import LazyUnion, Part, ResourceSet, resource_from_bytes
-from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
+from meshpilot.translator.resources import Part, ResourceSet, resource_from_bytes
+from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE
 
 
 def test_eds_cluster_bytes_equal_serializing_the_cluster() -> None:
@@ -85,10 +85,16 @@ def test_egress_scopes_a_proxys_view_to_the_services_it_calls() -> None:
         "outbound|80||b",
         "outbound|80||c",
     ]
-    table = decode(scoped[ROUTE].resources["outbound"])
+    assert list(scoped[ROUTE].resources) == ["outbound|b"]
+    table = decode(scoped[ROUTE].resources["outbound|b"])
     assert [v["name"] for v in table["virtualHosts"]] == ["b", "unknown-service"]
+    (scope,) = (decode(s) for s in scoped[SCOPED_ROUTE].resources.values())
+    assert scope["key"]["fragments"] == [{"stringKey": "b"}]
+    assert scope["routeConfigurationName"] == "outbound|b"
+    assert list(full[ROUTE].resources) == ["outbound|a", "outbound|b", "outbound|c"]
     again = translator.view(shared, proxies.Proxy("a~2", "a", "10.0.0.3", 8080, ()))
     assert again[ROUTE] is scoped[ROUTE]  # one scoped set per egress list, shared by its proxies
+    assert again[SCOPED_ROUTE] is scoped[SCOPED_ROUTE]
 
 
 def test_only_keeps_the_parts_asked_for_whole_and_shared() -> None:
@@ -153,12 +159,6 @@ def test_a_set_plus_a_proxys_part_reads_as_one_set() -> None:
     assert mine.get("o") is own and mine.get("a") is a and mine.get("z") is None
     # Against a set without a part of its own: every resource the other lacks.
     assert mine.removed_from(ResourceSet.of(CLUSTER, [b])) == [a, own]
-
-
-def test_a_lazy_union_is_the_union_of_its_parts() -> None:
-    union = LazyUnion([frozenset({"a", "b"}), frozenset({"b", "c"})])
-    assert "c" in union and "d" not in union
-    assert sorted(union) == ["a", "b", "c"] and len(union) == 3
 
 
 def test_routes_carry_only_what_filters_configure_on_them() -> None:

@@ -33,8 +33,7 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 
 from meshpilot.model import ir, proxies
-from meshpilot.model.names import OUTBOUND_ROUTE
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SCOPED_ROUTE
 from tests.support.client import sidecar_node
 from tests.support.holdings import Holding, Transitions
 from tests.support.wait import WaitTimeout, wait_for_async
@@ -387,12 +386,18 @@ class ResponseDecoder:
 
     def _joined(self, known: _Run, more: tuple[str, ...]) -> frozenset[str]:
         """A known run's names and a few more (a sidecar's own cluster), interned."""
-        key = (known.name_set, more)
+        return self.joined(known.name_set, more, known.names)
+
+    def joined(
+        self, names: frozenset[str], more: tuple[str, ...], ordered: tuple[str, ...] = ()
+    ) -> frozenset[str]:
+        """`names` and a few `more`, interned (`ordered`: `names` in their order, if known)."""
+        key = (names, more)
         found = self._joins.get(key)
         if found is None:
             if len(self._joins) >= _MAX_CACHED:
                 del self._joins[next(iter(self._joins))]
-            found = self._joins[key] = self._name_set(known.names + more)
+            found = self._joins[key] = self._name_set((ordered or tuple(sorted(names))) + more)
         return found
 
     def eds_names(self, cluster_names: frozenset[str]) -> frozenset[str]:
@@ -475,6 +480,9 @@ class SidecarSpec:
 
 
 OnResponse = Callable[["SimulatedSidecar", Decoded], None]
+# Subscribed to as a whole, from a stream's start (Envoy asks for scopes once it has the
+# listener that uses them; asking at once is served the same).
+WILDCARD_TYPES = (CLUSTER, LISTENER, SCOPED_ROUTE)
 Protocol = Literal["sotw", "delta"]
 
 
@@ -569,7 +577,7 @@ class SimulatedSidecar:
         for type_url, state in self.state.items():
             state.nonce = ""
             state.allowed = state.requested or frozenset()
-            if type_url in (CLUSTER, LISTENER) or state.requested is not None:
+            if type_url in WILDCARD_TYPES or state.requested is not None:
                 requests.append(self._request(type_url, state.requested, state.version or ""))
         return requests
 
@@ -603,8 +611,10 @@ class SimulatedSidecar:
             requested = self.state[ENDPOINT].requested
             if wanted != requested and (wanted or requested is not None):
                 requests.append(self._subscribe(ENDPOINT, wanted))
-        elif response.type_url == LISTENER and self.state[ROUTE].requested is None:
-            requests.append(self._subscribe(ROUTE, frozenset([OUTBOUND_ROUTE])))
+        elif response.type_url == SCOPED_ROUTE:
+            wanted = self._route_names()
+            if wanted != self.state[ROUTE].requested:
+                requests.append(self._subscribe(ROUTE, wanted))
         if self._on_response is not None:
             self._on_response(self, response)
         return requests
@@ -619,6 +629,14 @@ class SimulatedSidecar:
         names = self.state[CLUSTER].names
         assert isinstance(names, frozenset)
         return self._decoder.eds_names(names)
+
+    def _route_names(self) -> frozenset[str]:
+        """The route tables of the scopes this sidecar has. A scope is named like the table
+        it loads when it selects a service by its own name (`names.route_scope`), and the
+        simulated meshes have no others: the names stand for the tables."""
+        names = self.state[SCOPED_ROUTE].names
+        assert isinstance(names, frozenset)
+        return names
 
     def _check_names(self, type_url: str, state: TypeState, names: AbstractSet[str]) -> None:
         """A response may carry the names asked for when the previous response arrived, or in a
@@ -671,9 +689,9 @@ class SimulatedSidecar:
 class DeltaSidecar(SimulatedSidecar):
     """The same sidecar on an incremental stream (DeltaAggregatedResources), as a delta Envoy.
 
-    Clusters and listeners are wildcard subscriptions, endpoints and routes named ones, changed
-    by subscribing and unsubscribing names (an unsubscribed resource is dropped at once, and
-    one a response carries that is no longer subscribed is ignored, as Envoy does). Each
+    Clusters, listeners and route scopes are wildcard subscriptions, endpoints and routes named
+    ones, changed by subscribing and unsubscribing names (an unsubscribed resource is dropped at
+    once, and one a response carries that is no longer subscribed is ignored, as Envoy does). Each
     response is applied to what the sidecar holds of its type and ACKed by its nonce; a new
     stream starts from the versions held (initial_resource_versions).
     """
@@ -693,7 +711,7 @@ class DeltaSidecar(SimulatedSidecar):
             state.nonce = ""
             state.allowed = state.requested or frozenset()
             state.changes = 0
-            if type_url in (CLUSTER, LISTENER):
+            if type_url in WILDCARD_TYPES:
                 requests.append(self._delta_request(type_url, initial=self._initial(type_url)))
             elif state.requested is not None:
                 subscribe = self._decoder.names_field(state.requested, 3)
@@ -729,6 +747,11 @@ class DeltaSidecar(SimulatedSidecar):
         self._violation(
             f"{response.type_url}: holds {state.version} after a response for {response.version}"
         )
+
+    def _route_names(self) -> frozenset[str]:
+        held = self.held[SCOPED_ROUTE]
+        names = held.shared.names
+        return self._decoder.joined(names, tuple(sorted(held.own))) if held.own else names
 
     def _eds_names(self) -> frozenset[str]:
         held = self.held[CLUSTER]

@@ -34,7 +34,9 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def _type_cell(state: dict[str, Any]) -> str:
+def _type_cell(state: dict[str, Any] | None) -> str:
+    if state is None:
+        return "-"  # not served to this proxy (a proxyless client's route scopes)
     version = state.get("acked_version") or state.get("sent_version") or "-"
     return f"{state['status']} {version[:8]}"
 
@@ -52,16 +54,14 @@ def status_rows(proxies: list[dict[str, Any]], now: float) -> list[list[str]]:
     rows = [header]
     for proxy in sorted(proxies, key=lambda p: (p["service"], p["ip"], p["node_id"])):
         types = proxy["types"]
-        errors = [
-            f"{short_name(t)}: {types[t]['error']}" for t in PUSH_ORDER if types[t].get("error")
-        ]
+        errors = [f"{short_name(t)}: {types[t]['error']}" for t in types if types[t].get("error")]
         rows.append(
             [
                 proxy["service"],
                 proxy["ip"],
                 proxy["node_id"],
                 proxy.get("protocol", "sotw"),
-                *(_type_cell(types[t]) for t in PUSH_ORDER),
+                *(_type_cell(types.get(t)) for t in PUSH_ORDER),
                 _age(now - proxy["connected_at"]),
                 "; ".join(errors),
             ]

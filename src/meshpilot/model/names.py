@@ -4,7 +4,8 @@ from __future__ import annotations
 
 INBOUND_LISTENER = "inbound"
 OUTBOUND_LISTENER = "outbound"
-OUTBOUND_ROUTE = "outbound"
+# The outbound listener picks a route table per request by its Host (scoped routes, SRDS).
+OUTBOUND_SCOPES = "outbound"
 INBOUND_ROUTE = "inbound"
 UNKNOWN_HOST_VHOST = "unknown-service"
 MIXER_CLUSTER = "mixer"
@@ -32,6 +33,17 @@ def inbound_cluster(app_port: int) -> str:
 
 def virtual_host(service: str) -> str:
     return service
+
+
+def outbound_route(service: str) -> str:
+    """A service's outbound route table: sidecars load one per service they may call."""
+    return f"outbound|{service}"
+
+
+def route_scope(host: str) -> str:
+    """The scope that sends requests for HOST (the Host header without a port) to a route
+    table: for a service's own name it is named like that service's table."""
+    return f"outbound|{host}"
 
 
 def route(service: str, route_name: str) -> str:

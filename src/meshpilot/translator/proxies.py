@@ -25,10 +25,11 @@ from meshpilot.translator.envoy.filter_plugin import Chain, FilterContext
 from meshpilot.translator.envoy.http_connection_manager import HttpConnectionManagerBuilder
 from meshpilot.translator.resources import Part, Resource, ResourceSet, resource
 from meshpilot.translator.shared import MeshResources, Outbound, ProxyPolicy
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 
 View = Mapping[str, ResourceSet]
 _NO_POLICY = ProxyPolicy()
+_NO_SCOPES = ResourceSet(SCOPED_ROUTE, ())  # a proxyless client routes by API listener
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,9 @@ def _outbound_listener(
         names.OUTBOUND_LISTENER,
         proxy.app_ip,
         proxies.OUTBOUND_PORT,
-        manager.with_rds(names.OUTBOUND_ROUTE).build(),
+        manager.with_scoped_routes(names.OUTBOUND_SCOPES).build(),
     )
-    return resource(LISTENER, names.OUTBOUND_LISTENER, built, refs=[names.OUTBOUND_ROUTE, *refs])
+    return resource(LISTENER, names.OUTBOUND_LISTENER, built, refs=refs)
 
 
 def _tcp_listeners(proxy: proxies.Proxy, tcp_services: Iterable[ir.Service]) -> list[Resource]:
@@ -203,6 +204,7 @@ def _proxyless_view(calls: Outbound, previous: ProxyView | None) -> ProxyView:
         CLUSTER: calls.clusters,
         ENDPOINT: calls.endpoints,
         LISTENER: api.listeners,
+        SCOPED_ROUTE: _NO_SCOPES,
         ROUTE: api.routes,
     }
     return ProxyView(None, None, calls, view)
@@ -216,5 +218,6 @@ def _assemble(calls: Outbound, local: LocalResources) -> View:
         CLUSTER: calls.clusters.plus(local.app_cluster),
         ENDPOINT: calls.endpoints,
         LISTENER: local.listeners,
+        SCOPED_ROUTE: calls.scopes,
         ROUTE: calls.routes,
     }

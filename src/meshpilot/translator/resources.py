@@ -69,30 +69,6 @@ def _as_set(refs: Iterable[str]) -> AbstractSet[str]:
     return refs if isinstance(refs, AbstractSet) else frozenset(refs)
 
 
-class LazyUnion(AbstractSet[str]):
-    """The union of many small sets, computed on first use.
-
-    The route table refers to every routed cluster of every service; that union is only needed
-    when a push is gated on it, not on every edit.
-    """
-
-    def __init__(self, parts: Iterable[AbstractSet[str]]) -> None:
-        self._parts = list(parts)
-
-    @functools.cached_property
-    def _union(self) -> frozenset[str]:
-        return frozenset().union(*self._parts)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._union
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._union)
-
-    def __len__(self) -> int:
-        return len(self._union)
-
-
 @functools.cache
 def _type_url_field(type_url: str) -> bytes:
     return string_field(1, type_url)

@@ -19,7 +19,7 @@ from meshpilot.translator.envoy import cluster, endpoint, http_filters, listener
 from meshpilot.translator.envoy.filter_plugin import FilterContext
 from meshpilot.translator.envoy.http_connection_manager import HttpConnectionManagerBuilder
 from meshpilot.translator.resources import Part, Resource, resource, resource_from_bytes
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 
 
 class ApiParts(NamedTuple):
@@ -31,10 +31,13 @@ class ApiParts(NamedTuple):
 
 @dataclass(frozen=True)
 class ServiceOutput:
-    """What one service contributes to every proxy: its clusters and its virtual host; and,
-    for a service a gRPC client can call, the name of its API listener."""
+    """What one service contributes to every proxy: its clusters, its route table and the
+    scopes that select it by Host; and, for a service a gRPC client can call, the name of its
+    API listener (routed by the same virtual host)."""
 
     clusters: Part
+    route: Part
+    scopes: Part
     virtual_host_entry: bytes
     route_targets: frozenset[str]
     api_name: str | None = None
@@ -82,9 +85,39 @@ def translate_service(service: ir.Service) -> ServiceOutput:
         http_filters.OUTBOUND_ROUTES,
         external_domains(service) if external else None,
     )
-    vhost = virtual_host.SerializeToString(deterministic=True)
-    api_name = None if external else api_listener_name(service)
-    return ServiceOutput(clusters, route.virtual_host_entry(vhost), frozenset(targets), api_name)
+    vhost_entry = route.virtual_host_entry(virtual_host.SerializeToString(deterministic=True))
+    table = names.outbound_route(service.name)
+    routes = route.route_configuration_bytes(table, [vhost_entry, _UNKNOWN_HOST])
+    return ServiceOutput(
+        clusters,
+        Part([resource_from_bytes(ROUTE, table, routes, targets)]),
+        Part(_scopes(service, table)),
+        vhost_entry,
+        frozenset(targets),
+        None if external else api_listener_name(service),
+    )
+
+
+# Every route table ends with it: a Host that selects the table's scope but none of its names
+# (another port, say) gets the 404 that a Host no scope selects gets.
+_UNKNOWN_HOST = route.virtual_host_entry(
+    route.unknown_host_virtual_host().SerializeToString(deterministic=True)
+)
+
+
+def _scopes(service: ir.Service, table: str) -> list[Resource]:
+    """A scope per Host the service answers to (without the port): its name, and for an
+    external service its endpoints' names."""
+    hosts = [service.name]
+    if is_external(service):
+        named = {e.address for e in service.endpoints if not is_ip(e.address)}
+        hosts += sorted(named - {service.name})
+    scopes = []
+    for host in hosts:
+        name = names.route_scope(host)
+        built = route.route_scope(name, host, table)
+        scopes.append(resource(SCOPED_ROUTE, name, built, refs=[table]))
+    return scopes
 
 
 def api_listener_name(service: ir.Service) -> str | None:

@@ -4,16 +4,16 @@ mesh. Each set is built once per change and given, as the same object, to every 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from meshpilot.model import ir, names
-from meshpilot.translator.envoy import route
-from meshpilot.translator.resources import LazyUnion, Part, ResourceSet, resource_from_bytes
+from meshpilot.model import ir
+from meshpilot.translator.resources import Part, ResourceSet
 from meshpilot.translator.services import ServiceEntry, ServiceOutput, ServiceParts
-from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 
 
 @dataclass(frozen=True)
@@ -27,12 +27,13 @@ class ApiSets:
 
 @dataclass(frozen=True)
 class Outbound:
-    """What a proxy needs to call services: their clusters, endpoints and routes (and the
-    services' own outputs, for `api`)."""
+    """What a proxy needs to call services: their clusters, endpoints, route tables and the
+    scopes that pick a table by Host (and the services' own outputs, for `api`)."""
 
     clusters: ResourceSet
     endpoints: ResourceSet
     routes: ResourceSet
+    scopes: ResourceSet
     outputs: tuple[ServiceOutput, ...] = field(default=(), repr=False, compare=False)
 
     @functools.cached_property
@@ -45,18 +46,12 @@ class Outbound:
         )
 
 
-_UNKNOWN_HOST = route.virtual_host_entry(
-    route.unknown_host_virtual_host().SerializeToString(deterministic=True)
-)
-
-
 def outbound(
     services: Sequence[ServiceParts],
     shared_clusters: Sequence[Part],
     previous: Outbound | None = None,
 ) -> Outbound:
-    """Sets for these services (the route table ends with the 404 for unknown hosts), plus
-    clusters every proxy has (the mixer's).
+    """Sets for these services, plus clusters every proxy has (the mixer's).
 
     A set made of the same parts as in `previous` (the same objects: a proxy joining changes
     only its service's endpoints) is `previous`'s: proxies keep the very sets they have, with
@@ -68,22 +63,20 @@ def outbound(
     if previous is not None:
         clusters = _reused(CLUSTER, cluster_parts, previous.clusters)
         endpoints = _reused(ENDPOINT, endpoint_parts, previous.endpoints)
-        if clusters is previous.clusters:  # the same services (each owns its clusters' part)
-            same = endpoints is previous.endpoints
-            return previous if same else Outbound(clusters, endpoints, previous.routes, outputs)
+        if clusters is previous.clusters:  # the same services (each owns its parts)
+            if endpoints is previous.endpoints:
+                return previous
+            return dataclasses.replace(previous, endpoints=endpoints)
+        routes = _reused(ROUTE, [o.route for o in outputs], previous.routes)
+        scopes = _reused(SCOPED_ROUTE, [o.scopes for o in outputs], previous.scopes)
     else:
         clusters, endpoints = (
             ResourceSet(CLUSTER, cluster_parts),
             ResourceSet(ENDPOINT, endpoint_parts),
         )
-    table = route.route_configuration_bytes(
-        names.OUTBOUND_ROUTE, [o.virtual_host_entry for o in outputs] + [_UNKNOWN_HOST]
-    )
-    targets = LazyUnion([o.route_targets for o in outputs])
-    routes = ResourceSet.of(
-        ROUTE, [resource_from_bytes(ROUTE, names.OUTBOUND_ROUTE, table, targets)]
-    )
-    return Outbound(clusters, endpoints, routes, outputs)
+        routes = ResourceSet(ROUTE, [o.route for o in outputs])
+        scopes = ResourceSet(SCOPED_ROUTE, [o.scopes for o in outputs])
+    return Outbound(clusters, endpoints, routes, scopes, outputs)
 
 
 def _reused(type_url: str, parts: list[Part], previous: ResourceSet) -> ResourceSet:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from meshpilot.xds.node import BadNode, proxy_from_node
 from meshpilot.xds.peers import PeerLimits
 from meshpilot.xds.protocol import ProtocolStream
 from meshpilot.xds.sotw.stream import SotwStream, StreamShared, new_types
+from meshpilot.xds.types import served_types
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ class AdsServer:
     def _connect(
         self, proxy: Proxy, first: Any, protocol: Protocol
     ) -> tuple[ProtocolStream[Any], Watch]:
-        types = protocol.new_types()
+        types = protocol.new_types(served_types(proxy.proxyless))
         watch = self.cache.connect(proxy, types, protocol.name)
         log.info(
             "proxy connected: %s (%s %s, %s)", proxy.node_id, proxy.service, proxy.ip, protocol.name
@@ -284,7 +285,7 @@ class Protocol:
     """An xDS variant: its name (in `/proxies` and `status`), its per-type state and stream."""
 
     name: str
-    new_types: Callable[[], dict[str, Any]]
+    new_types: Callable[[Iterable[str]], dict[str, Any]]
     stream: Callable[[Watch, Any, XdsMetrics, StreamShared], ProtocolStream[Any]]
 
 

@@ -19,6 +19,7 @@ class HttpConnectionManagerBuilder:
 
     stat_prefix: str
     rds_name: str | None = None
+    scopes_name: str | None = None
     route_config: route_pb2.RouteConfiguration | None = None
     filters: list[hcm.HttpFilter] = field(default_factory=list)
     access_logs: list[accesslog_pb2.AccessLog] = field(default_factory=list)
@@ -26,6 +27,12 @@ class HttpConnectionManagerBuilder:
 
     def with_rds(self, name: str) -> HttpConnectionManagerBuilder:
         self.rds_name = name
+        return self
+
+    def with_scoped_routes(self, name: str) -> HttpConnectionManagerBuilder:
+        """A route table per request, chosen by its Host without the port among the scopes
+        of SRDS config `name`; each scope's table comes over RDS."""
+        self.scopes_name = name
         return self
 
     def with_route_config(
@@ -58,9 +65,24 @@ class HttpConnectionManagerBuilder:
             manager.rds.CopyFrom(
                 hcm.Rds(config_source=ads_config_source(), route_config_name=self.rds_name)
             )
+        elif self.scopes_name is not None:
+            manager.scoped_routes.CopyFrom(_scoped_routes(self.scopes_name))
         elif self.route_config is not None:
             manager.route_config.CopyFrom(self.route_config)
         manager.access_log.extend(self.access_logs)
         if self.sampling_percent is not None:
             manager.tracing.random_sampling.value = self.sampling_percent
         return manager
+
+
+def _scoped_routes(name: str) -> hcm.ScopedRoutes:
+    host = hcm.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder.HeaderValueExtractor(
+        name=":authority", element_separator=":", index=0
+    )
+    fragment = hcm.ScopedRoutes.ScopeKeyBuilder.FragmentBuilder(header_value_extractor=host)
+    return hcm.ScopedRoutes(
+        name=name,
+        scope_key_builder=hcm.ScopedRoutes.ScopeKeyBuilder(fragments=[fragment]),
+        rds_config_source=ads_config_source(),
+        scoped_rds=hcm.ScopedRds(scoped_rds_config_source=ads_config_source()),
+    )

@@ -1,4 +1,4 @@
-"""Route builders: matches, actions, virtual hosts and the outbound route table.
+"""Route builders: matches, actions, virtual hosts, route tables and the scopes that pick them.
 
 Everything a route does to a request is configured on the route itself: matching, the cluster
 choice, timeout, retries, mirroring, consistent-hash keys, header edits, the prefix rewrite, and
@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import scoped_route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
@@ -290,7 +291,19 @@ def virtual_host_entry(serialized: bytes) -> bytes:
 def route_configuration_bytes(name: str, virtual_host_entries: Sequence[bytes]) -> bytes:
     """A serialized RouteConfiguration assembled from encoded virtual host entries.
 
-    The outbound table holds one virtual host per service; editing one service re-serializes only
-    that host, and the table is a concatenation of cached bytes.
+    A table is a concatenation of cached virtual hosts: a service's outbound table holds its own
+    and the 404 for unknown hosts, which every table shares.
     """
     return string_field(_ROUTE_CONFIG_NAME_FIELD, name) + b"".join(virtual_host_entries)
+
+
+def route_scope(
+    name: str, host: str, route_configuration: str
+) -> scoped_route_pb2.ScopedRouteConfiguration:
+    """Requests whose Host is `host` (with or without a port) use table `route_configuration`."""
+    key = scoped_route_pb2.ScopedRouteConfiguration.Key(
+        fragments=[scoped_route_pb2.ScopedRouteConfiguration.Key.Fragment(string_key=host)]
+    )
+    return scoped_route_pb2.ScopedRouteConfiguration(
+        name=name, route_configuration_name=route_configuration, key=key
+    )

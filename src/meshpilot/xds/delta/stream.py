@@ -26,7 +26,7 @@ from meshpilot.xds.metrics import XdsMetrics
 from meshpilot.xds.protocol import ProtocolStream, record_nack
 from meshpilot.xds.snapshot import Snapshot
 from meshpilot.xds.sotw.stream import StreamShared
-from meshpilot.xds.types import BY_URL, CLUSTER, ENDPOINT, PUSH_ORDER
+from meshpilot.xds.types import BY_URL, CLUSTER, ENDPOINT
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ _RESOURCE_TAG = varint(2 << 3 | 2)  # `resources` (2) of DeltaDiscoveryResponse
 _nonces = itertools.count(1)
 
 
-def new_delta_types() -> dict[str, DeltaTypeState]:
+def new_delta_types(type_urls: Iterable[str]) -> dict[str, DeltaTypeState]:
     """The state of every type of a new stream, in push order."""
-    return {type_url: DeltaTypeState() for type_url in PUSH_ORDER}
+    return {type_url: DeltaTypeState() for type_url in type_urls}
 
 
 def delta_response(

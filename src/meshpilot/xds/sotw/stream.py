@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -21,7 +21,7 @@ from meshpilot.xds.snapshot import Snapshot
 from meshpilot.xds.sotw.responses import Responses
 from meshpilot.xds.sotw.state import SotwTypeState
 from meshpilot.xds.sotw.subscriptions import Subscriptions
-from meshpilot.xds.types import BY_URL, PUSH_ORDER
+from meshpilot.xds.types import BY_URL
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,9 @@ def named(request: discovery_pb2.DiscoveryRequest) -> bool:
     return bool(names) and "*" not in names
 
 
-def new_types() -> dict[str, SotwTypeState]:
+def new_types(type_urls: Iterable[str]) -> dict[str, SotwTypeState]:
     """The state of every type of a new stream, in push order."""
-    return {type_url: SotwTypeState() for type_url in PUSH_ORDER}
+    return {type_url: SotwTypeState() for type_url in type_urls}
 
 
 class StreamShared:
