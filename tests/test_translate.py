@@ -64,6 +64,34 @@ def test_removed_from_finds_what_a_new_set_lacks_through_its_changed_parts() -> 
     ]
 
 
+def test_changed_from_finds_new_and_different_resources_once_for_every_proxy() -> None:
+    a, b, c, b2 = (resource_from_bytes(CLUSTER, n[0], n.encode()) for n in ("a", "b", "c", "b2"))
+    kept = Part([a])
+    before = ResourceSet(CLUSTER, [kept, Part([b])])
+    after = ResourceSet(CLUSTER, [kept, Part([b2, c])])
+    assert after.changed_from(before) == [b2, c]  # b2 is b with other content
+    assert after.changed_from(before) is after.changed_from(before)  # one answer, shared
+    assert before.changed_from(before) == [] and after.changed_from(after) == []
+    own, own2 = (resource_from_bytes(CLUSTER, "o", n.encode()) for n in ("o", "o2"))
+    mine_before, mine_after = before.plus(Part([own])), after.plus(Part([own2]))
+    assert mine_after.changed_from(mine_before) == [b2, c, own2]
+    assert after.plus(Part([own])).changed_from(mine_before) == [b2, c]
+
+
+def test_delta_streams_with_the_same_names_share_one_set() -> None:
+    from meshpilot.xds.delta.subscriptions import NameSets
+
+    sets = NameSets()
+    first = sets.replace(frozenset(), frozenset({"a", "b"}))
+    second = sets.replace(frozenset(), frozenset({"b", "a"}))
+    assert second is first and len(sets) == 1
+    third = sets.replace(first, frozenset({"a"}))  # the first stream drops b
+    assert third == {"a"} and len(sets) == 2
+    sets.release(second)
+    sets.release(third)
+    assert len(sets) == 0
+
+
 def test_egress_scopes_a_proxys_view_to_the_services_it_calls() -> None:
     from meshpilot.translator.resources import decode
     from meshpilot.translator.translate import Translator

@@ -43,7 +43,7 @@ class Resource(NamedTuple):
     name: str
     entry: bytes
     digest: int  # 64-bit content hash of the serialized resource
-    refs: AbstractSet[str] = frozenset()
+    refs: frozenset[str] = frozenset()
 
 
 def resource(type_url: str, name: str, message: Message, refs: Iterable[str] = ()) -> Resource:
@@ -65,8 +65,23 @@ def _entry(type_url: str, value: bytes) -> bytes:
     return b"".join((_RESOURCES_TAG, varint(any_len), head, _VALUE_TAG, value_len, value))
 
 
-def _as_set(refs: Iterable[str]) -> AbstractSet[str]:
-    return refs if isinstance(refs, AbstractSet) else frozenset(refs)
+def version_of(res: Resource) -> str:
+    """A resource's own version (delta xDS): its content hash, the same on every replica and
+    every run."""
+    return f"{res.digest:016x}"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def delta_entry(res: Resource) -> bytes:
+    """`resources` field of a DeltaDiscoveryResponse: a Resource (name = 3, version = 1, and as
+    field 2 the Any that `entry` already encodes), made once per resource, not per proxy."""
+    body = b"".join((string_field(3, res.name), string_field(1, version_of(res)), res.entry))
+    return b"".join((_RESOURCES_TAG, varint(len(body)), body))
+
+
+def _as_set(refs: Iterable[str]) -> frozenset[str]:
+    """Immutable, so a Resource can be hashed (`delta_entry` keeps one encoding per resource)."""
+    return refs if isinstance(refs, frozenset) else frozenset(refs)
 
 
 @functools.cache
@@ -80,7 +95,7 @@ _by_name = operator.itemgetter(1)  # Resource.name
 class Part:
     """Resources that change together, sorted by name and encoded as one block."""
 
-    __slots__ = ("_refs", "checksum", "entries", "names", "resources")
+    __slots__ = ("_delta_entries", "_refs", "checksum", "entries", "names", "resources")
 
     def __init__(self, resources: Iterable[Resource]) -> None:
         self.resources = tuple(sorted(resources, key=_by_name))
@@ -88,6 +103,13 @@ class Part:
         self.checksum = _checksum(self.resources)
         self.names = frozenset(r.name for r in self.resources)
         self._refs: AbstractSet[str] | None = None
+        self._delta_entries: bytes | None = None
+
+    def delta_entries(self) -> bytes:
+        """Its resources as the `resources` fields of a DeltaDiscoveryResponse."""
+        if self._delta_entries is None:
+            self._delta_entries = b"".join(delta_entry(r) for r in self.resources)
+        return self._delta_entries
 
     def refs(self) -> AbstractSet[str]:
         if self._refs is None:
@@ -103,6 +125,27 @@ class Part:
         return None
 
 
+class _Answers:
+    """Answers about one set and each of the last few sets it was compared with, found by that
+    set's identity: a proxy's set is compared with the proxy's next one and with the whole
+    snapshot's, and every proxy that holds it compares it with the same ones."""
+
+    __slots__ = ("_last",)
+    SIZE = 4
+
+    def __init__(self) -> None:
+        self._last: tuple[tuple[weakref.ref[ResourceSet], list[Resource]], ...] = ()
+
+    def get(self, other: ResourceSet) -> list[Resource] | None:
+        for ref, answer in self._last:
+            if ref() is other:
+                return answer
+        return None
+
+    def put(self, other: ResourceSet, answer: list[Resource]) -> None:
+        self._last = ((weakref.ref(other), answer), *self._last[: self.SIZE - 1])
+
+
 class ResourceSet:
     """The resources of one type that a proxy should have, with their version.
 
@@ -115,8 +158,10 @@ class ResourceSet:
         self.type_url = type_url
         self._parts = tuple(parts)
         self._only: dict[frozenset[str], ResourceSet] = {}
-        # The last `removed_from` answer: every proxy compares the same two sets after a change.
-        self._removed: tuple[weakref.ref[ResourceSet], list[Resource]] | None = None
+        # The last `removed_from` and `changed_from` answers: every proxy compares the same
+        # two sets after a change.
+        self._removed = _Answers()
+        self._changed = _Answers()
 
     @classmethod
     def of(cls, type_url: str, resources: Iterable[Resource]) -> ResourceSet:
@@ -145,13 +190,30 @@ class ResourceSet:
         proxy that compares the same two sets."""
         if other is self:
             return []
-        if self._removed is not None and self._removed[0]() is other:
-            return self._removed[1]
+        found = self._removed.get(other)
+        if found is not None:
+            return found
         shared = {id(p) for p in other.parts}
         changed = [p for p in self.parts if id(p) not in shared]
         removed = [r for p in changed for r in p.resources if r.name not in other]
-        self._removed = (weakref.ref(other), removed)
+        self._removed.put(other, removed)
         return removed
+
+    def changed_from(self, other: ResourceSet) -> list[Resource]:
+        """Resources of this set that `other` lacks or has with other content: what a delta
+        response carries. As `removed_from`, a look at the parts not shared with `other`, kept
+        for the next proxy that compares the same two sets (the same list object)."""
+        if other is self:
+            return []
+        found = self._changed.get(other)
+        if found is not None:
+            return found
+        shared = {id(p) for p in other.parts}
+        changed = [
+            r for p in self.parts if id(p) not in shared for r in _differing(p.resources, other)
+        ]
+        self._changed.put(other, changed)
+        return changed
 
     @cached_property
     def checksum(self) -> int:
@@ -170,6 +232,15 @@ class ResourceSet:
     def chunks(self) -> tuple[bytes, ...]:
         """`entries` in blocks that are joined into a response, never kept joined per proxy."""
         return (self.entries,)
+
+    @cached_property
+    def _delta_entries(self) -> bytes:
+        return b"".join(p.delta_entries() for p in self.parts)
+
+    def delta_chunks(self) -> tuple[bytes, ...]:
+        """Every resource as the `resources` fields of a DeltaDiscoveryResponse, in blocks as
+        `chunks`: a proxy's first response, made once for all the proxies that get it."""
+        return (self._delta_entries,)
 
     @cached_property
     def resources(self) -> Mapping[str, Resource]:
@@ -252,6 +323,12 @@ class _WithPart(ResourceSet):
             *(r for r in self.part.resources if r.name not in other),
         ]
 
+    def changed_from(self, other: ResourceSet) -> list[Resource]:
+        if not isinstance(other, _WithPart):
+            return super().changed_from(other)
+        from_base = self.base.changed_from(other.base)
+        return [*_differing(from_base, other), *_differing(self.part.resources, other)]
+
     @cached_property
     def checksum(self) -> int:
         return (self.base.checksum + self.part.checksum) % _MODULUS
@@ -262,6 +339,9 @@ class _WithPart(ResourceSet):
 
     def chunks(self) -> tuple[bytes, ...]:
         return (self.base.entries, self.part.entries)
+
+    def delta_chunks(self) -> tuple[bytes, ...]:
+        return (*self.base.delta_chunks(), self.part.delta_entries())
 
     @property
     def resources(self) -> Mapping[str, Resource]:
@@ -288,6 +368,14 @@ class _WithPart(ResourceSet):
 
 
 _MODULUS = 1 << 64
+
+
+def _differing(resources: Iterable[Resource], other: ResourceSet) -> Iterator[Resource]:
+    """Those of `resources` that `other` lacks or has with other content."""
+    for res in resources:
+        old = other.get(res.name)
+        if old is None or old.digest != res.digest:
+            yield res
 
 
 def _checksum(resources: Iterable[Resource]) -> int:

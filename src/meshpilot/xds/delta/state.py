@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from meshpilot.translator.resources import Resource, ResourceSet
+from meshpilot.translator.resources import ResourceSet
 from meshpilot.xds.protocol import TypeState
-
-
-def resource_version(res: Resource) -> str:
-    """A resource's own version: its content hash, the same on every replica and every run."""
-    return f"{res.digest:016x}"
 
 
 @dataclass

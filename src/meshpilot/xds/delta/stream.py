@@ -9,18 +9,17 @@ and the proxy's whole accepted set is kept, so gating and status work the same w
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from meshpilot.translator.envoy.wire import string_field, varint
-from meshpilot.translator.resources import Resource, ResourceSet
+from meshpilot.translator.envoy.wire import string_field
+from meshpilot.translator.resources import Resource, ResourceSet, delta_entry, version_of
 from meshpilot.xds.cache import Watch
-from meshpilot.xds.delta.state import DeltaTypeState, resource_version
+from meshpilot.xds.delta.state import DeltaTypeState
 from meshpilot.xds.gating import with_resources_in_use
 from meshpilot.xds.metrics import XdsMetrics
 from meshpilot.xds.protocol import ProtocolStream, record_nack
@@ -31,7 +30,6 @@ from meshpilot.xds.types import BY_URL, CLUSTER, ENDPOINT
 log = logging.getLogger(__name__)
 
 WILDCARD = "*"
-_RESOURCE_TAG = varint(2 << 3 | 2)  # `resources` (2) of DeltaDiscoveryResponse
 _nonces = itertools.count(1)
 
 
@@ -41,26 +39,18 @@ def new_delta_types(type_urls: Iterable[str]) -> dict[str, DeltaTypeState]:
 
 
 def delta_response(
-    resources: ResourceSet, updated: Iterable[Resource], removed: Iterable[str], nonce: str
+    resources: ResourceSet, updated: Sequence[Resource] | None, removed: Iterable[str], nonce: str
 ) -> bytes:
-    """A serialized DeltaDiscoveryResponse: each updated resource as a `Resource` (name,
-    version, and the cached Any bytes, which are field 2 there as in a DiscoveryResponse)."""
-    chunks = [string_field(1, resources.version)]
-    chunks += (_resource_field(res) for res in updated)
+    """A serialized DeltaDiscoveryResponse carrying `updated` (None: every resource of
+    `resources`, a first response) and the names `removed`."""
+    if updated is None:
+        entries: Iterable[bytes] = resources.delta_chunks()
+    else:
+        entries = (delta_entry(res) for res in updated)
+    chunks = [string_field(1, resources.version), *entries]
     chunks += (string_field(4, resources.type_url), string_field(5, nonce))
     chunks += (string_field(6, name) for name in removed)
     return b"".join(chunks)
-
-
-def _resource_field(res: Resource) -> bytes:
-    """One `resources` field, encoded once per resource, not once per proxy it goes to."""
-    return _encoded_resource(res.name, resource_version(res), res.entry)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _encoded_resource(name: str, version: str, entry: bytes) -> bytes:
-    body = b"".join((string_field(3, name), string_field(1, version), entry))
-    return b"".join((_RESOURCE_TAG, varint(len(body)), body))
 
 
 class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
@@ -81,7 +71,8 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
         return self._types
 
     def close(self) -> None:
-        """Nothing is shared with other streams beyond what the snapshot holds."""
+        for state in self._types.values():
+            self.shared.name_sets.release(state.names)
 
     def handle_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
         """Record an ACK or a NACK, and the subscription changes the request carries."""
@@ -112,9 +103,8 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
         if request.initial_resource_versions:
             state.initial = dict(request.initial_resource_versions)
 
-    @staticmethod
     def _subscribe(
-        state: DeltaTypeState, request: discovery_pb2.DeltaDiscoveryRequest, *, again: bool
+        self, state: DeltaTypeState, request: discovery_pb2.DeltaDiscoveryRequest, *, again: bool
     ) -> None:
         """Apply the request's subscription changes. A name subscribed to again on a stream
         (Envoy does, for the endpoints of a cluster it is replacing) is sent even if the proxy
@@ -128,7 +118,8 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
         subscribe.discard(WILDCARD)
         unsubscribe.discard(WILDCARD)
         if subscribe or unsubscribe:
-            state.names = frozenset((state.names | subscribe) - unsubscribe)
+            names = frozenset((state.names | subscribe) - unsubscribe)
+            state.names = self.shared.name_sets.replace(state.names, names)
             if again:
                 state.resend |= subscribe
 
@@ -149,10 +140,12 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
             self.metrics.pushed(type_url)
         return responses
 
-    def _endpoints_again_for(self, clusters: list[Resource], had: ResourceSet | None) -> None:
+    def _endpoints_again_for(
+        self, clusters: Sequence[Resource] | None, had: ResourceSet | None
+    ) -> None:
         """An updated cluster warms until it is sent its endpoints, changed or not (Envoy
         waits for them), so they go out again, right after it."""
-        if had is not None:
+        if had is not None and clusters is not None:
             self._types[ENDPOINT].resend.update(
                 name for cluster in clusters if cluster.name in had for name in cluster.refs
             )
@@ -163,7 +156,7 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
 
     def _candidates(
         self,
-    ) -> Iterator[tuple[str, DeltaTypeState, ResourceSet, list[Resource], list[str]]]:
+    ) -> Iterator[tuple[str, DeltaTypeState, ResourceSet, Sequence[Resource] | None, list[str]]]:
         """The types, in push order, with something to send: subscribed, nothing in flight,
         and a difference between what the proxy has and what it should have."""
         snapshot = self.watch.snapshot
@@ -177,7 +170,8 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
             if state.nacked_version == desired.version and not state.resend:
                 continue  # rejected as it is: the next change is sent
             updated, removed = self._difference(state, desired)
-            if updated or removed or (state.sent is None and state.initial is None):
+            first = state.sent is None and state.initial is None
+            if updated is None or updated or removed or first:
                 if state.initial is None or time.monotonic() >= self.watch.hold_claims_until:
                     yield type_url, state, desired, updated, removed
             elif state.sent is None or state.sent.version != desired.version:
@@ -186,22 +180,24 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
 
     def _difference(
         self, state: DeltaTypeState, desired: ResourceSet
-    ) -> tuple[list[Resource], list[str]]:
-        """(resources to send, names to remove) to take the proxy from what it has to
-        `desired`. The first response of a subscription is sent even if empty (Envoy waits
-        for it); a reconnecting proxy that has exactly `desired` is sent nothing, one that
+    ) -> tuple[Sequence[Resource] | None, list[str]]:
+        """(resources to send, None for all, names to remove) to take the proxy from what it
+        has to `desired`. The first response of a subscription is sent even if empty (Envoy
+        waits for it); a reconnecting proxy that has exactly `desired` is sent nothing, one that
         has something else keeps it while the others reconnect (SnapshotCache.hold_reconnects)."""
         if state.initial is not None:
             return _from_versions(state.initial, desired, state.resend)
         has = state.acked
         if has is None:
-            return list(desired.resources.values()), []
-        updated = _changed(has, desired)
-        updated += [
+            return None, []
+        updated = desired.changed_from(has)  # shared with other proxies: not to be changed
+        again = [
             r
             for name in state.resend
             if (r := desired.resources.get(name)) is not None and r not in updated
         ]
+        if again:
+            updated = [*updated, *again]
         subscribed = state.subscription
         removed = [
             r.name
@@ -216,31 +212,13 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
         return wanted if names is None else wanted.only(names)
 
 
-def _changed(has: ResourceSet, desired: ResourceSet) -> list[Resource]:
-    """Resources of `desired` that differ from, or are missing in, `has`. Only parts that are
-    not shared (by identity) can hold one: a one-service edit costs a look at that service."""
-    if has is desired:
-        return []
-    shared = {id(p) for p in has.parts}
-    known = has.resources
-    return [
-        r
-        for part in desired.parts
-        if id(part) not in shared
-        for r in part.resources
-        if (old := known.get(r.name)) is None or old.digest != r.digest
-    ]
-
-
 def _from_versions(
     versions: Mapping[str, str], desired: ResourceSet, resend: set[str]
 ) -> tuple[list[Resource], list[str]]:
     """The difference between the versions a reconnecting proxy has and `desired`."""
     resources = desired.resources
     updated = [
-        r
-        for name, r in resources.items()
-        if versions.get(name) != resource_version(r) or name in resend
+        r for name, r in resources.items() if versions.get(name) != version_of(r) or name in resend
     ]
     removed = [name for name in versions if name not in resources]
     return updated, removed

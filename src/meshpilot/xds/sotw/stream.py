@@ -14,6 +14,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from meshpilot.translator.resources import ResourceSet
 from meshpilot.xds.cache import Watch
+from meshpilot.xds.delta.subscriptions import NameSets
 from meshpilot.xds.gating import Gates, with_resources_in_use
 from meshpilot.xds.metrics import XdsMetrics
 from meshpilot.xds.protocol import ProtocolStream, record_nack
@@ -39,10 +40,12 @@ def new_types(type_urls: Iterable[str]) -> dict[str, SotwTypeState]:
 
 
 class StreamShared:
-    """What every stream of one server shares: name sets, responses, and answers about sets."""
+    """What every stream of one server shares: name sets (of either protocol), responses, and
+    answers about sets."""
 
     def __init__(self) -> None:
         self.subscriptions = Subscriptions()
+        self.name_sets = NameSets()
         self.responses = Responses()
         self.gates = Gates()
 
