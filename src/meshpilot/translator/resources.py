@@ -13,7 +13,7 @@ import functools
 import hashlib
 import operator
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -184,36 +184,31 @@ class ResourceSet:
         return self, _NO_PART
 
     def removed_from(self, other: ResourceSet) -> list[Resource]:
-        """Resources of this set that `other` lacks. Only parts that are not shared (by
-        identity) can hold one, so comparing a proxy's last set with its next costs a look at
-        the parts that changed, not at every resource; and the answer is kept for the next
-        proxy that compares the same two sets."""
-        if other is self:
-            return []
-        found = self._removed.get(other)
-        if found is not None:
-            return found
-        shared = {id(p) for p in other.parts}
-        changed = [p for p in self.parts if id(p) not in shared]
-        removed = [r for p in changed for r in p.resources if r.name not in other]
-        self._removed.put(other, removed)
-        return removed
+        """Resources of this set that `other` lacks (see `_compared`)."""
+        return self._compared(other, self._removed, lambda r: r.name not in other)
 
     def changed_from(self, other: ResourceSet) -> list[Resource]:
         """Resources of this set that `other` lacks or has with other content: what a delta
-        response carries. As `removed_from`, a look at the parts not shared with `other`, kept
-        for the next proxy that compares the same two sets (the same list object)."""
+        response carries (see `_compared`)."""
+        return self._compared(other, self._changed, lambda r: _differs(r, other))
+
+    def _compared(
+        self, other: ResourceSet, answers: _Answers, differs: Callable[[Resource], bool]
+    ) -> list[Resource]:
+        """Resources of this set that `differs` from `other`. Only parts that are not shared
+        (by identity) can hold one, so comparing a proxy's last set with its next costs a look
+        at the parts that changed, not at every resource; and the answer (the same list) is
+        kept for the next proxy that compares the same two sets."""
         if other is self:
             return []
-        found = self._changed.get(other)
-        if found is not None:
-            return found
-        shared = {id(p) for p in other.parts}
-        changed = [
-            r for p in self.parts if id(p) not in shared for r in _differing(p.resources, other)
-        ]
-        self._changed.put(other, changed)
-        return changed
+        found = answers.get(other)
+        if found is None:
+            shared = {id(p) for p in other.parts}
+            found = [
+                r for p in self.parts if id(p) not in shared for r in p.resources if differs(r)
+            ]
+            answers.put(other, found)
+        return found
 
     @cached_property
     def checksum(self) -> int:
@@ -327,7 +322,7 @@ class _WithPart(ResourceSet):
         if not isinstance(other, _WithPart):
             return super().changed_from(other)
         from_base = self.base.changed_from(other.base)
-        return [*_differing(from_base, other), *_differing(self.part.resources, other)]
+        return [r for r in (*from_base, *self.part.resources) if _differs(r, other)]
 
     @cached_property
     def checksum(self) -> int:
@@ -370,12 +365,10 @@ class _WithPart(ResourceSet):
 _MODULUS = 1 << 64
 
 
-def _differing(resources: Iterable[Resource], other: ResourceSet) -> Iterator[Resource]:
-    """Those of `resources` that `other` lacks or has with other content."""
-    for res in resources:
-        old = other.get(res.name)
-        if old is None or old.digest != res.digest:
-            yield res
+def _differs(res: Resource, other: ResourceSet) -> bool:
+    """`other` lacks `res`, or has it with other content."""
+    old = other.get(res.name)
+    return old is None or old.digest != res.digest
 
 
 def _checksum(resources: Iterable[Resource]) -> int:
