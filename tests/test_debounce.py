@@ -59,7 +59,7 @@ async def test_a_constant_stream_of_saves_is_still_applied(plane: ControlPlane) 
     before = applies(plane)
     deadline = time.monotonic() + 3 * MAX_WAIT_MS / 1000
     weight = 0
-    while time.monotonic() < deadline:  # a save every 20 ms, never quiet for 100 ms
+    while time.monotonic() < deadline:  # a save every 20 ms, never quiet for QUIET_MS (50 ms)
         weight = (weight + 1) % 100
         plane.mesh_path.write_text(mesh_text(weight))
         await asyncio.sleep(0.02)  # the stream's pace, what the debounce is tested against

@@ -18,7 +18,7 @@ from meshpilot.background import background
 
 log = logging.getLogger(__name__)
 
-QUIET_MS = 100  # a save is applied once no further change came for this long
+QUIET_MS = 50  # a save is applied once no further change came for this long
 MAX_WAIT_MS = 500  # ...but a constant stream of saves is still applied this often
 
 
