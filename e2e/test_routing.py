@@ -31,7 +31,7 @@ def test_host_with_port_is_routed_and_an_unknown_host_gets_404(mesh_env: MeshEnv
     with page.client() as client:
         with_port = client.get("reviews:9080", "/")
         unknown = client.get("no-such-service", "/")
-        other_port = client.get("reviews:1234", "/")  # reviews' route table, none of its names
+        other_port = client.get("reviews:1234", "/")  # reviews' route table, but not its name
     assert with_port.status == 200 and with_port.json()["version"] == "v1"
     assert unknown.status == 404
-    assert other_port.status == 404 and b"no such service" in other_port.body
+    assert other_port.status == 404

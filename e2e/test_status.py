@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import grpc
+import pytest
+from envoy.service.discovery.v3 import discovery_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support (not shipped)
 
@@ -18,7 +20,7 @@ from meshes import reviews_mesh
 
 from meshpilot.model import proxies
 from meshpilot.xds.types import CLUSTER
-from tests.support.client import AdsClient, sidecar_node
+from tests.support.client import AdsClient, DeltaClient, sidecar_node
 
 HEADER = ["SERVICE", "IP", "NODE", "XDS", "CDS", "EDS", "LDS", "SRDS", "RDS", "AGE", "ERROR"]
 NACK_ERROR = "e2e-test: cluster 'outbound|9080||reviews' rejected on purpose (code 42)"
@@ -56,7 +58,25 @@ def statuses(control_plane: ControlPlane) -> dict[str, dict[str, str]]:
     }
 
 
-async def test_status_shows_a_proxy_that_nacked_with_its_error(mesh_env: MeshEnv) -> None:
+async def nacked_clusters(client: AdsClient) -> discovery_pb2.DiscoveryResponse:
+    """Ask for clusters and reject them (`NACK_ERROR`), over the client's protocol."""
+    if isinstance(client, DeltaClient):
+        client.request(CLUSTER)
+        delta = await client.receive_delta()
+        assert delta.type_url == CLUSTER and delta.system_version_info
+        client.nack_delta(delta, NACK_ERROR)
+        return discovery_pb2.DiscoveryResponse(version_info=delta.system_version_info)
+    client.send(CLUSTER)
+    cds = await client.receive()
+    assert cds.type_url == CLUSTER and cds.version_info
+    client.nack(cds, NACK_ERROR)
+    return cds
+
+
+@pytest.mark.parametrize("protocol", ["sotw", "delta"])
+async def test_status_shows_a_proxy_that_nacked_with_its_error(
+    mesh_env: MeshEnv, protocol: str
+) -> None:
     control_plane = mesh_env.start_control_plane(mesh_env.write_mesh(reviews_mesh(100, 0)))
     reviews = mesh_env.start_instance("reviews", "v1")
     control_plane.wait_synced([reviews.node_id])
@@ -65,11 +85,9 @@ async def test_status_shows_a_proxy_that_nacked_with_its_error(mesh_env: MeshEnv
 
     token = mesh_env.token("productpage", {"version": "v1"}, any_address=True)
     credentials = grpc.ssl_channel_credentials(mesh_env.trust_anchor())
-    async with AdsClient(control_plane.xds, sidecar_node(fake), credentials, token) as client:
-        client.send(CLUSTER)
-        cds = await client.receive()
-        assert cds.type_url == CLUSTER and cds.version_info
-        client.nack(cds, NACK_ERROR)
+    client_class = DeltaClient if protocol == "delta" else AdsClient
+    async with client_class(control_plane.xds, sidecar_node(fake), credentials, token) as client:
+        cds = await nacked_clusters(client)
 
         def nacked_and_envoy_synced() -> bool:
             # The fake instance joined productpage, so the real Envoy gets new endpoints first.
@@ -92,7 +110,7 @@ async def test_status_shows_a_proxy_that_nacked_with_its_error(mesh_env: MeshEnv
     assert columns == HEADER, shown.stdout
     assert sorted(rows) == sorted([fake.node_id, reviews.node_id]), shown.stdout
     nacker = rows[fake.node_id]
-    assert (nacker["SERVICE"], nacker["IP"]) == ("productpage", ip)
+    assert (nacker["SERVICE"], nacker["IP"], nacker["XDS"]) == ("productpage", ip, protocol)
     assert nacker["CDS"].split()[0] == "NACKED", shown.stdout
     assert NACK_ERROR in nacker["ERROR"], shown.stdout
     envoy = rows[reviews.node_id]

@@ -115,7 +115,7 @@ def test_egress_scopes_a_proxys_view_to_the_services_it_calls() -> None:
     ]
     assert list(scoped[ROUTE].resources) == ["outbound|b"]
     table = decode(scoped[ROUTE].resources["outbound|b"])
-    assert [v["name"] for v in table["virtualHosts"]] == ["b", "unknown-service"]
+    assert [v["name"] for v in table["virtualHosts"]] == ["b"]
     (scope,) = (decode(s) for s in scoped[SCOPED_ROUTE].resources.values())
     assert scope["key"]["fragments"] == [{"stringKey": "b"}]
     assert scope["routeConfigurationName"] == "outbound|b"

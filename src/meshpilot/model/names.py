@@ -7,7 +7,6 @@ OUTBOUND_LISTENER = "outbound"
 # The outbound listener picks a route table per request by its Host (scoped routes, SRDS).
 OUTBOUND_SCOPES = "outbound"
 INBOUND_ROUTE = "inbound"
-UNKNOWN_HOST_VHOST = "unknown-service"
 MIXER_CLUSTER = "mixer"
 # Workload identity (Istio's names): the sidecar's agent serves Envoy its certificate and key as
 # the SDS secret WORKLOAD_SECRET and the mesh's trust anchor as ROOT_SECRET, over a unix socket

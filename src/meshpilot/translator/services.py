@@ -87,7 +87,7 @@ def translate_service(service: ir.Service) -> ServiceOutput:
     )
     vhost_entry = route.virtual_host_entry(virtual_host.SerializeToString(deterministic=True))
     table = names.outbound_route(service.name)
-    routes = route.route_configuration_bytes(table, [vhost_entry, _UNKNOWN_HOST])
+    routes = route.route_configuration_bytes(table, [vhost_entry])
     return ServiceOutput(
         clusters,
         Part([resource_from_bytes(ROUTE, table, routes, targets)]),
@@ -96,13 +96,6 @@ def translate_service(service: ir.Service) -> ServiceOutput:
         frozenset(targets),
         None if external else api_listener_name(service),
     )
-
-
-# Every route table ends with it: a Host that selects the table's scope but none of its names
-# (another port, say) gets the 404 that a Host no scope selects gets.
-_UNKNOWN_HOST = route.virtual_host_entry(
-    route.unknown_host_virtual_host().SerializeToString(deterministic=True)
-)
 
 
 def _scopes(service: ir.Service, table: str) -> list[Resource]:

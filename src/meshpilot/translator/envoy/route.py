@@ -33,7 +33,6 @@ def no_per_route(service: ir.Service, route: ir.Route) -> Mapping[str, any_pb2.A
 
 _ROUTE_CONFIG_NAME_FIELD = 1
 _ROUTE_CONFIG_VHOSTS_FIELD = 2
-_UNKNOWN_HOST_BODY = "meshpilot: no such service in the mesh\n"
 _MILLION = percent_pb2.FractionalPercent.DenominatorType.Value("MILLION")
 _APPEND = base_pb2.HeaderValueOption.HeaderAppendAction.Value("APPEND_IF_EXISTS_OR_ADD")
 _OVERWRITE = base_pb2.HeaderValueOption.HeaderAppendAction.Value("OVERWRITE_IF_EXISTS_OR_ADD")
@@ -256,23 +255,6 @@ def virtual_host(
     )
 
 
-def unknown_host_virtual_host() -> rc.VirtualHost:
-    """Catch-all: a request for a service the mesh does not know gets a 404 at once."""
-    return rc.VirtualHost(
-        name=names.UNKNOWN_HOST_VHOST,
-        domains=["*"],
-        routes=[
-            rc.Route(
-                match=rc.RouteMatch(prefix="/"),
-                direct_response=rc.DirectResponseAction(
-                    status=404,
-                    body=base_pb2.DataSource(inline_string=_UNKNOWN_HOST_BODY),
-                ),
-            )
-        ],
-    )
-
-
 def forward_all_virtual_host(name: str, cluster: str) -> rc.VirtualHost:
     """Every request to one cluster, with no timeout: the caller's sidecar enforces timeouts."""
     action = rc.RouteAction(cluster=cluster, timeout=duration(0))
@@ -291,8 +273,8 @@ def virtual_host_entry(serialized: bytes) -> bytes:
 def route_configuration_bytes(name: str, virtual_host_entries: Sequence[bytes]) -> bytes:
     """A serialized RouteConfiguration assembled from encoded virtual host entries.
 
-    A table is a concatenation of cached virtual hosts: a service's outbound table holds its own
-    and the 404 for unknown hosts, which every table shares.
+    A table is a concatenation of cached virtual hosts (a service's outbound table holds its
+    own alone).
     """
     return string_field(_ROUTE_CONFIG_NAME_FIELD, name) + b"".join(virtual_host_entries)
 
