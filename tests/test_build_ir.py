@@ -237,3 +237,17 @@ def test_an_insecure_mesh_has_no_identity() -> None:
     mesh = build_ir(parse_mesh(IDENTITY_MESH, "mesh.yaml"), secure=False)
     assert mesh.trust_domain is None
     assert all(s.spiffe_id is None and s.mtls is None for s in mesh.services)
+
+
+def test_an_ir_builder_builds_again_only_services_whose_spec_changed() -> None:
+    from meshpilot.mesh.incremental import MeshReader
+    from meshpilot.translator.build import IrBuilder
+    from tests.support.meshgen import mesh_yaml
+
+    reader, builder = MeshReader(), IrBuilder()
+    first = builder.build(reader.parse(mesh_yaml(3, name="m"), "m.yaml"), Path(), secure=False)
+    edited = reader.parse(mesh_yaml(3, name="m", v1_weights={1: 50}), "m.yaml")
+    second = builder.build(edited, Path(), secure=False)
+    assert second.services[0] is first.services[0] and second.services[2] is first.services[2]
+    assert second.services[1] != first.services[1]
+    assert second == build_ir(edited, Path(), secure=False)

@@ -31,13 +31,14 @@ from meshpilot.identity.errors import IdentityError
 from meshpilot.identity.service import CertificateService, IdentityMetrics
 from meshpilot.identity.tls import ServerCertificate
 from meshpilot.mesh.diagnostics import Diagnostic, MeshInvalid
-from meshpilot.mesh.load import parse_mesh, read_mesh_file
+from meshpilot.mesh.incremental import MeshReader
+from meshpilot.mesh.load import read_mesh_file
 from meshpilot.mesh.schema import MeshSpec
 from meshpilot.mesh.schema.security import SecuritySpec
 from meshpilot.mesh.watch import MeshWatcher
 from meshpilot.model.ir import MeshIR
 from meshpilot.model.proxies import Proxy
-from meshpilot.translator.build import build_ir
+from meshpilot.translator.build import IrBuilder
 from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.metrics import XdsMetrics, track_convergence
 from meshpilot.xds.peers import PeerLimits
@@ -89,6 +90,8 @@ class ControlPlane:
         self.certificates = CertificateService(None, IdentityMetrics(self.metrics.registry))
         self.cache = SnapshotCache(self.metrics)
         self.status = MeshStatus()
+        # A save is read and built again only where its text changed (one save at a time).
+        self._reader, self._ir = MeshReader(), IrBuilder()
         self.ads = AdsServer(
             self.cache, self.metrics, xds, self._admit if tls else None, peer_limits
         )
@@ -144,8 +147,8 @@ class ControlPlane:
         if version == self.status.version:
             return _Loaded(version, changed_at)
         try:
-            spec = parse_mesh(data.decode("utf-8", "replace"), str(self.mesh_path))
-            mesh = build_ir(spec, self.mesh_path.parent, secure=self.tls)
+            spec = self._reader.parse(data.decode("utf-8", "replace"), str(self.mesh_path))
+            mesh = self._ir.build(spec, self.mesh_path.parent, secure=self.tls)
         except MeshInvalid as invalid:
             return _Loaded(version, changed_at, problems=invalid.problems)
         except MeshpilotError as err:

@@ -69,6 +69,11 @@ def load_mesh(path: Path) -> MeshSpec:
 
 def parse_mesh(text: str, filename: str) -> MeshSpec:
     """Validate mesh file `text`; `filename` is only used in the problems reported."""
+    return parse_mesh_values(text, filename)[0]
+
+
+def parse_mesh_values(text: str, filename: str) -> tuple[MeshSpec, dict[str, Any]]:
+    """`parse_mesh`, and the file's plain values (what `cross_checks` reads)."""
     try:
         with gc_paused():
             return _parse(text, filename)
@@ -81,7 +86,7 @@ def parse_mesh(text: str, filename: str) -> MeshSpec:
         raise MeshInvalid([at_start(filename, message)]) from err
 
 
-def _parse(text: str, filename: str) -> MeshSpec:
+def _parse(text: str, filename: str) -> tuple[MeshSpec, dict[str, Any]]:
     check_characters(text, filename)
     root = compose(text, filename)
     if root is None:
@@ -99,7 +104,7 @@ def _parse(text: str, filename: str) -> MeshSpec:
     problems = tree.problems + [tree.diagnostic(issue) for issue in issues]
     if problems or spec is None:
         raise MeshInvalid(problems)
-    return spec
+    return spec, data
 
 
 def _validate(data: dict[str, Any]) -> tuple[MeshSpec | None, list[Issue]]:

@@ -6,6 +6,7 @@ Pure: the same spec always gives an equal IR. The spec is assumed valid (`mesh.l
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from meshpilot.identity.spiffe import SpiffeId, trust_domain_for_mesh
@@ -73,16 +74,27 @@ def load_ir(path: Path, *, secure: bool = True) -> MeshIR:
     return build_ir(load_mesh(path), path.parent, secure=secure)
 
 
-def build_ir(spec: MeshSpec, base_dir: Path | None = None, *, secure: bool = True) -> MeshIR:
+ServiceBuilder = Callable[[str, ServiceSpec, DefaultsSpec, Path], Service]
+
+
+def build_ir(
+    spec: MeshSpec,
+    base_dir: Path | None = None,
+    *,
+    secure: bool = True,
+    service_of: ServiceBuilder | None = None,
+) -> MeshIR:
     """Sorted by name throughout, so that equal files give equal IR and equal versions.
 
     Relative file names in the mesh (a CA file) are relative to `base_dir`, the mesh file's folder.
     `secure`: sidecars have workload certificates (a control plane not run with --insecure).
+    `service_of`: how a service is built (`service`, or an `IrBuilder`'s memo of it).
     """
     defaults = spec.defaults or DefaultsSpec()
     base = base_dir or Path()
+    build = service_of or service
     services = tuple(
-        service(name, spec.services[name], defaults, base) for name in sorted(spec.services)
+        build(name, spec.services[name], defaults, base) for name in sorted(spec.services)
     )
     policies = tuple(policy(p, base) for p in spec.policies)
     telemetry = telemetry_of(spec.telemetry)
@@ -95,6 +107,28 @@ def build_ir(spec: MeshSpec, base_dir: Path | None = None, *, secure: bool = Tru
         telemetry=telemetry,
     )
     return with_identity(mesh, spec) if secure else mesh
+
+
+class IrBuilder:
+    """`build_ir` for successive versions of one mesh file: a service whose spec is the very
+    object it was last time (`MeshReader` keeps the specs of services whose text is unchanged),
+    with the same defaults, is not built again."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, tuple[ServiceSpec, DefaultsSpec, Path, Service]] = {}
+
+    def build(self, spec: MeshSpec, base_dir: Path, *, secure: bool) -> MeshIR:
+        mesh = build_ir(spec, base_dir, secure=secure, service_of=self._service)
+        self._built = {n: b for n, b in self._built.items() if n in spec.services}
+        return mesh
+
+    def _service(self, name: str, spec: ServiceSpec, defaults: DefaultsSpec, base: Path) -> Service:
+        found = self._built.get(name)
+        if found is not None and found[0] is spec and found[1:3] == (defaults, base):
+            return found[3]
+        built = service(name, spec, defaults, base)
+        self._built[name] = (spec, defaults, base, built)
+        return built
 
 
 def with_identity(mesh: MeshIR, spec: MeshSpec) -> MeshIR:
