@@ -40,6 +40,7 @@ FILTERS = "tests/test_http_filters.py"
 CERTIFICATES = "tests/test_identity_service.py"
 AGENT = "tests/test_identity_client.py"
 ADS_AUTH = "tests/test_ads_auth.py"
+INCREMENTAL = "tests/test_incremental.py"
 
 MUTANTS = (
     Mutant(
@@ -202,6 +203,20 @@ MUTANTS = (
         "if dict(proxy.labels) != dict(grant.labels):",
         "if False:",
         (ADS_AUTH,),
+    ),
+    Mutant(
+        "incremental-read-skips-cross-checks",
+        "mesh/incremental.py",
+        "if cross_checks(data, Path(filename).parent):",
+        "if False:",
+        (INCREMENTAL,),
+    ),
+    Mutant(
+        "delta-changes-not-found-in-the-proxys-own-part",
+        "translator/resources.py",
+        "return [r for r in (*from_base, *self.part.resources) if _differs(r, other)]",
+        "return [r for r in from_base if _differs(r, other)]",
+        (TRANSLATOR,),
     ),
 )
 

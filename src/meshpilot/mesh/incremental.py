@@ -43,7 +43,6 @@ class _Cut(NamedTuple):
 class _Known(NamedTuple):
     """A service block read before: its values (for cross-checks) and its checked spec."""
 
-    name: str
     values: Any
     spec: ServiceSpec
 
@@ -93,7 +92,7 @@ class MeshReader:
                 known = last.blocks.get(block)
                 if known is None:
                     known, read = _read_block(name, block, filename), read + 1
-                if known is None or known.name != name or name in blocks:
+                if known is None or name in blocks:  # a block's text starts with its name
                     return None
                 blocks[name] = known
             data = {**last.data, "services": {k: b.values for k, b in blocks.items()}}
@@ -121,7 +120,7 @@ class MeshReader:
             if isinstance(services, dict) and sorted(services) == sorted(names) == sorted(
                 set(names)
             ):
-                blocks = {n: _Known(n, services[n], spec.services[n]) for n in names}
+                blocks = {n: _Known(services[n], spec.services[n]) for n in names}
         if cut is None or blocks is None:
             self._last = None
             return
@@ -151,7 +150,7 @@ def _read_block(name: str, block: str, filename: str) -> _Known | None:
     if tree.problems or not isinstance(services, dict) or list(services) != [name]:
         return None
     try:
-        return _Known(name, services[name], ServiceSpec.model_validate(services[name]))
+        return _Known(services[name], ServiceSpec.model_validate(services[name]))
     except ValidationError:
         return None
 
