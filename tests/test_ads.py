@@ -205,3 +205,37 @@ async def test_a_re_request_for_endpoints_is_answered_again(plane: Plane) -> Non
         client.ack(first, names)  # the same nonce again, nothing in flight: a re-request
         again = await client.receive()
     assert again.version_info == first.version_info and again.nonce != first.nonce
+
+
+async def test_in_a_big_fleet_a_joining_proxy_is_served_at_once_and_its_endpoint_later(
+    plane: Plane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From SERVE_AT_ONCE_FROM proxies on, a joining proxy does not wait for the membership
+    debounce (seconds in a big fleet): it gets the last translation, then its own endpoint."""
+    from meshpilot.xds import cache as cache_module
+
+    v1 = ["outbound|9080|v1|reviews"]
+    async with plane.client(proxy("a", "127.0.0.2")) as first:
+        assert hosts(await first.fetch(ENDPOINT, v1)) == [("127.0.0.2", 15006)]
+        monkeypatch.setattr(cache_module, "SERVE_AT_ONCE_FROM", 1)
+        monkeypatch.setattr(cache_module, "MEMBERSHIP_MAX_WAIT_S", 60.0)
+        debounce = plane.cache._membership
+        monkeypatch.setattr(debounce, "quiet", 60.0)  # the next change waits for the test
+        async with plane.client(proxy("late", "127.0.0.7")) as late:
+            served = await late.fetch(ENDPOINT, v1)
+            assert hosts(served) == [("127.0.0.2", 15006)]  # before the debounce ended
+            debounce.quiet = 0.0
+            debounce.schedule()  # it ends: the late proxy's own endpoint comes
+            updated = await late.receive()
+    assert sorted(hosts(updated)) == [("127.0.0.2", 15006), ("127.0.0.7", 15006)]
+
+
+def hosts(response: discovery_pb2.DiscoveryResponse) -> list[tuple[str, int]]:
+    (assignment,) = [
+        endpoint_pb2.ClusterLoadAssignment.FromString(r.value) for r in response.resources
+    ]
+    return [
+        (e.endpoint.address.socket_address.address, e.endpoint.address.socket_address.port_value)
+        for locality in assignment.endpoints
+        for e in locality.lb_endpoints
+    ]

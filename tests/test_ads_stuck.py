@@ -66,7 +66,7 @@ async def test_streams_that_never_answer_do_not_delay_a_proxy_that_does(tight: P
         quiet.send(CLUSTER)
         await wait_for_async(lambda: permits(tight) == (1, 1))  # quiet waits for silent's
         tight.cache.set_mesh(mesh(with_v2=False))  # one cluster fewer
-        assert (await good.receive(timeout=2)).type_url == CLUSTER
+        assert (await good.receive(timeout=10)).type_url == CLUSTER  # holds are 60 s
 
 
 async def test_a_zero_window_stream_gives_up_its_permit_then_is_ended(

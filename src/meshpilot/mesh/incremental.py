@@ -30,6 +30,8 @@ from meshpilot.mesh.nodes import Tree
 from meshpilot.mesh.references import cross_checks
 from meshpilot.mesh.schema import MeshSpec, ServiceSpec
 
+# Past this many new service blocks, the whole file is read at once instead.
+MOST_BLOCKS_READ = 64
 _SERVICES_LINE = re.compile(r"services:[ ]*(#.*)?\n?")
 _SERVICE_KEY = re.compile(r"( +)([A-Za-z0-9_][A-Za-z0-9_.-]*):( |\n|$)")
 
@@ -82,6 +84,8 @@ class MeshReader:
         last = self._last
         if last is None or cut.head != last.head or cut.tail != last.tail:
             return None
+        if sum(block not in last.blocks for _, block in cut.blocks) > MOST_BLOCKS_READ:
+            return None  # most of the file is new: one full read is quicker
         with gc_paused():
             try:
                 check_characters(text, filename)

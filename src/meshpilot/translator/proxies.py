@@ -187,9 +187,9 @@ def proxy_view(
     if previous is not None and previous.inputs == inputs and previous.local is not None:
         if previous.calls is calls:
             return previous
-        local = previous.local
-    else:
-        local = local_resources(proxy, *inputs)
+        view = _assemble(calls, previous.local, previous)
+        return ProxyView(inputs, previous.local, calls, view)
+    local = local_resources(proxy, *inputs)
     return ProxyView(inputs, local, calls, _assemble(calls, local))
 
 
@@ -210,12 +210,17 @@ def _proxyless_view(calls: Outbound, previous: ProxyView | None) -> ProxyView:
     return ProxyView(None, None, calls, view)
 
 
-def _assemble(calls: Outbound, local: LocalResources) -> View:
+def _assemble(calls: Outbound, local: LocalResources, previous: ProxyView | None = None) -> View:
     """The view of a proxy with these resources of its own, calling these services. Whether
     its listeners refer only to what it has is checked where it is served (xds/snapshot.py),
-    so that one proxy's bad view is refused alone."""
+    so that one proxy's bad view is refused alone. Its clusters are `previous`'s (the same
+    set) while the services' clusters are (a proxy joining changes endpoints only)."""
+    if previous is not None and previous.calls.clusters is calls.clusters:
+        clusters = previous.view[CLUSTER]
+    else:
+        clusters = calls.clusters.plus(local.app_cluster)
     return {
-        CLUSTER: calls.clusters.plus(local.app_cluster),
+        CLUSTER: clusters,
         ENDPOINT: calls.endpoints,
         LISTENER: local.listeners,
         SCOPED_ROUTE: calls.scopes,

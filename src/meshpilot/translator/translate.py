@@ -102,6 +102,11 @@ class Translator:
         self._tcp = dict(sorted(kept.items()))
         return tuple(e.service for e in self._tcp.values())
 
+    @property
+    def last(self) -> MeshResources | None:
+        """The last translation's output (None before the first)."""
+        return self._last
+
     def forget(self, proxy: proxies.Proxy) -> None:
         self._views.pop(proxy, None)
 

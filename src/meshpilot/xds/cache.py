@@ -11,7 +11,9 @@ so translations never overlap and apply in the order they were asked for.
 
 Proxies joining and leaving change endpoints, which every proxy receives; they are applied
 after a debounce, so that thousands of proxies (re)connecting together cause a few pushes of
-endpoints to everyone, not one per proxy. A joining proxy gets its view with the next of them.
+endpoints to everyone, not one per proxy. The debounce waits longer the more proxies there are
+(each change costs a push to every one of them); in a big fleet, a joining proxy does not
+wait for it: it is served the last translation at once, its own endpoint with the next change.
 """
 
 from __future__ import annotations
@@ -36,9 +38,15 @@ from meshpilot.xds.snapshot import Consistency, Snapshot
 log = logging.getLogger(__name__)
 
 EMPTY_MESH = ir.MeshIR(name="", services=())
-# Membership changes are applied once none came for QUIET seconds, or MAX_WAIT after the first.
+# Membership changes are applied once none came for QUIET seconds, or MAX_WAIT after the first:
+# one second, plus one per PROXIES_PER_SECOND proxies connected, up to LONGEST.
 MEMBERSHIP_QUIET_S = 0.05
 MEMBERSHIP_MAX_WAIT_S = 1.0
+MEMBERSHIP_PROXIES_PER_SECOND = 1_000
+MEMBERSHIP_LONGEST_WAIT_S = 10.0
+# From this many proxies on, a joining proxy is served at once instead of with the next
+# membership change (which is then a second or more away).
+SERVE_AT_ONCE_FROM = 1_000
 
 
 @dataclass(eq=False)
@@ -76,12 +84,13 @@ class SnapshotCache:
         self._mesh = EMPTY_MESH
         self._watches: list[Watch] = []
         self._proxies: Counter[proxies.Proxy] = Counter()  # of the watches (a proxy may reconnect)
-        self._membership = _Debounce(MEMBERSHIP_QUIET_S, MEMBERSHIP_MAX_WAIT_S, self._rebuild)
+        self._membership = _Debounce(MEMBERSHIP_QUIET_S, self._membership_wait, self._rebuild)
         self._scan_from = 0  # see all_synced
         self._hold_until = 0.0
         self._translating = ThreadPoolExecutor(1, thread_name_prefix="translate")
         self._left: list[proxies.Proxy] = []  # to forget at the next translation
         self._rebuilding: asyncio.Task[None] | None = None
+        self._consistency = Consistency()  # of the last translation, for joining proxies
 
     @property
     def watches(self) -> list[Watch]:
@@ -133,12 +142,44 @@ class SnapshotCache:
         self, proxy: proxies.Proxy, types: Mapping[str, TypeState], protocol: str = "sotw"
     ) -> Watch:
         """Register a proxy whose stream keeps `types`; its snapshot comes with the next
-        membership change."""
+        membership change, or in a fleet of SERVE_AT_ONCE_FROM proxies or more, at once (the
+        last translation; its own endpoint with the next membership change)."""
         watch = Watch(proxy, types, protocol, hold_claims_until=self._hold_until)
         self._watches.append(watch)
         self._proxies[proxy] += 1
         self._membership.schedule()
+        if len(self._watches) < SERVE_AT_ONCE_FROM:
+            return watch
+        loop = asyncio.get_running_loop()
+        made = self._translating.submit(self._first_view, watch)
+        made.add_done_callback(lambda done: loop.call_soon_threadsafe(self._serve, watch, done))
         return watch
+
+    def _membership_wait(self) -> float:
+        extra = len(self._watches) / MEMBERSHIP_PROXIES_PER_SECOND
+        return min(MEMBERSHIP_MAX_WAIT_S + extra, MEMBERSHIP_LONGEST_WAIT_S)
+
+    def _first_view(self, watch: Watch) -> tuple[View, Snapshot] | None:
+        """On the translation thread: the joining proxy's view of the last translation."""
+        shared = self._translator.last
+        if shared is None:
+            return None
+        view = self._translator.view(shared, watch.proxy)
+        return view, self._consistency.snapshot(view)
+
+    def _serve(self, watch: Watch, made: Future[tuple[View, Snapshot] | None]) -> None:
+        """On the loop: a joining proxy's first snapshot, unless a newer one came first."""
+        try:
+            first = made.result()
+        except InconsistentSnapshot as err:
+            self._refuse([(watch, err)])
+            return
+        except Exception:
+            log.exception("could not make %s's first view; it waits for the next change", watch)
+            return
+        if first is not None and watch.snapshot is None and watch in self._watches:
+            watch.source, watch.snapshot = first
+            watch.wakeup.set()
 
     def disconnect(self, watch: Watch) -> None:
         self._watches.remove(watch)
@@ -183,11 +224,12 @@ class SnapshotCache:
         views = [(w, self._translator.view(shared, w.proxy)) for w in watches]
         made: _Made = []
         refused, consistency = [], Consistency()
+        self._consistency = consistency
         for watch, view in views:
             if view is watch.source:
                 continue  # checked when it was made
             try:
-                made.append((watch, view, consistency.snapshot(view)))
+                made.append((watch, view, consistency.snapshot(view, watch.snapshot)))
             except InconsistentSnapshot as err:
                 refused.append((watch, err))
                 if all_or_nothing:
@@ -223,25 +265,27 @@ _Made = list[tuple[Watch, View, Snapshot]]
 
 
 class _Debounce:
-    """Calls `action` once no `schedule()` came for `quiet` seconds, or `max_wait` seconds
+    """Calls `action` once no `schedule()` came for `quiet` seconds, or `max_wait()` seconds
     after the first one not yet acted on."""
 
-    def __init__(self, quiet: float, max_wait: float, action: Callable[[], None]) -> None:
+    def __init__(
+        self, quiet: float, max_wait: Callable[[], float], action: Callable[[], None]
+    ) -> None:
         self.quiet = quiet
         self.max_wait = max_wait
         self.action = action
-        self._first: float | None = None
+        self._latest: float | None = None  # when the first change not acted on must be
         self._timer: asyncio.TimerHandle | None = None
 
     def schedule(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if self._first is None:
-            self._first = now
+        if self._latest is None:
+            self._latest = now + self.max_wait()
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = loop.call_at(min(now + self.quiet, self._first + self.max_wait), self._fire)
+        self._timer = loop.call_at(min(now + self.quiet, self._latest), self._fire)
 
     def _fire(self) -> None:
-        self._first = self._timer = None
+        self._latest = self._timer = None
         self.action()

@@ -48,11 +48,18 @@ class Consistency:
     def __init__(self) -> None:
         self._answers: dict[tuple[int, ...], tuple[object, frozenset[str]]] = {}
 
-    def snapshot(self, view: Mapping[str, ResourceSet]) -> Snapshot:
-        """The view as a Snapshot; raises InconsistentSnapshot naming each dangling reference."""
+    def snapshot(
+        self, view: Mapping[str, ResourceSet], checked: Snapshot | None = None
+    ) -> Snapshot:
+        """The view as a Snapshot; raises InconsistentSnapshot naming each dangling reference.
+        A type whose set and target sets are those of `checked` (a snapshot made before, the
+        same objects) is not checked again: when a proxy joins, others get new endpoints
+        only."""
         split = {type_url: resources.split() for type_url, resources in view.items()}
         for type_ in TYPES:
-            if type_.refers_to and self._missing(split, type_):
+            if not type_.refers_to or _unchanged(type_, view, checked):
+                continue
+            if self._missing(split, type_):
                 raise InconsistentSnapshot("dangling references: " + ", ".join(_dangling(view)))
         return Snapshot(view)
 
@@ -75,6 +82,16 @@ class Consistency:
 
 
 _Split = tuple[ResourceSet, Part]  # a set as (shared with other proxies, the proxy's own)
+
+
+def _unchanged(
+    type_: ResourceType, view: Mapping[str, ResourceSet], checked: Snapshot | None
+) -> bool:
+    """`type_`'s set and the sets it refers to are the ones `checked` had."""
+    if checked is None:
+        return False
+    urls = (type_.url, *type_.refers_to)
+    return all(view[url] is checked.sets.get(url) for url in urls)
 
 
 def _dangling(view: Mapping[str, ResourceSet]) -> list[str]:
