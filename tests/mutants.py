@@ -137,15 +137,22 @@ MUTANTS = (
     Mutant(
         "consistency-not-checked-when-served",
         "xds/cache.py",
-        "made.append((watch, view, consistency.snapshot(view)))",
+        "made.append((watch, view, consistency.snapshot(view, watch.snapshot)))",
         "made.append((watch, view, Snapshot(view)))",
         (SNAPSHOT,),
     ),
     Mutant(
         "dangling-reference-let-through",
         "xds/snapshot.py",
-        "            if type_.refers_to and self._missing(split, type_):",
+        "            if self._missing(split, type_):",
         "            if False:",
+        (SNAPSHOT,),
+    ),
+    Mutant(
+        "a-type-not-checked-again-when-only-what-it-refers-to-changed",
+        "xds/snapshot.py",
+        "urls = (type_.url, *type_.refers_to)",
+        "urls = (type_.url,)",
         (SNAPSHOT,),
     ),
     Mutant(
