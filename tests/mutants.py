@@ -212,6 +212,13 @@ MUTANTS = (
         (ADS_AUTH,),
     ),
     Mutant(
+        "delta-push-found-before-a-request-sent-after-it",
+        "xds/delta/stream.py",
+        "        self._found = None\n        state = self._types.get(request.type_url)",
+        "        state = self._types.get(request.type_url)",
+        (DELTA,),
+    ),
+    Mutant(
         "incremental-read-skips-cross-checks",
         "mesh/incremental.py",
         "if cross_checks(data, Path(filename).parent):",

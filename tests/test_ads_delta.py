@@ -196,3 +196,32 @@ async def test_an_updated_cluster_is_sent_its_unchanged_endpoints_again(served: 
         assert cds.type_url == CLUSTER and ALL in names(cds)
         eds = await client.receive_delta()
         assert eds.type_url == ENDPOINT and names(eds) == [ALL]
+
+
+def test_a_request_between_looking_for_a_push_and_pushing_is_taken_into_account() -> None:
+    """The server looks for something to push, waits for a push permit, then pushes; what
+    a request changed meanwhile (here: a name unsubscribed) is in the push."""
+    from meshpilot.translator.translate import Translator
+    from meshpilot.xds.cache import Watch
+    from meshpilot.xds.delta.stream import DeltaStream, new_delta_types
+    from meshpilot.xds.metrics import XdsMetrics
+    from meshpilot.xds.snapshot import Consistency
+    from meshpilot.xds.sotw.stream import StreamShared
+    from meshpilot.xds.types import PUSH_ORDER
+
+    translator = Translator()
+    sidecar = proxy("a", "127.0.0.2")
+    types = new_delta_types(PUSH_ORDER)
+    watch = Watch(sidecar, types, "delta")
+    view = translator.view(translator.translate(mesh(), []), sidecar)
+    watch.snapshot = Consistency().snapshot(view)
+    stream = DeltaStream(watch, types, XdsMetrics(lambda: 1), StreamShared())
+    stream.handle_request(
+        discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, resource_names_subscribe=[V1, ALL])
+    )
+    assert stream.wants_push()
+    stream.handle_request(
+        discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, resource_names_unsubscribe=[ALL])
+    )
+    (pushed,) = stream.next_responses()
+    assert names(discovery_pb2.DeltaDiscoveryResponse.FromString(pushed)) == [V1]

@@ -92,6 +92,18 @@ def test_delta_streams_with_the_same_names_share_one_set() -> None:
     assert len(sets) == 0
 
 
+def test_streams_making_the_same_change_to_a_shared_set_get_one_set() -> None:
+    from meshpilot.xds.delta.subscriptions import NameSets
+
+    sets = NameSets()
+    a = sets.replace(frozenset(), frozenset({"x", "y"}))
+    b = sets.replace(frozenset(), frozenset({"x", "y"}))
+    more, fewer = frozenset({"z"}), frozenset({"x"})
+    first = sets.changed(a, more, fewer)
+    assert first == {"y", "z"} and sets.changed(b, more, fewer) is first
+    assert len(sets) == 1  # both moved on: {x, y} is no longer held
+
+
 def test_egress_scopes_a_proxys_view_to_the_services_it_calls() -> None:
     from meshpilot.translator.resources import decode
     from meshpilot.translator.translate import Translator

@@ -85,7 +85,7 @@ class MeshReader:
         if last is None or cut.head != last.head or cut.tail != last.tail:
             return None
         if sum(block not in last.blocks for _, block in cut.blocks) > MOST_BLOCKS_READ:
-            return None  # most of the file is new: one full read is quicker
+            return None  # many services are new: one full read is quicker
         with gc_paused():
             try:
                 check_characters(text, filename)
@@ -96,7 +96,7 @@ class MeshReader:
                 known = last.blocks.get(block)
                 if known is None:
                     known, read = _read_block(name, block, filename), read + 1
-                if known is None or name in blocks:  # a block's text starts with its name
+                if known is None or name in blocks:  # unreadable alone, or a duplicate name
                     return None
                 blocks[name] = known
             data = {**last.data, "services": {k: b.values for k, b in blocks.items()}}
@@ -121,9 +121,8 @@ class MeshReader:
         if blocks is None and cut is not None:
             services = data.get("services")
             names = [name for name, _ in cut.blocks]
-            if isinstance(services, dict) and sorted(services) == sorted(names) == sorted(
-                set(names)
-            ):
+            unique = len(set(names)) == len(names)
+            if isinstance(services, dict) and unique and set(names) == set(services):
                 blocks = {n: _Known(services[n], spec.services[n]) for n in names}
         if cut is None or blocks is None:
             self._last = None

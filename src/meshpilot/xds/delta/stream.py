@@ -30,6 +30,10 @@ from meshpilot.xds.types import BY_URL, CLUSTER, ENDPOINT
 log = logging.getLogger(__name__)
 
 WILDCARD = "*"
+# A type with something to send: its URL and state, the set it should have, what to send
+# (None: everything) and the names to remove.
+_Candidate = tuple[str, DeltaTypeState, ResourceSet, Sequence[Resource] | None, list[str]]
+_WILDCARD = frozenset([WILDCARD])
 _nonces = itertools.count(1)
 
 
@@ -65,6 +69,9 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
         self._types = types
         self.metrics = metrics
         self.shared = shared
+        # What `wants_push` found, for the snapshot it looked at: `next_responses` uses it
+        # unless a request or a new snapshot came in between (each look costs a diff per type).
+        self._found: tuple[Snapshot | None, list[_Candidate]] | None = None
 
     @property
     def types(self) -> Mapping[str, DeltaTypeState]:
@@ -76,6 +83,7 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
 
     def handle_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
         """Record an ACK or a NACK, and the subscription changes the request carries."""
+        self._found = None
         state = self._types.get(request.type_url)
         type_ = BY_URL.get(request.type_url)
         if state is None or type_ is None:
@@ -109,27 +117,33 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
         """Apply the request's subscription changes. A name subscribed to again on a stream
         (Envoy does, for the endpoints of a cluster it is replacing) is sent even if the proxy
         had it; on the first request, what the proxy has is in its initial versions."""
-        subscribe = set(request.resource_names_subscribe)
-        unsubscribe = set(request.resource_names_unsubscribe)
+        subscribe = frozenset(request.resource_names_subscribe)
+        unsubscribe = frozenset(request.resource_names_unsubscribe)
         if WILDCARD in subscribe:
             state.wildcard = True
         if WILDCARD in unsubscribe:
             state.wildcard = False
-        subscribe.discard(WILDCARD)
-        unsubscribe.discard(WILDCARD)
+        subscribe, unsubscribe = subscribe - _WILDCARD, unsubscribe - _WILDCARD
         if subscribe or unsubscribe:
-            names = frozenset((state.names | subscribe) - unsubscribe)
-            state.names = self.shared.name_sets.replace(state.names, names)
+            state.names = self.shared.name_sets.changed(state.names, subscribe, unsubscribe)
             if again:
                 state.resend |= subscribe
 
     def wants_push(self) -> bool:
-        return any(True for _ in self._candidates())
+        found = list(self._candidates())
+        self._found = (self.watch.snapshot, found)
+        return bool(found)
 
     def next_responses(self) -> list[bytes]:
         """The responses to send now, in push order; each type has at most one in flight."""
+        found, self._found = self._found, None
+        candidates: Iterable[_Candidate]
+        if found is None or found[0] is not self.watch.snapshot or _has_clusters(found[1]):
+            candidates = self._candidates()  # lazily: clusters sent make endpoints due again
+        else:
+            candidates = found[1]
         responses = []
-        for type_url, state, desired, updated, removed in self._candidates():
+        for type_url, state, desired, updated, removed in candidates:
             if BY_URL[type_url].gated and not self._dependencies_acked(desired):
                 continue
             nonce = f"d{next(_nonces)}"
@@ -154,9 +168,7 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
         assert self.watch.snapshot is not None  # a candidate is taken from the snapshot
         return self.shared.gates.dependencies_acked(desired, self.watch.snapshot, self.types)
 
-    def _candidates(
-        self,
-    ) -> Iterator[tuple[str, DeltaTypeState, ResourceSet, Sequence[Resource] | None, list[str]]]:
+    def _candidates(self) -> Iterator[_Candidate]:
         """The types, in push order, with something to send: subscribed, nothing in flight,
         and a difference between what the proxy has and what it should have."""
         snapshot = self.watch.snapshot
@@ -210,6 +222,10 @@ class DeltaStream(ProtocolStream[discovery_pb2.DeltaDiscoveryRequest]):
         names = self._types[type_url].subscription
         wanted = with_resources_in_use(type_url, snapshot[type_url], self.types)
         return wanted if names is None else wanted.only(names)
+
+
+def _has_clusters(candidates: list[_Candidate]) -> bool:
+    return any(type_url == CLUSTER for type_url, *_ in candidates)
 
 
 def _from_versions(

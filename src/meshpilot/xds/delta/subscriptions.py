@@ -9,15 +9,37 @@ the same names holds, kept while one does.
 
 from __future__ import annotations
 
+_CHANGES_KEPT = 64
+_Change = tuple[int, frozenset[str], frozenset[str]]  # (id of the set, names added, removed)
+
 
 class NameSets:
     """The distinct name sets of every delta stream of one server, with their users."""
 
     def __init__(self) -> None:
         self._sets: dict[frozenset[str], tuple[frozenset[str], int]] = {}
+        # The last few changes made to a shared set (kept with it, so that its id stays its
+        # own): every stream holding it makes the same one.
+        self._changes: dict[_Change, tuple[frozenset[str], frozenset[str]]] = {}
 
     def __len__(self) -> int:
         return len(self._sets)
+
+    def changed(
+        self, held: frozenset[str], subscribe: frozenset[str], unsubscribe: frozenset[str]
+    ) -> frozenset[str]:
+        """The shared set of `held` with `subscribe` added and `unsubscribe` removed, for a
+        stream that held `held` until now: worked out once for every stream holding the same
+        set (it costs a copy of thousands of names)."""
+        key = (id(held), subscribe, unsubscribe)
+        found = self._changes.get(key)
+        if found is not None and found[0] is held:
+            return self.replace(held, found[1])
+        names = frozenset((held | subscribe) - unsubscribe)
+        if len(self._changes) >= _CHANGES_KEPT:
+            del self._changes[next(iter(self._changes))]
+        self._changes[key] = (held, names)
+        return self.replace(held, names)
 
     def replace(self, held: frozenset[str], names: frozenset[str]) -> frozenset[str]:
         """The shared object equal to `names`, for a stream that held `held` until now."""
