@@ -69,13 +69,14 @@ class Prober:
             self.latencies.append(time.perf_counter() - started)
             time.sleep(0.02)
 
-    def __enter__(self) -> Prober:
+    async def __aenter__(self) -> Prober:
         self._thread.start()
         return self
 
-    def __exit__(self, *_exc: object) -> None:
+    async def __aexit__(self, *_exc: object) -> None:
+        """Joined off the loop: a probe under way waits for this loop to answer it."""
         self._stop.set()
-        self._thread.join(timeout=30)
+        await asyncio.to_thread(self._thread.join, 30)
 
 
 async def test_the_control_plane_keeps_serving_while_it_validates_a_big_file(
@@ -84,7 +85,7 @@ async def test_the_control_plane_keeps_serving_while_it_validates_a_big_file(
     async with running_control_plane(tmp_path, MESH) as plane:
         plane.mesh_path.write_text(HUGE)
         proxy = Proxy("reviews~127.0.0.1", "reviews", "127.0.0.1", 8080, ())
-        with Prober(plane.admin.address) as prober:
+        async with Prober(plane.admin.address) as prober:
             await wait_for_async(lambda: len(prober.latencies) >= 3, message="probes")
             started = time.perf_counter()
             reloading = asyncio.create_task(plane.reload())
