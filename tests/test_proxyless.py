@@ -3,7 +3,9 @@ stream differs from a sidecar's (named LDS/CDS, no server-side make-before-break
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,7 @@ from meshpilot.xds.node import BadNode, proxy_from_node
 from meshpilot.xds.protocol import SyncStatus
 from meshpilot.xds.snapshot import check_consistent
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from tests.ads_support import V1, V2, serving
+from tests.ads_support import V1, V2, Plane, serving
 from tests.support.client import AdsClient, sidecar_node
 from tests.support.wait import wait_for_async
 
@@ -183,12 +185,19 @@ def names(response: discovery_pb2.DiscoveryResponse, message: type) -> list[str]
     return [getattr(m, "name", None) or m.cluster_name for m in found]
 
 
-async def test_a_grpc_client_is_served_what_it_names_in_the_order_it_asks() -> None:
-    """gRPC asks for LDS by its target's name, then the route table, then the clusters the
-    routes name, then their endpoints: each must come before the next is asked for."""
+@contextlib.asynccontextmanager
+async def proxyless_client() -> AsyncIterator[tuple[SnapshotCache, Plane, AdsClient]]:
+    """A server for MESH and the proxyless CLIENT's stream to it."""
     cache = SnapshotCache()
     cache.set_mesh(MESH)
     async with serving(cache) as plane, AdsClient(plane.address, sidecar_node(CLIENT)) as client:
+        yield cache, plane, client
+
+
+async def test_a_grpc_client_is_served_what_it_names_in_the_order_it_asks() -> None:
+    """gRPC asks for LDS by its target's name, then the route table, then the clusters the
+    routes name, then their endpoints: each must come before the next is asked for."""
+    async with proxyless_client() as (cache, plane, client):
         lds = await client.fetch(LISTENER, ["greeter:50051"])
         assert names(lds, listener_pb2.Listener) == ["greeter:50051"]
         # Before any cluster is asked for: a sidecar's routes would wait for them.
@@ -209,9 +218,7 @@ async def test_a_grpc_client_is_served_what_it_names_in_the_order_it_asks() -> N
 
 
 async def test_a_wildcard_request_after_a_named_one_is_served_everything() -> None:
-    cache = SnapshotCache()
-    cache.set_mesh(MESH)
-    async with serving(cache) as plane, AdsClient(plane.address, sidecar_node(CLIENT)) as client:
+    async with proxyless_client() as (_, _, client):
         named = await client.fetch(LISTENER, ["h2:8443"])
         assert names(named, listener_pb2.Listener) == ["h2:8443"]
         everything = await client.fetch(LISTENER, ["*"])

@@ -175,9 +175,10 @@ class SnapshotCache:
             self._refuse([(watch, err)])
             return
         except Exception:
-            log.exception("could not make %s's first view; it waits for the next change", watch)
+            node = watch.proxy.node_id
+            log.exception("could not make %s's first view; it waits for the next change", node)
             return
-        if first is not None and watch.snapshot is None and watch in self._watches:
+        if first is not None and watch.snapshot is None:  # one that left meanwhile: harmless
             watch.source, watch.snapshot = first
             watch.wakeup.set()
 
