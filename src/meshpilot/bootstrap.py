@@ -123,12 +123,12 @@ def parse_labels(labels: tuple[str, ...]) -> dict[str, str]:
     return result
 
 
-def parse_host_port(text: str, *, option: str) -> tuple[str, int]:
+def parse_host_port(text: str, *, option: str, example: str = "127.0.0.1:18000") -> tuple[str, int]:
     """`HOST:PORT` or `[V6]:PORT` to (host, port)."""
     host, sep, port_text = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise BadSidecarOption(f"{option} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:18000")
+        raise BadSidecarOption(f"{option} {text!r}: expected HOST:PORT, e.g. {example}")
     return host, int(port_text)
 
 

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
-from meshpilot.errors import MeshpilotError
+from meshpilot.admin.client import ADMIN_API, get_json
 from meshpilot.xds.types import PUSH_ORDER, short_name
 
 
 def fetch_proxies(admin: str, token: str | None = None) -> list[dict[str, Any]]:
-    request = urllib.request.Request(f"http://{admin}/proxies")
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as reply:
-            return list(json.load(reply))
-    except urllib.error.HTTPError as err:
-        err.close()
-        raise MeshpilotError(f"the control plane admin API at {admin} answered {err}") from None
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        raise MeshpilotError(f"cannot reach the control plane admin API at {admin}: {err}") from err
+    return list(get_json(ADMIN_API, admin, "/proxies", token=token))
 
 
 def _age(seconds: float) -> str:
