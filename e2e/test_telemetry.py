@@ -118,10 +118,11 @@ def test_logs_and_top_show_recent_requests(mesh_env: MeshEnv) -> None:
         "DESTINATION",
         "REQUESTS",
         "RPS",
-        "ERRORS",
+        "4XX",
+        "5XX",
         "P50",
         "MS",
         "P99",
         "MS",
     ]
-    assert top[1].split()[:3] == ["frontend", "reviews", "6"]
+    assert top[1].split()[:6] == ["frontend", "reviews", "6", "0.10", "16.7%", "0.0%"]

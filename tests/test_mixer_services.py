@@ -372,6 +372,30 @@ def test_the_store_filters_and_summarizes_edges() -> None:
     assert top[0]["error_rate"] == 1.0 and top[0]["p99_ms"] == pytest.approx(50)
 
 
+def test_top_counts_4xx_and_5xx_as_errors_each_in_its_own_column() -> None:
+    store = LogStore()
+    codes = [200, 403, 403, 429, 503, 0, 200, 200]  # 0: no answer at all
+    store.add([entry("source", "frontend", code, 100) for code in codes])
+    (edge,) = store.top(window_s=10, now=105)
+    assert (edge["error_rate_4xx"], edge["error_rate_5xx"]) == (3 / 8, 2 / 8)
+    assert edge["error_rate"] == 5 / 8
+
+
+def test_a_follower_reads_every_entry_once_in_order_of_arrival() -> None:
+    """Pages of `after=<last seq>` see each entry exactly once, however many arrive between two
+    reads, and a filter skips what does not match without losing the place."""
+    store = LogStore()
+    seen: list[int] = []
+    cursor = 0
+    for batch in ([200, 404, 200], [], [200] * 5, [404, 200]):
+        store.add([entry("source", "frontend", code, 100 + len(seen)) for code in batch])
+        while page := store.query(status=200, limit=2, after=cursor):
+            seen += [e["seq"] for e in page]
+            cursor = page[-1]["seq"]
+    assert seen == [1, 3, 4, 5, 6, 7, 8, 10]
+    assert [e["seq"] for e in store.query(limit=3)] == [8, 9, 10]  # the newest, oldest first
+
+
 def test_renewed_credentials_reach_the_next_handshake_once(tmp_path: Path) -> None:
     ca = CertificateAuthority.open(tmp_path / "ca", TRUST_DOMAIN)
     tls = WorkloadServerCredentials(workload_credentials(ca, MIXER_SERVICE))

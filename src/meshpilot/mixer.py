@@ -233,10 +233,16 @@ class Mixer:
 
     def _routes(self) -> dict[str, Handler]:
         def logs(query: dict[str, str]) -> Reply:
-            status = int(query["status"]) if query.get("status", "").isdigit() else None
-            limit = int(query["limit"]) if query.get("limit", "").isdigit() else 100
+            status = _number(query, "status")
+            limit = _number(query, "limit")
             return Reply.json(
-                self.store.query(query.get("service"), status, query.get("path"), limit)
+                self.store.query(
+                    query.get("service"),
+                    status,
+                    query.get("path"),
+                    100 if limit is None else limit,
+                    _number(query, "after"),
+                )
             )
 
         def top(query: dict[str, str]) -> Reply:
@@ -351,6 +357,12 @@ class Mixer:
             process.join(timeout=max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
+
+
+def _number(query: dict[str, str], name: str) -> int | None:
+    """A non-negative integer query parameter; anything else is as if it were not given."""
+    value = query.get(name, "")
+    return int(value) if value.isdigit() else None
 
 
 def run_mixer(
