@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -92,3 +93,9 @@ def test_an_insecure_control_plane_makes_no_ca(tmp_path: Path) -> None:
         finally:
             serve.terminate()
     assert not (tmp_path / "state").exists()
+
+
+def test_version_prints_the_installed_package_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"meshpilot {importlib.metadata.version('meshpilot')}\n"

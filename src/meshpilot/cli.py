@@ -91,7 +91,7 @@ _mixer_metrics_option = click.option(
     default="127.0.0.1:18082",
     show_default=True,
     metavar="HOST:PORT",
-    help="The mixer's metrics address.",
+    help="The mixer's HTTP address (`mixer --metrics`), optionally as http://HOST:PORT.",
 )
 
 
@@ -107,6 +107,9 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
+@click.version_option(
+    package_name="meshpilot", prog_name="meshpilot", message="%(prog)s %(version)s"
+)
 def main() -> None:
     """meshpilot: a service-mesh control plane driving real Envoy sidecars."""
 
@@ -397,24 +400,44 @@ def mixer(
 @click.option("--service", default=None, help="Only requests from or to this service.")
 @click.option("--status", default=None, type=int, help="Only responses with this status code.")
 @click.option("--path", default=None, help="Only requests whose path contains this.")
-@click.option("--limit", default=50, show_default=True, type=int)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--follow", "-f", is_flag=True, help="Then print new requests as they arrive, until Ctrl-C."
+)
 def logs(
-    mixer_: str, service: str | None, status: int | None, path: str | None, limit: int
+    mixer_: str,
+    service: str | None,
+    status: int | None,
+    path: str | None,
+    limit: int,
+    follow: bool,
 ) -> None:
     """Show recent requests through the mesh, from the mixer's access-log store."""
-    from meshpilot.telemetry.cli import print_logs
+    from meshpilot.telemetry.cli import follow_logs, print_logs
 
-    print_logs(mixer_, service, status, path, limit)
+    (follow_logs if follow else print_logs)(mixer_, service, status, path, limit)
 
 
 @main.command()
 @_mixer_metrics_option
 @click.option("--window", default=60.0, show_default=True, help="Seconds to look back.")
-def top(mixer_: str, window: float) -> None:
-    """Per caller -> callee: request rate, error rate, p50 and p99 latency."""
-    from meshpilot.telemetry.cli import print_top
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.1),
+    is_flag=False,
+    flag_value=2.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="Refresh the table in place every SECONDS (2 when not given), until Ctrl-C.",
+)
+def top(mixer_: str, window: float, watch: float | None) -> None:
+    """Per caller -> callee: request rate, 4xx and 5xx rates, p50 and p99 latency."""
+    from meshpilot.telemetry.cli import print_top, watch_top
 
-    print_top(mixer_, window)
+    if watch is None:
+        print_top(mixer_, window)
+    else:
+        watch_top(mixer_, window, watch)
 
 
 @main.command()
