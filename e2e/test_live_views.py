@@ -69,6 +69,14 @@ def test_top_watch_refreshes_with_denied_calls_as_4xx_until_ctrl_c(mesh_env: Mes
     header = ["SOURCE", "DESTINATION", "REQUESTS", "RPS", "4XX", "5XX", "P50", "MS", "P99", "MS"]
     assert frames(watch.log())[-1][0] == header
     assert edge[:2] == ["frontend", "reviews"] and edge[4:6] == ["42.9%", "0.0%"]
+
+    assert mixer.proc is not None
+    mesh_env.processes.stop(mixer.proc)  # a lost mixer is shown, the view goes on
+
+    def lost() -> bool:
+        return frames(watch.log())[-1][0][:3] == ["error:", "cannot", "reach"]
+
+    wait_for(lost, 10, message="the lost mixer shown", procs=[watch])
     assert interrupt(watch) == 0
     assert "Traceback" not in watch.log() and "Aborted" not in watch.log()
 
