@@ -349,6 +349,70 @@ def status(admin: str, admin_token_file: Path | None) -> None:
     sys.exit(print_status(admin, _admin_token(admin_token_file)))
 
 
+_envoy_admin_option = click.option(
+    "--envoy-admin",
+    default=None,
+    metavar="HOST:PORT",
+    help="The sidecar's Envoy admin; default: the proxy's IP (from /proxies), port 15000.",
+)
+
+
+@main.command("proxy-config")
+@click.argument("node")
+@click.option(
+    "--type",
+    "type_",
+    default="all",
+    show_default=True,
+    type=click.Choice(
+        ["cluster", "listener", "route", "scoped-route", "endpoint", "secret", "all"]
+    ),
+)
+@click.option(
+    "--from",
+    "source",
+    default="control-plane",
+    show_default=True,
+    type=click.Choice(["control-plane", "sidecar"]),
+    help="What the control plane sent the proxy, or what its Envoy has in force.",
+)
+@click.option(
+    "-o", "--output", default="table", show_default=True, type=click.Choice(["table", "json"])
+)
+@_address("--admin", "127.0.0.1:18001")
+@_admin_token_option
+@_envoy_admin_option
+def proxy_config(
+    node: str,
+    type_: str,
+    source: str,
+    output: str,
+    admin: str,
+    admin_token_file: Path | None,
+    envoy_admin: str | None,
+) -> None:
+    """Show the configuration of proxy NODE (node id or IP, as `status` lists them)."""
+    from meshpilot.admin.proxy_config import print_proxy_config
+    from meshpilot.admin.proxy_dump import ConfigAccess
+
+    access = ConfigAccess(admin, _admin_token(admin_token_file), envoy_admin)
+    print_proxy_config(node, type_, source, output, access)
+
+
+@main.command("diff")
+@click.argument("node")
+@_address("--admin", "127.0.0.1:18001")
+@_admin_token_option
+@_envoy_admin_option
+def diff(node: str, admin: str, admin_token_file: Path | None, envoy_admin: str | None) -> None:
+    """Compare what the control plane sent proxy NODE with what its Envoy has; exit 1 when
+    they differ."""
+    from meshpilot.admin.config_diff import print_diff
+    from meshpilot.admin.proxy_dump import ConfigAccess
+
+    sys.exit(print_diff(node, ConfigAccess(admin, _admin_token(admin_token_file), envoy_admin)))
+
+
 @main.command()
 @click.argument("mesh", type=click.Path(path_type=Path))
 @_address("--listen", "127.0.0.1:18081")
