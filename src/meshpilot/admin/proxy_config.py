@@ -63,6 +63,8 @@ def _filter_summary(network_filter: dict[str, Any]) -> str:
             return f"http -> srds {config['scoped_routes'].get('name', '')}"
         return f"http -> inline {config.get('route_config', {}).get('name', '')}"
     if network_filter.get("name") == _TCP_PROXY:
+        if "weighted_clusters" in config:
+            return f"tcp -> {_weights(config['weighted_clusters'])}"
         return f"tcp -> {config.get('cluster', '?')}"
     return str(network_filter.get("name", "?"))
 
@@ -113,14 +115,19 @@ def action_summary(route: dict[str, Any]) -> str:
     if "cluster" in action:
         return str(action["cluster"])
     if "weighted_clusters" in action:
-        weighted = action["weighted_clusters"].get("clusters", [])
-        total = sum(c.get("weight", 0) for c in weighted) or 1
-        return ", ".join(f"{c['name']} {c.get('weight', 0) * 100 // total}%" for c in weighted)
+        return _weights(action["weighted_clusters"])
     if "direct_response" in route:
         return f"direct {route['direct_response'].get('status', '?')}"
     if "redirect" in route:
         return "redirect"
     return "-"
+
+
+def _weights(weighted_clusters: dict[str, Any]) -> str:
+    """`A 90%, B 10%`: each cluster's share of the total weight."""
+    clusters = weighted_clusters.get("clusters", [])
+    total = sum(c.get("weight", 0) for c in clusters) or 1
+    return ", ".join(f"{c['name']} {c.get('weight', 0) * 100 // total}%" for c in clusters)
 
 
 def scoped_route_rows(scopes: list[Resource]) -> list[list[str]]:

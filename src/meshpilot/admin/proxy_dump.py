@@ -8,17 +8,18 @@ warming and draining states) are dropped."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from meshpilot.admin.client import ADMIN_API, Endpoint, get_json
 from meshpilot.errors import MeshpilotError
+from meshpilot.identity.sds import SECRET_TYPE
 from meshpilot.model.proxies import ADMIN_PORT
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 
 ENVOY_ADMIN = Endpoint("the sidecar's Envoy admin", "--envoy-admin", f"127.0.0.1:{ADMIN_PORT}")
-SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 _ADMIN_DUMP = "type.googleapis.com/envoy.admin.v3."
 
 Resource = dict[str, Any]
@@ -61,7 +62,7 @@ KINDS = (
          "dynamic_scoped_route_configs", lambda entry: list(entry.get("scoped_route_configs", []))),
     Kind("endpoint", ENDPOINT, "cluster_name", "EndpointsConfigDump", "dynamic_endpoint_configs",
          _field("endpoint_config")),
-    Kind("secret", SECRET, "name", "SecretsConfigDump", "dynamic_active_secrets",
+    Kind("secret", SECRET_TYPE, "name", "SecretsConfigDump", "dynamic_active_secrets",
          _field("secret")),
 )  # fmt: skip
 BY_NAME = {kind.name: kind for kind in KINDS}
@@ -79,7 +80,10 @@ def canonical(resource: Resource) -> Resource:
         holder = json_format.ParseDict(resource, AnyProto(), ignore_unknown_fields=True)
     except json_format.ParseError:
         return resource
-    result: Resource = json_format.MessageToDict(holder, preserving_proto_field_name=True)
+    # Plain dicts (protobuf gives OrderedDicts, whose equality would depend on key order).
+    result: Resource = json.loads(
+        json_format.MessageToJson(holder, preserving_proto_field_name=True)
+    )
     return result
 
 
@@ -137,10 +141,16 @@ def _unknown_node(node: str, connected: list[str]) -> str:
 def control_plane_config(admin: str, node: Node, token: str | None) -> ProxyConfig:
     """What the control plane last sent the proxy (including a version it NACKed)."""
     dump = get_json(ADMIN_API, admin, "/config_dump", query={"node": node.node_id}, token=token)
-    config: ProxyConfig = {kind.name: [] for kind in KINDS if kind.type_url != SECRET}
-    for type_url, sent in dump.items():
+    return sent_config({type_url: sent["resources"] for type_url, sent in dump.items()})
+
+
+def sent_config(by_type_url: dict[str, list[Resource]]) -> ProxyConfig:
+    """Resources as the control plane sends them (proto3 JSON per type URL), canonical; every
+    kind it serves is listed, an empty one too."""
+    config: ProxyConfig = {kind.name: [] for kind in KINDS if kind.type_url != SECRET_TYPE}
+    for type_url, resources in by_type_url.items():
         kind = BY_URL[type_url]
-        config[kind.name] = _sorted(kind, sent["resources"])
+        config[kind.name] = _sorted(kind, resources)
     return config
 
 
