@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from meshpilot.identity.ca import CertificateAuthority
 from meshpilot.identity.sds import secrets
 from meshpilot.render import render_resources
 from meshpilot.runner.addresses import LoopbackAllocator
-from meshpilot.xds.types import BY_SHORT
+from meshpilot.xds.types import BY_SHORT, CLUSTER
 from tests.support.certs import workload_credentials
 
 MESH = """
@@ -313,3 +314,45 @@ async def test_a_node_that_cannot_be_asked_is_one_line(
     finally:
         await server.stop()
     assert one_line_error(result) == expected
+
+
+async def test_the_control_planes_view_through_a_token_protected_admin_api(
+    ip: str, tmp_path: Path, config: ProxyConfig
+) -> None:
+    """Both GETs carry the token; the admin API's proto3 JSON comes out as Envoy's JSON."""
+    sent = {
+        CLUSTER: {
+            "version": "v1",
+            "resources": [
+                json_format.MessageToDict(json_format.ParseDict(c, AnyProto()))
+                for c in config["cluster"]
+            ],
+        }
+    }
+    node = {**PROXYLESS, "node_id": "productpage~10.0.0.8", "ip": "10.0.0.8", "proxyless": False}
+    routes = {
+        "/proxies": lambda _: Reply.json([node]),
+        "/config_dump": lambda q: Reply.json(sent, 200 if q == {"node": node["node_id"]} else 404),
+    }
+    server = HttpServer(f"{ip}:18001", routes, token="s3cret")  # type: ignore[arg-type]
+    token_file = tmp_path / "admin-token"
+    token_file.write_text("s3cret\n")
+    token_file.chmod(0o600)
+    argv = ["proxy-config", "10.0.0.8", "--admin", f"{ip}:18001", "-o", "json"]
+    await server.start()
+    try:
+        shown = await asyncio.to_thread(invoke, *argv, "--admin-token-file", str(token_file))
+        refused = await asyncio.to_thread(invoke, *argv)
+    finally:
+        await server.stop()
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout) == {
+        "cluster": config["cluster"],
+        "listener": [],
+        "route": [],
+        "scoped-route": [],
+        "endpoint": [],
+    }
+    assert one_line_error(refused).endswith(
+        "answered 401 to GET /proxies (give --admin-token-file)"
+    )
