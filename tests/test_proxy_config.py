@@ -299,8 +299,14 @@ PROXYLESS = {
         (
             [PROXYLESS],
             ["proxy-config", "10.0.0.9", "--from", "sidecar"],
-            "error: grpc~10.0.0.9 is a proxyless gRPC client: it has no Envoy to ask; "
-            "use --from control-plane",
+            "error: grpc~10.0.0.9 is a proxyless gRPC client: it has no Envoy admin "
+            "(proxy-config --from control-plane shows what it was sent)",
+        ),
+        (
+            [PROXYLESS, {**PROXYLESS, "node_id": "other~10.0.0.9"}],
+            ["diff", "10.0.0.9"],
+            "error: 10.0.0.9 is the IP of several proxies (grpc~10.0.0.9, other~10.0.0.9): "
+            "give a node id",
         ),
     ],
 )

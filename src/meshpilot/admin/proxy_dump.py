@@ -118,9 +118,12 @@ class Node:
 def find_node(admin: str, node: str, token: str | None) -> Node:
     """The connected proxy named NODE (its node id, or its IP when one proxy has it)."""
     proxies = get_json(ADMIN_API, admin, "/proxies", token=token)
-    found = [p for p in proxies if node in (p["node_id"], p["ip"])]
-    if len(found) != 1:
+    found = [p for p in proxies if p["node_id"] == node] or [p for p in proxies if p["ip"] == node]
+    if not found:
         raise MeshpilotError(_unknown_node(node, sorted(p["node_id"] for p in proxies)))
+    if len(found) > 1:
+        several = ", ".join(sorted(p["node_id"] for p in found))
+        raise MeshpilotError(f"{node} is the IP of several proxies ({several}): give a node id")
     proxy = found[0]
     unsynced = tuple(
         f"{BY_URL[url].name} {state['status']}" + (f": {state['error']}" if state["error"] else "")
@@ -177,8 +180,8 @@ def sidecar_admin(node: Node, envoy_admin: str | None) -> str:
     """Where the node's Envoy admin listens: `--envoy-admin`, else its IP at port 15000."""
     if node.proxyless:
         raise MeshpilotError(
-            f"{node.node_id} is a proxyless gRPC client: it has no Envoy to ask; "
-            "use --from control-plane"
+            f"{node.node_id} is a proxyless gRPC client: it has no Envoy admin "
+            "(proxy-config --from control-plane shows what it was sent)"
         )
     return envoy_admin or node.envoy_admin
 
