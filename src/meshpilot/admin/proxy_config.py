@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from meshpilot.admin.proxy_dump import BY_NAME, ConfigAccess, ProxyConfig, Resource, fetch_config
+from meshpilot.admin.proxy_dump import ConfigAccess, ProxyConfig, Resource, fetch_config
 from meshpilot.admin.status import format_table
 from meshpilot.errors import MeshpilotError
 
@@ -210,7 +210,7 @@ TABLES: dict[str, Callable[[list[Resource]], list[list[str]]]] = {
 
 def selected(config: ProxyConfig, type_: str) -> ProxyConfig:
     """The kinds `--type` asks for, in the order of the kinds table."""
-    return {k: v for k, v in config.items() if type_ in ("all", k) and k in BY_NAME}
+    return {k: v for k, v in config.items() if type_ in ("all", k)}
 
 
 def format_tables(config: ProxyConfig) -> str:
