@@ -4,6 +4,7 @@ with what was sent, and every query of the Grafana dashboard has data."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -76,10 +77,24 @@ def wait_counted(prometheus: Prometheus, sent: Counter[str]) -> None:
         )
 
 
+def converged_once(prometheus: Prometheus, mesh_env: MeshEnv, mesh: Path) -> None:
+    """A live edit of the mesh file, until Prometheus has scraped its convergence time."""
+    counted = "meshpilot_config_convergence_seconds_count"
+    before = sum(float(s["value"][1]) for s in prometheus.query(counted))
+    mesh_env.write_mesh(MESH + "  details: {port: 9080}\n", mesh.name)
+    wait_for(
+        lambda: prometheus.query(f"{counted} > {before}"),
+        20,
+        message="Prometheus to scrape a config convergence time",
+        procs=[prometheus.proc],
+    )
+
+
 def test_prometheus_scrapes_the_mesh_and_answers_with_the_traffic_sent(
     mesh_env: MeshEnv, loopback: LoopbackAllocator, tmp_path: Path
 ) -> None:
-    control_plane, mixer = mesh_env.start_with_mixer(mesh_env.write_mesh(MESH))
+    mesh = mesh_env.write_mesh(MESH)
+    control_plane, mixer = mesh_env.start_with_mixer(mesh)
     frontend = mesh_env.start_instance("frontend", "v1")
     reviews = mesh_env.start_instance("reviews", "v1")
     ratings = mesh_env.start_instance("ratings", "v1")
@@ -97,6 +112,7 @@ def test_prometheus_scrapes_the_mesh_and_answers_with_the_traffic_sent(
     wait_counted(prometheus, first)
     sent = first + send_batch(frontend)
     wait_counted(prometheus, sent)
+    converged_once(prometheus, mesh_env, mesh)
     at = time.time()
 
     rates = by_destination(
@@ -146,7 +162,8 @@ def assert_rates_match_increases(
 
 def assert_dashboard_has_data(prometheus: Prometheus, at: float) -> None:
     """Every panel query of every provisioned dashboard, with its variables filled in, returns
-    series; each variable's label_values lists the services that received traffic."""
+    a number (not only NaN: each rate, share and quantile has requests or changes to show);
+    each variable's label_values lists the services that received traffic."""
     for path, dashboard in dashboards().items():
         for name, (selector, label) in label_values_queries(dashboard).items():
             match = {"match[]": selector} if selector else {}
@@ -155,6 +172,9 @@ def assert_dashboard_has_data(prometheus: Prometheus, at: float) -> None:
         empty = [
             expr
             for expr in expressions(dashboard)
-            if not prometheus.query(substitute(expr, DASHBOARD_VALUES), at)
+            if not any(
+                not math.isnan(float(sample["value"][1]))
+                for sample in prometheus.query(substitute(expr, DASHBOARD_VALUES), at)
+            )
         ]
         assert not empty, f"{path.name}: queries without data: {empty}"
