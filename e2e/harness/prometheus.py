@@ -77,6 +77,7 @@ def start_prometheus(
     scrape_interval: str = "1s",
 ) -> Prometheus:
     """Prometheus on `ip:9090` scraping `targets` (job -> HOST:PORT); waits for /-/ready."""
+    assert Path(PROMETHEUS).exists(), "prometheus is not installed (apt-get install prometheus)"
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "prometheus.yml"
     config.write_text(yaml.safe_dump(scrape_config(targets, scrape_interval)))
