@@ -1,8 +1,10 @@
 """docker-compose.yml runs the demo mesh secure by default: the file is valid for docker-compose,
-nothing listens on a wildcard address or is published on the host, every instance of the demo
-mesh is one app plus one sidecar holding its own join token (in a volume of its own that only the
-`tokens` service also mounts: no sidecar can read another instance's token), and the `tokens`
-service's command lines issue tokens that the control plane's state directory verifies.
+nothing listens on a wildcard address or is published on the host (but Grafana, on its loopback),
+every instance of the demo mesh is one app plus one sidecar holding its own join token (in a
+volume of its own that only the `tokens` service also mounts: no sidecar can read another
+instance's token), and the `tokens` service's command lines issue tokens that the control plane's
+state directory verifies. Prometheus scrapes from the control plane's network namespace, and
+neither it nor Grafana is reachable from the mesh workloads' network.
 
 The checks are one function, `problems()`, run on the file and on broken copies of it (each
 check is shown to fail on a copy that breaks what it guards)."""
@@ -32,12 +34,15 @@ from meshpilot.identity.authority import open_mesh_identity
 from meshpilot.identity.client import read_token_file
 from meshpilot.mesh.load import load_mesh
 from meshpilot.model.names import MIXER_SERVICE
+from tests.support.dashboards import PROMETHEUS_CONFIG, PROVISIONING
 
 ROOT = Path(__file__).parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 DEMO = ROOT / "examples" / "demo" / "mesh.yaml"
 LOCAL_IP = "127.0.0.1"
+DATASOURCES = PROVISIONING / "datasources" / "prometheus.yml"
 TOKENS_SERVICE = "tokens"
+PROMETHEUS, GRAFANA = "prometheus", "grafana"
 
 Doc = dict[str, Any]
 
@@ -153,8 +158,9 @@ def problems(text: str) -> list[str]:
     doc: Doc = yaml.safe_load(text)
     services: dict[str, Doc] = doc["services"]
     for name, service in services.items():
-        if "ports" in service:
-            found.append(f"{name}: publishes ports")
+        for port in service.get("ports", []):
+            if name != GRAFANA or not str(port).startswith(f"{LOCAL_IP}:"):
+                found.append(f"{name}: publishes ports {port} (only Grafana, on {LOCAL_IP})")
         if service.get("network_mode") == "host":
             found.append(f"{name}: network_mode host")
 
@@ -324,6 +330,57 @@ def problems(text: str) -> list[str]:
     for name in [cp_name, *mixers, *(s.name for s in sidecars)]:
         if not after_tokens(services[name]):
             found.append(f"{name}: does not depend on tokens completing successfully")
+    if mixer is not None:
+        found += monitoring_problems(services, cp_name, cp, mixer_name, mixer)
+    return found
+
+
+def monitoring_problems(
+    services: dict[str, Doc], cp_name: str, cp: dict[str, Any], mixer_name: str, mixer: Doc
+) -> list[str]:
+    """Prometheus in the control plane's namespace scraping its admin API (which stays on
+    loopback) and the mixer; Grafana on a monitoring network no mesh workload joins, reaching
+    Prometheus there; neither listens on a wildcard address (their default)."""
+    found: list[str] = []
+    prometheus, grafana = services.get(PROMETHEUS, {}), services.get(GRAFANA, {})
+    if prometheus.get("network_mode") != f"service:{cp_name}":
+        found.append(f"{PROMETHEUS}: not in the control plane's network namespace")
+    options = dict(str(word).partition("=")[::2] for word in argv(prometheus))
+    listen = options.get("--web.listen-address", "")
+    monitoring_ips = {
+        net: attached["ipv4_address"]
+        for net, attached in (services[cp_name].get("networks") or {}).items()
+        if net != "mesh"
+    }
+    if host(listen) not in monitoring_ips.values():
+        found.append(f"{PROMETHEUS}: --web.listen-address {listen!r} is not on {monitoring_ips}")
+    config_mount = mounts(prometheus).get(options.get("--config.file", ""))
+    if config_mount != (f"./{PROMETHEUS_CONFIG.relative_to(ROOT)}", True):
+        found.append(f"{PROMETHEUS}: --config.file is not {PROMETHEUS_CONFIG.name}, read-only")
+    scraped = {
+        target
+        for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    wanted = {cp["admin"], f"{mixer_name}:{mixer['metrics'].rpartition(':')[2]}"}
+    if scraped != wanted:
+        found.append(f"{PROMETHEUS}: scrapes {sorted(scraped)}, not {sorted(wanted)}")
+
+    grafana_nets = grafana.get("networks") or {}
+    if set(grafana_nets) - set(monitoring_ips) or not grafana_nets:
+        found.append(f"{GRAFANA}: on {sorted(grafana_nets)}, not the monitoring network only")
+    env = grafana.get("environment") or {}
+    own_ips = [attached.get("ipv4_address") for attached in grafana_nets.values()]
+    if env.get("GF_SERVER_HTTP_ADDR") not in own_ips:
+        found.append(f"{GRAFANA}: GF_SERVER_HTTP_ADDR is not its own address")
+    datasource = yaml.safe_load(DATASOURCES.read_text())["datasources"][0]["url"]
+    if datasource != f"http://{cp_name}:{listen.rpartition(':')[2]}":
+        found.append(f"{GRAFANA}: its datasource {datasource} is not Prometheus' address")
+    for name, service in services.items():
+        joined = set(service.get("networks") or {}) & set(monitoring_ips)
+        if joined and name not in (cp_name, GRAFANA):
+            found.append(f"{name}: joins the monitoring network")
     return found
 
 
@@ -431,6 +488,68 @@ BREAKAGES = [
     ),
     pytest.param(
         set_key("pricing", "network_mode", "host"), "network_mode host", id="host networking"
+    ),
+    pytest.param(
+        set_key("grafana", "ports", ["3000:3000"]), "publishes ports", id="Grafana on every address"
+    ),
+    pytest.param(
+        set_key("prometheus", "ports", ["127.0.0.1:9090:9090"]),
+        "publishes ports",
+        id="another published port",
+    ),
+    pytest.param(
+        set_key("prometheus", "network_mode", None),
+        "not in the control plane's network namespace",
+        id="Prometheus outside the control plane's namespace",
+    ),
+    pytest.param(
+        replace("--web.listen-address=10.78.0.2:9090", "--web.listen-address=10.77.0.2:9090"),
+        "--web.listen-address",
+        id="Prometheus on the mesh network",
+    ),
+    pytest.param(
+        edit(lambda d: services(d)["prometheus"]["command"].pop()),
+        "--web.listen-address",
+        id="Prometheus on its default wildcard address",
+    ),
+    pytest.param(
+        replace("prometheus.yml:/etc/prometheus/prometheus.yml:ro", "prometheus.yml:/etc/p.yml"),
+        "--config.file",
+        id="Prometheus without the repository's configuration",
+    ),
+    pytest.param(
+        replace('"127.0.0.1:18001"', '"127.0.0.1:18011"'),
+        "scrapes",
+        id="admin API moved without Prometheus",
+    ),
+    pytest.param(
+        set_env("grafana", "GF_SERVER_HTTP_ADDR", None),
+        "GF_SERVER_HTTP_ADDR",
+        id="Grafana on its default wildcard address",
+    ),
+    pytest.param(
+        set_key("grafana", "networks", {"mesh": {"ipv4_address": "10.77.0.30"}}),
+        "not the monitoring network only",
+        id="Grafana on the mesh network",
+    ),
+    pytest.param(
+        set_key("controlplane", "networks", {"mesh": {"ipv4_address": "10.77.0.2"}}),
+        "--web.listen-address",
+        id="control plane off the monitoring network",
+    ),
+    pytest.param(
+        replace("--web.listen-address=10.78.0.2:9090", "--web.listen-address=10.78.0.2:9091"),
+        "datasource",
+        id="Grafana's datasource not where Prometheus listens",
+    ),
+    pytest.param(
+        set_key(
+            "mixer",
+            "networks",
+            {"mesh": {"ipv4_address": "10.77.0.3"}, "monitoring": {"ipv4_address": "10.78.0.9"}},
+        ),
+        "mixer: joins the monitoring network",
+        id="a workload on the monitoring network",
     ),
     pytest.param(
         set_word("mixer", "10.77.0.3:18081", "127.0.0.1:18081"), "--listen", id="mixer on loopback"
