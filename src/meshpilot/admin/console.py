@@ -19,7 +19,7 @@ ASSETS = {
 }
 CONSOLE_PATHS = frozenset(ASSETS)
 _HEADERS = (
-    ("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'"),
+    ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
     ("X-Content-Type-Options", "nosniff"),
     ("Cache-Control", "no-cache"),
 )

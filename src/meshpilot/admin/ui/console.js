@@ -5,10 +5,10 @@
 const POLL_MS = 1500;
 const TOKEN_KEY = "meshpilot-admin-token";
 const SVG = "http://www.w3.org/2000/svg";
-const COLUMN_GAP = 230;
+const COLUMN_GAP = 430;
 const NODE_WIDTH = 150;
-const HEAD_HEIGHT = 26;
-const ROW_HEIGHT = 22;
+const HEAD_HEIGHT = 28;
+const ROW_HEIGHT = 26;
 const NODE_GAP = 28;
 const MARGIN = 20;
 const TYPE_NAMES = {
@@ -76,7 +76,7 @@ function layout(nodes) {
 
 function versionY(place, version) {
   const row = Math.max(place.node.versions.indexOf(version), 0);
-  return place.y + HEAD_HEIGHT + ROW_HEIGHT * row + ROW_HEIGHT / 2;
+  return place.y + HEAD_HEIGHT + ROW_HEIGHT * row + (ROW_HEIGHT - 4) / 2;
 }
 
 function drawNode(place) {
@@ -110,11 +110,13 @@ function edgeLabel(edge) {
   return edge.denied > 0 ? `${figures} · ${edge.denied} denied` : figures;
 }
 
-function drawEdge(edge, places, index) {
+// `stacked`: how many edges into the same version were labelled before this one (their labels
+// sit above each other, next to the arrow heads).
+function drawEdge(edge, places, stacked) {
   const from = places.get(edge.source);
   const to = places.get(edge.destination);
   const x1 = from.x + NODE_WIDTH;
-  const y1 = from.y + HEAD_HEIGHT / 2 + 4 * (index % 3);
+  const y1 = from.y + HEAD_HEIGHT / 2;
   const x2 = to.x;
   const y2 = versionY(to, edge.version);
   const bend = Math.max(40, Math.abs(x2 - x1) / 2);
@@ -131,9 +133,8 @@ function drawEdge(edge, places, index) {
     d: `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`,
     "marker-end": edge.denied > 0 ? "url(#arrow-denied)" : "url(#arrow)",
   }));
-  const label = edgeLabel(edge);
-  const midX = (x1 + x2) / 2;
-  group.append(svg("text", { x: midX, y: (y1 + y2) / 2 - 4, "text-anchor": "middle" }, label));
+  group.append(svg("text", { x: x2 - 10, y: y2 - 5 - 13 * stacked, "text-anchor": "end" },
+    edgeLabel(edge)));
   group.append(svg("title", {},
     `${edge.source} → ${edge.destination} ${edge.version}: ${edge.requests} requests, ` +
     `4xx ${percent(edge.error_rate_4xx)}, 5xx ${percent(edge.error_rate_5xx)}`));
@@ -156,7 +157,12 @@ function drawGraph(graph) {
   canvas.setAttribute("height", height);
   const defs = svg("defs");
   defs.append(arrowMarker("arrow", "#7b8a99"), arrowMarker("arrow-denied", "#c62828"));
-  const edges = graph.edges.map((edge, index) => drawEdge(edge, places, index));
+  const labelled = new Map();
+  const edges = graph.edges.map((edge) => {
+    const target = `${edge.destination} ${edge.version}`;
+    labelled.set(target, (labelled.get(target) ?? -1) + 1);
+    return drawEdge(edge, places, labelled.get(target));
+  });
   canvas.replaceChildren(defs, ...graph.nodes.map((node) => drawNode(places.get(node.service))),
     ...edges);
   $("window").textContent = `(last ${graph.window_s} s)`;
