@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from meshpilot.admin.graph import call_depths, service_graph
+from meshpilot.cli import main
 from meshpilot.mixer import Mixer
 from meshpilot.runner.addresses import free_port
 from meshpilot.telemetry.entries import LogEntry
@@ -172,3 +174,15 @@ async def test_the_console_is_public_and_its_data_needs_the_token(tmp_path: Path
     assert b"Authorization" in script[2]
     assert graph_without[0] == 401
     assert graph_with[0] == 200
+
+
+def test_serve_refuses_a_mixer_metrics_address_it_could_not_use(tmp_path: Path) -> None:
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text(MESH)
+    argv = ["serve", str(mesh), "--insecure", "--mixer-metrics", "https://127.0.0.1:18082"]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: --mixer-metrics https://127.0.0.1:18082: the mixer's HTTP API speaks plain "
+        "http://\n"
+    )
