@@ -1,7 +1,8 @@
 """The web console (`/ui`) as an operator sees it, in headless Chromium: the service graph fills
 with the mesh's real traffic (a denied call marked), the proxies table shows a NACK's text, and a
 rejected save's problems appear, all without a console error; with an admin token, the page asks
-for it (or takes it from the URL's fragment) and sends it as a bearer header."""
+for it (or takes it from the URL's fragment) and sends it as a bearer header; a mixer that cannot
+be reached is a message in the page."""
 
 from __future__ import annotations
 
@@ -120,6 +121,8 @@ def test_the_console_asks_for_the_admin_token_and_sends_it(mesh_env: MeshEnv, pa
     admin = f"{mesh_env.ips.ip()}:18001"
     argv = [MESHPILOT, "serve", str(mesh), "--insecure", "--admin", admin]
     argv += ["--xds", f"{mesh_env.ips.ip()}:18000", "--admin-token-file", str(token_file)]
+    no_mixer = f"{mesh_env.ips.ip()}:18082"  # nothing listens there
+    argv += ["--mixer-metrics", no_mixer]
     plane = mesh_env.processes.start("controlplane", argv)
     wait_http_ok(f"http://{admin}/healthz", procs=[plane])
 
@@ -144,3 +147,6 @@ def test_the_console_asks_for_the_admin_token_and_sends_it(mesh_env: MeshEnv, pa
         f"location.hash === '' && /^[0-9a-f]{{16}}$/.test({text_of('#applied-version')})",
         message="the token taken from the fragment, and the fragment cleared",
     )
+    mixer = page.wait_until(text_of("#mixer-message"), message="no mixer, said in the page")
+    assert f"cannot reach the mixer's HTTP API at {no_mixer}" in mixer
+    assert page.errors and all("401" in error for error in page.errors)  # before the token only
