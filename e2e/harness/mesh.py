@@ -189,6 +189,7 @@ class MeshEnv:
         admin_port: int = ADMIN_PORT,
         wait: bool = True,
         mixer: str | None = None,
+        mixer_metrics: str | None = None,
         insecure: bool = False,
     ) -> ControlPlane:
         """`meshpilot serve` on its own IP; waits for `/healthz` unless `wait=False`.
@@ -197,6 +198,7 @@ class MeshEnv:
         argv = [MESHPILOT, "serve", str(mesh_path)]
         argv += ["--xds", f"{ip}:{xds_port}", "--admin", f"{ip}:{admin_port}"]
         argv += ["--mixer", mixer] if mixer else []
+        argv += ["--mixer-metrics", mixer_metrics] if mixer_metrics else []
         argv += ["--insecure"] if insecure else ["--state-dir", str(self.state_dir)]
         proc = self.processes.start("controlplane", argv, cwd=mesh_path.parent)
         cp = ControlPlane(proc, ip, xds_port, admin_port, mesh_path, not insecure)
@@ -209,7 +211,10 @@ class MeshEnv:
         """The control plane, told where the mixer is, then the mixer (it gets its certificate
         from the control plane)."""
         mixer_ip = self.ips.ip()
-        control_plane = self.start_control_plane(mesh_path, mixer=Mixer(mixer_ip).grpc)
+        mixer = Mixer(mixer_ip)
+        control_plane = self.start_control_plane(
+            mesh_path, mixer=mixer.grpc, mixer_metrics=mixer.http
+        )
         return control_plane, self.start_mixer(mesh_path, mixer_ip, workers)
 
     def start_mixer(self, mesh_path: Path, ip: str | None = None, workers: int = 1) -> Mixer:

@@ -160,6 +160,14 @@ def render(mesh: Path, service: str, version_: str | None, type_: str, insecure:
     metavar="HOST:PORT",
     help="Tell sidecars to reach the mixer here, whatever the mesh file's mixer.address says.",
 )
+@click.option(
+    "--mixer-metrics",
+    default="127.0.0.1:18082",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="The mixer's HTTP address (`mixer --metrics`), where the web console (/ui) gets its "
+    "service graph's figures.",
+)
 @_state_dir_option
 @click.option(
     "--insecure",
@@ -186,6 +194,7 @@ def serve(
     xds: str,
     admin: str,
     mixer_address: str | None,
+    mixer_metrics: str,
     state_dir: Path | None,
     insecure: bool,
     admin_token_file: Path | None,
@@ -194,6 +203,8 @@ def serve(
 ) -> None:
     """Run the control plane: ADS gRPC server, certificate service and admin HTTP API, watching
     MESH. Secure by default: TLS on the xDS port, sidecars join with tokens, mTLS between them."""
+    from meshpilot.admin.client import http_address
+    from meshpilot.admin.graph import MIXER_METRICS
     from meshpilot.controlplane import ControlPlane, run_control_plane
     from meshpilot.identity.state import default_state_dir
     from meshpilot.xds.peers import PeerLimits
@@ -204,7 +215,15 @@ def serve(
 
     peers = PeerLimits(peer_max_streams, peer_stream_rate)
     plane = ControlPlane(
-        mesh, xds, admin, mixer_address, state_dir, not insecure, token, peer_limits=peers
+        mesh,
+        xds,
+        admin,
+        mixer_address,
+        state_dir,
+        not insecure,
+        token,
+        peer_limits=peers,
+        mixer_metrics=http_address(mixer_metrics, MIXER_METRICS),
     )
     run_control_plane(plane)
 

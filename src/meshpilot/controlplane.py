@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from meshpilot.admin.api import MeshStatus, admin_routes
+from meshpilot.admin.client import MIXER_HTTP
+from meshpilot.admin.console import CONSOLE_PATHS
 from meshpilot.admin.http import HttpServer
 from meshpilot.background import background
 from meshpilot.errors import MeshpilotError
@@ -75,11 +77,13 @@ class ControlPlane:
         admin_token: str | None = None,
         join_limits: JoinLimits | None = None,
         peer_limits: PeerLimits | None = None,
+        mixer_metrics: str = MIXER_HTTP.default,
     ) -> None:
         if tls and state_dir is None:
             raise MeshpilotError("TLS on the xDS port needs the mesh CA: give a state directory")
         self.mesh_path = mesh_path
         self.mixer_address = mixer
+        self.mixer_metrics = mixer_metrics
         self.state_dir = state_dir
         self.tls = tls
         self.join_limits = join_limits or JoinLimits()
@@ -95,7 +99,7 @@ class ControlPlane:
         self.ads = AdsServer(
             self.cache, self.metrics, xds, self._admit if tls else None, peer_limits
         )
-        self.admin = HttpServer(admin, admin_routes(self), admin_token)
+        self.admin = HttpServer(admin, admin_routes(self), admin_token, CONSOLE_PATHS)
         self.watcher = MeshWatcher(mesh_path, self.reload)
         self._convergence: asyncio.Task[None] | None = None
 

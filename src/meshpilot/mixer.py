@@ -247,7 +247,7 @@ class Mixer:
 
         def top(query: dict[str, str]) -> Reply:
             window = float(query.get("window") or 60)
-            return Reply.json(self.store.top(window))
+            return Reply.json(self.store.top(window, by_version=query.get("by") == "version"))
 
         return {
             "/healthz": lambda _: Reply(200, b"ok\n"),

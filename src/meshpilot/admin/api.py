@@ -8,6 +8,8 @@ from typing import Any, Protocol
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from meshpilot.admin.console import console_routes
+from meshpilot.admin.graph import DEFAULT_WINDOW_S, fetch_edges, service_graph
 from meshpilot.admin.http import Handler, Reply
 from meshpilot.translator.resources import decode
 from meshpilot.xds.cache import SnapshotCache, Watch
@@ -29,6 +31,7 @@ class ControlPlane(Protocol):
     cache: SnapshotCache
     metrics: XdsMetrics
     status: MeshStatus
+    mixer_metrics: str  # the mixer's HTTP address, for the console's service graph
 
 
 def proxy_json(watch: Watch) -> dict[str, Any]:
@@ -80,10 +83,33 @@ def admin_routes(plane: ControlPlane) -> dict[str, Handler]:
     def metrics(_: dict[str, str]) -> Reply:
         return Reply(200, generate_latest(plane.metrics.registry), CONTENT_TYPE_LATEST)
 
+    async def graph(query: dict[str, str]) -> Reply:
+        window = _window(query.get("window"))
+        if window is None:
+            return Reply.json({"error": "window must be a number of seconds above 0"}, 400)
+        edges, mixer_error = await fetch_edges(plane.mixer_metrics, window)
+        proxies = [proxy_json(w) for w in plane.cache.watches]
+        shown = service_graph(proxies, edges)
+        mixer = {"address": plane.mixer_metrics, "error": mixer_error}
+        return Reply.json({"window_s": window, "mixer": mixer, **shown})
+
     return {
         "/healthz": lambda _: Reply(200, b"ok\n"),
         "/proxies": proxies,
         "/config_dump": dump,
         "/mesh": mesh,
         "/metrics": metrics,
+        "/graph": graph,
+        **console_routes(),
     }
+
+
+def _window(text: str | None) -> float | None:
+    """`?window=` in seconds: the default when absent, None when it is not a positive number."""
+    if text is None:
+        return DEFAULT_WINDOW_S
+    try:
+        window = float(text)
+    except ValueError:
+        return None
+    return window if 0 < window < float("inf") else None

@@ -3,7 +3,8 @@
 The admin surface is a handful of GET endpoints; a framework would add a dependency and a second
 event-loop integration for no gain. With a `token`, every path but the health check needs
 `Authorization: Bearer <token>` (401 otherwise): the admin API shows the whole mesh's
-configuration, which only operators should read.
+configuration, which only operators should read. `public` paths (the web console's assets,
+which hold no data) stay open too.
 """
 
 from __future__ import annotations
@@ -48,10 +49,17 @@ class HttpServer:
 
     OPEN_PATHS = frozenset({"/healthz"})
 
-    def __init__(self, address: str, routes: dict[str, Handler], token: str | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        routes: dict[str, Handler],
+        token: str | None = None,
+        public: frozenset[str] = frozenset(),
+    ) -> None:
         self.address = address
         self.routes = routes
         self.token = token
+        self.open_paths = self.OPEN_PATHS | public
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
@@ -98,7 +106,7 @@ class HttpServer:
             return Reply(500, b"internal error\n")
 
     def _authorized(self, path: str, authorization: str) -> bool:
-        if self.token is None or path in self.OPEN_PATHS:
+        if self.token is None or path in self.open_paths:
             return True
         return hmac.compare_digest(authorization.encode(), f"Bearer {self.token}".encode())
 

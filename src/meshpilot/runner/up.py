@@ -149,6 +149,8 @@ class LocalMesh:
         argv += ["--admin", self.addresses.admin, "--state-dir", str(self.state_dir)]
         if self.addresses.mixer:
             argv += ["--mixer", self.addresses.mixer]
+        if self.addresses.metrics:
+            argv += ["--mixer-metrics", self.addresses.metrics]
         self._start("controlplane", argv)
         _wait_until(f"http://{self.addresses.admin}/healthz", b"ok", "the control plane")
         if self.addresses.mixer and self.addresses.metrics:
@@ -226,6 +228,7 @@ def describe(spec: MeshSpec, mesh: LocalMesh, replicas: list[Replica]) -> str:
     lines = [
         f"mesh '{spec.mesh}' from {mesh.mesh_path}; logs in {mesh.run_dir}",
         f"control plane: xds {a.xds}, admin http://{a.admin} (meshpilot status --admin {a.admin})",
+        f"web console: http://{a.admin}/ui",
     ]
     if a.mixer:
         lines.append(f"mixer: grpc {a.mixer}, metrics http://{a.metrics}/metrics")

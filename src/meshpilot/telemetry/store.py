@@ -64,31 +64,38 @@ class LogStore:
             found = list(itertools.islice(filter(wanted, newer), limit))
         return [{"seq": seq, **asdict(e)} for seq, e in found]
 
-    def top(self, window_s: float = 60.0, now: float | None = None) -> list[dict[str, Any]]:
-        """Per caller -> callee edge over the last `window_s`: rate, error rate, p50 and p99.
+    def top(
+        self, window_s: float = 60.0, now: float | None = None, by_version: bool = False
+    ) -> list[dict[str, Any]]:
+        """Per caller -> callee edge over the last `window_s`: rate, error rate, p50 and p99;
+        `by_version` splits each edge by the callee's version (the console's service graph).
 
         Each request counts once: as its caller's sidecar saw it, or as the callee's sidecar saw
         it when no sidecar made the call.
         """
         since = (now or time.time()) - window_s
-        edges: dict[tuple[str, str], list[LogEntry]] = defaultdict(list)
+        edges: dict[tuple[str, ...], list[LogEntry]] = defaultdict(list)
         for _, e in self._snapshot():
             seen_by_caller = e.reporter == "source"
             if e.timestamp >= since and (seen_by_caller or e.source_service == UNKNOWN):
-                edges[(e.source_service, e.destination_service)].append(e)
+                version = (e.destination_version,) if by_version else ()
+                edges[(e.source_service, e.destination_service, *version)].append(e)
         return [_edge_stats(edge, entries, window_s) for edge, entries in sorted(edges.items())]
 
 
-def _edge_stats(edge: tuple[str, str], entries: list[LogEntry], window_s: float) -> dict[str, Any]:
+def _edge_stats(edge: tuple[str, ...], entries: list[LogEntry], window_s: float) -> dict[str, Any]:
     """`error_rate` counts 4xx (denied, rate-limited, not found) and 5xx (no answer included),
-    each also on its own."""
+    each also on its own; `denied` counts the 403s (RBAC or ext_authz said no)."""
     durations = sorted(e.duration_s for e in entries)
     client_errors = sum(1 for e in entries if 400 <= e.response_code < 500)
     server_errors = sum(1 for e in entries if e.response_code >= 500 or e.response_code == 0)
+    version = {"destination_version": edge[2]} if len(edge) > 2 else {}
     return {
         "source": edge[0],
         "destination": edge[1],
+        **version,
         "requests": len(entries),
+        "denied": sum(1 for e in entries if e.response_code == 403),
         "rps": len(entries) / window_s,
         "error_rate": (client_errors + server_errors) / len(entries),
         "error_rate_4xx": client_errors / len(entries),
