@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from meshpilot.cli import main
 from tests.conftest import free_port
@@ -62,6 +62,36 @@ def test_render_of_an_invalid_file_exits_1_with_the_problems(tmp_path: Path) -> 
     assert result.exit_code == 1
     assert f"{mesh}:2:11: services:" in result.output
     assert "Traceback" not in result.output
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_render_of_an_undefined_service_names_the_services(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["render", str(FIXTURE), "--service", "nosuch"])
+    assert one_line_error(result) == (
+        "error: no service 'nosuch' in valid-mesh.yaml (services: frontend, ratings, reviews)"
+    )
+
+
+def test_render_of_an_undefined_version_names_the_versions(tmp_path: Path) -> None:
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text(
+        "mesh: x\nservices:\n  api:\n    port: 80\n    subsets: {one: {version: v1}}\n"
+        "    endpoints: [{address: 127.0.0.1, port: 81, labels: {version: v3}}]\n"
+        "    run: [{command: app, version: v2}, {command: app, labels: {version: v4}}]\n"
+    )
+    result = CliRunner().invoke(main, ["render", str(mesh), "--service", "api", "--version", "v9"])
+    assert one_line_error(result) == (
+        "error: service 'api' has no version 'v9' (versions: v1, v2, v3, v4)"
+    )
+    defined = ["render", str(mesh), "--service", "api", "--version", "v4", "--type", "cds"]
+    assert CliRunner().invoke(main, defined).exit_code == 0
 
 
 def test_status_without_a_control_plane_is_a_clean_error() -> None:
