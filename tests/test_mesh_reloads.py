@@ -3,13 +3,17 @@ when it saw the save, and an honest line when a save is rejected."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
 import pytest
 
+from meshpilot.admin.api import parse_utc_timestamp
+from meshpilot.admin.client import ADMIN_API, get_json
 from meshpilot.controlplane import ControlPlane
 from tests.support.controlplane import running_control_plane
 from tests.support.wait import wait_for_async
@@ -58,3 +62,12 @@ async def test_a_bad_save_later_names_the_version_that_keeps_serving(
         with caplog.at_level(logging.ERROR):
             await plane.reload()
     assert f"version {version} keeps serving" in caplog.text
+
+
+async def test_mesh_says_when_it_was_applied_as_an_iso_8601_utc_time(tmp_path: Path) -> None:
+    before = time.time()
+    async with running_control_plane(tmp_path, MESH) as plane:
+        shown = await asyncio.to_thread(get_json, ADMIN_API, plane.admin.address, "/mesh")
+    applied_at = shown["applied_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", applied_at), applied_at
+    assert before - 0.001 <= parse_utc_timestamp(applied_at) <= time.time()
