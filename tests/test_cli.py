@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from meshpilot.cli import main
+from meshpilot.wording import counted
 from tests.conftest import free_port
 from tests.support.wait import wait_for
 
@@ -24,6 +25,19 @@ def test_validate_a_good_file_prints_a_summary_and_exits_0() -> None:
     result = CliRunner().invoke(main, ["validate", str(FIXTURE)])
     assert result.exit_code == 0
     assert result.output.startswith(f"{FIXTURE}: valid: mesh 'demo', 3 services")
+
+
+def test_validate_counts_one_service_and_one_route_in_the_singular(tmp_path: Path) -> None:
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text("mesh: x\nservices:\n  web:\n    port: 80\n    routes: [{name: all}]\n")
+    result = CliRunner().invoke(main, ["validate", str(mesh)])
+    assert result.output == f"{mesh}: valid: mesh 'x', 1 service, 1 route\n"
+
+
+@pytest.mark.parametrize(("count", "words"), [(0, "0 proxies"), (1, "1 proxy"), (2, "2 proxies")])
+def test_counts_are_worded_in_the_singular_only_for_one(count: int, words: str) -> None:
+    assert counted(count, "proxy", "proxies") == words
+    assert counted(count, "route") == words.replace("proxies", "routes").replace("proxy", "route")
 
 
 def test_validate_a_bad_file_prints_every_problem_and_exits_1(tmp_path: Path) -> None:

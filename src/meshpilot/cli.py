@@ -120,6 +120,7 @@ def validate(mesh: Path) -> None:
     """Validate a mesh file: exit 0 with a summary, or 1 with every problem."""
     from meshpilot.mesh.diagnostics import MeshInvalid
     from meshpilot.mesh.load import load_mesh
+    from meshpilot.wording import counted
 
     try:
         spec = load_mesh(mesh)
@@ -128,7 +129,10 @@ def validate(mesh: Path) -> None:
             click.echo(problem.format())
         sys.exit(1)
     routes = sum(len(s.routes) for s in spec.services.values())
-    click.echo(f"{mesh}: valid: mesh {spec.mesh!r}, {len(spec.services)} services, {routes} routes")
+    click.echo(
+        f"{mesh}: valid: mesh {spec.mesh!r}, {counted(len(spec.services), 'service')}, "
+        f"{counted(routes, 'route')}"
+    )
 
 
 @main.command()

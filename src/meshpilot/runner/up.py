@@ -41,6 +41,7 @@ from meshpilot.runner import netns
 from meshpilot.runner.addresses import UP_RANGE, LoopbackAllocator
 from meshpilot.runner.processes import Supervised, Supervisor
 from meshpilot.translator.build import build_ir
+from meshpilot.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ class LocalMesh:
             _wait_until(f"http://{r.app_ip}:{ADMIN_PORT}/ready", b"LIVE", r.name, r.netns)
 
     def stop(self) -> None:
-        log.info("stopping %d processes", len(self.supervisor.members))
+        log.info("stopping %s", counted(len(self.supervisor.members), "process", "processes"))
         self.supervisor.stop_all()
 
 
