@@ -39,6 +39,7 @@ from meshpilot.mesh.watch import MeshWatcher
 from meshpilot.model.ir import MeshIR
 from meshpilot.model.proxies import Proxy
 from meshpilot.translator.build import IrBuilder
+from meshpilot.wording import serving
 from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.metrics import XdsMetrics, track_convergence
 from meshpilot.xds.peers import PeerLimits
@@ -221,16 +222,7 @@ class ControlPlane:
         self.status.problems = [p.format() for p in sorted(problems)]
         for line in self.status.problems:
             log.error("%s", line)
-        log.error("%s not applied; %s", self.mesh_path, self.serving())
-
-    def serving(self) -> str:
-        """What serves while a save is rejected, said for a person."""
-        if self.status.version is None:
-            return (
-                "nothing is applied yet: sidecars wait for a valid file (an empty mesh "
-                "meanwhile: every host answers 404)"
-            )
-        return f"version {self.status.version} keeps serving"
+        log.error("%s not applied; %s", self.mesh_path, serving(self.status.version))
 
 
 def configure_logging() -> None:
