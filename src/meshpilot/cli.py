@@ -447,7 +447,10 @@ def top(mixer_: str, window: float, watch: float | None) -> None:
 @main.command()
 @click.argument("mesh", type=click.Path(path_type=Path))
 @click.option(
-    "--xds", default=None, metavar="HOST:PORT", help="Default: a free loopback IP, :18000."
+    "--xds",
+    default=None,
+    metavar="HOST:PORT",
+    help="Default: the first free 127.200.*.1 (127.200.0.1 alone), :18000.",
 )
 @click.option("--admin", default=None, metavar="HOST:PORT", help="Default: same IP, :18001.")
 @click.option("--listen", default=None, metavar="HOST:PORT", help="Mixer gRPC; default :18081.")
