@@ -84,9 +84,9 @@ def all_synced(proxies: list[dict[str, Any]]) -> bool:
 def print_status(admin: str, token: str | None = None) -> int:
     """Print the last save's problems, if any, and the table; exit status 0 only when every
     proxy is SYNCED for every type (a rejected save changes no proxy's state)."""
+    proxies = fetch_proxies(admin, token)
     for line in rejected_save(get_json(ADMIN_API, admin, "/mesh", token=token)):
         print(line)
-    proxies = fetch_proxies(admin, token)
     if not proxies:
         print("no proxies connected")
         return 0
