@@ -26,6 +26,7 @@ from harness.mesh import MESHPILOT
 from harness.processes import Processes
 from harness.wait import http_json, wait_http_ok
 
+from meshpilot.admin.api import parse_utc_timestamp
 from tests.support.wait import wait_for
 
 XDS_PORT, ADMIN_PORT = 18000, 18001
@@ -68,7 +69,7 @@ def save(mesh: Path, admin: str, text: str) -> float:
     saved = time.time()
     mesh.write_text(text)
     wait_for(lambda: http_json(f"{admin}/mesh")["applied_at"] != before, 10, 0.005)
-    return float(http_json(f"{admin}/mesh")["applied_at"]) - saved
+    return parse_utc_timestamp(http_json(f"{admin}/mesh")["applied_at"]) - saved
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from harness.processes import Proc, Processes
 from harness.wait import http_get, http_json, wait_for, wait_http_ok
 from meshes import reviews_mesh
 
+from meshpilot.admin.api import parse_utc_timestamp
+
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 POLL_INTERVAL = 0.01
 CONVERGE_TIMEOUT = 10.0
@@ -127,7 +129,7 @@ def run(args: argparse.Namespace, procs: Processes, tmp: Path) -> None:
             procs=watched,
         )
         done_wall, total = time.time(), time.monotonic() - saved
-        applied_at = http_json(f"{admin}/mesh")["applied_at"]
+        applied_at = parse_utc_timestamp(http_json(f"{admin}/mesh")["applied_at"])
         totals.append(total)
         applied.append(applied_at - saved_wall)
         pushed.append(done_wall - applied_at)

@@ -55,6 +55,7 @@ from harness.mesh import MESHPILOT
 from harness.processes import Proc, Processes
 from harness.wait import http_json, wait_http_ok
 
+from meshpilot.admin.api import parse_utc_timestamp
 from meshpilot.model.names import outbound_cluster
 from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE
 from tests.support import meshgen
@@ -417,7 +418,8 @@ class Bench:
             return None
         clusters = max(r[1] for r in replies) - saved
         everything = max(r[2] for r in replies) - saved
-        applied = http_json(f"{self.admin}/mesh")["applied_at"] - saved_wall
+        applied_at = parse_utc_timestamp(http_json(f"{self.admin}/mesh")["applied_at"])
+        applied = applied_at - saved_wall
         self.wait_quiet()
         received = [n for reply in self.ask(("received",), 30) for n in reply[0]]
         return clusters, everything, applied, statistics.median(received)

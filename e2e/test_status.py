@@ -128,3 +128,28 @@ async def test_status_shows_a_proxy_that_nacked_with_its_error(
     columns, rows = parse_table(healthy.stdout)
     assert columns == HEADER, healthy.stdout
     assert list(rows) == [reviews.node_id], healthy.stdout
+
+
+def test_status_shows_a_rejected_save_above_the_proxies_which_keep_their_state(
+    mesh_env: MeshEnv,
+) -> None:
+    mesh = mesh_env.write_mesh(reviews_mesh(100, 0))
+    control_plane = mesh_env.start_control_plane(mesh)
+    reviews = mesh_env.start_instance("reviews", "v1")
+    control_plane.wait_synced([reviews.node_id])
+    serving = control_plane.mesh()["version"]
+
+    mesh_env.write_mesh(reviews_mesh(50, 20))
+    wait_for(lambda: control_plane.mesh()["problems"], 10, message="the rejected save")
+    shown = run_status(control_plane)
+
+    assert shown.returncode == 0, shown  # the proxies are as they were: SYNCED
+    told, table = shown.stdout.split("\n\n", 1)
+    assert told.splitlines() == [
+        f"the last save of the mesh file was rejected; version {serving} keeps serving:",
+        f"  {mesh}:12:13: services.reviews.routes[0].to: weights add up to 70; they must add "
+        "up to 100",
+    ], shown.stdout
+    columns, rows = parse_table(table)
+    assert columns == HEADER, shown.stdout
+    assert [rows[reviews.node_id][t].split()[0] for t in HEADER[4:9]] == ["SYNCED"] * 5

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 from harness.client import LoadGenerator, MeshClient
 from harness.mesh import APP, MESHPILOT, MeshEnv, accepts_connections
 from harness.processes import Proc
-from harness.wait import wait_for
+from harness.wait import http_json, wait_for
 
 RUN = (
     f"{sys.executable} {APP} --ip {{ip}} --port {{app_port}} "
@@ -81,9 +83,9 @@ def pids_running(text: str) -> list[int]:
     return found
 
 
-def start_up(mesh_env: MeshEnv) -> tuple[Proc, list[Row], str]:
+def start_up(mesh_env: MeshEnv, env: dict[str, str] | None = None) -> tuple[Proc, list[Row], str]:
     mesh = mesh_env.write_mesh(mesh_text(100, 0))
-    up = mesh_env.processes.start("up", [MESHPILOT, "up", str(mesh)], cwd=mesh_env.tmp)
+    up = mesh_env.processes.start("up", [MESHPILOT, "up", str(mesh)], cwd=mesh_env.tmp, env=env)
     wait_for(lambda: "ready; Ctrl-C" in up.log(), 60, message="up to be ready", procs=[up])
     return up, replicas(up.log()), plane_ip(up.log())
 
@@ -137,3 +139,45 @@ def _accepts(ip: str, port: int) -> bool:
         return accepts_connections(ip, port, timeout=0.5)
     except OSError:
         return False
+
+
+def path_without_meshpilot() -> str:
+    """$PATH without the directory of the meshpilot under test, as after `make demo`."""
+    here = str(Path(MESHPILOT).parent)
+    return os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep) if d != here)
+
+
+def banner_status_command(output: str) -> list[str]:
+    """The `status` command the banner's "try:" lines suggest."""
+    suggestions = output.split("\ntry:\n", 1)[1]
+    line = next(line for line in suggestions.splitlines() if " status --admin " in line)
+    suggested = line.split("   and   ")[0].strip()
+    return shlex.split(suggested)
+
+
+def test_up_tells_of_a_rejected_save_with_a_status_command_that_works_off_path(
+    mesh_env: MeshEnv,
+) -> None:
+    env = {"PATH": path_without_meshpilot()}
+    up, rows, plane = start_up(mesh_env, env)
+    assert plane.startswith("127.200."), up.log()  # up's own range, from its first block
+    block = plane.removesuffix(".1")
+    assert [r.ip for r in rows] == [f"{block}.{host}" for host in range(2, 6)], up.log()
+    status = banner_status_command(up.log())
+    assert status == [MESHPILOT, "status", "--admin", f"{plane}:18001"], up.log()
+    serving = http_json(f"http://{plane}:18001/mesh")["version"]
+
+    mesh = mesh_env.write_mesh(mesh_text(50, 20))
+    told = f"{mesh} not applied; version {serving} keeps serving"
+    wait_for(lambda: told in up.log(), 10, message="up to tell of the rejected save", procs=[up])
+    problem = f"{mesh}:15:13: services.backend.routes[0].to: weights add up to 70"
+    assert problem in up.log().split(told)[0].splitlines()[-1], up.log()
+    shown = subprocess.run(status, capture_output=True, text=True, timeout=30, env=env)
+    assert shown.returncode == 0, shown
+    assert shown.stdout.startswith(
+        f"the last save of the mesh file was rejected; version {serving} keeps serving:\n"
+        f"  {problem}"
+    ), shown.stdout
+
+    mesh_env.write_mesh(mesh_text(0, 100))
+    wait_for(lambda: f"{mesh} applied: version " in up.log(), 10, message="the good save")

@@ -11,9 +11,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from meshpilot.cli import main
+from meshpilot.wording import counted
 from tests.conftest import free_port
 from tests.support.wait import wait_for
 
@@ -24,6 +25,19 @@ def test_validate_a_good_file_prints_a_summary_and_exits_0() -> None:
     result = CliRunner().invoke(main, ["validate", str(FIXTURE)])
     assert result.exit_code == 0
     assert result.output.startswith(f"{FIXTURE}: valid: mesh 'demo', 3 services")
+
+
+def test_validate_counts_one_service_and_one_route_in_the_singular(tmp_path: Path) -> None:
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text("mesh: x\nservices:\n  web:\n    port: 80\n    routes: [{name: all}]\n")
+    result = CliRunner().invoke(main, ["validate", str(mesh)])
+    assert result.output == f"{mesh}: valid: mesh 'x', 1 service, 1 route\n"
+
+
+@pytest.mark.parametrize(("count", "words"), [(0, "0 proxies"), (1, "1 proxy"), (2, "2 proxies")])
+def test_counts_are_worded_in_the_singular_only_for_one(count: int, words: str) -> None:
+    assert counted(count, "proxy", "proxies") == words
+    assert counted(count, "route") == words.replace("proxies", "routes").replace("proxy", "route")
 
 
 def test_validate_a_bad_file_prints_every_problem_and_exits_1(tmp_path: Path) -> None:
@@ -62,6 +76,36 @@ def test_render_of_an_invalid_file_exits_1_with_the_problems(tmp_path: Path) -> 
     assert result.exit_code == 1
     assert f"{mesh}:2:11: services:" in result.output
     assert "Traceback" not in result.output
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_render_of_an_undefined_service_names_the_services(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["render", str(FIXTURE), "--service", "nosuch"])
+    assert one_line_error(result) == (
+        "error: no service 'nosuch' in valid-mesh.yaml (services: frontend, ratings, reviews)"
+    )
+
+
+def test_render_of_an_undefined_version_names_the_versions(tmp_path: Path) -> None:
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text(
+        "mesh: x\nservices:\n  api:\n    port: 80\n    subsets: {one: {version: v1}}\n"
+        "    endpoints: [{address: 127.0.0.1, port: 81, labels: {version: v3}}]\n"
+        "    run: [{command: app, version: v2}, {command: app, labels: {version: v4}}]\n"
+    )
+    result = CliRunner().invoke(main, ["render", str(mesh), "--service", "api", "--version", "v9"])
+    assert one_line_error(result) == (
+        "error: service 'api' has no version 'v9' (versions: v1, v2, v3, v4)"
+    )
+    defined = ["render", str(mesh), "--service", "api", "--version", "v4", "--type", "cds"]
+    assert CliRunner().invoke(main, defined).exit_code == 0
 
 
 def test_status_without_a_control_plane_is_a_clean_error() -> None:

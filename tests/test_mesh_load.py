@@ -215,13 +215,15 @@ INVALID = [
     pytest.param(
         reviews(
             """\
+            - {name: route-1, to: [{subset: v1}]}
             - to: [{subset: v1}]
             """
         ),
         [
-            "mesh.yaml:7:9: services.reviews.routes[0]: missing required key 'name'",
+            "mesh.yaml:8:9: services.reviews.routes[1]: this route has no name, and the one it "
+            "would get, 'route-1', is taken by routes[0]; give it a name",
         ],
-        id="missing-route-name",
+        id="unnamed-route-whose-derived-name-is-taken",
     ),
     pytest.param(
         reviews(

@@ -120,6 +120,7 @@ def validate(mesh: Path) -> None:
     """Validate a mesh file: exit 0 with a summary, or 1 with every problem."""
     from meshpilot.mesh.diagnostics import MeshInvalid
     from meshpilot.mesh.load import load_mesh
+    from meshpilot.wording import counted
 
     try:
         spec = load_mesh(mesh)
@@ -128,7 +129,10 @@ def validate(mesh: Path) -> None:
             click.echo(problem.format())
         sys.exit(1)
     routes = sum(len(s.routes) for s in spec.services.values())
-    click.echo(f"{mesh}: valid: mesh {spec.mesh!r}, {len(spec.services)} services, {routes} routes")
+    click.echo(
+        f"{mesh}: valid: mesh {spec.mesh!r}, {counted(len(spec.services), 'service')}, "
+        f"{counted(routes, 'route')}"
+    )
 
 
 @main.command()
@@ -526,7 +530,10 @@ def top(mixer_: str, window: float, watch: float | None) -> None:
 @main.command()
 @click.argument("mesh", type=click.Path(path_type=Path))
 @click.option(
-    "--xds", default=None, metavar="HOST:PORT", help="Default: a free loopback IP, :18000."
+    "--xds",
+    default=None,
+    metavar="HOST:PORT",
+    help="Default: the first free 127.200.*.1 (127.200.0.1 alone), :18000.",
 )
 @click.option("--admin", default=None, metavar="HOST:PORT", help="Default: same IP, :18001.")
 @click.option("--listen", default=None, metavar="HOST:PORT", help="Mixer gRPC; default :18081.")

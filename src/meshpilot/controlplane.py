@@ -41,6 +41,7 @@ from meshpilot.mesh.watch import MeshWatcher
 from meshpilot.model.ir import MeshIR
 from meshpilot.model.proxies import Proxy
 from meshpilot.translator.build import IrBuilder
+from meshpilot.wording import serving
 from meshpilot.xds.cache import SnapshotCache
 from meshpilot.xds.metrics import XdsMetrics, track_convergence
 from meshpilot.xds.peers import PeerLimits
@@ -58,7 +59,6 @@ class _Loaded:
     the problems that keep it from being applied."""
 
     version: str
-    changed_at: float
     spec: MeshSpec | None = None
     mesh: MeshIR | None = None
     seconds: float = 0.0  # reading and validating it
@@ -104,7 +104,7 @@ class ControlPlane:
         self._convergence: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.reload()
+        await self._reload(seen_at=None)
         self.cache.hold_reconnects(RECONNECT_GRACE_S)
         if self.state_dir is None:
             await self.ads.start()
@@ -136,30 +136,35 @@ class ControlPlane:
         """Load, validate and apply the mesh file; a bad file changes nothing that is serving.
         Reading, validating and translating it (seconds for a big one) happen off the event
         loop, so ADS and the admin API keep answering meanwhile."""
-        await self._apply(await asyncio.to_thread(self._load))
+        await self._reload(seen_at=time.monotonic())
+
+    async def _reload(self, seen_at: float | None) -> None:
+        """`seen_at`: when this control plane saw the save (monotonic), which convergence is
+        measured from (not the file's mtime, which any copy or clock can set); None for the
+        load at start, which is no change to converge on."""
+        await self._apply(await asyncio.to_thread(self._load), seen_at)
 
     def _load(self) -> _Loaded:
         """The file read and validated (no state of the control plane is changed here)."""
         started = time.perf_counter()
         try:
             data = read_mesh_file(self.mesh_path)
-            changed_at = self.mesh_path.stat().st_mtime
         except (MeshInvalid, OSError) as err:
             problems = err.problems if isinstance(err, MeshInvalid) else [self._problem(err)]
-            return _Loaded("", 0.0, problems=problems)
+            return _Loaded("", problems=problems)
         version = hashlib.blake2b(data, digest_size=8).hexdigest()
         if version == self.status.version:
-            return _Loaded(version, changed_at)
+            return _Loaded(version)
         try:
             spec = self._reader.parse(data.decode("utf-8", "replace"), str(self.mesh_path))
             mesh = self._ir.build(spec, self.mesh_path.parent, secure=self.tls)
         except MeshInvalid as invalid:
-            return _Loaded(version, changed_at, problems=invalid.problems)
+            return _Loaded(version, problems=invalid.problems)
         except MeshpilotError as err:
-            return _Loaded(version, changed_at, problems=[self._problem(err)])
-        return _Loaded(version, changed_at, spec, mesh, time.perf_counter() - started)
+            return _Loaded(version, problems=[self._problem(err)])
+        return _Loaded(version, spec, mesh, time.perf_counter() - started)
 
-    async def _apply(self, loaded: _Loaded) -> None:
+    async def _apply(self, loaded: _Loaded, seen_at: float | None) -> None:
         if loaded.problems:
             self._reject(loaded.problems)
             return
@@ -175,7 +180,8 @@ class ControlPlane:
             return
         self.metrics.translation.observe(loaded.seconds + time.perf_counter() - started)
         self._open_identity(loaded.spec)
-        self.metrics.change_started(loaded.changed_at)
+        if seen_at is not None:
+            self.metrics.change_started(seen_at)
         self.metrics.reloaded("applied")
         self.status = MeshStatus(loaded.version, time.time(), [])
         log.info("applied %s version %s", self.mesh_path, loaded.version)
@@ -220,7 +226,7 @@ class ControlPlane:
         self.status.problems = [p.format() for p in sorted(problems)]
         for line in self.status.problems:
             log.error("%s", line)
-        log.error("%s not applied; the last good configuration keeps serving", self.mesh_path)
+        log.error("%s not applied; %s", self.mesh_path, serving(self.status.version))
 
 
 def configure_logging() -> None:

@@ -50,6 +50,7 @@ from meshpilot.telemetry.entries import LogEntry
 from meshpilot.telemetry.metrics import KnownNames, MeshMetrics
 from meshpilot.telemetry.store import LogStore
 from meshpilot.translator.build import load_ir
+from meshpilot.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -334,9 +335,9 @@ class Mixer:
             self._start_worker(index, start_together)
         await self.http.start()
         log.info(
-            "mixer ready: grpc %s (%d workers), metrics http://%s",
+            "mixer ready: grpc %s (%s), metrics http://%s",
             self.listen,
-            self.workers,
+            counted(self.workers, "worker"),
             self.http.address,
         )
         supervisor = background(self._supervise(), "supervise mixer workers")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +24,20 @@ class MeshStatus:
     version: str | None = None
     applied_at: float | None = None
     problems: list[str] = field(default_factory=list)
+
+
+def utc_timestamp(epoch: float | None) -> str | None:
+    """ISO 8601 in UTC with milliseconds (`2026-12-04T11:20:03.123Z`), as people and tools read
+    times; None stays None."""
+    if epoch is None:
+        return None
+    moment = dt.datetime.fromtimestamp(epoch, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_utc_timestamp(text: str) -> float:
+    """The epoch seconds of a `utc_timestamp`."""
+    return dt.datetime.fromisoformat(text).timestamp()
 
 
 class ControlPlane(Protocol):
@@ -75,7 +90,7 @@ def admin_routes(plane: ControlPlane) -> dict[str, Handler]:
         return Reply.json(
             {
                 "version": status.version,
-                "applied_at": status.applied_at,
+                "applied_at": utc_timestamp(status.applied_at),
                 "problems": status.problems,
             }
         )

@@ -6,11 +6,24 @@ import time
 from typing import Any
 
 from meshpilot.admin.client import ADMIN_API, get_json
+from meshpilot.wording import serving
 from meshpilot.xds.types import PUSH_ORDER, short_name
 
 
 def fetch_proxies(admin: str, token: str | None = None) -> list[dict[str, Any]]:
     return list(get_json(ADMIN_API, admin, "/proxies", token=token))
+
+
+def rejected_save(mesh: dict[str, Any]) -> list[str]:
+    """The last save's problems (as `/mesh` gives them) and what serves instead; none if it
+    was good."""
+    if not mesh["problems"]:
+        return []
+    return [
+        f"the last save of the mesh file was rejected; {serving(mesh['version'])}:",
+        *(f"  {problem}" for problem in mesh["problems"]),
+        "",
+    ]
 
 
 def _age(seconds: float) -> str:
@@ -69,8 +82,11 @@ def all_synced(proxies: list[dict[str, Any]]) -> bool:
 
 
 def print_status(admin: str, token: str | None = None) -> int:
-    """Print the table; exit status 0 only when every proxy is SYNCED for every type."""
+    """Print the last save's problems, if any, and the table; exit status 0 only when every
+    proxy is SYNCED for every type (a rejected save changes no proxy's state)."""
     proxies = fetch_proxies(admin, token)
+    for line in rejected_save(get_json(ADMIN_API, admin, "/mesh", token=token)):
+        print(line)
     if not proxies:
         print("no proxies connected")
         return 0

@@ -33,6 +33,7 @@ from meshpilot.identity.errors import (
 )
 from meshpilot.identity.tokens import Grant
 from meshpilot.model.proxies import Proxy
+from meshpilot.wording import counted
 
 AUTHORIZATION = "authorization"
 BEARER = "Bearer "
@@ -136,13 +137,15 @@ class JoinLimits:
             raise Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "token_instances",
-                f"token {grant.token_id} already has {self.per_token} sidecars connected",
+                f"token {grant.token_id} already has "
+                f"{counted(self.per_token, 'sidecar')} connected",
             )
         if self._services[grant.service] >= self.per_service:
             raise Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "service_instances",
-                f"service '{grant.service}' already has {self.per_service} sidecars connected",
+                f"service '{grant.service}' already has "
+                f"{counted(self.per_service, 'sidecar')} connected",
             )
         self._tokens[grant.token_id] += 1
         self._services[grant.service] += 1

@@ -14,6 +14,7 @@ from pathlib import Path
 from meshpilot.identity.errors import InvalidSpiffeId
 from meshpilot.identity.spiffe import trust_domain_for_mesh
 from meshpilot.mesh.diagnostics import Issue, Loc, suggest
+from meshpilot.model import names
 from meshpilot.netaddr import is_ip
 
 
@@ -150,16 +151,8 @@ def _service_checks(loc: Loc, service: object) -> Iterator[Issue]:
             )
     if _get(service, "protocol") == "tcp":
         yield from _tcp_checks(loc, service)
-    seen: dict[str, int] = {}
+    yield from _route_name_checks(loc, _get(service, "routes"))
     for i, route in _entries(_get(service, "routes")):
-        name = _get(route, "name")
-        if isinstance(name, str) and name in seen:
-            yield Issue(
-                (*loc, "routes", i, "name"),
-                f"duplicate route name '{name}' (also used by routes[{seen[name]}])",
-            )
-        elif isinstance(name, str):
-            seen[name] = i
         yield from _to_checks((*loc, "routes", i, "to"), _get(route, "to"), known)
         mirror = _get(_get(route, "mirror"), "subset")
         if isinstance(mirror, str) and known is not None and mirror not in known:
@@ -248,6 +241,28 @@ def _header_checks(loc: Loc, route: object) -> Iterator[Issue]:
             )
         else:
             first[name.lower()] = name
+
+
+def _route_name_checks(loc: Loc, routes: object) -> Iterator[Issue]:
+    """Route names are unique in their service, a route without one included (`route-INDEX`)."""
+    explicit: dict[str, int] = {}
+    for i, route in _entries(routes):
+        name = _get(route, "name")
+        if isinstance(name, str) and name in explicit:
+            yield Issue(
+                (*loc, "routes", i, "name"),
+                f"duplicate route name '{name}' (also used by routes[{explicit[name]}])",
+            )
+        elif isinstance(name, str):
+            explicit[name] = i
+    for i, route in _entries(routes):
+        derived = names.unnamed_route(i)
+        if isinstance(route, dict) and _get(route, "name") is None and derived in explicit:
+            yield Issue(
+                (*loc, "routes", i),
+                f"this route has no name, and the one it would get, '{derived}', is taken by "
+                f"routes[{explicit[derived]}]; give it a name",
+            )
 
 
 def _get(data: object, key: str, default: object = None) -> object:

@@ -45,6 +45,12 @@ def route_scope(host: str) -> str:
     return f"outbound|{host}"
 
 
+def unnamed_route(index: int) -> str:
+    """The name of a route given without one: `route-INDEX`, its 0-based place in `routes:`
+    (deterministic, and unique in its service: the file is refused where it would not be)."""
+    return f"route-{index}"
+
+
 def route(service: str, route_name: str) -> str:
     return f"{service}/{route_name}"
 

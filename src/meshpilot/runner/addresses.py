@@ -5,8 +5,10 @@ Linux routes all of 127.0.0.0/8 to `lo`, so any 127.X.Y.Z can be bound with no s
 every address has the whole port range to itself. A user claims a block 127.X.Y.0/24 by binding
 a TCP socket to the block's claim address `127.X.Y.254:CLAIM_PORT` and holding it while it runs:
 the kernel refuses a second bind, so others skip the block, and a crashed process releases it
-automatically. `meshpilot up` takes blocks in 127.200-254.*.*, tests in 127.100-199.*.*, both
-clear of 127.0.0.1.
+automatically. `meshpilot up` takes blocks in 127.200-254.*.*, the first free one from
+127.200.0 upward, so a mesh gets the same addresses every time it runs alone; tests take blocks
+in 127.100-199.*.*, from a random start so that parallel runs rarely probe the same ones. Both
+ranges are clear of 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ TEST_RANGE = (100, 199)  # ... and for tests
 CLAIM_HOST = 254
 CLAIM_PORT = 61999  # above the ephemeral range (32768-60999), so no connection takes it
 HOSTS_PER_BLOCK = 250  # .1 .. .250
+
+
+def up_allocator() -> LoopbackAllocator:
+    """`meshpilot up`'s addresses: the first free block from 127.200.0 upward."""
+    return LoopbackAllocator(UP_RANGE, start=0)
 
 
 def block_count(x_range: tuple[int, int]) -> int:

@@ -19,6 +19,7 @@ import contextlib
 import http.client
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -29,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+from meshpilot.admin.client import ADMIN_API, get_json
 from meshpilot.admin.status import format_table
 from meshpilot.errors import MeshpilotError
 from meshpilot.identity.authority import open_token_authority
@@ -38,9 +40,10 @@ from meshpilot.mesh.schema import MeshSpec
 from meshpilot.model.names import MIXER_SERVICE
 from meshpilot.model.proxies import ADMIN_PORT, OUTBOUND_PORT
 from meshpilot.runner import netns
-from meshpilot.runner.addresses import UP_RANGE, LoopbackAllocator
+from meshpilot.runner.addresses import up_allocator
 from meshpilot.runner.processes import Supervised, Supervisor
 from meshpilot.translator.build import build_ir
+from meshpilot.wording import counted, serving
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +187,7 @@ class LocalMesh:
             _wait_until(f"http://{r.app_ip}:{ADMIN_PORT}/ready", b"LIVE", r.name, r.netns)
 
     def stop(self) -> None:
-        log.info("stopping %d processes", len(self.supervisor.members))
+        log.info("stopping %s", counted(len(self.supervisor.members), "process", "processes"))
         self.supervisor.stop_all()
 
 
@@ -227,7 +230,8 @@ def describe(spec: MeshSpec, mesh: LocalMesh, replicas: list[Replica]) -> str:
     a = mesh.addresses
     lines = [
         f"mesh '{spec.mesh}' from {mesh.mesh_path}; logs in {mesh.run_dir}",
-        f"control plane: xds {a.xds}, admin http://{a.admin} (meshpilot status --admin {a.admin})",
+        f"control plane: xds {a.xds}, admin http://{a.admin} "
+        f"({meshpilot_command()} status --admin {a.admin})",
         f"web console: http://{a.admin}/ui",
     ]
     if a.mixer:
@@ -268,11 +272,47 @@ def _suggestions(spec: MeshSpec, mesh: LocalMesh, replicas: list[Replica]) -> li
             f"     # call {entry.service} through a sidecar"
         )
     tries.append(f"  edit {mesh.mesh_path} (weights, routes) and save     # applied live")
-    watch = f"  meshpilot status --admin {mesh.addresses.admin}"
+    watch = f"  {meshpilot_command()} status --admin {mesh.addresses.admin}"
     if mesh.addresses.metrics:
         watch += f"   and   http://{mesh.addresses.metrics}/metrics"
     tries.append(watch)
     return tries
+
+
+def meshpilot_command() -> str:
+    """How to run this meshpilot from the user's shell: `meshpilot` when that is the one on
+    PATH, else this one's absolute path (`make demo` does not put `.venv/bin` on PATH)."""
+    script = Path(sys.executable).parent / "meshpilot"
+    if not script.exists():
+        return f"{sys.executable} -m meshpilot"
+    on_path = shutil.which("meshpilot")
+    if on_path is not None and Path(on_path).resolve() == script.resolve():
+        return "meshpilot"
+    return str(script.absolute())
+
+
+class SaveReports:
+    """Tells the `up` terminal about saves of the mesh file, from the control plane's `/mesh`:
+    a rejected save's problems and which version keeps serving, and each applied version."""
+
+    def __init__(self, mesh_path: Path, admin: str) -> None:
+        self.mesh_path = mesh_path
+        self.admin = admin
+        self._version: str | None = None
+        self._problems: list[str] = []
+
+    def check(self) -> None:
+        try:
+            shown = get_json(ADMIN_API, self.admin, "/mesh")
+        except MeshpilotError:
+            return  # restarting: the supervisor says so
+        version, problems = shown["version"], shown["problems"]
+        if problems and problems != self._problems:
+            print("\n".join(problems), flush=True)
+            print(f"{self.mesh_path} not applied; {serving(version)}", flush=True)
+        elif not problems and (self._problems or self._version not in (None, version)):
+            print(f"{self.mesh_path} applied: version {version}", flush=True)
+        self._version, self._problems = version, problems
 
 
 class _Stop:
@@ -300,7 +340,7 @@ def run_up(
     needs_mixer = build_ir(spec, mesh_path.parent).mixer is not None
     stop = _Stop()
     with contextlib.ExitStack() as cleanup:  # undone in reverse: processes, bridge, loopback IPs
-        ips = LoopbackAllocator(UP_RANGE)
+        ips = up_allocator()
         cleanup.callback(ips.release)
         bridge = cleanup.enter_context(netns.Bridge(os.getpid())) if isolate else None
         plane_ip = ips.ip()
@@ -326,7 +366,9 @@ def run_up(
         mesh.wait_ready(replicas)
         print(describe(spec, mesh, replicas), flush=True)
         print("\nready; Ctrl-C stops everything", flush=True)
+        saves = SaveReports(mesh.mesh_path, addresses.admin)
         while not stop.requested:
             mesh.supervisor.check()
+            saves.check()
             time.sleep(0.25)
     return 0

@@ -182,7 +182,9 @@ def telemetry_of(spec: TelemetrySpec | None) -> Telemetry:
 
 
 def service(name: str, spec: ServiceSpec, defaults: DefaultsSpec, base: Path = Path()) -> Service:
-    routes = [route(r, defaults) for r in spec.routes] or [default_route(defaults)]
+    routes = [
+        route(r, defaults, r.name or names.unnamed_route(i)) for i, r in enumerate(spec.routes)
+    ] or [default_route(defaults)]
     policy = traffic_policy(spec)
     subsets = (
         Subset(n, labels_of(spec.subsets[n]), subset_policy(policy, spec.subset_policies.get(n)))
@@ -276,10 +278,10 @@ def static_endpoint(spec: EndpointSpec) -> StaticEndpoint:
     return StaticEndpoint(address=spec.address, port=spec.port, labels=labels_of(spec.labels))
 
 
-def route(spec: RouteSpec, defaults: DefaultsSpec) -> Route:
+def route(spec: RouteSpec, defaults: DefaultsSpec, name: str) -> Route:
     """A route's own timeout and retries replace the defaults whole; they are not merged."""
     return Route(
-        name=spec.name,
+        name=name,
         match=route_match(spec.match),
         to=destinations(spec.to),
         timeout_ms=millis(spec.timeout if spec.timeout is not None else defaults.timeout),
@@ -322,7 +324,7 @@ def header_ops(spec: HeaderOpsSpec | None) -> HeaderOps:
 
 def default_route(defaults: DefaultsSpec) -> Route:
     """What a service without `routes:` gets: everything to the whole service."""
-    return route(RouteSpec(name=DEFAULT_ROUTE), defaults)
+    return route(RouteSpec(), defaults, DEFAULT_ROUTE)
 
 
 def route_match(spec: MatchSpec | None) -> RouteMatch:

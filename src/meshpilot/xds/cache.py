@@ -31,6 +31,7 @@ from meshpilot.background import background
 from meshpilot.errors import InconsistentSnapshot
 from meshpilot.model import ir, proxies
 from meshpilot.translator.translate import Translator, View
+from meshpilot.wording import counted
 from meshpilot.xds.metrics import XdsMetrics
 from meshpilot.xds.protocol import SyncStatus, TypeState
 from meshpilot.xds.snapshot import Consistency, Snapshot
@@ -254,9 +255,8 @@ class SnapshotCache:
         self.metrics.inconsistent_snapshots(len(refused))
         watch, err = refused[0]
         log.error(
-            "refused inconsistent snapshots for %d proxies (each keeps its last good one), "
-            "%s first: %s",
-            len(refused),
+            "refused inconsistent snapshots for %s (each keeps its last good one), %s first: %s",
+            counted(len(refused), "proxy", "proxies"),
             watch.proxy.node_id,
             err,
         )

@@ -104,7 +104,7 @@ class XdsMetrics:
         self._nacks.labels(short_name(type_url)).inc()
 
     def change_started(self, at: float) -> None:
-        """A new mesh file (changed at `at`, epoch seconds) is being pushed."""
+        """A new mesh file (seen at `at`, `time.monotonic()`) is being pushed."""
         self._change_started = at
 
     @property
@@ -113,7 +113,7 @@ class XdsMetrics:
 
     def check_converged(self, all_synced: Callable[[], bool]) -> None:
         if self._change_started is not None and all_synced():
-            self.convergence.observe(max(0.0, time.time() - self._change_started))
+            self.convergence.observe(max(0.0, time.monotonic() - self._change_started))
             self._change_started = None
 
 

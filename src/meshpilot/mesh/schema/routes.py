@@ -176,7 +176,7 @@ class RateLimitSpec(SpecModel):
 
 
 class RouteSpec(SpecModel):
-    name: str = Field(min_length=1)
+    name: str | None = Field(default=None, min_length=1)  # None: names.unnamed_route
     match: MatchSpec | None = None
     to: list[DestinationSpec] | None = Field(default=None, min_length=1)
     timeout: Duration | None = None
