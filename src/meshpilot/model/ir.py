@@ -264,6 +264,7 @@ class Mixer:
 class Telemetry:
     access_log: bool = False
     sampling: float | None = None  # percent of requests traced; None: tracing off
+    collector: str | None = None  # HOST:PORT of the Zipkin collector; None: spans stay local
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ OUTBOUND_LISTENER = "outbound"
 OUTBOUND_SCOPES = "outbound"
 INBOUND_ROUTE = "inbound"
 MIXER_CLUSTER = "mixer"
+# Where every sidecar sends its trace spans (Istio's name for its Zipkin cluster).
+TRACING_CLUSTER = "zipkin"
 # Workload identity (Istio's names): the sidecar's agent serves Envoy its certificate and key as
 # the SDS secret WORKLOAD_SECRET and the mesh's trust anchor as ROOT_SECRET, over a unix socket
 # that the bootstrap's static cluster SDS_CLUSTER reaches.

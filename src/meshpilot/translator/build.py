@@ -177,8 +177,9 @@ def mixer(spec: MixerSpec | None) -> Mixer:
 def telemetry_of(spec: TelemetrySpec | None) -> Telemetry:
     if spec is None:
         return Telemetry()
-    sampling = float(spec.tracing.sampling) if spec.tracing else None
-    return Telemetry(spec.access_log, sampling)
+    if spec.tracing is None:
+        return Telemetry(spec.access_log)
+    return Telemetry(spec.access_log, float(spec.tracing.sampling), spec.tracing.collector)
 
 
 def service(name: str, spec: ServiceSpec, defaults: DefaultsSpec, base: Path = Path()) -> Service:

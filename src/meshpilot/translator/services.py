@@ -214,6 +214,12 @@ def mixer_part(mixer: ir.Mixer) -> Part:
     return Part([resource(CLUSTER, names.MIXER_CLUSTER, built)])
 
 
+def collector_part(address: str) -> Part:
+    """The cluster every sidecar reports its trace spans through."""
+    built = cluster.collector_cluster(names.TRACING_CLUSTER, address)
+    return Part([resource(CLUSTER, names.TRACING_CLUSTER, built)])
+
+
 def _instance_key(instance: proxies.Instance) -> tuple[str, int]:
     return (instance.address, instance.port)
 
