@@ -239,7 +239,11 @@ def test_the_collector_cluster_follows_the_mesh_and_every_sidecar_refers_to_it()
 
     def mesh(collector: str | None) -> ir.MeshIR:
         return ir.MeshIR(
-            "m", _services(90), telemetry=ir.Telemetry(sampling=5, collector=collector)
+            "m",
+            _services(90),
+            telemetry=ir.Telemetry(
+                sampling=5, collector=ir.Collector(collector) if collector else None
+            ),
         )
 
     translator = Translator()
@@ -259,4 +263,8 @@ def test_the_collector_cluster_follows_the_mesh_and_every_sidecar_refers_to_it()
     inbound = plain[LISTENER].get("inbound")
     assert inbound is not None
     manager = decode(inbound)["filterChains"][0]["filters"][0]["typedConfig"]
-    assert manager["tracing"] == {"randomSampling": {"value": 5.0}, "spawnUpstreamSpan": False}
+    assert manager["tracing"] == {
+        "randomSampling": {"value": 5.0},
+        "spawnUpstreamSpan": False,
+        "operation": "%REQ(:AUTHORITY)%",
+    }

@@ -8,8 +8,6 @@ OUTBOUND_LISTENER = "outbound"
 OUTBOUND_SCOPES = "outbound"
 INBOUND_ROUTE = "inbound"
 MIXER_CLUSTER = "mixer"
-# Where every sidecar sends its trace spans (Istio's name for its Zipkin cluster).
-TRACING_CLUSTER = "zipkin"
 # Workload identity (Istio's names): the sidecar's agent serves Envoy its certificate and key as
 # the SDS secret WORKLOAD_SECRET and the mesh's trust anchor as ROOT_SECRET, over a unix socket
 # that the bootstrap's static cluster SDS_CLUSTER reaches.
@@ -21,6 +19,12 @@ ROOT_SECRET = "ROOTCA"
 MIXER_SERVICE = "meshpilot-mixer"
 # Stats and dynamic-metadata keys of audit policies (Envoy RBAC shadow rules) start with this.
 AUDIT_PREFIX = "audit."
+
+
+def collector_cluster(protocol: str) -> str:
+    """Where every sidecar sends its trace spans: `zipkin` (Istio's name for its Zipkin cluster)
+    or `opentelemetry`."""
+    return protocol
 
 
 def outbound_cluster(service: str, port: int, subset: str | None = None) -> str:

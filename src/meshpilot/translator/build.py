@@ -40,6 +40,7 @@ from meshpilot.mesh.schema import (
 from meshpilot.model import names
 from meshpilot.model.ir import (
     CircuitBreaker,
+    Collector,
     Destination,
     Fault,
     HashKey,
@@ -179,7 +180,9 @@ def telemetry_of(spec: TelemetrySpec | None) -> Telemetry:
         return Telemetry()
     if spec.tracing is None:
         return Telemetry(spec.access_log)
-    return Telemetry(spec.access_log, float(spec.tracing.sampling), spec.tracing.collector)
+    tracing = spec.tracing
+    collector = Collector(tracing.collector, tracing.protocol) if tracing.collector else None
+    return Telemetry(spec.access_log, float(tracing.sampling), collector)
 
 
 def service(name: str, spec: ServiceSpec, defaults: DefaultsSpec, base: Path = Path()) -> Service:

@@ -74,9 +74,9 @@ def _http_manager(
     manager = HttpConnectionManagerBuilder(chain).with_filters(filters)
     sampling = policy.sampling(service)
     if sampling is not None:
-        collector = names.TRACING_CLUSTER if policy.telemetry.collector is not None else None
-        manager.with_tracing(tracing.tracing(sampling, collector))
-        refs += [collector] if collector is not None else []
+        collector = policy.telemetry.collector
+        manager.with_tracing(tracing.tracing(sampling, collector, proxy.service))
+        refs += [names.collector_cluster(collector.protocol)] if collector is not None else []
     if policy.access_log:
         log_name = names.INBOUND_LISTENER if chain == "inbound" else names.OUTBOUND_LISTENER
         manager.with_access_log(access_log.grpc_access_log(log_name, names.MIXER_CLUSTER))

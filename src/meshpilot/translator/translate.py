@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from meshpilot.gc_pause import gc_paused
-from meshpilot.model import ir, names, proxies
+from meshpilot.model import ir, proxies
 from meshpilot.translator.proxies import ProxyView, View, proxy_view
 from meshpilot.translator.resources import Part
 from meshpilot.translator.services import (
@@ -36,7 +36,7 @@ class Translator:
 
     def __init__(self) -> None:
         self._services: dict[str, ServiceEntry] = {}
-        self._shared_parts: dict[str, tuple[Any, Part]] = {}  # by cluster: (input, part)
+        self._shared_parts: dict[str, tuple[Any, Part]] = {}  # by role: (input, part)
         self._views: dict[proxies.Proxy, ProxyView] = {}
         self._last: MeshResources | None = None
         self._tcp: dict[str, ServiceEntry] = {}  # the tcp services' entries, by name
@@ -76,17 +76,17 @@ class Translator:
         has them. Each is the previous change's Part while its input is unchanged, so that the
         sets built from it are reused (see `outbound`)."""
         wanted: dict[str, tuple[Any, Callable[[Any], Part]]] = {
-            names.MIXER_CLUSTER: (mesh.mixer, mixer_part),
-            names.TRACING_CLUSTER: (mesh.telemetry.collector, collector_part),
+            "mixer": (mesh.mixer, mixer_part),
+            "collector": (mesh.telemetry.collector, collector_part),
         }
         parts = []
-        for name, (source, build) in wanted.items():
-            found = self._shared_parts.get(name)
+        for role, (source, build) in wanted.items():
+            found = self._shared_parts.get(role)
             if source is None:
-                self._shared_parts.pop(name, None)
+                self._shared_parts.pop(role, None)
                 continue
             if found is None or found[0] != source:
-                found = self._shared_parts[name] = (source, build(source))
+                found = self._shared_parts[role] = (source, build(source))
             parts.append(found[1])
         return tuple(parts)
 

@@ -94,10 +94,12 @@ class MixerSpec(SpecModel):
 
 
 class MeshTracingSpec(TracingSpec):
-    """Sampling for every sidecar (a service may override it) and, with `collector`, the Zipkin
-    v2 collector (HTTP JSON at /api/v2/spans) every sidecar reports its spans to."""
+    """Sampling for every sidecar (a service may override it) and, with `collector`, where every
+    sidecar reports its spans: a Zipkin v2 collector (HTTP JSON at /api/v2/spans, the default,
+    as Istio's was) or an OpenTelemetry collector (OTLP over gRPC)."""
 
     collector: CollectorAddress | None = None
+    protocol: Literal["zipkin", "opentelemetry"] = "zipkin"
 
 
 class TelemetrySpec(SpecModel):

@@ -235,10 +235,16 @@ def mixer_cluster(name: str, address: str, peer: str | None = None) -> cluster_p
     return result
 
 
-def collector_cluster(name: str, address: str) -> cluster_pb2.Cluster:
-    """How sidecars reach the trace collector: HTTP/1.1 POSTs of span batches, in plaintext
-    (a collector such as Zipkin or Jaeger is not a workload of the mesh)."""
-    return _fixed_address_cluster(name, address, 1)
+def collector_cluster(name: str, address: str, grpc: bool = False) -> cluster_pb2.Cluster:
+    """How sidecars reach the trace collector, in plaintext (a collector such as Zipkin, Jaeger
+    or an OpenTelemetry collector is not a workload of the mesh): HTTP/1.1 POSTs of span
+    batches, or with `grpc` OTLP calls over HTTP/2."""
+    result = _fixed_address_cluster(name, address, 1)
+    if grpc:
+        result.MergeFrom(
+            cluster_pb2.Cluster(typed_extension_protocol_options=http2_protocol_options())
+        )
+    return result
 
 
 def _fixed_address_cluster(name: str, address: str, copies: int) -> cluster_pb2.Cluster:
