@@ -974,6 +974,20 @@ INVALID = [
         id="tracing-collector-port",
     ),
     pytest.param(
+        dedent(
+            """\
+            mesh: m
+            telemetry:
+              tracing: {sampling: 1, collector: "otel:4317", protocol: otlp}
+            """
+        ),
+        [
+            "mesh.yaml:3:60: telemetry.tracing.protocol: expected one of zipkin, opentelemetry; "
+            "got string 'otlp'",
+        ],
+        id="tracing-protocol",
+    ),
+    pytest.param(
         "mesh: m\nservices: {a: {port: 1}}\n# \x07 bell \x00\n",
         ["mesh.yaml:3:3: <root>: character U+0007 is not allowed in YAML (1 more in the file)"],
         id="control-characters",
