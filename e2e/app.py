@@ -9,6 +9,9 @@ Behaviours for tests, combinable in one path (e.g. `/delay/200/status/503`):
   later ones the normal answer (counts are per app process), for retry tests;
 - header `x-fail-ip: IP`: the instance on that IP answers 503, the others normally (one bad
   instance among healthy ones, for outlier detection);
+- `/call/<service><path>` calls `<service>` at `<path>` (default `/`) through the instance's
+  sidecar (its outbound port, on the app's IP) and answers with the callee's status and JSON
+  under `called`, forwarding the request's trace headers (TRACE_HEADERS) as a traced app must;
 - `GET /__seen` answers `{"hosts": {HOST: count}}`: the requests this instance received so far
   per Host header (a mirrored copy arrives with Host `<host>-shadow`), not counting itself.
 Silent (no access log) and exits 0 on SIGTERM.
@@ -23,6 +26,8 @@ import signal
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -30,7 +35,23 @@ from typing import Any, ClassVar
 
 STATUS = re.compile(r"/status/(\d{3})(?=/|$|\?)")
 DELAY = re.compile(r"/delay/(\d+)(?=/|$|\?)")
+CALL = re.compile(r"/call/([a-z0-9-]+)(/[^?]*)?")
 NO_BODY = {204, 304}
+OUTBOUND_PORT = 15001
+# What an app forwards from the request it serves to the calls it makes meanwhile, so that the
+# sidecars' spans join one trace (Istio asks the same of apps): Envoy's request id, B3 (Zipkin)
+# in both forms and W3C trace context.
+TRACE_HEADERS = (
+    "x-request-id",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "b3",
+    "traceparent",
+    "tracestate",
+)
 
 
 class FailureCounter:
@@ -89,7 +110,21 @@ class Handler(BaseHTTPRequestHandler):
             "headers": self.header_dict(),
             "body": body.decode("utf-8", "replace"),
         }
+        call = CALL.fullmatch(self.path.split("?")[0])
+        if call:
+            payload["called"] = self.call(call.group(1), call.group(2) or "/")
         self.reply(status, payload)
+
+    def call(self, service: str, path: str) -> dict[str, Any]:
+        """GET `service` `path` through this instance's sidecar, with the trace headers."""
+        headers = {h: self.headers[h] for h in TRACE_HEADERS if self.headers.get(h)}
+        url = f"http://{self.identity['ip']}:{OUTBOUND_PORT}{path}"
+        request = urllib.request.Request(url, headers={**headers, "Host": service})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                return {"status": reply.status, "json": json.load(reply)}
+        except urllib.error.HTTPError as err:
+            return {"status": err.code, "json": None}
 
     def read_body(self) -> bytes:
         length = int(self.headers.get("content-length") or 0)

@@ -1,10 +1,11 @@
 """docker-compose.yml runs the demo mesh secure by default: the file is valid for docker-compose,
 nothing listens on a wildcard address or is published on the host (but Grafana, on its loopback),
-every instance of the demo mesh is one app plus one sidecar holding its own join token (in a
-volume of its own that only the `tokens` service also mounts: no sidecar can read another
-instance's token), and the `tokens` service's command lines issue tokens that the control plane's
-state directory verifies. Prometheus scrapes from the control plane's network namespace, and
-neither it nor Grafana is reachable from the mesh workloads' network.
+the trace collector the demo mesh names is a service of the file on the mesh network, every
+instance of the demo mesh is one app plus one sidecar holding its own join token (in a volume of
+its own that only the `tokens` service also mounts: no sidecar can read another instance's
+token), and the `tokens` service's command lines issue tokens that the control plane's state
+directory verifies. Prometheus scrapes from the control plane's network namespace, and neither it
+nor Grafana is reachable from the mesh workloads' network.
 
 The checks are one function, `problems()`, run on the file and on broken copies of it (each
 check is shown to fail on a copy that breaks what it guards)."""
@@ -270,6 +271,14 @@ def problems(text: str) -> list[str]:
     )
     if composed != local:
         found.append(f"instances {sorted(composed.elements())} != the demo mesh's")
+
+    # The trace collector the demo mesh names: a service of this file, on the mesh network.
+    tracing = spec.telemetry.tracing if spec.telemetry else None
+    collector = tracing.collector if tracing else None
+    if collector is None:
+        found.append("the demo mesh names no trace collector")
+    elif mesh_ip(services.get(host(collector), {})) is None:
+        found.append(f"the demo mesh's collector {collector} is no service on the mesh network")
 
     # The tokens service: one token per sidecar and one for the mixer, each in a volume of its own
     # that the holder mounts read-only (and nothing else), and no other service but `tokens` mounts.
@@ -621,6 +630,15 @@ BREAKAGES = [
         id="app with two sidecars",
     ),
     pytest.param(drop("catalog-v2", "catalog-v2-sidecar"), "instances", id="an instance missing"),
+    pytest.param(drop("zipkin"), "collector zipkin:9411", id="no trace collector"),
+    pytest.param(
+        set_key("zipkin", "networks", None), "collector zipkin:9411", id="collector off the mesh"
+    ),
+    pytest.param(
+        set_key("zipkin", "ports", ["9411:9411"]),
+        "zipkin: publishes ports",
+        id="collector published",
+    ),
     pytest.param(
         set_script(
             "--label version=v2 > /tokens/catalog-v2/token",

@@ -923,6 +923,73 @@ INVALID = [
         id="security-trust-domain-from-mesh-name",
     ),
     pytest.param(
+        dedent(
+            """\
+            mesh: m
+            telemetry:
+              tracing: {sampling: 101, collector: zipkin}
+            services:
+              a:
+                port: 1
+                tracing: {sampling: 5, collector: 127.0.0.1:9411}
+              b: {port: 2, tracing: {collector: 127.0.0.1:9411}}
+            """
+        ),
+        [
+            "mesh.yaml:3:23: telemetry.tracing.sampling: must be 100 or less, got integer 101",
+            "mesh.yaml:3:39: telemetry.tracing.collector: 'zipkin' is not HOST:PORT (e.g. "
+            "127.0.0.1:9411)",
+            "mesh.yaml:7:28: services.a.tracing.collector: unknown key 'collector'; expected one "
+            "of: sampling",
+            "mesh.yaml:8:16: services.b.tracing: missing required key 'sampling'",
+            "mesh.yaml:8:26: services.b.tracing.collector: unknown key 'collector'; expected one "
+            "of: sampling",
+        ],
+        id="tracing-collector-mesh-wide-only",
+    ),
+    pytest.param(
+        dedent(
+            """\
+            mesh: m
+            telemetry:
+              tracing: {sampling: 1, collector: "zip kin:9411"}
+            """
+        ),
+        [
+            "mesh.yaml:3:37: telemetry.tracing.collector: 'zip kin' is neither an IP address nor a "
+            "DNS name"
+        ],
+        id="tracing-collector-host",
+    ),
+    pytest.param(
+        dedent(
+            """\
+            mesh: m
+            telemetry:
+              tracing: {sampling: 1, collector: "127.0.0.1:0"}
+            """
+        ),
+        [
+            "mesh.yaml:3:37: telemetry.tracing.collector: '127.0.0.1:0' is not HOST:PORT (e.g. "
+            "127.0.0.1:9411)"
+        ],
+        id="tracing-collector-port",
+    ),
+    pytest.param(
+        dedent(
+            """\
+            mesh: m
+            telemetry:
+              tracing: {sampling: 1, collector: "otel:4317", protocol: otlp}
+            """
+        ),
+        [
+            "mesh.yaml:3:60: telemetry.tracing.protocol: expected one of zipkin, opentelemetry; "
+            "got string 'otlp'",
+        ],
+        id="tracing-protocol",
+    ),
+    pytest.param(
         "mesh: m\nservices: {a: {port: 1}}\n# \x07 bell \x00\n",
         ["mesh.yaml:3:3: <root>: character U+0007 is not allowed in YAML (1 more in the file)"],
         id="control-characters",

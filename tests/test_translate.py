@@ -7,7 +7,7 @@ import pytest
 from meshpilot.model import ir, proxies
 from meshpilot.translator.envoy import cluster, route
 from meshpilot.translator.resources import Part, ResourceSet, resource_from_bytes
-from meshpilot.xds.types import CLUSTER, ENDPOINT, ROUTE, SCOPED_ROUTE
+from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 
 
 def test_eds_cluster_bytes_equal_serializing_the_cluster() -> None:
@@ -231,3 +231,40 @@ def test_the_mixer_cluster_is_built_once_per_address() -> None:
     (mixer,) = moved.shared_clusters[0].resources
     assert decode(mixer)["type"] == "STRICT_DNS"
     assert moved.full.clusters.version != first.full.clusters.version
+
+
+def test_the_collector_cluster_follows_the_mesh_and_every_sidecar_refers_to_it() -> None:
+    from meshpilot.translator.resources import decode
+    from meshpilot.translator.translate import Translator
+
+    def mesh(collector: str | None) -> ir.MeshIR:
+        return ir.MeshIR(
+            "m",
+            _services(90),
+            telemetry=ir.Telemetry(
+                sampling=5, collector=ir.Collector(collector) if collector else None
+            ),
+        )
+
+    translator = Translator()
+    first = translator.translate(mesh("[::1]:9411"), [])
+    (collector,) = first.shared_clusters[0].resources
+    address = decode(collector)["loadAssignment"]["endpoints"][0]["lbEndpoints"][0]["endpoint"]
+    assert address["address"]["socketAddress"] == {"address": "::1", "portValue": 9411}
+    assert translator.translate(mesh("[::1]:9411"), []).full.clusters is first.full.clusters
+    view = translator.view(first, proxies.Proxy("a~1", "a", "10.0.0.1", 8080, ()))
+    assert "zipkin" in view[CLUSTER].resources  # a scoped (`egress:`) view has it too
+    for name in ("inbound", "outbound"):
+        listener = view[LISTENER].get(name)
+        assert listener is not None and "zipkin" in listener.refs
+    off = translator.translate(mesh(None), [])
+    assert off.shared_clusters == ()
+    plain = translator.view(off, proxies.Proxy("a~1", "a", "10.0.0.1", 8080, ()))
+    inbound = plain[LISTENER].get("inbound")
+    assert inbound is not None
+    manager = decode(inbound)["filterChains"][0]["filters"][0]["typedConfig"]
+    assert manager["tracing"] == {
+        "randomSampling": {"value": 5.0},
+        "spawnUpstreamSpan": False,
+        "operation": "%REQ(:AUTHORITY)%",
+    }

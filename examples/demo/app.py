@@ -6,7 +6,8 @@
 - pricing: GET /prices answers prices.
 
 Every call to another service goes through the local sidecar (http://MESH_IP:15001 with the
-service's name as Host), forwarding x-request-id and x-user so traces and header routes work.
+service's name as Host), forwarding x-user and the trace headers (FORWARDED) so that header
+routes and traces work.
 
 MESH_BIND_IP, when set, is where the app listens and where it finds its sidecar's outbound port
 instead of MESH_IP: the sidecar's local IP (`meshpilot sidecar --local-ip`), such as 127.0.0.1
@@ -28,7 +29,21 @@ IP = os.environ.get("MESH_IP", "127.0.0.1")
 BIND_IP = os.environ.get("MESH_BIND_IP") or IP
 PORT = int(os.environ.get("MESH_APP_PORT", "8080"))
 FLAKY_PERCENT = float(os.environ.get("FLAKY_PERCENT", "0"))
-FORWARDED = ("x-request-id", "x-user")
+# Forwarded from the request being served to the calls made for it: the header routes' x-user
+# and the trace context (Envoy's request id, B3 and W3C), so that the sidecars' spans of one
+# request form one trace.
+FORWARDED = (
+    "x-user",
+    "x-request-id",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "b3",
+    "traceparent",
+    "tracestate",
+)
 ITEMS = ["kettle", "teapot", "mug"]
 
 

@@ -98,7 +98,7 @@ _HOST = re.compile(
 )
 
 
-def _host(address: str) -> str:
+def host_address(address: str) -> str:
     """An endpoint address is an IP address or a DNS name (an external service)."""
     if not is_ip(address) and not _HOST.fullmatch(address):
         raise PydanticCustomError(
@@ -131,7 +131,7 @@ def _header_value(value: str) -> str:
 Duration = Annotated[str, BeforeValidator(_duration)]
 PositiveDuration = Annotated[str, BeforeValidator(_duration), AfterValidator(_positive)]
 Regex = Annotated[str, AfterValidator(_regex)]
-Address = Annotated[str, AfterValidator(_host)]
+Address = Annotated[str, AfterValidator(host_address)]
 Percent = Annotated[int | float, Field(ge=0, le=100)]
 Count = Annotated[int, Field(ge=0)]
 ServiceName = Annotated[str, AfterValidator(_service_name)]

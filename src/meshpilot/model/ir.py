@@ -260,10 +260,22 @@ class Mixer:
     spiffe_id: str | None = None  # the identity sidecars require of it (None: plaintext)
 
 
+TracingProtocol = Literal["zipkin", "opentelemetry"]
+
+
+@dataclass(frozen=True)
+class Collector:
+    """Where sidecars report trace spans: Zipkin v2 (HTTP JSON) or OpenTelemetry (OTLP/gRPC)."""
+
+    address: str  # HOST:PORT
+    protocol: TracingProtocol = "zipkin"
+
+
 @dataclass(frozen=True)
 class Telemetry:
     access_log: bool = False
     sampling: float | None = None  # percent of requests traced; None: tracing off
+    collector: Collector | None = None  # None: spans are reported nowhere
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,12 @@ MIXER_SERVICE = "meshpilot-mixer"
 AUDIT_PREFIX = "audit."
 
 
+def collector_cluster(protocol: str) -> str:
+    """Where every sidecar sends its trace spans: `zipkin` (Istio's name for its Zipkin cluster)
+    or `opentelemetry`."""
+    return protocol
+
+
 def outbound_cluster(service: str, port: int, subset: str | None = None) -> str:
     """Istio-style `outbound|PORT|SUBSET|SERVICE`; SUBSET empty for the whole service."""
     return f"outbound|{port}|{subset or ''}|{service}"

@@ -40,6 +40,7 @@ from meshpilot.mesh.schema import (
 from meshpilot.model import names
 from meshpilot.model.ir import (
     CircuitBreaker,
+    Collector,
     Destination,
     Fault,
     HashKey,
@@ -177,8 +178,11 @@ def mixer(spec: MixerSpec | None) -> Mixer:
 def telemetry_of(spec: TelemetrySpec | None) -> Telemetry:
     if spec is None:
         return Telemetry()
-    sampling = float(spec.tracing.sampling) if spec.tracing else None
-    return Telemetry(spec.access_log, sampling)
+    if spec.tracing is None:
+        return Telemetry(spec.access_log)
+    tracing = spec.tracing
+    collector = Collector(tracing.collector, tracing.protocol) if tracing.collector else None
+    return Telemetry(spec.access_log, float(tracing.sampling), collector)
 
 
 def service(name: str, spec: ServiceSpec, defaults: DefaultsSpec, base: Path = Path()) -> Service:

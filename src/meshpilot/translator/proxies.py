@@ -20,6 +20,7 @@ from meshpilot.translator.envoy import (
     listener,
     mtls,
     tcp_proxy,
+    tracing,
 )
 from meshpilot.translator.envoy.filter_plugin import Chain, FilterContext
 from meshpilot.translator.envoy.http_connection_manager import HttpConnectionManagerBuilder
@@ -65,7 +66,7 @@ def _http_manager(
     chain: Chain, proxy: proxies.Proxy, service: ir.Service | None, policy: ProxyPolicy
 ) -> tuple[HttpConnectionManagerBuilder, list[str]]:
     """An HTTP connection manager with the chain's filters (those the order table has for this
-    proxy), access log to the mixer and trace sampling; and the clusters all these use."""
+    proxy), access log to the mixer and tracing; and the clusters all these use."""
     context = FilterContext(
         proxy.service, service, policy.policies, policy.mixer, policy.trust_domain
     )
@@ -73,7 +74,9 @@ def _http_manager(
     manager = HttpConnectionManagerBuilder(chain).with_filters(filters)
     sampling = policy.sampling(service)
     if sampling is not None:
-        manager.with_tracing(sampling)
+        collector = policy.telemetry.collector
+        manager.with_tracing(tracing.tracing(sampling, collector, proxy.service))
+        refs += [names.collector_cluster(collector.protocol)] if collector is not None else []
     if policy.access_log:
         log_name = names.INBOUND_LISTENER if chain == "inbound" else names.OUTBOUND_LISTENER
         manager.with_access_log(access_log.grpc_access_log(log_name, names.MIXER_CLUSTER))
@@ -90,7 +93,7 @@ def _inbound_listener(
     if service is not None and not service.is_http:
         to_app = tcp_proxy.tcp_proxy(names.INBOUND_LISTENER, [(app, 100)])
         built = listener.tcp_listener(
-            names.INBOUND_LISTENER, proxy.ip, proxies.INBOUND_PORT, to_app, tls
+            names.INBOUND_LISTENER, proxy.ip, proxies.INBOUND_PORT, "inbound", to_app, tls
         )
         return resource(LISTENER, names.INBOUND_LISTENER, built, refs=[app])
     version = dict(proxy.labels).get("version")
@@ -102,6 +105,7 @@ def _inbound_listener(
         names.INBOUND_LISTENER,
         proxy.ip,
         proxies.INBOUND_PORT,
+        "inbound",
         manager.with_route_config(routes).build(),
         tls,
     )
@@ -126,6 +130,7 @@ def _outbound_listener(
         names.OUTBOUND_LISTENER,
         proxy.app_ip,
         proxies.OUTBOUND_PORT,
+        "outbound",
         manager.with_scoped_routes(names.OUTBOUND_SCOPES).build(),
     )
     return resource(LISTENER, names.OUTBOUND_LISTENER, built, refs=refs)
@@ -149,7 +154,7 @@ def _tcp_listener(proxy: proxies.Proxy, service: ir.Service) -> Resource:
     to = service.routes[0].to if service.routes else (ir.Destination(None),)
     shares = [(names.outbound_cluster(service.name, service.port, d.subset), d.weight) for d in to]
     built = listener.tcp_listener(
-        name, proxy.app_ip, service.port, tcp_proxy.tcp_proxy(name, shares)
+        name, proxy.app_ip, service.port, "outbound", tcp_proxy.tcp_proxy(name, shares)
     )
     return resource(LISTENER, name, built, refs=[c for c, weight in shares if weight > 0])
 

@@ -214,6 +214,14 @@ def mixer_part(mixer: ir.Mixer) -> Part:
     return Part([resource(CLUSTER, names.MIXER_CLUSTER, built)])
 
 
+def collector_part(collector: ir.Collector) -> Part:
+    """The cluster every sidecar reports its trace spans through."""
+    name = names.collector_cluster(collector.protocol)
+    grpc = collector.protocol == "opentelemetry"
+    built = cluster.collector_cluster(name, collector.address, grpc)
+    return Part([resource(CLUSTER, name, built)])
+
+
 def _instance_key(instance: proxies.Instance) -> tuple[str, int]:
     return (instance.address, instance.port)
 

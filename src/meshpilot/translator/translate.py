@@ -9,13 +9,19 @@ What is built lives elsewhere: per-service parts in `services`, the sets proxies
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from meshpilot.gc_pause import gc_paused
 from meshpilot.model import ir, proxies
 from meshpilot.translator.proxies import ProxyView, View, proxy_view
 from meshpilot.translator.resources import Part
-from meshpilot.translator.services import ServiceEntry, ServiceParts, mixer_part
+from meshpilot.translator.services import (
+    ServiceEntry,
+    ServiceParts,
+    collector_part,
+    mixer_part,
+)
 from meshpilot.translator.shared import MeshResources, outbound
 
 __all__ = ["MeshResources", "Translator", "View"]
@@ -30,7 +36,7 @@ class Translator:
 
     def __init__(self) -> None:
         self._services: dict[str, ServiceEntry] = {}
-        self._mixer_part: tuple[ir.Mixer, Part] | None = None
+        self._shared_parts: dict[str, tuple[Any, Part]] = {}  # by role: (input, part)
         self._views: dict[proxies.Proxy, ProxyView] = {}
         self._last: MeshResources | None = None
         self._tcp: dict[str, ServiceEntry] = {}  # the tcp services' entries, by name
@@ -46,7 +52,7 @@ class Translator:
         created: list[ServiceEntry] = []
         self._services = self._entries(mesh, created)
         parts = _service_parts(self._services.values(), by_service)
-        shared_clusters = tuple(self._mixer(mesh))
+        shared_clusters = self._shared_clusters(mesh)
         last = self._last
         policies: dict[str, list[ir.Policy]] = defaultdict(list)
         for p in mesh.policies:
@@ -65,13 +71,24 @@ class Translator:
         )
         return self._last
 
-    def _mixer(self, mesh: ir.MeshIR) -> list[Part]:
-        """The cluster every sidecar reaches the mixer through, when the mesh has one."""
-        if mesh.mixer is None:
-            return []
-        if self._mixer_part is None or self._mixer_part[0] != mesh.mixer:
-            self._mixer_part = (mesh.mixer, mixer_part(mesh.mixer))
-        return [self._mixer_part[1]]
+    def _shared_clusters(self, mesh: ir.MeshIR) -> tuple[Part, ...]:
+        """The clusters every sidecar has: the mixer's and the trace collector's, when the mesh
+        has them. Each is the previous change's Part while its input is unchanged, so that the
+        sets built from it are reused (see `outbound`)."""
+        wanted: dict[str, tuple[Any, Callable[[Any], Part]]] = {
+            "mixer": (mesh.mixer, mixer_part),
+            "collector": (mesh.telemetry.collector, collector_part),
+        }
+        parts = []
+        for role, (source, build) in wanted.items():
+            found = self._shared_parts.get(role)
+            if source is None:
+                self._shared_parts.pop(role, None)
+                continue
+            if found is None or found[0] != source:
+                found = self._shared_parts[role] = (source, build(source))
+            parts.append(found[1])
+        return tuple(parts)
 
     def view(self, shared: MeshResources, proxy: proxies.Proxy) -> View:
         """Everything one proxy should have (see `proxy_view`): the proxy's previous view when

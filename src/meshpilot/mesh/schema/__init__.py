@@ -13,6 +13,7 @@ from pydantic import Field
 
 from meshpilot.mesh.fields import Duration, ServiceName, SpecModel
 from meshpilot.mesh.schema.policies import (
+    MeshTracingSpec,
     MixerSpec,
     PolicyAction,
     PolicySpec,
@@ -82,6 +83,7 @@ __all__ = [
     "LoadBalancerSpec",
     "MatchSpec",
     "MeshSpec",
+    "MeshTracingSpec",
     "Method",
     "MirrorSpec",
     "MixerSpec",

@@ -7,16 +7,18 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from meshpilot.mesh.fields import Duration, HeaderName, SpecModel
+from meshpilot.mesh.fields import Duration, HeaderName, SpecModel, host_address
 from meshpilot.mesh.schema.routes import Method, ValueMatch
 from meshpilot.mesh.schema.services import TracingSpec
 
 
-def _host_port(value: str) -> str:
+def _host_port(value: str, example: str = "127.0.0.1:18081") -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise PydanticCustomError(
-            "address", "'{value}' is not HOST:PORT (e.g. 127.0.0.1:18081)", {"value": value}
+            "address",
+            "'{value}' is not HOST:PORT (e.g. {example})",
+            {"value": value, "example": example},
         )
     return value
 
@@ -41,7 +43,14 @@ def _path_glob(value: str) -> str:
     return value
 
 
+def _collector(value: str) -> str:
+    """HOST:PORT whose host an Envoy cluster can reach: an IP address or a DNS name."""
+    host_address(_host_port(value, "127.0.0.1:9411").rpartition(":")[0].strip("[]"))
+    return value
+
+
 HostPort = Annotated[str, AfterValidator(_host_port)]
+CollectorAddress = Annotated[str, AfterValidator(_collector)]
 HookRef = Annotated[str, AfterValidator(_hook)]
 PathGlob = Annotated[str, AfterValidator(_path_glob)]
 PolicyAction = Literal["allow", "deny", "audit", "custom"]
@@ -84,6 +93,15 @@ class MixerSpec(SpecModel):
     timeout: Duration = "500ms"
 
 
+class MeshTracingSpec(TracingSpec):
+    """Sampling for every sidecar (a service may override it) and, with `collector`, where every
+    sidecar reports its spans: a Zipkin v2 collector (HTTP JSON at /api/v2/spans, the default,
+    as Istio's was) or an OpenTelemetry collector (OTLP over gRPC)."""
+
+    collector: CollectorAddress | None = None
+    protocol: Literal["zipkin", "opentelemetry"] = "zipkin"
+
+
 class TelemetrySpec(SpecModel):
     access_log: bool = False
-    tracing: TracingSpec | None = None
+    tracing: MeshTracingSpec | None = None

@@ -124,6 +124,9 @@ class TlsSpec(SpecModel):
 
 
 class TracingSpec(SpecModel):
+    """A service's own sampling. Where spans go is mesh-wide (`telemetry.tracing.collector`):
+    one collector cluster serves every sidecar, so that a trace's spans end up in one place."""
+
     sampling: Percent
 
 

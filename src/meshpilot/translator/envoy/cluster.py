@@ -223,17 +223,41 @@ def mixer_cluster(name: str, address: str, peer: str | None = None) -> cluster_p
     to idle workers over those to a busy one. Connections are replaced every
     MIXER_CONNECTION_DURATION_S, so that they spread again over workers that (re)started later
     than others."""
+    result = _fixed_address_cluster(name, address, MIXER_CONNECTIONS)
+    result.MergeFrom(
+        cluster_pb2.Cluster(
+            lb_policy=_LB_POLICIES["least_request"],
+            typed_extension_protocol_options=http2_protocol_options(MIXER_CONNECTION_DURATION_S),
+        )
+    )
+    if peer is not None:
+        result.transport_socket.CopyFrom(upstream_mtls(peer, http2=True))
+    return result
+
+
+def collector_cluster(name: str, address: str, grpc: bool = False) -> cluster_pb2.Cluster:
+    """How sidecars reach the trace collector, in plaintext (a collector such as Zipkin, Jaeger
+    or an OpenTelemetry collector is not a workload of the mesh): HTTP/1.1 POSTs of span
+    batches, or with `grpc` OTLP calls over HTTP/2."""
+    result = _fixed_address_cluster(name, address, 1)
+    if grpc:
+        result.MergeFrom(
+            cluster_pb2.Cluster(typed_extension_protocol_options=http2_protocol_options())
+        )
+    return result
+
+
+def _fixed_address_cluster(name: str, address: str, copies: int) -> cluster_pb2.Cluster:
+    """A cluster of one `HOST:PORT` (listed `copies` times): an IP as it is, a DNS name
+    resolved by Envoy (IPv4 preferred)."""
     host, _, port = address.rpartition(":")
+    host = host.strip("[]")
     result = cluster_pb2.Cluster(
         name=name,
         type=_STATIC if is_ip(host) else _STRICT_DNS,
-        lb_policy=_LB_POLICIES["least_request"],
         connect_timeout=duration(CONNECT_TIMEOUT_MS),
-        load_assignment=_repeated_member(name, host, int(port), MIXER_CONNECTIONS),
-        typed_extension_protocol_options=http2_protocol_options(MIXER_CONNECTION_DURATION_S),
+        load_assignment=_repeated_member(name, host, int(port), copies),
     )
     if not is_ip(host):
         result.dns_lookup_family = _V4_PREFERRED
-    if peer is not None:
-        result.transport_socket.CopyFrom(upstream_mtls(peer, http2=True))
     return result

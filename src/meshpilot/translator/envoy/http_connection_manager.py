@@ -23,7 +23,7 @@ class HttpConnectionManagerBuilder:
     route_config: route_pb2.RouteConfiguration | None = None
     filters: list[hcm.HttpFilter] = field(default_factory=list)
     access_logs: list[accesslog_pb2.AccessLog] = field(default_factory=list)
-    sampling_percent: float | None = None
+    tracing: hcm.HttpConnectionManager.Tracing | None = None
 
     def with_rds(self, name: str) -> HttpConnectionManagerBuilder:
         self.rds_name = name
@@ -50,9 +50,11 @@ class HttpConnectionManagerBuilder:
         self.access_logs.append(log)
         return self
 
-    def with_tracing(self, sampling_percent: float) -> HttpConnectionManagerBuilder:
-        """Envoy's random sampling decides which requests are traced (`x-request-id` carries it)."""
-        self.sampling_percent = sampling_percent
+    def with_tracing(
+        self, tracing: hcm.HttpConnectionManager.Tracing
+    ) -> HttpConnectionManagerBuilder:
+        """Sampling and where spans go, as `tracing.tracing` builds them."""
+        self.tracing = tracing
         return self
 
     def build(self) -> hcm.HttpConnectionManager:
@@ -70,8 +72,8 @@ class HttpConnectionManagerBuilder:
         elif self.route_config is not None:
             manager.route_config.CopyFrom(self.route_config)
         manager.access_log.extend(self.access_logs)
-        if self.sampling_percent is not None:
-            manager.tracing.random_sampling.value = self.sampling_percent
+        if self.tracing is not None:
+            manager.tracing.CopyFrom(self.tracing)
         return manager
 
 

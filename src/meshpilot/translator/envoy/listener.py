@@ -8,6 +8,7 @@ inspector tells TLS from plaintext and each has its own filter chain with the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
@@ -23,6 +24,13 @@ from meshpilot.translator.envoy.common import socket_address, typed
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+# Which way a listener's traffic goes: Envoy makes the HTTP connection manager's spans server
+# spans (inbound) or client spans (outbound) by it.
+Direction = Literal["inbound", "outbound"]
+_DIRECTIONS = {
+    "inbound": base_pb2.TrafficDirection.Value("INBOUND"),
+    "outbound": base_pb2.TrafficDirection.Value("OUTBOUND"),
+}
 
 
 @dataclass(frozen=True)
@@ -37,13 +45,16 @@ def listener(
     name: str,
     ip: str,
     port: int,
+    direction: Direction,
     filter_name: str,
     config: Message,
     tls: DownstreamTls | None = None,
 ) -> listener_pb2.Listener:
     """One terminal network filter, in one filter chain (two when permissive)."""
     terminal = listener_components_pb2.Filter(name=filter_name, typed_config=typed(config))
-    result = listener_pb2.Listener(name=name, address=socket_address(ip, port))
+    result = listener_pb2.Listener(
+        name=name, address=socket_address(ip, port), traffic_direction=_DIRECTIONS[direction]
+    )
     if tls is None:
         result.filter_chains.add(filters=[terminal])
         return result
@@ -61,20 +72,22 @@ def http_listener(
     name: str,
     ip: str,
     port: int,
+    direction: Direction,
     manager: hcm.HttpConnectionManager,
     tls: DownstreamTls | None = None,
 ) -> listener_pb2.Listener:
-    return listener(name, ip, port, HCM_FILTER, manager, tls)
+    return listener(name, ip, port, direction, HCM_FILTER, manager, tls)
 
 
 def tcp_listener(
     name: str,
     ip: str,
     port: int,
+    direction: Direction,
     proxy: tcp_proxy_pb2.TcpProxy,
     tls: DownstreamTls | None = None,
 ) -> listener_pb2.Listener:
-    return listener(name, ip, port, TCP_PROXY_FILTER, proxy, tls)
+    return listener(name, ip, port, direction, TCP_PROXY_FILTER, proxy, tls)
 
 
 def api_listener(name: str, manager: hcm.HttpConnectionManager) -> listener_pb2.Listener:
