@@ -14,10 +14,12 @@ MESH = reviews_with(
       consecutive_5xx: {CONSECUTIVE_5XX}
       interval: 100ms
       base_ejection_time: 30s
+    routes: [{{name: all, retries: {{attempts: 0}}}}]
     """
 )
 # No max_ejection_percent: Envoy's default (10% of 2 members) would eject none, but one member
-# can always be ejected.
+# can always be ejected. No retries: the caller sees the 503s that count towards the ejection
+# (with the default policy it would see the good instance's answer to the retry).
 
 
 def test_a_failing_instance_is_ejected_and_the_good_one_serves_all(mesh_env: MeshEnv) -> None:

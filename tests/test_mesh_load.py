@@ -81,7 +81,8 @@ def test_retry_on_has_a_default() -> None:
     spec = parse_mesh(reviews("- {name: r, retries: {attempts: 2}}\n"), "m")
     retries = spec.services["reviews"].routes[0].retries
     assert retries is not None
-    assert retries.on == ["connect-failure", "refused-stream", "reset"]
+    assert retries.conditions == ("connect-failure", "refused-stream", "unavailable", "cancelled")
+    assert retries.status_codes == (503,)
 
 
 def test_yaml_anchors_and_merge_keys() -> None:

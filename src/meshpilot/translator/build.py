@@ -13,6 +13,7 @@ from meshpilot.identity.spiffe import SpiffeId, trust_domain_for_mesh
 from meshpilot.mesh.durations import parse_duration
 from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import (
+    DEFAULT_RETRY_ATTEMPTS,
     CircuitBreakerSpec,
     DefaultsSpec,
     DestinationSpec,
@@ -361,19 +362,23 @@ def destinations(to: list[DestinationSpec] | None) -> tuple[Destination, ...]:
     return tuple(Destination(d.subset, 100 if d.weight is None else d.weight) for d in to)
 
 
-def retry_policy(spec: RetriesSpec | None) -> RetryPolicy | None:
+# What a route gets when neither it nor the defaults say: Istio's default retry policy.
+ISTIO_RETRIES = RetriesSpec(attempts=DEFAULT_RETRY_ATTEMPTS)
+
+
+def retry_policy(spec: RetriesSpec | None) -> RetryPolicy:
     """Kept even with `attempts: 0`, which the route builder turns into "no retries"."""
-    if spec is None:
-        return None
-    on: list[str] = list(spec.on)
-    if spec.retriable_status_codes and "retriable-status-codes" not in on:
+    spec = spec or ISTIO_RETRIES
+    on: list[str] = list(spec.conditions)
+    codes = spec.status_codes
+    if codes and "retriable-status-codes" not in on:
         on.append("retriable-status-codes")
     backoff = spec.backoff
     return RetryPolicy(
         spec.attempts,
         tuple(on),
         millis(spec.per_try_timeout),
-        tuple(sorted(set(spec.retriable_status_codes))),
+        tuple(sorted(set(codes))),
         millis(backoff.base) if backoff else None,
         millis(backoff.max) if backoff else None,
     )

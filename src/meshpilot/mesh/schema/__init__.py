@@ -20,6 +20,8 @@ from meshpilot.mesh.schema.policies import (
     TelemetrySpec,
 )
 from meshpilot.mesh.schema.routes import (
+    DEFAULT_RETRIABLE_STATUS_CODES,
+    DEFAULT_RETRY_ATTEMPTS,
     DEFAULT_RETRY_ON,
     BackoffSpec,
     DestinationSpec,
@@ -62,6 +64,8 @@ from meshpilot.mesh.schema.services import (
 )
 
 __all__ = [
+    "DEFAULT_RETRIABLE_STATUS_CODES",
+    "DEFAULT_RETRY_ATTEMPTS",
     "DEFAULT_RETRY_ON",
     "HASHING_POLICIES",
     "BackoffSpec",
