@@ -922,6 +922,46 @@ INVALID = [
         id="security-trust-domain-from-mesh-name",
     ),
     pytest.param(
+        dedent(
+            """\
+            mesh: m
+            services:
+              a:
+                port: 1
+                load_balancer: {policy: random, warmup: 10s}
+                circuit_breaker: {max_requests_per_connection: 0}
+                outlier_detection: {min_health_percent: 120}
+                tcp_keepalive: {time: 1500ms, interval: 0s, probes: 0}
+              db:
+                port: 5432
+                protocol: tcp
+                idle_timeout: 1m
+                subsets: {v1: {version: v1}}
+                subset_policies:
+                  v1: {circuit_breaker: {max_requests_per_connection: 1}, idle_timeout: 1m}
+            """
+        ),
+        [
+            "mesh.yaml:5:20: services.a.load_balancer: 'warmup' only applies to round_robin and "
+            "least_request, not random",
+            "mesh.yaml:6:52: services.a.circuit_breaker.max_requests_per_connection: must be 1 or "
+            "more, got integer 0",
+            "mesh.yaml:7:45: services.a.outlier_detection.min_health_percent: must be 100 or less, "
+            "got integer 120",
+            "mesh.yaml:8:27: services.a.tcp_keepalive.time: must be a whole number of seconds, at "
+            "least 1s",
+            "mesh.yaml:8:45: services.a.tcp_keepalive.interval: must be a whole number of seconds, "
+            "at least 1s",
+            "mesh.yaml:8:57: services.a.tcp_keepalive.probes: must be 1 or more, got integer 0",
+            "mesh.yaml:12:5: services.db.idle_timeout: 'idle_timeout' applies to HTTP, not tcp",
+            "mesh.yaml:15:30: services.db.subset_policies.v1.circuit_breaker."
+            "max_requests_per_connection: 'max_requests_per_connection' applies to HTTP, not tcp",
+            "mesh.yaml:15:63: services.db.subset_policies.v1.idle_timeout: 'idle_timeout' applies "
+            "to HTTP, not tcp",
+        ],
+        id="connection-settings",
+    ),
+    pytest.param(
         "mesh: m\nservices: {a: {port: 1}}\n# \x07 bell \x00\n",
         ["mesh.yaml:3:3: <root>: character U+0007 is not allowed in YAML (1 more in the file)"],
         id="control-characters",

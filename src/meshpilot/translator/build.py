@@ -33,6 +33,7 @@ from meshpilot.mesh.schema import (
     RetriesSpec,
     RouteSpec,
     ServiceSpec,
+    TcpKeepaliveSpec,
     TelemetrySpec,
     TlsSpec,
     TrafficPolicySpec,
@@ -59,6 +60,7 @@ from meshpilot.model.ir import (
     Service,
     StaticEndpoint,
     Subset,
+    TcpKeepalive,
     Telemetry,
     TrafficPolicy,
     UpstreamTls,
@@ -210,6 +212,8 @@ def traffic_policy(spec: ServiceSpec | TrafficPolicySpec) -> TrafficPolicy:
         circuit_breaker=circuit_breaker(spec.circuit_breaker),
         outlier_detection=outlier_detection(spec.outlier_detection),
         connect_timeout_ms=millis(spec.connect_timeout),
+        idle_timeout_ms=millis(spec.idle_timeout),
+        tcp_keepalive=tcp_keepalive(spec.tcp_keepalive),
     )
 
 
@@ -223,7 +227,21 @@ def subset_policy(service_policy: TrafficPolicy, spec: TrafficPolicySpec | None)
         circuit_breaker=own.circuit_breaker or service_policy.circuit_breaker,
         outlier_detection=own.outlier_detection or service_policy.outlier_detection,
         connect_timeout_ms=own.connect_timeout_ms or service_policy.connect_timeout_ms,
+        idle_timeout_ms=_first_set(own.idle_timeout_ms, service_policy.idle_timeout_ms),
+        tcp_keepalive=own.tcp_keepalive or service_policy.tcp_keepalive,
     )
+
+
+def _first_set(own: int | None, inherited: int | None) -> int | None:
+    """`0s` is a setting of its own (no idle timeout), not a missing one."""
+    return own if own is not None else inherited
+
+
+def tcp_keepalive(spec: TcpKeepaliveSpec | None) -> TcpKeepalive | None:
+    if spec is None:
+        return None
+    seconds = [None if d is None else parse_duration(d) // 1000 for d in (spec.time, spec.interval)]
+    return TcpKeepalive(seconds[0], seconds[1], spec.probes)
 
 
 def load_balancer(spec: str | LoadBalancerSpec | None) -> LoadBalancer:
@@ -231,7 +249,9 @@ def load_balancer(spec: str | LoadBalancerSpec | None) -> LoadBalancer:
         return LoadBalancer()
     if isinstance(spec, str):
         return LoadBalancer(spec)
-    return LoadBalancer(spec.policy, hash_key(spec.hash) if spec.hash else None)
+    return LoadBalancer(
+        spec.policy, hash_key(spec.hash) if spec.hash else None, millis(spec.warmup)
+    )
 
 
 def hash_key(spec: HashSpec) -> HashKey:
@@ -257,7 +277,12 @@ def outlier_detection(spec: OutlierDetectionSpec | None) -> OutlierDetection | N
         interval_ms=millis(spec.interval),
         base_ejection_time_ms=millis(spec.base_ejection_time),
         max_ejection_percent=spec.max_ejection_percent,
+        min_health_percent=_percent(spec.min_health_percent),
     )
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def upstream_tls(spec: TlsSpec | None, base: Path) -> UpstreamTls | None:
