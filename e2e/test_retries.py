@@ -87,3 +87,34 @@ def test_retriable_status_codes_retry_only_the_listed_codes(mesh_env: MeshEnv) -
     assert (unlisted.tries, unlisted.retries) == (1, 0)
     assert unavailable.status == 503  # `on: []`: a 503 is not retried on this route
     assert (not_5xx.tries, not_5xx.retries) == (1, 0)
+
+
+def failing(times: int) -> dict[str, str]:
+    """Headers that make the app answer 503 to the first `times` requests carrying them."""
+    return {"x-fail-times": str(times), "x-fail-key": uuid.uuid4().hex}
+
+
+def test_a_route_without_retries_gets_istios_default_policy(mesh_env: MeshEnv) -> None:
+    """The split route sets no `retries` and the mesh no `defaults`: 2 retries, 503 included,
+    for a POST too (Envoy re-sends the buffered body, as under Istio)."""
+    page, v1, _ = start_reviews_mesh(mesh_env, reviews_mesh(100, 0))
+    with page.client() as client:
+        with Tries(page, v1) as once:
+            got = client.request("reviews", "/", headers=failing(1))
+        with Tries(page, v1) as posted:
+            post = client.request("reviews", "/p", method="POST", body="x=1", headers=failing(2))
+        with Tries(page, v1) as three:
+            failed = client.request("reviews", "/", headers=failing(3))
+    assert got.status == 200, got.text
+    assert (once.tries, once.retries) == (2, 1)
+    assert post.status == 200, post.text
+    assert (post.json()["method"], post.json()["body"]) == ("POST", "x=1")
+    assert (posted.tries, posted.retries) == (3, 2)
+    assert failed.status == 503  # the third 503: two retries used up
+    assert (three.tries, three.retries) == (3, 2)
+    split = page.admin.route_configs()["outbound|reviews"]["virtual_hosts"][0]["routes"][-1]
+    policy = split["route"]["retry_policy"]
+    assert policy["retry_on"] == (
+        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+    )
+    assert (policy["num_retries"], policy["retriable_status_codes"]) == (2, [503])

@@ -49,6 +49,14 @@ DEFAULT_RETRIES = ir.RetryPolicy(
     attempts=2, on=("connect-failure", "reset"), per_try_timeout_ms=5000
 )
 WHOLE = (ir.Destination(subset=None, weight=100),)
+ISTIO_ON = (
+    "connect-failure",
+    "refused-stream",
+    "unavailable",
+    "cancelled",
+    "retriable-status-codes",
+)
+ISTIO_RETRIES = ir.RetryPolicy(2, ISTIO_ON, None, (503,))
 
 EXPECTED = ir.MeshIR(
     name="shop",
@@ -106,11 +114,7 @@ EXPECTED = ir.MeshIR(
                     match=ir.RouteMatch(path="/health"),
                     to=WHOLE,
                     timeout_ms=15000,
-                    retries=ir.RetryPolicy(
-                        attempts=0,
-                        on=("connect-failure", "refused-stream", "reset"),
-                        per_try_timeout_ms=None,
-                    ),
+                    retries=ir.RetryPolicy(0, ISTIO_ON, None, (503,)),
                 ),
             ),
         ),
@@ -122,7 +126,7 @@ def test_ir_of_a_small_mesh() -> None:
     assert build_ir(parse_mesh(MESH, "mesh.yaml"), secure=False) == EXPECTED
 
 
-def test_without_defaults_routes_have_no_timeout_or_retries() -> None:
+def test_without_defaults_routes_have_no_timeout_and_istios_retries() -> None:
     built = build_ir(parse_mesh("mesh: m\nservices:\n  a: {port: 1}\n", "mesh.yaml"), secure=False)
     assert built == ir.MeshIR(
         name="m",
@@ -131,7 +135,11 @@ def test_without_defaults_routes_have_no_timeout_or_retries() -> None:
                 name="a",
                 port=1,
                 protocol="http",
-                routes=(ir.Route(name="default", match=ir.RouteMatch(), to=WHOLE),),
+                routes=(
+                    ir.Route(
+                        name="default", match=ir.RouteMatch(), to=WHOLE, retries=ISTIO_RETRIES
+                    ),
+                ),
             ),
         ),
     )
@@ -154,8 +162,26 @@ def test_route_overrides_win_over_defaults() -> None:
     assert (own.timeout_ms, own.retries) == (0, ir.RetryPolicy(1, ("gateway-error",), None))
     assert (inherits.timeout_ms, inherits.retries) == (
         60_000,
-        ir.RetryPolicy(5, ("connect-failure", "refused-stream", "reset"), None),
+        ir.RetryPolicy(5, ISTIO_ON, None, (503,)),
     )
+
+
+def test_retries_listing_conditions_or_codes_retry_exactly_those() -> None:
+    """`on` given: no 503 unless listed; codes given: those codes with Istio's conditions."""
+    text = dedent(
+        """\
+        mesh: m
+        services:
+          a:
+            port: 1
+            routes:
+              - {name: conditions, retries: {attempts: 1, on: [reset]}}
+              - {name: codes, retries: {attempts: 1, retriable_status_codes: [502, 429]}}
+        """
+    )
+    conditions, codes = build_ir(parse_mesh(text, "mesh.yaml")).services[0].routes
+    assert conditions.retries == ir.RetryPolicy(1, ("reset",), None, ())
+    assert codes.retries == ir.RetryPolicy(1, ISTIO_ON, None, (429, 502))
 
 
 def test_defaults_are_replaced_whole_not_merged() -> None:

@@ -257,3 +257,22 @@ def test_permissive_mtls_also_accepts_plaintext_with_the_same_filters() -> None:
 def test_without_identity_the_inbound_port_is_plaintext() -> None:
     (chain,) = inbound_of(None, trust_domain=None)["filterChains"]
     assert "transportSocket" not in chain
+
+
+def test_only_the_app_is_trusted_with_x_envoy_request_headers() -> None:
+    """The outbound port trusts callers from the app's IP or loopback (by their connection's
+    address: use_remote_address); the inbound port trusts nobody, so Envoy strips the headers."""
+    translator = Translator()
+    view = translator.view(translator.translate(mesh(ir.Service("web", 9080, "http")), []), PROXY)
+    found = listeners(view)
+    outbound, inbound = terminal_filter(found["outbound"]), terminal_filter(found["inbound"])
+    assert isinstance(outbound, hcm.HttpConnectionManager)
+    assert isinstance(inbound, hcm.HttpConnectionManager)
+    trusted = [
+        (r.address_prefix, r.prefix_len.value) for r in outbound.internal_address_config.cidr_ranges
+    ]
+    assert trusted == [("127.0.1.2", 32), ("127.0.0.1", 32), ("::1", 128)]
+    assert outbound.use_remote_address.value and outbound.skip_xff_append
+    assert inbound.HasField("internal_address_config")
+    assert list(inbound.internal_address_config.cidr_ranges) == []
+    assert not inbound.use_remote_address.value

@@ -81,7 +81,8 @@ def test_retry_on_has_a_default() -> None:
     spec = parse_mesh(reviews("- {name: r, retries: {attempts: 2}}\n"), "m")
     retries = spec.services["reviews"].routes[0].retries
     assert retries is not None
-    assert retries.on == ["connect-failure", "refused-stream", "reset"]
+    assert retries.conditions == ("connect-failure", "refused-stream", "unavailable", "cancelled")
+    assert retries.status_codes == (503,)
 
 
 def test_yaml_anchors_and_merge_keys() -> None:
@@ -988,6 +989,46 @@ INVALID = [
             "got string 'otlp'",
         ],
         id="tracing-protocol",
+    ),
+    pytest.param(
+        dedent(
+            """\
+            mesh: m
+            services:
+              a:
+                port: 1
+                load_balancer: {policy: random, warmup: 10s}
+                circuit_breaker: {max_requests_per_connection: 0}
+                outlier_detection: {min_health_percent: 120}
+                tcp_keepalive: {time: 1500ms, interval: 0s, probes: 0}
+              db:
+                port: 5432
+                protocol: tcp
+                idle_timeout: 1m
+                subsets: {v1: {version: v1}}
+                subset_policies:
+                  v1: {circuit_breaker: {max_requests_per_connection: 1}, idle_timeout: 1m}
+            """
+        ),
+        [
+            "mesh.yaml:5:20: services.a.load_balancer: 'warmup' only applies to round_robin and "
+            "least_request, not random",
+            "mesh.yaml:6:52: services.a.circuit_breaker.max_requests_per_connection: must be 1 or "
+            "more, got integer 0",
+            "mesh.yaml:7:45: services.a.outlier_detection.min_health_percent: must be 100 or less, "
+            "got integer 120",
+            "mesh.yaml:8:27: services.a.tcp_keepalive.time: must be a whole number of seconds, at "
+            "least 1s",
+            "mesh.yaml:8:45: services.a.tcp_keepalive.interval: must be a whole number of seconds, "
+            "at least 1s",
+            "mesh.yaml:8:57: services.a.tcp_keepalive.probes: must be 1 or more, got integer 0",
+            "mesh.yaml:12:5: services.db.idle_timeout: 'idle_timeout' applies to HTTP, not tcp",
+            "mesh.yaml:15:30: services.db.subset_policies.v1.circuit_breaker."
+            "max_requests_per_connection: 'max_requests_per_connection' applies to HTTP, not tcp",
+            "mesh.yaml:15:63: services.db.subset_policies.v1.idle_timeout: 'idle_timeout' applies "
+            "to HTTP, not tcp",
+        ],
+        id="connection-settings",
     ),
     pytest.param(
         "mesh: m\nservices: {a: {port: 1}}\n# \x07 bell \x00\n",

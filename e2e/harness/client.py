@@ -26,10 +26,18 @@ class MeshClient:
     An idempotent request that fails on a *reused* connection before any answer is retried
     once on a new connection, as RFC 9112 9.3.1 allows and every real HTTP client does (the
     server may close an idle connection just as a request goes out); such replies carry
-    `retried=True` so a test can still see them."""
+    `retried=True` so a test can still see them. `source_ip`: the address its connections
+    come from (default: the kernel's choice, 127.0.0.1 for a loopback address)."""
 
-    def __init__(self, ip: str, port: int = OUTBOUND_PORT, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        ip: str,
+        port: int = OUTBOUND_PORT,
+        timeout: float = 5.0,
+        source_ip: str | None = None,
+    ) -> None:
         self.ip, self.port, self.timeout = ip, port, timeout
+        self.source = (source_ip, 0) if source_ip is not None else None
         self._conn: http.client.HTTPConnection | None = None
         self._used = False
 
@@ -78,7 +86,9 @@ class MeshClient:
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            self._conn = http.client.HTTPConnection(self.ip, self.port, timeout=self.timeout)
+            self._conn = http.client.HTTPConnection(
+                self.ip, self.port, timeout=self.timeout, source_address=self.source
+            )
             self._used = False
         return self._conn
 

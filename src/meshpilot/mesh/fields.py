@@ -113,6 +113,14 @@ def _positive(duration: str) -> str:
     return duration
 
 
+def _whole_seconds(duration: str) -> str:
+    """For Envoy settings counted in seconds (TCP keepalive): no fraction to lose silently."""
+    ms = parse_duration(duration)
+    if ms == 0 or ms % 1000:
+        raise PydanticCustomError("duration", "must be a whole number of seconds, at least 1s")
+    return duration
+
+
 def _editable_header(name: str) -> str:
     """Envoy refuses to add, set or remove `host` and pseudo-headers (`:path`, ...)."""
     if name.startswith(":") or name.lower() == "host":
@@ -130,6 +138,7 @@ def _header_value(value: str) -> str:
 
 Duration = Annotated[str, BeforeValidator(_duration)]
 PositiveDuration = Annotated[str, BeforeValidator(_duration), AfterValidator(_positive)]
+WholeSeconds = Annotated[str, BeforeValidator(_duration), AfterValidator(_whole_seconds)]
 Regex = Annotated[str, AfterValidator(_regex)]
 Address = Annotated[str, AfterValidator(host_address)]
 Percent = Annotated[int | float, Field(ge=0, le=100)]

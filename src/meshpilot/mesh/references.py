@@ -193,6 +193,25 @@ def _tcp_checks(loc: Loc, service: object) -> Iterator[Issue]:
                 yield Issue(
                     (*loc, "routes", i, key), f"'{key}' applies to HTTP, not tcp", at_key=True
                 )
+    yield from _http_connection_checks(loc, service)
+
+
+def _http_connection_checks(loc: Loc, service: object) -> Iterator[Issue]:
+    """Settings of HTTP connections (Envoy's HttpProtocolOptions), which a tcp proxy ignores."""
+    policies = [(loc, service)]
+    policies += [
+        ((*loc, "subset_policies", n), p) for n, p in _items(_get(service, "subset_policies"))
+    ]
+    for where, policy in policies:
+        if _get(policy, "idle_timeout") is not None:
+            yield Issue(
+                (*where, "idle_timeout"), "'idle_timeout' applies to HTTP, not tcp", at_key=True
+            )
+        breaker = (*where, "circuit_breaker", "max_requests_per_connection")
+        if _get(_get(policy, "circuit_breaker"), "max_requests_per_connection") is not None:
+            yield Issue(
+                breaker, "'max_requests_per_connection' applies to HTTP, not tcp", at_key=True
+            )
 
 
 def _to_checks(loc: Loc, to: object, subsets: list[str] | None) -> Iterator[Issue]:

@@ -125,6 +125,7 @@ class HashKey:
 class LoadBalancer:
     policy: str = "round_robin"
     hash: HashKey | None = None
+    warmup_ms: int | None = None  # slow start: a new member's share grows over this long
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class CircuitBreaker:
     max_pending_requests: int | None = None
     max_requests: int | None = None
     max_retries: int | None = None
+    max_requests_per_connection: int | None = None  # 1: a new connection for every request
 
 
 @dataclass(frozen=True)
@@ -142,16 +144,29 @@ class OutlierDetection:
     interval_ms: int | None = None
     base_ejection_time_ms: int | None = None
     max_ejection_percent: int | None = None
+    # Below this share of healthy members, balance over all of them (Envoy's panic threshold).
+    min_health_percent: float | None = None
+
+
+@dataclass(frozen=True)
+class TcpKeepalive:
+    """None keeps the system's setting."""
+
+    time_s: int | None = None
+    interval_s: int | None = None
+    probes: int | None = None
 
 
 @dataclass(frozen=True)
 class TrafficPolicy:
-    """How a cluster talks to its members: balancing, limits, ejection, connect timeout."""
+    """How a cluster talks to its members: balancing, limits, ejection, connections."""
 
     load_balancer: LoadBalancer = LoadBalancer()
     circuit_breaker: CircuitBreaker | None = None
     outlier_detection: OutlierDetection | None = None
     connect_timeout_ms: int | None = None
+    idle_timeout_ms: int | None = None  # an unused connection to a member is closed after this
+    tcp_keepalive: TcpKeepalive | None = None
 
 
 @dataclass(frozen=True)

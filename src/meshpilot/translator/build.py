@@ -13,6 +13,7 @@ from meshpilot.identity.spiffe import SpiffeId, trust_domain_for_mesh
 from meshpilot.mesh.durations import parse_duration
 from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import (
+    DEFAULT_RETRY_ATTEMPTS,
     CircuitBreakerSpec,
     DefaultsSpec,
     DestinationSpec,
@@ -32,6 +33,7 @@ from meshpilot.mesh.schema import (
     RetriesSpec,
     RouteSpec,
     ServiceSpec,
+    TcpKeepaliveSpec,
     TelemetrySpec,
     TlsSpec,
     TrafficPolicySpec,
@@ -59,6 +61,7 @@ from meshpilot.model.ir import (
     Service,
     StaticEndpoint,
     Subset,
+    TcpKeepalive,
     Telemetry,
     TrafficPolicy,
     UpstreamTls,
@@ -215,6 +218,8 @@ def traffic_policy(spec: ServiceSpec | TrafficPolicySpec) -> TrafficPolicy:
         circuit_breaker=circuit_breaker(spec.circuit_breaker),
         outlier_detection=outlier_detection(spec.outlier_detection),
         connect_timeout_ms=millis(spec.connect_timeout),
+        idle_timeout_ms=millis(spec.idle_timeout),
+        tcp_keepalive=tcp_keepalive(spec.tcp_keepalive),
     )
 
 
@@ -228,7 +233,21 @@ def subset_policy(service_policy: TrafficPolicy, spec: TrafficPolicySpec | None)
         circuit_breaker=own.circuit_breaker or service_policy.circuit_breaker,
         outlier_detection=own.outlier_detection or service_policy.outlier_detection,
         connect_timeout_ms=own.connect_timeout_ms or service_policy.connect_timeout_ms,
+        idle_timeout_ms=_first_set(own.idle_timeout_ms, service_policy.idle_timeout_ms),
+        tcp_keepalive=own.tcp_keepalive or service_policy.tcp_keepalive,
     )
+
+
+def _first_set(own: int | None, inherited: int | None) -> int | None:
+    """`0s` is a setting of its own (no idle timeout), not a missing one."""
+    return own if own is not None else inherited
+
+
+def tcp_keepalive(spec: TcpKeepaliveSpec | None) -> TcpKeepalive | None:
+    if spec is None:
+        return None
+    seconds = [None if d is None else parse_duration(d) // 1000 for d in (spec.time, spec.interval)]
+    return TcpKeepalive(seconds[0], seconds[1], spec.probes)
 
 
 def load_balancer(spec: str | LoadBalancerSpec | None) -> LoadBalancer:
@@ -236,7 +255,9 @@ def load_balancer(spec: str | LoadBalancerSpec | None) -> LoadBalancer:
         return LoadBalancer()
     if isinstance(spec, str):
         return LoadBalancer(spec)
-    return LoadBalancer(spec.policy, hash_key(spec.hash) if spec.hash else None)
+    return LoadBalancer(
+        spec.policy, hash_key(spec.hash) if spec.hash else None, millis(spec.warmup)
+    )
 
 
 def hash_key(spec: HashSpec) -> HashKey:
@@ -262,7 +283,12 @@ def outlier_detection(spec: OutlierDetectionSpec | None) -> OutlierDetection | N
         interval_ms=millis(spec.interval),
         base_ejection_time_ms=millis(spec.base_ejection_time),
         max_ejection_percent=spec.max_ejection_percent,
+        min_health_percent=_percent(spec.min_health_percent),
     )
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def upstream_tls(spec: TlsSpec | None, base: Path) -> UpstreamTls | None:
@@ -367,19 +393,23 @@ def destinations(to: list[DestinationSpec] | None) -> tuple[Destination, ...]:
     return tuple(Destination(d.subset, 100 if d.weight is None else d.weight) for d in to)
 
 
-def retry_policy(spec: RetriesSpec | None) -> RetryPolicy | None:
+# What a route gets when neither it nor the defaults say: Istio's default retry policy.
+ISTIO_RETRIES = RetriesSpec(attempts=DEFAULT_RETRY_ATTEMPTS)
+
+
+def retry_policy(spec: RetriesSpec | None) -> RetryPolicy:
     """Kept even with `attempts: 0`, which the route builder turns into "no retries"."""
-    if spec is None:
-        return None
-    on: list[str] = list(spec.on)
-    if spec.retriable_status_codes and "retriable-status-codes" not in on:
+    spec = spec or ISTIO_RETRIES
+    on: list[str] = list(spec.conditions)
+    codes = spec.status_codes
+    if codes and "retriable-status-codes" not in on:
         on.append("retriable-status-codes")
     backoff = spec.backoff
     return RetryPolicy(
         spec.attempts,
         tuple(on),
         millis(spec.per_try_timeout),
-        tuple(sorted(set(spec.retriable_status_codes))),
+        tuple(sorted(set(codes))),
         millis(backoff.base) if backoff else None,
         millis(backoff.max) if backoff else None,
     )

@@ -31,6 +31,7 @@ from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 View = Mapping[str, ResourceSet]
 _NO_POLICY = ProxyPolicy()
 _NO_SCOPES = ResourceSet(SCOPED_ROUTE, ())  # a proxyless client routes by API listener
+LOOPBACK = ("127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ def _http_manager(
     )
     filters, refs = http_filters.http_filters(chain, context)
     manager = HttpConnectionManagerBuilder(chain).with_filters(filters)
+    manager.trusting(_app_addresses(proxy) if chain == "outbound" else ())
     sampling = policy.sampling(service)
     if sampling is not None:
         collector = policy.telemetry.collector
@@ -82,6 +84,14 @@ def _http_manager(
         manager.with_access_log(access_log.grpc_access_log(log_name, names.MIXER_CLUSTER))
         refs.append(names.MIXER_CLUSTER)
     return manager, refs
+
+
+def _app_addresses(proxy: proxies.Proxy) -> tuple[str, ...]:
+    """Where the app's calls to its sidecar come from: its own IP, or loopback (the source the
+    kernel picks for a connection to a local address). Anyone else reaching the outbound port
+    (another host, another mesh's client) is outside the mesh and its `x-envoy-*` headers are
+    stripped; the inbound port trusts nobody's, not even other sidecars' (see `trusting`)."""
+    return tuple(dict.fromkeys((proxy.app_ip, *LOOPBACK)))
 
 
 def _inbound_listener(

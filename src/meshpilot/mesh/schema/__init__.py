@@ -21,6 +21,8 @@ from meshpilot.mesh.schema.policies import (
     TelemetrySpec,
 )
 from meshpilot.mesh.schema.routes import (
+    DEFAULT_RETRIABLE_STATUS_CODES,
+    DEFAULT_RETRY_ATTEMPTS,
     DEFAULT_RETRY_ON,
     BackoffSpec,
     DestinationSpec,
@@ -57,12 +59,15 @@ from meshpilot.mesh.schema.services import (
     OutlierDetectionSpec,
     Protocol,
     ServiceSpec,
+    TcpKeepaliveSpec,
     TlsSpec,
     TracingSpec,
     TrafficPolicySpec,
 )
 
 __all__ = [
+    "DEFAULT_RETRIABLE_STATUS_CODES",
+    "DEFAULT_RETRY_ATTEMPTS",
     "DEFAULT_RETRY_ON",
     "HASHING_POLICIES",
     "BackoffSpec",
@@ -100,6 +105,7 @@ __all__ = [
     "SecuritySpec",
     "ServiceSecuritySpec",
     "ServiceSpec",
+    "TcpKeepaliveSpec",
     "TelemetrySpec",
     "TlsSpec",
     "TracingSpec",

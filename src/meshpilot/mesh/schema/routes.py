@@ -41,7 +41,16 @@ RetryOn = Literal[
     "resource-exhausted",
     "unavailable",
 ]
-DEFAULT_RETRY_ON: tuple[RetryOn, ...] = ("connect-failure", "refused-stream", "reset")
+# Istio's default retry policy: what a route retries when neither it nor `defaults` say, and
+# the conditions (and status) of a `retries` that leaves out `on` (and `retriable_status_codes`).
+DEFAULT_RETRY_ATTEMPTS = 2
+DEFAULT_RETRY_ON: tuple[RetryOn, ...] = (
+    "connect-failure",
+    "refused-stream",
+    "unavailable",
+    "cancelled",
+)
+DEFAULT_RETRIABLE_STATUS_CODES = (503,)
 
 
 class BackoffSpec(SpecModel):
@@ -60,17 +69,28 @@ class BackoffSpec(SpecModel):
 
 
 class RetriesSpec(SpecModel):
+    """`on` and `retriable_status_codes` left out: Istio's conditions, and 503 unless codes are
+    given; either given: exactly what it lists."""
+
     attempts: int = Field(ge=0)
-    on: list[RetryOn] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON))
+    on: list[RetryOn] | None = None
     per_try_timeout: Duration | None = None
-    retriable_status_codes: list[Annotated[int, Field(ge=100, le=599)]] = Field(
-        default_factory=list
-    )
+    retriable_status_codes: list[Annotated[int, Field(ge=100, le=599)]] | None = None
     backoff: BackoffSpec | None = None
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        return tuple(self.on) if self.on is not None else DEFAULT_RETRY_ON
+
+    @property
+    def status_codes(self) -> tuple[int, ...]:
+        if self.retriable_status_codes is not None:
+            return tuple(self.retriable_status_codes)
+        return DEFAULT_RETRIABLE_STATUS_CODES if self.on is None else ()
 
     @model_validator(mode="after")
     def _retries_something(self) -> RetriesSpec:
-        if self.attempts > 0 and not self.on and not self.retriable_status_codes:
+        if self.attempts > 0 and not self.conditions and not self.status_codes:
             raise PydanticCustomError(
                 "retry_on", "'on' is empty, so nothing would be retried; list a condition"
             )

@@ -18,7 +18,9 @@ from meshpilot.mesh.fields import (
     Labels,
     Percent,
     Port,
+    PositiveDuration,
     SpecModel,
+    WholeSeconds,
     shape,
 )
 from meshpilot.mesh.schema.routes import RateLimitSpec, RouteSpec
@@ -63,25 +65,34 @@ class HashSpec(SpecModel):
         return self
 
 
+WARMING_POLICIES = ("round_robin", "least_request")
+
+
 class LoadBalancerSpec(SpecModel):
     policy: LbPolicy
     hash: HashSpec | None = None
+    warmup: PositiveDuration | None = None  # slow start of new instances
 
     @model_validator(mode="after")
-    def _hash_fits_policy(self) -> LoadBalancerSpec:
+    def _settings_fit_policy(self) -> LoadBalancerSpec:
         if self.policy in HASHING_POLICIES and self.hash is None:
             raise PydanticCustomError(
                 "hash",
                 "'{policy}' needs 'hash': what requests are hashed on",
                 {"policy": self.policy},
             )
-        if self.policy not in HASHING_POLICIES and self.hash is not None:
-            raise PydanticCustomError(
-                "hash",
-                "'hash' only applies to ring_hash and maglev, not {policy}",
-                {"policy": self.policy},
-            )
+        _only_with(self.policy, "hash", self.hash, HASHING_POLICIES)
+        _only_with(self.policy, "warmup", self.warmup, WARMING_POLICIES)
         return self
+
+
+def _only_with(policy: str, key: str, value: object, policies: tuple[str, ...]) -> None:
+    if value is not None and policy not in policies:
+        raise PydanticCustomError(
+            key,
+            "'{key}' only applies to {policies}, not {policy}",
+            {"key": key, "policies": " and ".join(policies), "policy": policy},
+        )
 
 
 # A plain name means that policy.
@@ -96,6 +107,7 @@ class CircuitBreakerSpec(SpecModel):
     max_pending_requests: Count | None = None
     max_requests: Count | None = None
     max_retries: Count | None = None
+    max_requests_per_connection: Annotated[int, Field(ge=1)] | None = None
 
 
 class OutlierDetectionSpec(SpecModel):
@@ -104,6 +116,15 @@ class OutlierDetectionSpec(SpecModel):
     interval: Duration | None = None
     base_ejection_time: Duration | None = None
     max_ejection_percent: Annotated[int, Field(ge=0, le=100)] | None = None
+    min_health_percent: Percent | None = None
+
+
+class TcpKeepaliveSpec(SpecModel):
+    """Keepalive probes on connections to the members; a key left out keeps the system's."""
+
+    time: WholeSeconds | None = None  # idle time before the first probe
+    interval: WholeSeconds | None = None  # between probes
+    probes: Annotated[int, Field(ge=1)] | None = None  # unanswered probes that drop it
 
 
 class TrafficPolicySpec(SpecModel):
@@ -113,6 +134,8 @@ class TrafficPolicySpec(SpecModel):
     circuit_breaker: CircuitBreakerSpec | None = None
     outlier_detection: OutlierDetectionSpec | None = None
     connect_timeout: Duration | None = None
+    idle_timeout: Duration | None = None
+    tcp_keepalive: TcpKeepaliveSpec | None = None
 
 
 class TlsSpec(SpecModel):
@@ -141,6 +164,8 @@ class ServiceSpec(SpecModel):
     circuit_breaker: CircuitBreakerSpec | None = None
     outlier_detection: OutlierDetectionSpec | None = None
     connect_timeout: Duration | None = None
+    idle_timeout: Duration | None = None
+    tcp_keepalive: TcpKeepaliveSpec | None = None
     subset_policies: dict[str, TrafficPolicySpec] = Field(default_factory=dict)
     rate_limit: RateLimitSpec | None = None
     tls: TlsSpec | None = None

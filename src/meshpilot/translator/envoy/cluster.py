@@ -7,7 +7,7 @@ import functools
 from collections.abc import Iterable
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import base_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, wrappers_pb2
@@ -88,16 +88,62 @@ def http2_protocol_options(max_connection_duration_s: int = 0) -> dict[str, any_
     TLS) to its members: `Cluster(..., typed_extension_protocol_options=http2_protocol_options())`.
     A non-zero `max_connection_duration_s` has Envoy drain and replace connections that old.
     """
-    options = http_protocol_options_pb2.HttpProtocolOptions(
-        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-            http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
-        )
-    )
+    common = protocol_pb2.HttpProtocolOptions()
     if max_connection_duration_s:
-        options.common_http_protocol_options.max_connection_duration.FromSeconds(
-            max_connection_duration_s
-        )
+        common.max_connection_duration.FromSeconds(max_connection_duration_s)
+    return http_protocol_options(True, common)
+
+
+def http_protocol_options(
+    http2: bool, common: protocol_pb2.HttpProtocolOptions
+) -> dict[str, any_pb2.Any]:
+    """HTTP/2 or HTTP/1.1 to the members (Envoy wants one said when options are given), with
+    the `common` settings of every connection (idle timeout, requests per connection...)."""
+    explicit = http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig()
+    if http2:
+        explicit.http2_protocol_options.SetInParent()
+    else:
+        explicit.http_protocol_options.SetInParent()
+    options = http_protocol_options_pb2.HttpProtocolOptions(explicit_http_config=explicit)
+    if common.ByteSize():
+        options.common_http_protocol_options.CopyFrom(common)
     return {HTTP_PROTOCOL_OPTIONS: typed(options)}
+
+
+def connection_settings(policy: ir.TrafficPolicy) -> protocol_pb2.HttpProtocolOptions:
+    """What the policy says of each HTTP connection to a member (empty: Envoy's defaults, an
+    idle timeout of 1 h and no limit of requests)."""
+    common = protocol_pb2.HttpProtocolOptions()
+    if policy.idle_timeout_ms is not None:
+        common.idle_timeout.CopyFrom(duration(policy.idle_timeout_ms))
+    limits = policy.circuit_breaker
+    if limits is not None and limits.max_requests_per_connection is not None:
+        common.max_requests_per_connection.value = limits.max_requests_per_connection
+    return common
+
+
+def tcp_keepalive(keepalive: ir.TcpKeepalive) -> address_pb2.TcpKeepalive:
+    """SO_KEEPALIVE on; a setting left out keeps the system's (Linux: 2 h, 75 s, 9 probes)."""
+    result = address_pb2.TcpKeepalive()
+    if keepalive.time_s is not None:
+        result.keepalive_time.value = keepalive.time_s
+    if keepalive.interval_s is not None:
+        result.keepalive_interval.value = keepalive.interval_s
+    if keepalive.probes is not None:
+        result.keepalive_probes.value = keepalive.probes
+    return result
+
+
+def slow_start(balancer: ir.LoadBalancer, result: cluster_pb2.Cluster) -> None:
+    """A member added after the cluster starts gets a share growing (linearly, from 10 %) to
+    a full one over `warmup`: new instances are not flooded while they warm up."""
+    if balancer.warmup_ms is None:
+        return
+    window = cluster_pb2.Cluster.SlowStartConfig(slow_start_window=duration(balancer.warmup_ms))
+    if balancer.policy == "least_request":
+        result.least_request_lb_config.slow_start_config.CopyFrom(window)
+    else:
+        result.round_robin_lb_config.slow_start_config.CopyFrom(window)
 
 
 def upstream_settings(
@@ -109,17 +155,28 @@ def upstream_settings(
     """The fields every outbound cluster has whatever its discovery type: a partial Cluster
     to merge into one. The defaults give round robin, no limits of ours and a 2 s timeout.
     With a `peer` SPIFFE ID, mTLS that requires the members to be that workload."""
+    common = connection_settings(policy)
     result = cluster_pb2.Cluster(
         lb_policy=lb_policy(policy.load_balancer),
         connect_timeout=duration(policy.connect_timeout_ms or CONNECT_TIMEOUT_MS),
-        typed_extension_protocol_options=http2_protocol_options() if http2 else None,
+        typed_extension_protocol_options=(
+            http_protocol_options(http2, common) if http2 or common.ByteSize() else None
+        ),
     )
+    slow_start(policy.load_balancer, result)
+    if policy.tcp_keepalive is not None:
+        result.upstream_connection_options.tcp_keepalive.CopyFrom(
+            tcp_keepalive(policy.tcp_keepalive)
+        )
     if policy.circuit_breaker is not None:
         result.circuit_breakers.CopyFrom(circuit_breakers(policy.circuit_breaker))
     if policy.outlier_detection is not None:
         result.outlier_detection.CopyFrom(outlier_detection(policy.outlier_detection))
         # Envoy delays health changes by up to 1 s to merge them; an ejection takes effect now.
         result.common_lb_config.update_merge_window.CopyFrom(duration(0))
+        panic_below = policy.outlier_detection.min_health_percent
+        if panic_below is not None:
+            result.common_lb_config.healthy_panic_threshold.value = panic_below
     if tls is not None:
         result.transport_socket.CopyFrom(upstream_tls_transport_socket(tls, http2))
     elif peer is not None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.core.v3 import address_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
 )
+from google.protobuf import wrappers_pb2
 
 from meshpilot.translator.envoy.common import ads_config_source
 
@@ -24,6 +26,7 @@ class HttpConnectionManagerBuilder:
     filters: list[hcm.HttpFilter] = field(default_factory=list)
     access_logs: list[accesslog_pb2.AccessLog] = field(default_factory=list)
     tracing: hcm.HttpConnectionManager.Tracing | None = None
+    trusted: tuple[str, ...] | None = None
 
     def with_rds(self, name: str) -> HttpConnectionManagerBuilder:
         self.rds_name = name
@@ -57,6 +60,14 @@ class HttpConnectionManagerBuilder:
         self.tracing = tracing
         return self
 
+    def trusting(self, addresses: tuple[str, ...]) -> HttpConnectionManagerBuilder:
+        """Obey the `x-envoy-*` request headers (`x-envoy-max-retries`,
+        `x-envoy-upstream-rq-timeout-ms`...) only of callers connecting from `addresses`: Envoy
+        strips them from every other request (none, when `addresses` is empty). A caller is
+        judged by its connection's address, never by an `x-forwarded-for` it sends."""
+        self.trusted = addresses
+        return self
+
     def build(self) -> hcm.HttpConnectionManager:
         manager = hcm.HttpConnectionManager(
             stat_prefix=self.stat_prefix,
@@ -71,10 +82,29 @@ class HttpConnectionManagerBuilder:
             manager.scoped_routes.CopyFrom(_scoped_routes(self.scopes_name))
         elif self.route_config is not None:
             manager.route_config.CopyFrom(self.route_config)
+        if self.trusted is not None:
+            manager.internal_address_config.CopyFrom(_internal_addresses(self.trusted))
+        if self.trusted:  # the caller is its connection's address; what it sent is kept as is
+            manager.use_remote_address.value = True
+            manager.skip_xff_append = True
         manager.access_log.extend(self.access_logs)
         if self.tracing is not None:
             manager.tracing.CopyFrom(self.tracing)
         return manager
+
+
+def _internal_addresses(
+    addresses: tuple[str, ...],
+) -> hcm.HttpConnectionManager.InternalAddressConfig:
+    """Each address alone (a /32 or /128), so that no neighbour on its network is trusted."""
+    return hcm.HttpConnectionManager.InternalAddressConfig(
+        cidr_ranges=[
+            address_pb2.CidrRange(
+                address_prefix=a, prefix_len=wrappers_pb2.UInt32Value(value=128 if ":" in a else 32)
+            )
+            for a in addresses
+        ]
+    )
 
 
 def _scoped_routes(name: str) -> hcm.ScopedRoutes:
