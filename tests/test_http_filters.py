@@ -30,7 +30,7 @@ from meshpilot.xds.snapshot import Consistency, check_consistent
 from meshpilot.xds.types import LISTENER
 
 MIXER = ir.Mixer("127.0.0.9:9901")
-LIMIT = ir.RateLimit(requests_per_second=5, burst=10)
+LIMIT = ir.RateLimit(requests=5, interval_ms=1000, burst=10)
 PROXY = proxies.Proxy("web~127.0.1.2", "web", "127.0.1.2", 8080, ())
 ADMIN = ir.PolicyTarget(paths=("/admin/*",))
 

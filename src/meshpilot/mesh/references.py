@@ -31,7 +31,25 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
     issues += _host_name_checks(_get(data, "services"))
     issues += _file_checks(_get(data, "services"), base_dir)
     issues += _security_checks(data, base_dir)
+    issues += _global_limit_checks(data)
     return issues
+
+
+def _global_limit_checks(data: object) -> Iterator[Issue]:
+    """Global limits are counted by the mixers in Redis: the mesh must say where it is."""
+    if _get(_get(data, "mixer"), "redis") is not None:
+        return
+    for name, service in _items(_get(data, "services")):
+        owners: list[tuple[Loc, object]] = [(("services", name), service)]
+        routes = _entries(_get(service, "routes"))
+        owners += [(("services", name, "routes", i), route) for i, route in routes]
+        for loc, owner in owners:
+            if _get(_get(owner, "rate_limit"), "scope") == "global":
+                yield Issue(
+                    (*loc, "rate_limit", "scope"),
+                    "a global rate limit is counted by the mixer in Redis: "
+                    "set 'mixer.redis: HOST:PORT'",
+                )
 
 
 def _security_checks(data: object, base_dir: Path | None) -> Iterator[Issue]:
