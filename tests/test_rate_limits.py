@@ -12,6 +12,7 @@ from meshpilot.mesh.diagnostics import MeshInvalid
 from meshpilot.mesh.load import parse_mesh
 from meshpilot.model import ir
 from meshpilot.translator.build import build_ir
+from meshpilot.translator.envoy.global_rate_limit import descriptor, global_rate_limit
 from meshpilot.translator.envoy.rate_limit import MAX_KEYS, local_rate_limit
 
 
@@ -129,3 +130,24 @@ def test_a_keyed_limit_has_a_bucket_per_header_value() -> None:
     assert descriptor.token_bucket == config.token_bucket
     assert config.always_consume_default_token_bucket.value is False
     assert config.max_dynamic_descriptors.value == MAX_KEYS
+
+
+def test_a_global_limit_is_named_by_service_route_and_key_header() -> None:
+    keyed = ir.RateLimit(10, 3_600_000, 10, "x-user", "global")
+    actions = descriptor("reviews", "per-user", keyed).actions
+    assert [
+        (a.generic_key.descriptor_key, a.generic_key.descriptor_value) for a in actions[:2]
+    ] == [
+        ("service", "reviews"),
+        ("route", "per-user"),
+    ]
+    assert actions[2].request_headers.header_name == "x-user"
+    assert actions[2].request_headers.skip_if_absent  # no header: one shared count
+
+
+def test_the_service_own_global_limit_is_the_filters_default() -> None:
+    own = ir.RateLimit(100, 60_000, 100, scope="global")
+    service = ir.Service("reviews", 9080, "http", rate_limit=own)
+    config = global_rate_limit(ir.Mixer("127.0.0.1:18081", timeout_ms=250), service, own)
+    assert config.rate_limits == [descriptor("reviews", None, own)]
+    assert config.timeout.ToMilliseconds() == 250 and not config.failure_mode_deny
