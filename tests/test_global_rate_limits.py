@@ -4,20 +4,25 @@ counter (mixer) that uses it, and the rate-limit gRPC service Envoy calls, over 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from cryptography.hazmat.primitives import serialization
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
+from meshpilot.identity.ca import CertificateAuthority
 from meshpilot.mesh.load import parse_mesh
 from meshpilot.policy.counters import WindowCounters, counter_name
 from meshpilot.policy.ratelimit import Decision, GlobalLimits, RateLimitService
 from meshpilot.runner.addresses import LoopbackAllocator
 from meshpilot.translator.build import build_ir
+from tests.support.certs import client_credentials, workload_credentials
 from tests.support.redis import REDIS_PORT, running_redis
 from tests.support.wait import wait_for_async
 
@@ -134,24 +139,58 @@ class Served:
         return response
 
 
-@pytest.fixture
-async def served(ip: str, redis_address: str) -> AsyncIterator[Served]:
+@contextlib.asynccontextmanager
+async def serving(
+    ip: str, redis_address: str, ca: CertificateAuthority | None = None, caller: str = ""
+) -> AsyncIterator[Served]:
+    """The service on a real gRPC port: plaintext, or with `ca` mTLS and a client presenting
+    `caller`'s workload certificate."""
     limits = GlobalLimits()
     await limits.update(build_ir(parse_mesh(MESH.replace("REDIS", redis_address), "mesh.yaml")))
     decisions: list[Decision] = []
     server = grpc.aio.server()
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(
-        RateLimitService(limits, decisions.append), server
+        RateLimitService(limits, decisions.append, mtls=ca is not None), server
     )
-    port = server.add_insecure_port(f"{ip}:0")
+    if ca is None:
+        port = server.add_insecure_port(f"{ip}:0")
+        channel = grpc.aio.insecure_channel(f"{ip}:{port}")
+    else:
+        served = ca.server_certificate([], [ip])
+        anchor = ca.trust_anchor.public_bytes(serialization.Encoding.PEM)
+        port = server.add_secure_port(
+            f"{ip}:0",
+            grpc.ssl_server_credentials(
+                [(served.key_pem, served.chain_pem)], anchor, require_client_auth=True
+            ),
+        )
+        workload = client_credentials(anchor, workload_credentials(ca, caller))
+        channel = grpc.aio.secure_channel(f"{ip}:{port}", workload)
     await server.start()
-    channel = grpc.aio.insecure_channel(f"{ip}:{port}")
     try:
         yield Served(rls_pb2_grpc.RateLimitServiceStub(channel), decisions)
     finally:
         await channel.close()
         await server.stop(grace=None)
         await limits.close()
+
+
+@pytest.fixture
+async def served(ip: str, redis_address: str) -> AsyncIterator[Served]:
+    async with serving(ip, redis_address) as service:
+        yield service
+
+
+async def test_over_mtls_a_caller_counts_only_against_its_own_services_limits(
+    ip: str, redis_address: str, tmp_path: Path
+) -> None:
+    ca = CertificateAuthority.open(tmp_path / "ca", "demo")
+    async with serving(ip, redis_address, ca, caller="ratings") as other:
+        forged = [(await other.ask(descriptor(SERVICE))).overall_code for _ in range(3)]
+    async with serving(ip, redis_address, ca, caller="reviews") as own:
+        counted = [(await own.ask(descriptor(SERVICE))).overall_code for _ in range(3)]
+    assert forged == [OK] * 3 and other.decisions == []
+    assert counted == [OK, OK, OVER]  # reviews' count was untouched by ratings' calls
 
 
 async def test_a_service_limit_allows_its_requests_then_is_over(served: Served) -> None:

@@ -149,7 +149,7 @@ class MixerWorker:
             AccessLogService(self.sink, mtls=self.identity is not None), self.server
         )
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(
-            RateLimitService(self.limits, self.record), self.server
+            RateLimitService(self.limits, self.record, mtls=self.identity is not None), self.server
         )
         await self.policies.pool.start()
         agent = await self._agent()

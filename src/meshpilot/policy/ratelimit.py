@@ -4,8 +4,10 @@ A sidecar sends the descriptors its `ratelimit` filter made (see
 `translator/envoy/global_rate_limit.py`); each names a limit of the mesh file, which this
 service counts in Redis (`counters.py`), so that every mixer using that Redis shares one count.
 A request is over the limit when any of its descriptors is. Descriptors naming no limit (the
-file changed meanwhile) pass. When Redis cannot be reached the call fails with UNAVAILABLE and
-the sidecar lets the request pass (fail open, see the translator's module).
+file changed meanwhile), or, over mTLS, naming a service other than the caller's certificate
+does (no workload may use up another's limit), pass uncounted. When Redis cannot be reached
+the call fails with UNAVAILABLE and the sidecar lets the request pass (fail open, see the
+translator's module).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf import duration_pb2
 from redis import RedisError
 
+from meshpilot.identity.workload_tls import peer_service
 from meshpilot.model import ir, names
 from meshpilot.policy.counters import WindowCount, WindowCounters, counter_name
 
@@ -105,20 +108,28 @@ def _status(
 
 
 class RateLimitService:
-    """Registered with `add_RateLimitServiceServicer_to_server`; `record` hears each decision."""
+    """Registered with `add_RateLimitServiceServicer_to_server`; `record` hears each decision;
+    `mtls`: callers count only against their own service's limits."""
 
-    def __init__(self, limits: GlobalLimits, record: Callable[[Decision], None]) -> None:
+    def __init__(
+        self, limits: GlobalLimits, record: Callable[[Decision], None], mtls: bool = False
+    ) -> None:
         self.limits = limits
         self.record = record
+        self.mtls = mtls
         self._failing = False
 
     async def ShouldRateLimit(
         self, request: rls_pb2.RateLimitRequest, context: Any
     ) -> rls_pb2.RateLimitResponse:
         hits = request.hits_addend or 1
+        certified = peer_service(context) if self.mtls else None
         statuses = []
         for descriptor in request.descriptors:
             named = self.limits.named({e.key: e.value for e in descriptor.entries})
+            if named is not None and self.mtls and named.service != certified:
+                log.warning("a limit of '%s' asked by '%s': not counted", named.service, certified)
+                named = None
             if named is None:
                 statuses.append(rls_pb2.RateLimitResponse.DescriptorStatus(code=Code.OK))
                 continue
