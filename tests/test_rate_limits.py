@@ -107,8 +107,8 @@ def test_bad_rate_limits(limit: str, expected: str) -> None:
 def test_a_global_limit_has_no_burst() -> None:
     text = mesh("{rate: 5 per 1s, burst: 9, scope: global}", "mixer: {redis: 127.0.0.1:6379}")
     assert problems(text) == [
-        "mesh.yaml:6:17: services.reviews.rate_limit: a global limit counts requests in fixed "
-        "windows and has no burst; 'rate' alone says how many each window allows"
+        "mesh.yaml:6:34: services.reviews.rate_limit.burst: a global limit counts requests in "
+        "fixed windows and has no burst; 'rate' alone says how many each window allows"
     ]
 
 

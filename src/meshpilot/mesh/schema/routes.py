@@ -224,12 +224,6 @@ class RateLimitSpec(SpecModel):
             raise PydanticCustomError(
                 "rate", "give the rate once: 'rate: 4 per 1m' or 'requests_per_second: N'"
             )
-        if self.scope == "global" and self.burst is not None:
-            raise PydanticCustomError(
-                "burst",
-                "a global limit counts requests in fixed windows and has no burst; "
-                "'rate' alone says how many each window allows",
-            )
         return self
 
     def requests_and_interval(self) -> tuple[int, int]:
