@@ -87,3 +87,27 @@ def test_a_rate_limit_edit_applies_within_a_second_and_fails_no_request(mesh_env
     assert all(limit_is("1000")(r) for r in load.results if r.sent_at < saved)
     assert {r.status for r in load.since(effective)} == {200, 429}, load.summary()
     assert effective - saved < 1.0, f"took {effective - saved:.3f} s"
+
+
+def test_four_per_minute_lets_four_through_then_429s(mesh_env: MeshEnv) -> None:
+    """Istio's local rate limit task: 4 tokens refilled every minute; a fifth request at once
+    finds the bucket empty (the next token is 15 s away)."""
+    page = start(mesh_env, reviews_with("rate_limit: {rate: 4 per 1m}"))
+    with page.client() as client:
+        statuses = [client.get("reviews", "/").status for _ in range(6)]
+    assert statuses == [200] * 4 + [429] * 2, statuses
+
+
+def test_a_limit_keyed_by_a_header_gives_each_user_a_bucket(mesh_env: MeshEnv) -> None:
+    """ann exhausts her bucket and gets 429s while bob's bucket is untouched; requests without
+    the header share a bucket of their own."""
+    page = start(mesh_env, reviews_with("rate_limit: {rate: 3 per 1m, key: {header: x-user}}"))
+    with page.client() as client:
+        ann = [client.get("reviews", "/", **{"x-user": "ann"}).status for _ in range(5)]
+        bob = [client.get("reviews", "/", **{"x-user": "bob"}).status for _ in range(3)]
+        anonymous = [client.get("reviews", "/").status for _ in range(4)]
+        ann_again = client.get("reviews", "/", **{"x-user": "ann"})
+    assert ann == [200] * 3 + [429] * 2, ann
+    assert bob == [200] * 3, bob
+    assert anonymous == [200] * 3 + [429], anonymous
+    assert ann_again.status == 429 and ann_again.headers.get("x-ratelimit-limit") == "3"

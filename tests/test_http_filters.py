@@ -13,6 +13,7 @@ from envoy.extensions.filters.http.buffer.v3 import buffer_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm,
@@ -30,7 +31,7 @@ from meshpilot.xds.snapshot import Consistency, check_consistent
 from meshpilot.xds.types import LISTENER
 
 MIXER = ir.Mixer("127.0.0.9:9901")
-LIMIT = ir.RateLimit(requests_per_second=5, burst=10)
+LIMIT = ir.RateLimit(requests=5, interval_ms=1000, burst=10)
 PROXY = proxies.Proxy("web~127.0.1.2", "web", "127.0.1.2", 8080, ())
 ADMIN = ir.PolicyTarget(paths=("/admin/*",))
 
@@ -69,6 +70,7 @@ def test_the_order_table_gives_each_chain_its_filters_router_last() -> None:
         "envoy.filters.http.rbac.deny",
         "envoy.filters.http.rbac.allow",
         "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.ratelimit",
         "envoy.filters.http.router",
     ]
     assert http_filters.filter_names("outbound") == [
@@ -80,7 +82,9 @@ def test_the_order_table_gives_each_chain_its_filters_router_last() -> None:
 
 
 def test_a_sidecar_with_every_policy_kind_and_a_limit_runs_them_in_the_contracts_order() -> None:
-    web = ir.Service("web", 9080, "grpc", rate_limit=LIMIT)
+    shared = ir.RateLimit(20, 60_000, 20, scope="global")
+    heavy = ir.Route("heavy", ir.RouteMatch(path="/heavy"), (), rate_limit=shared)
+    web = ir.Service("web", 9080, "grpc", routes=(heavy,), rate_limit=LIMIT)
     found = manager(ir.MeshIR("m", (web,), EVERY_KIND, MIXER))
     assert [f.name for f in found.http_filters] == http_filters.filter_names("inbound")
     configs = {f.name: f.typed_config for f in found.http_filters}
@@ -105,6 +109,13 @@ def test_a_sidecar_with_every_policy_kind_and_a_limit_runs_them_in_the_contracts
     bucket = local_rate_limit_pb2.LocalRateLimit()
     configs["envoy.filters.http.local_ratelimit"].Unpack(bucket)
     assert bucket.token_bucket.max_tokens == 10 and bucket.rate_limited_as_resource_exhausted
+
+    counted = rate_limit_pb2.RateLimit()
+    configs["envoy.filters.http.ratelimit"].Unpack(counted)
+    assert counted.rate_limit_service.grpc_service.envoy_grpc.cluster_name == names.MIXER_CLUSTER
+    assert not counted.failure_mode_deny  # fail open, as Istio
+    assert counted.rate_limited_as_resource_exhausted
+    assert not counted.rate_limits  # the service has no global limit: only its route does
 
 
 def test_filters_say_which_clusters_they_call() -> None:

@@ -23,7 +23,7 @@ from meshpilot.xds.snapshot import check_consistent
 from meshpilot.xds.types import CLUSTER, LISTENER
 
 PROXY = proxies.Proxy("web~127.0.1.2", "web", "127.0.1.2", 8080, ())
-LIMIT = ir.RateLimit(requests_per_second=5, burst=10)
+LIMIT = ir.RateLimit(requests=5, interval_ms=1000, burst=10)
 M = TypeVar("M", bound=Message)
 
 

@@ -465,7 +465,8 @@ def mixer(
     xds: str,
     insecure: bool,
 ) -> None:
-    """Run the policy & telemetry service (ext_authz, access logs, Prometheus metrics)."""
+    """Run the policy & telemetry service (ext_authz, global rate limits, access logs,
+    Prometheus metrics)."""
     # Workers start hook processes while gRPC threads run: gRPC's fork handlers could abort them.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from meshpilot.identity.client import read_token_file

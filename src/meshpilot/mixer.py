@@ -14,6 +14,7 @@ renewing it as a sidecar's agent does; with `--insecure`, plaintext and no calle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.process
@@ -30,6 +31,7 @@ from pathlib import Path
 import grpc
 from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
+from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -44,6 +46,7 @@ from meshpilot.mesh.watch import MeshWatcher
 from meshpilot.model.ir import MeshIR
 from meshpilot.policy.authz import AuthorizationService
 from meshpilot.policy.engine import CustomPolicies
+from meshpilot.policy.ratelimit import Decision, GlobalLimits, RateLimitService
 from meshpilot.runner.envoy import parent_death_signal
 from meshpilot.telemetry.als import AccessLogService
 from meshpilot.telemetry.entries import LogEntry
@@ -58,7 +61,8 @@ QUEUE_BATCHES = 10_000  # batches of entries waiting for the parent; past this, 
 RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 START_TOGETHER_TIMEOUT_S = 10.0
 
-Batch = list[LogEntry] | int  # entries, or a count of entries a worker had to drop
+# entries, a count of entries a worker had to drop, or a global rate limit's decision
+Batch = list[LogEntry] | int | Decision
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,8 @@ class MixerIdentity:
 
 
 class MixerWorker:
-    """One worker: the gRPC services on the shared port, and the mesh file's custom policies."""
+    """One worker: the gRPC services on the shared port, and the mesh file's custom policies
+    and global rate limits."""
 
     def __init__(
         self,
@@ -89,22 +94,18 @@ class MixerWorker:
         self.listen = listen
         self.batches = batches
         self.policies = CustomPolicies()
+        self.limits = GlobalLimits()
         self.watcher = MeshWatcher(mesh_path, self.reload_off_loop)
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
         self._dropped = 0
 
-    def reload(self) -> None:
-        """Apply the mesh file's policies; a bad file keeps the last good ones."""
-        mesh = self._load()
-        if mesh is not None:
-            self.policies.update(mesh)
-
     async def reload_off_loop(self) -> None:
-        """`reload` for the watcher: validating a big file takes seconds, during which checks
-        must keep being answered."""
+        """Apply the mesh file's policies and limits; a bad file keeps the last good ones.
+        Validating a big file takes seconds, during which checks must keep being answered."""
         mesh = await asyncio.to_thread(self._load)
         if mesh is not None:
             self.policies.update(mesh)
+            await self.limits.update(mesh)
 
     def _load(self) -> MeshIR | None:
         try:
@@ -135,13 +136,21 @@ class MixerWorker:
         except queue.Full:
             self._dropped += len(entries)
 
+    def record(self, decision: Decision) -> None:
+        """A global rate limit's decision, for the parent's metrics (dropped when it lags)."""
+        with contextlib.suppress(queue.Full):
+            self.batches.put_nowait(decision)
+
     async def run(self, stop: asyncio.Event) -> None:
-        self.reload()
+        await self.reload_off_loop()
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             AuthorizationService(self.policies), self.server
         )
         als_pb2_grpc.add_AccessLogServiceServicer_to_server(
             AccessLogService(self.sink, mtls=self.identity is not None), self.server
+        )
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(
+            RateLimitService(self.limits, self.record, mtls=self.identity is not None), self.server
         )
         await self.policies.pool.start()
         agent = await self._agent()
@@ -161,6 +170,7 @@ class MixerWorker:
         await self.watcher.stop()
         await self.server.stop(grace=1.0)
         await self.policies.pool.close()
+        await self.limits.close()
         if renewing is not None:
             renewing.cancel()
 
@@ -269,6 +279,8 @@ class Mixer:
             try:
                 if isinstance(batch, int):
                     self.metrics.dropped(batch)
+                elif isinstance(batch, Decision):
+                    self.metrics.rate_limited(batch.service, batch.route, batch.decision)
                 else:
                     self.metrics.record(batch)
                     self.store.add(batch)

@@ -32,7 +32,35 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
     issues += _host_name_checks(_get(data, "services"))
     issues += _file_checks(_get(data, "services"), base_dir)
     issues += _security_checks(data, base_dir)
+    issues += _global_limit_checks(data)
     return issues
+
+
+def _global_limit_checks(data: object) -> Iterator[Issue]:
+    """Global limits are counted by the mixers in Redis, which the mesh must name, in fixed
+    windows, which have no burst."""
+    has_redis = _get(_get(data, "mixer"), "redis") is not None
+    for name, service in _items(_get(data, "services")):
+        owners: list[tuple[Loc, object]] = [(("services", name), service)]
+        routes = _entries(_get(service, "routes"))
+        owners += [(("services", name, "routes", i), route) for i, route in routes]
+        for loc, owner in owners:
+            limit = _get(owner, "rate_limit")
+            if _get(limit, "scope") != "global":
+                continue
+            if not has_redis:
+                yield Issue(
+                    (*loc, "rate_limit", "scope"),
+                    "a global rate limit is counted by the mixer in Redis: "
+                    "set 'mixer.redis: HOST:PORT'",
+                )
+            if _get(limit, "burst") is not None:
+                yield Issue(
+                    (*loc, "rate_limit", "burst"),
+                    "a global limit counts requests in fixed windows and has no burst; "
+                    "'rate' alone says how many each window allows",
+                    at_key=True,
+                )
 
 
 def _security_checks(data: object, base_dir: Path | None) -> Iterator[Issue]:

@@ -85,12 +85,20 @@ class HeaderOps:
     remove: tuple[str, ...] = ()
 
 
+RateLimitScope = Literal["local", "global"]
+
+
 @dataclass(frozen=True)
 class RateLimit:
-    """A token bucket: `burst` tokens, refilled at `requests_per_second`."""
+    """`requests` per `interval_ms`. Local: a token bucket of `burst` tokens in each sidecar,
+    refilled with `requests` tokens every interval. Global: a fixed window of `interval_ms`
+    counted in the mixer for all instances together. `key_header`: a bucket per value."""
 
-    requests_per_second: int
+    requests: int
+    interval_ms: int
     burst: int
+    key_header: str | None = None
+    scope: RateLimitScope = "local"
 
 
 @dataclass(frozen=True)
@@ -225,6 +233,15 @@ class Service:
             object.__setattr__(self, "_hash", cached)
         return cached
 
+    def limits(self, scope: RateLimitScope) -> dict[str | None, RateLimit]:
+        """The rate limits of one scope by route name; the service's own under None."""
+        found: dict[str | None, RateLimit] = {
+            r.name: r.rate_limit for r in self.routes if r.rate_limit is not None
+        }
+        if self.rate_limit is not None:
+            found[None] = self.rate_limit
+        return {name: limit for name, limit in found.items() if limit.scope == scope}
+
     @property
     def is_http(self) -> bool:
         return self.protocol != "tcp"
@@ -273,6 +290,7 @@ class Mixer:
     fail_open: bool = False
     timeout_ms: int = 500
     spiffe_id: str | None = None  # the identity sidecars require of it (None: plaintext)
+    redis: str | None = None  # HOST:PORT of the counters of global rate limits
 
 
 TracingProtocol = Literal["zipkin", "opentelemetry"]

@@ -17,6 +17,11 @@ ROOT_SECRET = "ROOTCA"
 # The mixer is a workload of the mesh too: its certificate names this service, which a mesh file
 # cannot declare.
 MIXER_SERVICE = "meshpilot-mixer"
+# Global rate limits: the domain sidecars send to the mixer's rate-limit service, and the keys of
+# the descriptor entries that name the limit (the service, and the route that has its own).
+RATE_LIMIT_DOMAIN = "meshpilot"
+RATE_LIMIT_SERVICE_KEY = "service"
+RATE_LIMIT_ROUTE_KEY = "route"
 # Stats and dynamic-metadata keys of audit policies (Envoy RBAC shadow rules) start with this.
 AUDIT_PREFIX = "audit."
 

@@ -74,6 +74,12 @@ class MeshMetrics:
             ["policy", "source_service", "destination_service"],
             registry=self.registry,
         )
+        self._rate_limits = Counter(
+            "mesh_rate_limit_decisions",
+            "Requests a global rate limit counted: allowed, limited (429) or error (Redis down)",
+            ["service", "route", "decision"],
+            registry=self.registry,
+        )
         self._dropped = Counter(
             "mesh_access_log_entries_dropped",
             "Access-log entries the mixer could not process in time",
@@ -109,6 +115,10 @@ class MeshMetrics:
             return False
         self._series.add(series)
         return True
+
+    def rate_limited(self, service: str, route: str, decision: str) -> None:
+        """One global rate limit decision (names checked by the worker against the mesh file)."""
+        self._rate_limits.labels(service, route, decision).inc()
 
     def dropped(self, count: int) -> None:
         self._dropped.inc(count)

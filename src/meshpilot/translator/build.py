@@ -102,7 +102,11 @@ def build_ir(
     )
     policies = tuple(policy(p, base) for p in spec.policies)
     telemetry = telemetry_of(spec.telemetry)
-    needs_mixer = telemetry.access_log or any(p.action == "custom" for p in policies)
+    needs_mixer = (
+        telemetry.access_log
+        or any(p.action == "custom" for p in policies)
+        or any(s.limits("global") for s in services)
+    )
     mesh = MeshIR(
         name=spec.mesh,
         services=services,
@@ -175,7 +179,8 @@ def _absolute_hook(hook: str, base: Path) -> str:
 
 def mixer(spec: MixerSpec | None) -> Mixer:
     spec = spec or MixerSpec()
-    return Mixer(spec.address, spec.failure_mode == "open", parse_duration(spec.timeout))
+    timeout_ms = parse_duration(spec.timeout)
+    return Mixer(spec.address, spec.failure_mode == "open", timeout_ms, redis=spec.redis)
 
 
 def telemetry_of(spec: TelemetrySpec | None) -> Telemetry:
@@ -301,7 +306,9 @@ def upstream_tls(spec: TlsSpec | None, base: Path) -> UpstreamTls | None:
 def rate_limit(spec: RateLimitSpec | None) -> RateLimit | None:
     if spec is None:
         return None
-    return RateLimit(spec.requests_per_second, spec.burst or spec.requests_per_second)
+    requests, interval_ms = spec.requests_and_interval()
+    key = spec.key.header.lower() if spec.key else None
+    return RateLimit(requests, interval_ms, spec.burst or requests, key, spec.scope)
 
 
 def static_endpoint(spec: EndpointSpec) -> StaticEndpoint:

@@ -91,6 +91,7 @@ class MixerSpec(SpecModel):
     address: HostPort = "127.0.0.1:18081"
     failure_mode: Literal["closed", "open"] = "closed"
     timeout: Duration = "500ms"
+    redis: HostPort | None = None  # where the mixers keep the counters of global rate limits
 
 
 class MeshTracingSpec(TracingSpec):

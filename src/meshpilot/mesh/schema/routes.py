@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from meshpilot.mesh.durations import parse_duration
@@ -190,9 +191,67 @@ class RewriteSpec(SpecModel):
     prefix: HttpPath
 
 
+RATE_FORM = "'N per DURATION', like '4 per 1m', '10 per 1s' or '100 per 1h'"
+MIN_INTERVAL_MS = 50  # Envoy refills a local bucket at most every 50 ms
+_RATE = re.compile(r"(?P<requests>[0-9]+) per (?P<interval>\S+)")
+
+
+def parse_rate(text: str) -> tuple[int, int]:
+    """'4 per 1m' as (4 requests, 60,000 ms); ValueError saying why not."""
+    found = _RATE.fullmatch(text.strip())
+    if found is None:
+        raise ValueError(f"{text!r} is not a rate; write {RATE_FORM}")
+    requests, interval_ms = int(found["requests"]), parse_duration(found["interval"])
+    if requests < 1:
+        raise ValueError(f"rate {text!r} allows no request; allow at least 1")
+    if interval_ms < MIN_INTERVAL_MS:
+        raise ValueError(f"rate {text!r} has an interval under {MIN_INTERVAL_MS}ms")
+    return requests, interval_ms
+
+
+def _rate(value: object) -> object:
+    """Checked here so that the error points at the value in the file."""
+    if isinstance(value, str):
+        try:
+            parse_rate(value)
+        except ValueError as err:
+            raise PydanticCustomError("rate", str(err)) from None
+    return value
+
+
+Rate = Annotated[str, BeforeValidator(_rate)]
+
+
+class RateKeySpec(SpecModel):
+    """What splits a limit into one bucket per value: a request header (`x-user`)."""
+
+    header: HeaderName
+
+
 class RateLimitSpec(SpecModel):
-    requests_per_second: int = Field(ge=1)
+    """`rate: 4 per 1m` (or the older `requests_per_second: N`); `key` gives each value of a
+    header its own bucket; `scope: global` counts in the mixer for all instances together."""
+
+    requests_per_second: int | None = Field(default=None, ge=1)
+    rate: Rate | None = None
     burst: int | None = Field(default=None, ge=1)
+    key: RateKeySpec | None = None
+    scope: Literal["local", "global"] = "local"
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> RateLimitSpec:
+        if (self.rate is None) == (self.requests_per_second is None):
+            raise PydanticCustomError(
+                "rate", "give the rate once: 'rate: 4 per 1m' or 'requests_per_second: N'"
+            )
+        return self
+
+    def requests_and_interval(self) -> tuple[int, int]:
+        """(requests, interval in ms) from whichever form the file used."""
+        if self.rate is not None:
+            return parse_rate(self.rate)
+        assert self.requests_per_second is not None
+        return self.requests_per_second, 1000
 
 
 class RouteSpec(SpecModel):

@@ -1,15 +1,18 @@
 """The local rate limit: a token bucket in the destination's sidecar, for a service or a route.
 
-Envoy's `local_ratelimit` filter runs in the inbound chain of a service that has any limit (see
-`http_filters.ORDER` for its place). The filter-level config is the service's bucket, or present
-but off when only routes have limits; a route with its own limit carries a per-route config,
-which replaces the service's bucket for the requests it matches. A request finding its bucket
-empty gets 429 (gRPC: RESOURCE_EXHAUSTED).
+Envoy's `local_ratelimit` filter runs in the inbound chain of a service that has any local limit
+(see `http_filters.ORDER` for its place). The filter-level config is the service's bucket, or
+present but off when only routes have local limits; a route with its own local limit carries a
+per-route config, which replaces the service's bucket for the requests it matches. A limit keyed
+by a header gives each value its own bucket (a wildcard descriptor: Envoy makes buckets as values
+arrive, keeping the `MAX_KEYS` most recently used); requests without the header share the
+default bucket. A request finding its bucket empty gets 429 (gRPC: RESOURCE_EXHAUSTED).
 """
 
 from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as route_pb2
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2 as lrl
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
@@ -19,7 +22,7 @@ from meshpilot.model import ir, names
 from meshpilot.translator.envoy.common import duration
 from meshpilot.translator.envoy.filter_plugin import INBOUND, FilterContext, HttpFilter
 
-FILL_INTERVAL_MS = 1000
+MAX_KEYS = 10_000  # buckets of a keyed limit per sidecar; the least recently used one goes
 _ALWAYS = base_pb2.RuntimeFractionalPercent(
     default_value=percent_pb2.FractionalPercent(
         numerator=100, denominator=percent_pb2.FractionalPercent.DenominatorType.Value("HUNDRED")
@@ -27,18 +30,33 @@ _ALWAYS = base_pb2.RuntimeFractionalPercent(
 )
 
 
-def has_rate_limits(service: ir.Service) -> bool:
-    """The service or one of its routes has a limit: its inbound chain needs the filter."""
-    return service.rate_limit is not None or any(r.rate_limit for r in service.routes)
-
-
 def token_bucket(limit: ir.RateLimit) -> token_bucket_pb2.TokenBucket:
-    """`burst` tokens at most, refilled at `requests_per_second`; one token per request."""
+    """`burst` tokens at most, refilled with `requests` every interval; one token per request."""
     return token_bucket_pb2.TokenBucket(
         max_tokens=limit.burst,
-        tokens_per_fill=wrappers_pb2.UInt32Value(value=limit.requests_per_second),
-        fill_interval=duration(FILL_INTERVAL_MS),
+        tokens_per_fill=wrappers_pb2.UInt32Value(value=limit.requests),
+        fill_interval=duration(limit.interval_ms),
     )
+
+
+def header_action(header: str) -> route_pb2.RateLimit.Action:
+    """The descriptor entry (header name, its value); no entry when the header is absent."""
+    return route_pb2.RateLimit.Action(
+        request_headers=route_pb2.RateLimit.Action.RequestHeaders(
+            header_name=header, descriptor_key=header, skip_if_absent=True
+        )
+    )
+
+
+def _keyed(config: lrl.LocalRateLimit, limit: ir.RateLimit, header: str) -> None:
+    """A bucket per value of `header`, each as big as the limit."""
+    config.rate_limits.append(route_pb2.RateLimit(actions=[header_action(header)]))
+    entry = ratelimit_pb2.RateLimitDescriptor.Entry(key=header, value="")  # "": any value
+    config.descriptors.append(
+        ratelimit_pb2.LocalRateLimitDescriptor(entries=[entry], token_bucket=token_bucket(limit))
+    )
+    config.always_consume_default_token_bucket.value = False
+    config.max_dynamic_descriptors.value = MAX_KEYS
 
 
 def local_rate_limit(
@@ -57,21 +75,22 @@ def local_rate_limit(
         "DRAFT_VERSION_03"
     )
     config.rate_limited_as_resource_exhausted = grpc
+    if limit.key_header is not None:
+        _keyed(config, limit, limit.key_header)
     return config
 
 
 def _config(context: FilterContext) -> lrl.LocalRateLimit | None:
     service = context.service
-    if service is None or not has_rate_limits(service):
+    if service is None or not service.limits("local"):
         return None
-    return local_rate_limit(
-        service.rate_limit, names.rate_limit_stat_prefix(), service.protocol == "grpc"
-    )
+    own = service.limits("local").get(None)
+    return local_rate_limit(own, names.rate_limit_stat_prefix(), service.protocol == "grpc")
 
 
 def _per_route(service: ir.Service, route: ir.Route) -> lrl.LocalRateLimit | None:
     """A route's own bucket, which replaces the service's for the requests it matches."""
-    if route.rate_limit is None:
+    if route.rate_limit is None or route.rate_limit.scope != "local":
         return None
     prefix = names.rate_limit_stat_prefix(route.name)
     return local_rate_limit(route.rate_limit, prefix, service.protocol == "grpc")
