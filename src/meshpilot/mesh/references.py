@@ -28,6 +28,7 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
     issues += _policy_checks(_get(data, "policies"), services, base_dir)
     issues += _egress_checks(_get(data, "services"), services)
     issues += _tcp_port_checks(_get(data, "services"))
+    issues += _outbound_port_checks(_get(data, "services"))
     issues += _host_name_checks(_get(data, "services"))
     issues += _file_checks(_get(data, "services"), base_dir)
     issues += _security_checks(data, base_dir)
@@ -107,6 +108,52 @@ def _tcp_port_checks(services: object) -> Iterator[Issue]:
             )
         else:
             owner[port] = name
+
+
+def _outbound_port_checks(services: object) -> Iterator[Issue]:
+    """Each caller's sidecar listens at a service's `outbound_port` on its app's IP: the port
+    must not be a sidecar's, a tcp service's, another such service's or an app's under `run:`."""
+    owners: dict[object, str] = {
+        _get(service, "port"): f"tcp service '{name}'"
+        for name, service in _items(services)
+        if _get(service, "protocol") == "tcp"
+    }
+    for name, service in _items(services):
+        for i, run in _entries(_get(service, "run")):
+            owners.setdefault(_get(run, "app_port", 8080), f"the app of services.{name}.run[{i}]")
+    for name, service in _items(services):
+        port = _outbound_port(service)
+        if port is None:
+            continue
+        loc: Loc = ("services", name, "outbound_port")
+        if _get(service, "protocol") == "tcp":
+            yield Issue(
+                loc,
+                "a tcp service is reached at its port already; 'outbound_port' "
+                "is for HTTP services",
+            )
+        elif port in RESERVED_PORTS:
+            yield Issue(
+                loc,
+                f"port {port} is used by every sidecar "
+                f"({', '.join(map(str, RESERVED_PORTS))}); choose another port",
+            )
+        elif port in owners:
+            yield Issue(
+                loc,
+                f"port {port} is taken by {owners[port]}; every caller listens on "
+                "it, so choose another port (e.g. 'outbound_port: 19080')",
+            )
+        else:
+            owners[port] = f"service '{name}' (its outbound_port)"
+
+
+def _outbound_port(service: object) -> object:
+    """The port `outbound_port` stands for: the service's own for `true` (None: not set)."""
+    value = _get(service, "outbound_port")
+    if value is True:
+        return _get(service, "port")
+    return None if value is False else value
 
 
 def _policy_checks(policies: object, services: list[str], base_dir: Path | None) -> Iterator[Issue]:

@@ -196,6 +196,8 @@ class Service:
     rate_limit: RateLimit | None = None
     tracing_sampling: float | None = None  # overrides the mesh's telemetry sampling
     egress: tuple[str, ...] | None = None  # the services its sidecars may call; None: all
+    # Where callers' sidecars listen for this service alone, on their app's IP (None: only 15001).
+    outbound_port: int | None = None
     # With workload identity: the SPIFFE ID its sidecars present, which callers require
     # (None: no identity, or a service whose static endpoints have no sidecar), and the mode of
     # its sidecars' inbound port (None: plaintext).

@@ -60,6 +60,11 @@ def tcp_listener(service: str, port: int) -> str:
     return f"outbound_tcp|{port}|{service}"
 
 
+def http_port_listener(service: str, port: int) -> str:
+    """A caller's listener for an HTTP service by port (`outbound_port`), whatever the Host."""
+    return f"outbound_http|{port}|{service}"
+
+
 def rate_limit_stat_prefix(route_name: str | None = None) -> str:
     """Stats of the inbound token bucket: the service's, or a route's own (`..._ROUTE`)."""
     if route_name is None:

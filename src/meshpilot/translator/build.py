@@ -200,7 +200,15 @@ def service(name: str, spec: ServiceSpec, defaults: DefaultsSpec, base: Path = P
         rate_limit=rate_limit(spec.rate_limit),
         tracing_sampling=float(spec.tracing.sampling) if spec.tracing else None,
         egress=tuple(sorted(set(spec.egress))) if spec.egress is not None else None,
+        outbound_port=outbound_port(spec),
     )
+
+
+def outbound_port(spec: ServiceSpec) -> int | None:
+    """`outbound_port: true` is the service's own port; false or absent: none."""
+    if spec.outbound_port is True:
+        return spec.port
+    return spec.outbound_port or None
 
 
 def traffic_policy(spec: ServiceSpec | TrafficPolicySpec) -> TrafficPolicy:
