@@ -25,7 +25,9 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
     for name, service in _items(_get(data, "services")):
         issues += _service_checks(("services", name), service)
     services = [name for name, _ in _items(_get(data, "services"))]
-    issues += _policy_checks(_get(data, "policies"), services, base_dir)
+    gateways = [name for name, _ in _items(_get(data, "gateways"))]
+    issues += _policy_checks(_get(data, "policies"), services, base_dir, gateways)
+    issues += _gateway_checks(_get(data, "gateways"), services, base_dir)
     issues += _egress_checks(_get(data, "services"), services)
     issues += _tcp_port_checks(_get(data, "services"))
     issues += _outbound_port_checks(_get(data, "services"))
@@ -156,9 +158,57 @@ def _outbound_port(service: object) -> object:
     return None if value is False else value
 
 
-def _policy_checks(policies: object, services: list[str], base_dir: Path | None) -> Iterator[Issue]:
+def _gateway_checks(
+    gateways: object, services: list[str], base_dir: Path | None
+) -> Iterator[Issue]:
+    """A gateway is a source of the mesh by its name (no service's), sends to services that
+    exist, listens where no other gateway does and has its certificate files."""
+    listening: dict[object, str] = {}
+    for name, gateway in _items(gateways):
+        loc: Loc = ("gateways", name)
+        if name in services:
+            yield Issue(
+                loc,
+                f"'{name}' names a service too; a gateway's name is its own "
+                "identity (a policy's source), so choose another",
+                at_key=True,
+            )
+        listen = _get(gateway, "listen")
+        if isinstance(listen, str) and listen.rpartition(":")[2] in map(str, RESERVED_PORTS):
+            yield Issue(
+                (*loc, "listen"),
+                f"'{listen}': ports {', '.join(map(str, RESERVED_PORTS))}"
+                " are the proxies' own; choose another port",
+            )
+        elif listen in listening:
+            yield Issue(
+                (*loc, "listen"), f"gateway '{listening[listen]}' already listens at '{listen}'"
+            )
+        elif listen is not None:
+            listening[listen] = name
+        for host, target in _items(_get(gateway, "hosts")):
+            if isinstance(target, str) and target not in services:
+                yield Issue((*loc, "hosts", host), _unknown_service(target, services))
+            for i, route in _entries(target):
+                service = _get(route, "service")
+                if isinstance(service, str) and service not in services:
+                    yield Issue(
+                        (*loc, "hosts", host, i, "service"), _unknown_service(service, services)
+                    )
+        if base_dir is None:
+            continue
+        for key, path in _items(_get(gateway, "tls")):
+            if isinstance(path, str) and path and not (base_dir / path).is_file():
+                yield Issue((*loc, "tls", key), f"'{base_dir / path}' does not exist")
+
+
+def _policy_checks(
+    policies: object, services: list[str], base_dir: Path | None, gateways: list[str]
+) -> Iterator[Issue]:
+    """Sources (`from:`) are services or gateways."""
     seen: dict[str, int] = {}
     known = set(services)
+    sources = [*services, *gateways]
     for i, policy in _entries(policies):
         loc: Loc = ("policies", i)
         name = _get(policy, "name")
@@ -172,8 +222,8 @@ def _policy_checks(policies: object, services: list[str], base_dir: Path | None)
         if isinstance(target, str) and target not in known:
             yield Issue((*loc, "service"), _unknown_service(target, services))
         for j, source in _entries(_get(policy, "from")):
-            if isinstance(source, str) and source not in known:
-                yield Issue((*loc, "from", j), _unknown_service(source, services))
+            if isinstance(source, str) and source not in sources:
+                yield Issue((*loc, "from", j), _unknown_service(source, sources))
         hook = _get(policy, "hook")
         if isinstance(hook, str) and base_dir is not None and ":" in hook:
             file = base_dir / hook.rpartition(":")[0]

@@ -18,6 +18,7 @@ from meshpilot.mesh.schema import (
     DestinationSpec,
     EndpointSpec,
     FaultSpec,
+    GatewaySpec,
     HashSpec,
     HeaderOpsSpec,
     LoadBalancerSpec,
@@ -42,6 +43,9 @@ from meshpilot.model.ir import (
     CircuitBreaker,
     Destination,
     Fault,
+    Gateway,
+    GatewayHost,
+    GatewayRoute,
     HashKey,
     HeaderOps,
     LoadBalancer,
@@ -105,6 +109,7 @@ def build_ir(
         policies=policies,
         mixer=mixer(spec.mixer) if spec.mixer is not None or needs_mixer else None,
         telemetry=telemetry,
+        gateways=tuple(gateway(n, spec.gateways[n], base) for n in sorted(spec.gateways)),
     )
     return with_identity(mesh, spec) if secure else mesh
 
@@ -149,6 +154,25 @@ def with_identity(mesh: MeshIR, spec: MeshSpec) -> MeshIR:
         mixer=dataclasses.replace(mesh.mixer, spiffe_id=mixer_id) if mesh.mixer else None,
         trust_domain=trust_domain,
     )
+
+
+def gateway(name: str, spec: GatewaySpec, base: Path) -> Gateway:
+    """Hosts sorted by name (`*` first: Envoy matches exact names before it anyway); a host
+    given as a service name sends every path there."""
+    host_text, _, port = spec.listen.rpartition(":")
+    hosts = []
+    for host in sorted(spec.hosts):
+        given = spec.hosts[host]
+        if isinstance(given, str):
+            routes: tuple[GatewayRoute, ...] = (GatewayRoute(given),)
+        else:
+            routes = tuple(GatewayRoute(r.service, r.path_prefix) for r in given)
+        hosts.append(GatewayHost(host, routes))
+    tls = None
+    if spec.tls is not None:
+        tls = (str((base / spec.tls.cert).resolve()), str((base / spec.tls.key).resolve()))
+    address = host_text.removeprefix("[").removesuffix("]")
+    return Gateway(name, address, int(port), tuple(hosts), tls)
 
 
 def policy(spec: PolicySpec, base: Path) -> Policy:

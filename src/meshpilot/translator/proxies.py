@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from meshpilot.model import ir, names, proxies
+from meshpilot.translator import gateways
 from meshpilot.translator.envoy import (
     access_log,
     cluster,
@@ -202,6 +203,8 @@ def proxy_view(
     service's `egress:` names. `previous` (the proxy's last view) when nothing it is made of
     changed (most proxies, when another proxy joins or one service is edited); its own
     resources when only the services it calls changed."""
+    if proxy.gateway:
+        return _gateway_view(shared, proxy)
     service = shared.own_service(proxy.service)
     egress = service.egress if service is not None else None
     calls = shared.scoped(egress) if egress is not None else shared.full
@@ -218,6 +221,33 @@ def proxy_view(
         return ProxyView(inputs, previous.local, calls, view)
     local = local_resources(proxy, *inputs)
     return ProxyView(inputs, local, calls, _assemble(calls, local))
+
+
+def _gateway_view(shared: MeshResources, proxy: proxies.Proxy) -> ProxyView:
+    """A gateway's: its listener and route table, and the clusters and endpoints of the
+    services it sends to. Nothing (no listener) while the mesh declares no gateway so named.
+    Built on each change: a mesh has few gateways."""
+    gateway = shared.gateways.get(proxy.service)
+    calls = shared.scoped(gateway.services if gateway is not None else ())
+    own: list[Resource] = []
+    tables: list[Resource] = []
+    if gateway is not None:
+        services = {s.name: s for s in map(shared.own_service, gateway.services) if s}
+        targets = frozenset(
+            t for name in services for t in shared.entries[name].output.route_targets
+        )
+        tables.append(gateways.gateway_route_table(gateway, services, targets))
+        manager, refs = _http_manager("outbound", proxy, None, shared.proxy_policy(proxy.service))
+        table = names.gateway_route(gateway.name)
+        own.append(gateways.gateway_listener(gateway, manager.with_rds(table).build(), refs))
+    view = {
+        CLUSTER: calls.clusters,
+        ENDPOINT: calls.endpoints,
+        LISTENER: ResourceSet.of(LISTENER, own),
+        SCOPED_ROUTE: _NO_SCOPES,
+        ROUTE: ResourceSet.of(ROUTE, tables),
+    }
+    return ProxyView(None, None, calls, view)
 
 
 def _proxyless_view(calls: Outbound, previous: ProxyView | None) -> ProxyView:

@@ -56,6 +56,7 @@ class Translator:
             full=outbound(parts, shared_clusters, last.full if last is not None else None),
             tcp_services=self._tcp_services(created),
             port_services=self._port_services(created),
+            gateways={g.name: g for g in mesh.gateways},
             policies={name: tuple(found) for name, found in policies.items()},
             mixer=mesh.mixer,
             telemetry=mesh.telemetry,
