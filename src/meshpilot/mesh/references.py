@@ -27,7 +27,7 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
     services = [name for name, _ in _items(_get(data, "services"))]
     gateways = [name for name, _ in _items(_get(data, "gateways"))]
     issues += _policy_checks(_get(data, "policies"), services, base_dir, gateways)
-    issues += _gateway_checks(_get(data, "gateways"), services, base_dir)
+    issues += _gateway_checks(_get(data, "gateways"), _get(data, "services"), base_dir)
     issues += _egress_checks(_get(data, "services"), services)
     issues += _tcp_port_checks(_get(data, "services"))
     issues += _outbound_port_checks(_get(data, "services"))
@@ -158,11 +158,10 @@ def _outbound_port(service: object) -> object:
     return None if value is False else value
 
 
-def _gateway_checks(
-    gateways: object, services: list[str], base_dir: Path | None
-) -> Iterator[Issue]:
-    """A gateway is a source of the mesh by its name (no service's), sends to services that
-    exist, listens where no other gateway does and has its certificate files."""
+def _gateway_checks(gateways: object, declared: object, base_dir: Path | None) -> Iterator[Issue]:
+    """A gateway is a source of the mesh by its name (no service's), sends to HTTP services
+    that exist, listens where no other gateway does and has its certificate files."""
+    services = [name for name, _ in _items(declared)]
     listening: dict[object, str] = {}
     for name, gateway in _items(gateways):
         loc: Loc = ("gateways", name)
@@ -187,19 +186,27 @@ def _gateway_checks(
         elif listen is not None:
             listening[listen] = name
         for host, target in _items(_get(gateway, "hosts")):
-            if isinstance(target, str) and target not in services:
-                yield Issue((*loc, "hosts", host), _unknown_service(target, services))
+            if isinstance(target, str):
+                yield from _gateway_target((*loc, "hosts", host), target, declared)
             for i, route in _entries(target):
                 service = _get(route, "service")
-                if isinstance(service, str) and service not in services:
-                    yield Issue(
-                        (*loc, "hosts", host, i, "service"), _unknown_service(service, services)
+                if isinstance(service, str):
+                    yield from _gateway_target(
+                        (*loc, "hosts", host, i, "service"), service, declared
                     )
         if base_dir is None:
             continue
         for key, path in _items(_get(gateway, "tls")):
             if isinstance(path, str) and path and not (base_dir / path).is_file():
                 yield Issue((*loc, "tls", key), f"'{base_dir / path}' does not exist")
+
+
+def _gateway_target(loc: Loc, service: str, declared: object) -> Iterator[Issue]:
+    services = [name for name, _ in _items(declared)]
+    if service not in services:
+        yield Issue(loc, _unknown_service(service, services))
+    elif _get(_get(declared, service), "protocol") == "tcp":
+        yield Issue(loc, f"'{service}' is a tcp service; a gateway routes HTTP requests")
 
 
 def _policy_checks(
