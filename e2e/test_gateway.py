@@ -9,10 +9,11 @@ import ssl
 from collections import Counter
 from pathlib import Path
 
-from harness.mesh import MeshEnv
+from harness.mesh import MESHPILOT, MeshEnv
 from harness.wait import wait_for
 from meshes import block
 from test_telemetry import requests_total
+from test_up import RUN
 
 from meshpilot.identity.ca import CertificateAuthority
 
@@ -132,3 +133,39 @@ def test_a_tls_gateway_serves_its_certificate_files(mesh_env: MeshEnv, tmp_path:
     finally:
         plain.close()
     assert refused_plaintext
+
+
+def test_up_runs_the_declared_gateway(mesh_env: MeshEnv) -> None:
+    listen = f"{mesh_env.ips.ip()}:{PORT}"
+    mesh = mesh_env.write_mesh(
+        f"""
+        mesh: up-gateway
+        services:
+          frontend:
+            port: 8080
+            run: [{{command: "{RUN}", version: v1}}]
+        gateways:
+          ingress:
+            listen: {listen}
+            hosts: {{shop.example: frontend}}
+        """
+    )
+    up = mesh_env.processes.start("up", [MESHPILOT, "up", str(mesh)], cwd=mesh_env.tmp)
+    wait_for(lambda: "ready; Ctrl-C" in up.log(), 60, message="up to be ready", procs=[up])
+    assert f"gateway ingress: http://{listen} (Host: shop.example)" in up.log()
+    host, port = listen.rsplit(":", 1)
+
+    def through_gateway() -> tuple[int, str]:
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        try:
+            return get(conn, "shop.example")
+        finally:
+            conn.close()
+
+    wait_for(
+        lambda: through_gateway() == (200, "frontend/v1"),
+        20,
+        message="frontend through the gateway",
+        ignore=(OSError,),
+        procs=[up],
+    )
