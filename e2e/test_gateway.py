@@ -100,6 +100,27 @@ def test_the_gateway_routes_by_host_and_path_and_reports_itself_as_source(
         message="the mixer to count the gateway's request with source ingress",
     )
 
+    # A host added to the saved file is served live.
+    edited = gateway_mesh(f"{gateway_ip}:{PORT}").replace(
+        "      shop.example: reviews\n", "      shop.example: reviews\n      new.example: ratings\n"
+    )
+    assert "new.example" in edited
+    mesh_env.write_mesh(edited)
+    wait_for(
+        lambda: fetch_once(gateway_ip, "new.example") == (200, "ratings/v1"),
+        10,
+        message="the gateway to route a host added live",
+    )
+
+
+def fetch_once(ip: str, host: str, port: int = PORT) -> tuple[int, str]:
+    """One request on a new connection (`get`'s answer)."""
+    conn = http.client.HTTPConnection(ip, port, timeout=5)
+    try:
+        return get(conn, host)
+    finally:
+        conn.close()
+
 
 def test_a_tls_gateway_serves_its_certificate_files(mesh_env: MeshEnv, tmp_path: Path) -> None:
     gateway_ip = mesh_env.ips.ip()
@@ -111,8 +132,10 @@ def test_a_tls_gateway_serves_its_certificate_files(mesh_env: MeshEnv, tmp_path:
     mesh = gateway_mesh(f"{gateway_ip}:{PORT}", tls)
     mesh_env.start_control_plane(mesh_env.write_mesh(mesh))
     v1 = mesh_env.start_instance("reviews", "v1")
+    v2 = mesh_env.start_instance("reviews", "v2")  # the route splits between the two
     gateway = mesh_env.start_gateway("ingress", gateway_ip)
-    gateway.wait_hosts("outbound|9080||reviews", [v1.inbound])
+    gateway.wait_hosts("outbound|9080|v1|reviews", [v1.inbound])
+    gateway.wait_hosts("outbound|9080|v2|reviews", [v2.inbound])
 
     context = ssl.create_default_context(cadata=authority.chain_pem.decode())
     conn = http.client.HTTPSConnection(gateway_ip, PORT, timeout=5, context=context)
@@ -121,7 +144,7 @@ def test_a_tls_gateway_serves_its_certificate_files(mesh_env: MeshEnv, tmp_path:
         certificate = conn.sock.getpeercert()
     finally:
         conn.close()
-    assert answered == (200, "reviews/v1")
+    assert answered in {(200, "reviews/v1"), (200, "reviews/v2")}
     assert ("DNS", "shop.example") in certificate["subjectAltName"]
     plain = http.client.HTTPConnection(gateway_ip, PORT, timeout=5)
     try:
@@ -155,15 +178,8 @@ def test_up_runs_the_declared_gateway(mesh_env: MeshEnv) -> None:
     assert f"gateway ingress: http://{listen} (Host: shop.example)" in up.log()
     host, port = listen.rsplit(":", 1)
 
-    def through_gateway() -> tuple[int, str]:
-        conn = http.client.HTTPConnection(host, int(port), timeout=5)
-        try:
-            return get(conn, "shop.example")
-        finally:
-            conn.close()
-
     wait_for(
-        lambda: through_gateway() == (200, "frontend/v1"),
+        lambda: fetch_once(host, "shop.example", int(port)) == (200, "frontend/v1"),
         20,
         message="frontend through the gateway",
         ignore=(OSError,),
