@@ -5,6 +5,9 @@ the caller's sidecar (`outbound_port`), and through the outbound port as an HTTP
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from typing import Any
@@ -19,11 +22,9 @@ REVIEWS_BY_PORT = reviews_mesh(0, 100).replace(
 )
 
 
-def fetch(url: str, proxy: str | None = None) -> tuple[int, Any]:
-    """GET `url` as a plain urllib app would: no Host of our own, proxies only if given."""
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({"http": proxy} if proxy else {})
-    )
+def fetch(url: str) -> tuple[int, Any]:
+    """GET `url` as a plain urllib app would: no Host of our own (and no proxy)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=5) as response:
             return response.status, json.loads(response.read())
@@ -43,11 +44,31 @@ def test_a_service_is_reached_at_its_port_on_the_callers_sidecar(mesh_env: MeshE
     assert {body["headers"]["host"] for _, body in answers} == {f"{page.ip}:{PORT}"}
 
 
+# An app that knows only `http://reviews:9080/...` and honours HTTP_PROXY, as most HTTP clients do.
+APP = """
+import json, sys, urllib.error, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as answer:
+        print(answer.status, json.loads(answer.read())["version"], answer.url)
+except urllib.error.HTTPError as err:
+    print(err.code)
+"""
+
+
+def app_calls(url: str, proxy: str) -> str:
+    env = {**os.environ, "HTTP_PROXY": proxy, "http_proxy": proxy}
+    env.pop("NO_PROXY", None)
+    env.pop("no_proxy", None)
+    done = subprocess.run(
+        [sys.executable, "-c", APP, url], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_the_outbound_port_is_an_http_proxy_for_absolute_uris(mesh_env: MeshEnv) -> None:
     page, _, _ = start_reviews_mesh(mesh_env, reviews_mesh(0, 100))
     proxy = f"http://{page.ip}:15001"
-    status, body = fetch(f"http://reviews:{PORT}/details/1", proxy)
-    unknown, _ = fetch("http://no-such-service:9080/", proxy)
-    assert status == 200 and body["version"] == "v2"
-    assert body["path"] == "/details/1"  # the origin-form path reaches the app
-    assert unknown == 404
+    url = f"http://reviews:{PORT}/details/1"
+    assert app_calls(url, proxy) == f"200 v2 {url}"  # routed by the URI's host, split applied
+    assert app_calls("http://no-such-service:9080/", proxy) == "404"
