@@ -63,7 +63,8 @@ def inline_scope(scope: dict[str, Any], tables: dict[str, Any]) -> dict[str, Any
 def bootstrap(rendered: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     tables = {r["name"]: {k: v for k, v in r.items() if k != "@type"} for r in rendered["rds"]}
     scopes = rendered["srds"]
-    assert len(scopes) >= len(tables) > 0  # a table per service, a scope per Host it answers
+    # A sidecar: a table per service, a scope per Host it answers; a gateway: its one table.
+    assert len(scopes) >= len(tables) > 0 or (not scopes and len(tables) == 1)
     return {
         "node": {"id": "golden", "cluster": "golden"},  # SDS subscriptions need a node
         "static_resources": {

@@ -227,6 +227,7 @@ def problems(text: str) -> list[str]:
     # Sidecars: one per app, in its namespace, on its IP, with --local-ip and its own token.
     sidecars: list[Sidecar] = []
     per_app: Counter[str] = Counter()
+    gateways: dict[str, str] = {}  # gateway name -> compose service
     for name in running("sidecar"):
         got = parsed(name, "sidecar")
         if got is None:
@@ -234,6 +235,13 @@ def problems(text: str) -> list[str]:
         token_file = got.pop("token_file")
         identity = sidecar_identity(**got)
         sidecars.append(Sidecar(name, identity, token_file and str(token_file), got["xds"]))
+        if identity.gateway:  # no app: its own namespace, where the mesh says it listens
+            gateways[identity.service] = name
+            if identity.ip != mesh_ip(services[name]) or identity.local_ip != LOCAL_IP:
+                found.append(f"{name}: a gateway needs --ip its mesh IP, --local-ip {LOCAL_IP}")
+            if token_file is None or got["xds"] != cp["xds"]:
+                found.append(f"{name}: a gateway needs a --token-file and the control plane's xds")
+            continue
         app_name = str(services[name].get("network_mode", "")).removeprefix("service:")
         if app_name not in apps:
             found.append(f"{name}: does not share an app's network namespace")
@@ -271,6 +279,8 @@ def problems(text: str) -> list[str]:
     )
     if composed != local:
         found.append(f"instances {sorted(composed.elements())} != the demo mesh's")
+    if sorted(gateways) != sorted(spec.gateways):
+        found.append(f"gateways {sorted(gateways)} != the demo mesh's")
 
     # The trace collector the demo mesh names: a service of this file, on the mesh network.
     tracing = spec.telemetry.tracing if spec.telemetry else None

@@ -41,7 +41,8 @@ def test_ir(case: str, update_golden: bool) -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_resources(case: str, update_golden: bool) -> None:
     mesh_path = GOLDEN / case / "mesh.yaml"
-    for service in load_mesh(mesh_path).services:
+    spec = load_mesh(mesh_path)
+    for service in [*spec.services, *spec.gateways]:
         rendered = render_resources(mesh_path, service, None, "all")
         actual = json.dumps(rendered, indent=2, sort_keys=True) + "\n"
         check_golden(GOLDEN / case / f"{service}.json", actual, update_golden)

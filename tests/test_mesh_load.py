@@ -111,7 +111,7 @@ def test_problem_inside_a_merged_mapping_points_at_its_source() -> None:
     text = "mesh: m\nbase: &b {port: x}\n"
     assert problems(text + "services:\n  a: {<<: *b}\n") == [
         "mesh.yaml:2:1: base: unknown key 'base'; expected one of: mesh, defaults, services, "
-        "mixer, telemetry, policies, security",
+        "mixer, telemetry, policies, security, gateways",
         "mesh.yaml:2:17: services.a.port: expected an integer, got string 'x'",
     ]
 
@@ -146,7 +146,7 @@ INVALID = [
         ),
         [
             "mesh.yaml:2:1: zzz: unknown key 'zzz'; expected one of: mesh, defaults, services, "
-            "mixer, telemetry, policies, security",
+            "mixer, telemetry, policies, security, gateways",
         ],
         id="unknown-key-no-suggestion",
     ),

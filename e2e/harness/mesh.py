@@ -270,6 +270,20 @@ class MeshEnv:
             argv += ["--token-file", str(self.token_file(token, f"{service}-{ip}"))]
         return self.processes.start(f"sidecar-{service}-{ip}", argv)
 
+    def start_gateway(self, name: str, ip: str | None = None) -> EnvoyAdmin:
+        """`meshpilot sidecar --gateway` for the mesh's gateway `name` (its admin on a fresh
+        IP unless given), with a token when the control plane is secure; waits until LIVE."""
+        ip = ip or self.ips.ip()
+        argv = [MESHPILOT, "sidecar", "--service", name, "--gateway", "--ip", ip]
+        argv += ["--xds", self._xds()]
+        token = self._minted(name, None, ())
+        if token is not None:
+            argv += ["--token-file", str(self.token_file(token, f"{name}-{ip}"))]
+        proc = self.processes.start(f"gateway-{name}-{ip}", argv)
+        admin = EnvoyAdmin(f"http://{ip}:{ENVOY_ADMIN_PORT}")
+        wait_envoy_live(admin.url, START_TIMEOUT, procs=[proc])
+        return admin
+
     def _minted(self, service: str, version: str | None, labels: Iterable[str]) -> str | None:
         """A token for exactly what the sidecar claims, if the control plane is secure."""
         if self.control_plane is None or not self.control_plane.secure:

@@ -61,6 +61,7 @@ class SidecarIdentity:
     # and the app live there, the instance IP carries only the inbound port.
     local_ip: str | None = None
     xds_protocol: str = "delta"  # incremental ("delta") or state of the world ("sotw")
+    gateway: bool = False  # the mesh's gateway named `service`, not an instance of a service
 
     @property
     def node_id(self) -> str:
@@ -84,6 +85,7 @@ def sidecar_identity(
     xds: str,
     local_ip: str | None = None,
     xds_protocol: str = "delta",
+    gateway: bool = False,
 ) -> SidecarIdentity:
     """Turn command-line options into an identity; reports bad input as a clean error."""
     if not service:
@@ -102,7 +104,7 @@ def sidecar_identity(
             f"--xds-protocol {xds_protocol!r}: one of {', '.join(XDS_PROTOCOLS)}"
         )
     return SidecarIdentity(
-        service, ip, app_port, labels_of(mapping), host, port, local_ip, xds_protocol
+        service, ip, app_port, labels_of(mapping), host, port, local_ip, xds_protocol, gateway
     )
 
 
@@ -197,6 +199,8 @@ def node(identity: SidecarIdentity) -> dict[str, Any]:
     }
     if identity.local_ip is not None:
         metadata["local_ip"] = identity.local_ip
+    if identity.gateway:
+        metadata["gateway"] = True
     return {"id": identity.node_id, "cluster": identity.service, "metadata": metadata}
 
 

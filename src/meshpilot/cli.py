@@ -43,6 +43,12 @@ def _sidecar_options(func: F) -> F:
             show_default=True,
             help="Incremental xDS (only what changed is sent) or state of the world.",
         ),
+        click.option(
+            "--gateway",
+            is_flag=True,
+            help="Be the mesh's gateway named --service (under `gateways:`): it listens where "
+            "the mesh says and has no app (--app-port is not used).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -260,6 +266,8 @@ def bootstrap(
     from meshpilot.identity.tokens import read_token
 
     identity = sidecar_identity(**opts)
+    if proxyless and opts["gateway"]:
+        raise click.UsageError("--proxyless and --gateway: a gateway is an Envoy")
     if proxyless and token_file is not None:
         raise click.UsageError("--proxyless clients join a control plane run with --insecure")
     if proxyless:

@@ -24,14 +24,20 @@ def render_resources(
 ) -> dict[str, list[Any]]:
     """Per short type name (cds, eds, lds, rds), the resources as Envoy JSON with `@type`.
 
-    Endpoints are the static ones from the file: no sidecar is connected offline.
+    Endpoints are the static ones from the file: no sidecar is connected offline. A name under
+    `gateways:` renders that gateway's resources.
     """
     spec = load_mesh(mesh_path)
-    check_sidecar_exists(spec, mesh_path, service, version)
+    mesh = build_ir(spec, mesh_path.parent, secure=secure)
+    gateway = any(g.name == service for g in mesh.gateways)
+    if not gateway:
+        check_sidecar_exists(spec, mesh_path, service, version)
     labels = ir.labels_of({"version": version} if version else {})
-    proxy = proxies.Proxy(f"{service}~{RENDER_IP}", service, RENDER_IP, RENDER_APP_PORT, labels)
+    proxy = proxies.Proxy(
+        f"{service}~{RENDER_IP}", service, RENDER_IP, RENDER_APP_PORT, labels, gateway=gateway
+    )
     translator = Translator()
-    shared = translator.translate(build_ir(spec, mesh_path.parent, secure=secure), [])
+    shared = translator.translate(mesh, [])
     view = translator.view(shared, proxy)
     check_consistent(view)
     return {

@@ -26,9 +26,12 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
     for name, service in _items(_get(data, "services")):
         issues += _service_checks(("services", name), service)
     services = [name for name, _ in _items(_get(data, "services"))]
-    issues += _policy_checks(_get(data, "policies"), services, base_dir)
+    gateways = [name for name, _ in _items(_get(data, "gateways"))]
+    issues += _policy_checks(_get(data, "policies"), services, base_dir, gateways)
+    issues += _gateway_checks(_get(data, "gateways"), _get(data, "services"), base_dir)
     issues += _egress_checks(_get(data, "services"), services)
     issues += _tcp_port_checks(_get(data, "services"))
+    issues += _outbound_port_checks(_get(data, "services"))
     issues += _host_name_checks(_get(data, "services"))
     issues += _file_checks(_get(data, "services"), base_dir)
     issues += _security_checks(data, base_dir)
@@ -138,9 +141,110 @@ def _tcp_port_checks(services: object) -> Iterator[Issue]:
             owner[port] = name
 
 
-def _policy_checks(policies: object, services: list[str], base_dir: Path | None) -> Iterator[Issue]:
+def _outbound_port_checks(services: object) -> Iterator[Issue]:
+    """Each caller's sidecar listens at a service's `outbound_port` on its app's IP: the port
+    must not be a sidecar's, a tcp service's, another such service's or an app's under `run:`."""
+    owners: dict[object, str] = {
+        _get(service, "port"): f"tcp service '{name}'"
+        for name, service in _items(services)
+        if _get(service, "protocol") == "tcp"
+    }
+    for name, service in _items(services):
+        for i, run in _entries(_get(service, "run")):
+            owners.setdefault(_get(run, "app_port", 8080), f"the app of services.{name}.run[{i}]")
+    for name, service in _items(services):
+        port = _outbound_port(service)
+        if port is None:
+            continue
+        loc: Loc = ("services", name, "outbound_port")
+        if _get(service, "protocol") == "tcp":
+            yield Issue(
+                loc,
+                "a tcp service is reached at its port already; 'outbound_port' "
+                "is for HTTP services",
+            )
+        elif port in RESERVED_PORTS:
+            yield Issue(
+                loc,
+                f"port {port} is used by every sidecar "
+                f"({', '.join(map(str, RESERVED_PORTS))}); choose another port",
+            )
+        elif port in owners:
+            yield Issue(
+                loc,
+                f"port {port} is taken by {owners[port]}; every caller listens on "
+                "it, so choose another port (e.g. 'outbound_port: 19080')",
+            )
+        else:
+            owners[port] = f"service '{name}' (its outbound_port)"
+
+
+def _outbound_port(service: object) -> object:
+    """The port `outbound_port` stands for: the service's own for `true` (None: not set)."""
+    value = _get(service, "outbound_port")
+    if value is True:
+        return _get(service, "port")
+    return None if value is False else value
+
+
+def _gateway_checks(gateways: object, declared: object, base_dir: Path | None) -> Iterator[Issue]:
+    """A gateway is a source of the mesh by its name (no service's), sends to HTTP services
+    that exist, listens where no other gateway does and has its certificate files."""
+    services = [name for name, _ in _items(declared)]
+    listening: dict[object, str] = {}
+    for name, gateway in _items(gateways):
+        loc: Loc = ("gateways", name)
+        if name in services:
+            yield Issue(
+                loc,
+                f"'{name}' names a service too; a gateway's name is its own "
+                "identity (a policy's source), so choose another",
+                at_key=True,
+            )
+        listen = _get(gateway, "listen")
+        if isinstance(listen, str) and listen.rpartition(":")[2] in map(str, RESERVED_PORTS):
+            yield Issue(
+                (*loc, "listen"),
+                f"'{listen}': ports {', '.join(map(str, RESERVED_PORTS))}"
+                " are the proxies' own; choose another port",
+            )
+        elif listen in listening:
+            yield Issue(
+                (*loc, "listen"), f"gateway '{listening[listen]}' already listens at '{listen}'"
+            )
+        elif listen is not None:
+            listening[listen] = name
+        for host, target in _items(_get(gateway, "hosts")):
+            if isinstance(target, str):
+                yield from _gateway_target((*loc, "hosts", host), target, declared)
+            for i, route in _entries(target):
+                service = _get(route, "service")
+                if isinstance(service, str):
+                    yield from _gateway_target(
+                        (*loc, "hosts", host, i, "service"), service, declared
+                    )
+        if base_dir is None:
+            continue
+        for key, path in _items(_get(gateway, "tls")):
+            if isinstance(path, str) and path and not (base_dir / path).is_file():
+                yield Issue((*loc, "tls", key), f"'{base_dir / path}' does not exist")
+
+
+def _gateway_target(loc: Loc, service: str, declared: object) -> Iterator[Issue]:
+    services = [name for name, _ in _items(declared)]
+    if service not in services:
+        yield Issue(loc, _unknown_service(service, services))
+    elif _get(_get(declared, service), "protocol") == "tcp":
+        yield Issue(loc, f"'{service}' is a tcp service; a gateway routes HTTP requests")
+
+
+def _policy_checks(
+    policies: object, services: list[str], base_dir: Path | None, gateways: list[str]
+) -> Iterator[Issue]:
+    """Sources (`from:`) are services or gateways."""
     seen: dict[str, int] = {}
     known = set(services)
+    sources = [*services, *gateways]
     for i, policy in _entries(policies):
         loc: Loc = ("policies", i)
         name = _get(policy, "name")
@@ -154,8 +258,8 @@ def _policy_checks(policies: object, services: list[str], base_dir: Path | None)
         if isinstance(target, str) and target not in known:
             yield Issue((*loc, "service"), _unknown_service(target, services))
         for j, source in _entries(_get(policy, "from")):
-            if isinstance(source, str) and source not in known:
-                yield Issue((*loc, "from", j), _unknown_service(source, services))
+            if isinstance(source, str) and source not in sources:
+                yield Issue((*loc, "from", j), _unknown_service(source, sources))
         hook = _get(policy, "hook")
         if isinstance(hook, str) and base_dir is not None and ":" in hook:
             file = base_dir / hook.rpartition(":")[0]

@@ -219,6 +219,8 @@ class Service:
     rate_limit: RateLimit | None = None
     tracing_sampling: float | None = None  # overrides the mesh's telemetry sampling
     egress: tuple[str, ...] | None = None  # the services its sidecars may call; None: all
+    # Where callers' sidecars listen for this service alone, on their app's IP (None: only 15001).
+    outbound_port: int | None = None
     # With workload identity: the SPIFFE ID its sidecars present, which callers require
     # (None: no identity, or a service whose static endpoints have no sidecar), and the mode of
     # its sidecars' inbound port (None: plaintext).
@@ -312,6 +314,37 @@ class Telemetry:
 
 
 @dataclass(frozen=True)
+class GatewayRoute:
+    """Requests whose path starts with `path_prefix` (None: any) go to `service`'s routes."""
+
+    service: str
+    path_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class GatewayHost:
+    host: str  # the Host without port, or `*` for any host the gateway has no entry for
+    routes: tuple[GatewayRoute, ...]
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """An edge proxy of the mesh: listens at `address:port` (with TLS from files when
+    `tls_files` is set: certificate, key) and sends requests to services by Host and path."""
+
+    name: str
+    address: str
+    port: int
+    hosts: tuple[GatewayHost, ...]
+    tls_files: tuple[str, str] | None = None
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The services it sends to, sorted (what its view holds)."""
+        return tuple(sorted({r.service for h in self.hosts for r in h.routes}))
+
+
+@dataclass(frozen=True)
 class MeshIR:
     name: str
     services: tuple[Service, ...]
@@ -321,6 +354,7 @@ class MeshIR:
     # With workload identity (a secure control plane): sources are SPIFFE IDs of this trust
     # domain. None: no identity, plaintext between sidecars, no caller is known.
     trust_domain: str | None = None
+    gateways: tuple[Gateway, ...] = ()
 
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)

@@ -77,6 +77,21 @@ def tcp_listener(service: str, port: int) -> str:
     return f"outbound_tcp|{port}|{service}"
 
 
+def http_port_listener(service: str, port: int) -> str:
+    """A caller's listener for an HTTP service by port (`outbound_port`), whatever the Host."""
+    return f"outbound_http|{port}|{service}"
+
+
+def gateway_listener(gateway: str) -> str:
+    """A gateway's listener at the address the mesh gives it."""
+    return f"gateway|{gateway}"
+
+
+def gateway_route(gateway: str) -> str:
+    """A gateway's route table: a virtual host per Host it answers to."""
+    return f"gateway|{gateway}"
+
+
 def rate_limit_stat_prefix(route_name: str | None = None) -> str:
     """Stats of the inbound token bucket: the service's, or a route's own (`..._ROUTE`)."""
     if route_name is None:

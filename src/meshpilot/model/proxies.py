@@ -37,6 +37,9 @@ class Proxy:
     # A gRPC client with its own xDS client and no sidecar (Istio's proxyless gRPC): it calls
     # services of the mesh but is not one of their instances, and has no listeners of its own.
     proxyless: bool = False
+    # The mesh's gateway named `service` (under `gateways:`): an edge proxy with no app, not an
+    # instance of any service, whose view is its listener and the services it sends to.
+    gateway: bool = False
 
     @property
     def app_ip(self) -> str:
@@ -45,7 +48,8 @@ class Proxy:
 
     @property
     def instance(self) -> Instance | None:
-        """The endpoint a sidecar makes of its service; None for a proxyless client."""
-        if self.proxyless:
+        """The endpoint a sidecar makes of its service; None for a proxyless client or a
+        gateway."""
+        if self.proxyless or self.gateway:
             return None
         return Instance(self.service, self.ip, INBOUND_PORT, self.labels)

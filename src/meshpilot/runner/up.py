@@ -182,6 +182,12 @@ class LocalMesh:
         sidecar += ["--token-file", str(token)]
         self._start(f"{replica.name}.envoy", sidecar, namespace=replica.netns)
 
+    def start_gateway(self, name: str, ip: str) -> None:
+        """The gateway's Envoy, on the host: its admin on `ip`, its listener where the mesh says."""
+        argv = [*MESHPILOT, "sidecar", "--service", name, "--gateway", "--ip", ip]
+        argv += ["--xds", self.addresses.xds, "--token-file", str(self.token_file(name, name))]
+        self._start(f"{name}.gateway", argv)
+
     def wait_ready(self, replicas: list[Replica]) -> None:
         for r in replicas:
             _wait_until(f"http://{r.app_ip}:{ADMIN_PORT}/ready", b"LIVE", r.name, r.netns)
@@ -257,13 +263,34 @@ def describe(spec: MeshSpec, mesh: LocalMesh, replicas: list[Replica]) -> str:
         ]
         for r in replicas
     ]
-    lines += ["", format_table(rows), "", "try:", *_suggestions(spec, mesh, replicas)]
+    lines += ["", format_table(rows), *_gateway_lines(spec)]
+    lines += ["", "try:", *_suggestions(spec, mesh, replicas)]
     return "\n".join(lines)
+
+
+def _gateway_lines(spec: MeshSpec) -> list[str]:
+    """Where each gateway lets traffic in, and for which hosts."""
+    lines = []
+    for name in sorted(spec.gateways):
+        gateway = spec.gateways[name]
+        scheme = "https" if gateway.tls else "http"
+        lines.append(
+            f"gateway {name}: {scheme}://{gateway.listen} (Host: {', '.join(gateway.hosts)})"
+        )
+    return ["", *lines] if lines else []
 
 
 def _suggestions(spec: MeshSpec, mesh: LocalMesh, replicas: list[Replica]) -> list[str]:
     """Three things to try: a call through a sidecar, a live edit, and where to watch."""
     tries = []
+    for name in sorted(spec.gateways)[:1]:
+        gateway = spec.gateways[name]
+        host = next((h for h in gateway.hosts if h != "*"), "anything")
+        scheme, insecure = ("https", "-k ") if gateway.tls else ("http", "")
+        tries.append(
+            f"  curl {insecure}-H 'Host: {host}' {scheme}://{gateway.listen}/"
+            f"     # into the mesh through gateway {name}"
+        )
     entry = next((r for name in spec.services for r in replicas if r.service == name), None)
     if entry is not None:
         inside = f"sudo ip netns exec {entry.netns} " if entry.netns else ""
@@ -363,7 +390,12 @@ def run_up(
             replicas = plan_replicas(spec, ips.ip)
         for replica in replicas:
             mesh.start_replica(replica)
+        gateway_ips = {name: ips.ip() for name in sorted(spec.gateways)}
+        for name, ip in gateway_ips.items():
+            mesh.start_gateway(name, ip)
         mesh.wait_ready(replicas)
+        for name, ip in gateway_ips.items():
+            _wait_until(f"http://{ip}:{ADMIN_PORT}/ready", b"LIVE", f"gateway {name}")
         print(describe(spec, mesh, replicas), flush=True)
         print("\nready; Ctrl-C stops everything", flush=True)
         saves = SaveReports(mesh.mesh_path, addresses.admin)

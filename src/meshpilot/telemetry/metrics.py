@@ -39,7 +39,7 @@ class KnownNames:
             versions |= {e.labels.get("version") for e in service.endpoints}
             versions |= {run.version for run in service.run}
         return cls(
-            frozenset(spec.services),
+            frozenset(spec.services) | frozenset(spec.gateways),  # a gateway is a source
             frozenset(v for v in versions if v),
             frozenset(p.name for p in spec.policies),
         )

@@ -19,6 +19,7 @@ from meshpilot.mesh.schema import (
     DestinationSpec,
     EndpointSpec,
     FaultSpec,
+    GatewaySpec,
     HashSpec,
     HeaderOpsSpec,
     LoadBalancerSpec,
@@ -45,6 +46,9 @@ from meshpilot.model.ir import (
     Collector,
     Destination,
     Fault,
+    Gateway,
+    GatewayHost,
+    GatewayRoute,
     HashKey,
     HeaderOps,
     LoadBalancer,
@@ -113,6 +117,7 @@ def build_ir(
         policies=policies,
         mixer=mixer(spec.mixer) if spec.mixer is not None or needs_mixer else None,
         telemetry=telemetry,
+        gateways=tuple(gateway(n, spec.gateways[n], base) for n in sorted(spec.gateways)),
     )
     return with_identity(mesh, spec) if secure else mesh
 
@@ -157,6 +162,25 @@ def with_identity(mesh: MeshIR, spec: MeshSpec) -> MeshIR:
         mixer=dataclasses.replace(mesh.mixer, spiffe_id=mixer_id) if mesh.mixer else None,
         trust_domain=trust_domain,
     )
+
+
+def gateway(name: str, spec: GatewaySpec, base: Path) -> Gateway:
+    """Hosts sorted by name (`*` first: Envoy matches exact names before it anyway); a host
+    given as a service name sends every path there."""
+    host_text, _, port = spec.listen.rpartition(":")
+    hosts = []
+    for host in sorted(spec.hosts):
+        given = spec.hosts[host]
+        if isinstance(given, str):
+            routes: tuple[GatewayRoute, ...] = (GatewayRoute(given),)
+        else:
+            routes = tuple(GatewayRoute(r.service, r.path_prefix) for r in given)
+        hosts.append(GatewayHost(host, routes))
+    tls = None
+    if spec.tls is not None:
+        tls = (str((base / spec.tls.cert).resolve()), str((base / spec.tls.key).resolve()))
+    address = host_text.removeprefix("[").removesuffix("]")
+    return Gateway(name, address, int(port), tuple(hosts), tls)
 
 
 def policy(spec: PolicySpec, base: Path) -> Policy:
@@ -214,7 +238,15 @@ def service(name: str, spec: ServiceSpec, defaults: DefaultsSpec, base: Path = P
         rate_limit=rate_limit(spec.rate_limit),
         tracing_sampling=float(spec.tracing.sampling) if spec.tracing else None,
         egress=tuple(sorted(set(spec.egress))) if spec.egress is not None else None,
+        outbound_port=outbound_port(spec),
     )
+
+
+def outbound_port(spec: ServiceSpec) -> int | None:
+    """`outbound_port: true` is the service's own port; false or absent: none."""
+    if spec.outbound_port is True:
+        return spec.port
+    return spec.outbound_port or None
 
 
 def traffic_policy(spec: ServiceSpec | TrafficPolicySpec) -> TrafficPolicy:

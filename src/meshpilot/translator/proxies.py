@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from meshpilot.model import ir, names, proxies
+from meshpilot.translator import gateways
 from meshpilot.translator.envoy import (
     access_log,
     cluster,
@@ -37,7 +38,7 @@ LOOPBACK = ("127.0.0.1", "::1")
 @dataclass(frozen=True)
 class LocalResources:
     """A proxy's own resources: the cluster that reaches its app, its inbound and outbound
-    listeners, and an outbound TCP listener per tcp service it may call."""
+    listeners, and a listener per service it may call by port (tcp, `outbound_port`)."""
 
     app_cluster: Part
     listeners: ResourceSet
@@ -46,15 +47,16 @@ class LocalResources:
 def local_resources(
     proxy: proxies.Proxy,
     service: ir.Service | None = None,
-    tcp_services: Iterable[ir.Service] = (),
+    by_port: Iterable[ir.Service] = (),
     policy: ProxyPolicy = _NO_POLICY,
 ) -> LocalResources:
-    """`service` is the proxy's own service as the mesh defines it (None: not in the mesh)."""
+    """`service` is the proxy's own service as the mesh defines it (None: not in the mesh);
+    `by_port`: the services it reaches by port, tcp services first."""
     app = names.inbound_cluster(proxy.app_port)
     listeners = [
         _inbound_listener(proxy, service, app, policy),
         _outbound_listener(proxy, service, policy),
-        *_tcp_listeners(proxy, tcp_services),
+        *_port_listeners(proxy, service, by_port, policy),
     ]
     http2 = service is not None and service.speaks_http2
     app_cluster = cluster.static_cluster(app, proxy.app_ip, proxy.app_port, http2)
@@ -146,16 +148,42 @@ def _outbound_listener(
     return resource(LISTENER, names.OUTBOUND_LISTENER, built, refs=refs)
 
 
-def _tcp_listeners(proxy: proxies.Proxy, tcp_services: Iterable[ir.Service]) -> list[Resource]:
-    """One per tcp service, on the app's IP at the service's port. Left out: a service on the
-    app's port or a sidecar port (taken on that IP) and any but the first (by name) on one port."""
+def _port_listeners(
+    proxy: proxies.Proxy,
+    own: ir.Service | None,
+    by_port: Iterable[ir.Service],
+    policy: ProxyPolicy,
+) -> list[Resource]:
+    """One per service reached by port, on the app's IP: a tcp service at its port, an HTTP
+    service at its `outbound_port`. Left out: a port that is the app's or a sidecar's (taken on
+    that IP) and any but the first service on one port (validation reports both)."""
     taken = {proxy.app_port, proxies.ADMIN_PORT, proxies.INBOUND_PORT, proxies.OUTBOUND_PORT}
     listeners = []
-    for service in tcp_services:
-        if service.port not in taken:
-            taken.add(service.port)
-            listeners.append(_tcp_listener(proxy, service))
+    for service in by_port:
+        port = service.outbound_port if service.is_http else service.port
+        if port is not None and port not in taken:
+            taken.add(port)
+            if service.is_http:
+                listeners.append(_http_port_listener(proxy, own, service, port, policy))
+            else:
+                listeners.append(_tcp_listener(proxy, service))
     return listeners
+
+
+def _http_port_listener(
+    proxy: proxies.Proxy,
+    own: ir.Service | None,
+    service: ir.Service,
+    port: int,
+    policy: ProxyPolicy,
+) -> Resource:
+    """Requests to the app's IP at `port` go to `service` whatever their Host (its route table
+    answers to any): an outbound listener like 15001, but with one table and no scopes."""
+    name = names.http_port_listener(service.name, port)
+    table = names.outbound_route(service.name)
+    manager, refs = _http_manager("outbound", proxy, own, policy)
+    built = listener.http_listener(name, proxy.app_ip, port, manager.with_rds(table).build())
+    return resource(LISTENER, name, built, refs=[table, *refs])
 
 
 def _tcp_listener(proxy: proxies.Proxy, service: ir.Service) -> Resource:
@@ -169,7 +197,7 @@ def _tcp_listener(proxy: proxies.Proxy, service: ir.Service) -> Resource:
     return resource(LISTENER, name, built, refs=[c for c, weight in shares if weight > 0])
 
 
-# What a proxy's own resources are built from: its service, the tcp services, its policies.
+# What a proxy's own resources are built from: its service, those it reaches by port, its policies.
 LocalInputs = tuple[ir.Service | None, tuple[ir.Service, ...], ProxyPolicy]
 
 
@@ -190,15 +218,17 @@ def proxy_view(
     service's `egress:` names. `previous` (the proxy's last view) when nothing it is made of
     changed (most proxies, when another proxy joins or one service is edited); its own
     resources when only the services it calls changed."""
+    if proxy.gateway:
+        return _gateway_view(shared, proxy)
     service = shared.own_service(proxy.service)
     egress = service.egress if service is not None else None
     calls = shared.scoped(egress) if egress is not None else shared.full
     if proxy.proxyless:
         return _proxyless_view(calls, previous)
-    tcp = shared.tcp_services
+    by_port = (*shared.tcp_services, *shared.port_services)
     if egress is not None:
-        tcp = tuple(s for s in tcp if s.name in egress)
-    inputs = (service, tcp, shared.proxy_policy(proxy.service))
+        by_port = tuple(s for s in by_port if s.name in egress)
+    inputs = (service, by_port, shared.proxy_policy(proxy.service))
     if previous is not None and previous.inputs == inputs and previous.local is not None:
         if previous.calls is calls:
             return previous
@@ -206,6 +236,33 @@ def proxy_view(
         return ProxyView(inputs, previous.local, calls, view)
     local = local_resources(proxy, *inputs)
     return ProxyView(inputs, local, calls, _assemble(calls, local))
+
+
+def _gateway_view(shared: MeshResources, proxy: proxies.Proxy) -> ProxyView:
+    """A gateway's: its listener and route table, and the clusters and endpoints of the
+    services it sends to. Nothing (no listener) while the mesh declares no gateway so named.
+    Built on each change: a mesh has few gateways."""
+    gateway = shared.gateways.get(proxy.service)
+    calls = shared.scoped(gateway.services if gateway is not None else ())
+    own: list[Resource] = []
+    tables: list[Resource] = []
+    if gateway is not None:
+        services = {s.name: s for s in map(shared.own_service, gateway.services) if s}
+        targets = frozenset(
+            t for name in services for t in shared.entries[name].output.route_targets
+        )
+        tables.append(gateways.gateway_route_table(gateway, services, targets))
+        manager, refs = _http_manager("outbound", proxy, None, shared.proxy_policy(proxy.service))
+        table = names.gateway_route(gateway.name)
+        own.append(gateways.gateway_listener(gateway, manager.with_rds(table).build(), refs))
+    view = {
+        CLUSTER: calls.clusters,
+        ENDPOINT: calls.endpoints,
+        LISTENER: ResourceSet.of(LISTENER, own),
+        SCOPED_ROUTE: _NO_SCOPES,
+        ROUTE: ResourceSet.of(ROUTE, tables),
+    }
+    return ProxyView(None, None, calls, view)
 
 
 def _proxyless_view(calls: Outbound, previous: ProxyView | None) -> ProxyView:

@@ -113,6 +113,9 @@ class MeshResources:
     full: Outbound  # every service, for proxies whose service has no `egress:`
     # The tcp services a proxy may call: each gets a listener of its own on the proxy's IP.
     tcp_services: tuple[ir.Service, ...] = ()
+    # The HTTP services with an `outbound_port`: each gets a listener on the proxy's app IP.
+    port_services: tuple[ir.Service, ...] = ()
+    gateways: Mapping[str, ir.Gateway] = field(default_factory=dict)  # by name
     policies: Mapping[str, tuple[ir.Policy, ...]] = field(default_factory=dict)
     mixer: ir.Mixer | None = None
     telemetry: ir.Telemetry = field(default_factory=ir.Telemetry)

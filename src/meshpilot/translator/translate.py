@@ -40,6 +40,7 @@ class Translator:
         self._views: dict[proxies.Proxy, ProxyView] = {}
         self._last: MeshResources | None = None
         self._tcp: dict[str, ServiceEntry] = {}  # the tcp services' entries, by name
+        self._by_port: dict[str, ServiceEntry] = {}  # those of services with an outbound_port
 
     def translate(self, mesh: ir.MeshIR, instances: Iterable[proxies.Instance]) -> MeshResources:
         with gc_paused():
@@ -60,6 +61,8 @@ class Translator:
         self._last = MeshResources(
             full=outbound(parts, shared_clusters, last.full if last is not None else None),
             tcp_services=self._tcp_services(created),
+            port_services=self._port_services(created),
+            gateways={g.name: g for g in mesh.gateways},
             policies={name: tuple(found) for name, found in policies.items()},
             mixer=mesh.mixer,
             telemetry=mesh.telemetry,
@@ -112,12 +115,27 @@ class Translator:
         return entries
 
     def _tcp_services(self, created: list[ServiceEntry]) -> tuple[ir.Service, ...]:
-        """The tcp services by name, updated from what this change made (not by a scan of every
-        service: this runs on every change of a 10,000-service mesh)."""
-        kept = {n: e for n, e in self._tcp.items() if self._services.get(n) is e}
-        kept.update((e.service.name, e) for e in created if e.service.protocol == "tcp")
-        self._tcp = dict(sorted(kept.items()))
+        self._tcp = self._updated(self._tcp, created, lambda s: s.protocol == "tcp")
         return tuple(e.service for e in self._tcp.values())
+
+    def _port_services(self, created: list[ServiceEntry]) -> tuple[ir.Service, ...]:
+        """The HTTP services callers also reach by port (`outbound_port`)."""
+        self._by_port = self._updated(
+            self._by_port, created, lambda s: s.is_http and s.outbound_port is not None
+        )
+        return tuple(e.service for e in self._by_port.values())
+
+    def _updated(
+        self,
+        entries: dict[str, ServiceEntry],
+        created: list[ServiceEntry],
+        wanted: Callable[[ir.Service], bool],
+    ) -> dict[str, ServiceEntry]:
+        """`entries` by name, updated from what this change made (not by a scan of every
+        service: this runs on every change of a 10,000-service mesh)."""
+        kept = {n: e for n, e in entries.items() if self._services.get(n) is e}
+        kept.update((e.service.name, e) for e in created if wanted(e.service))
+        return dict(sorted(kept.items()))
 
     @property
     def last(self) -> MeshResources | None:

@@ -1,5 +1,6 @@
 """Who is connecting: the proxy described by a node (id and metadata from the bootstrap): an
-Envoy sidecar, or a proxyless gRPC client (metadata `proxyless: true`)."""
+Envoy sidecar, a gateway (metadata `gateway: true`, its name as the service) or a proxyless gRPC
+client (metadata `proxyless: true`)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def proxy_from_node(node: base_pb2.Node) -> proxies.Proxy:
     labels = metadata.get("labels", {})
     local_ip = metadata.get("local_ip")
     proxyless = metadata.get("proxyless", False)
+    gateway = metadata.get("gateway", False)
     if not isinstance(service, str) or not service:
         raise BadNode(f"node {node.id!r}: metadata.service (or node.cluster) is required")
     if not isinstance(ip, str) or not ip:
@@ -39,10 +41,11 @@ def proxy_from_node(node: base_pb2.Node) -> proxies.Proxy:
         raise BadNode(f"node {node.id!r}: metadata.labels must map names to strings")
     if not isinstance(app_port, int | float) or not 0 < int(app_port) < 65536:
         raise BadNode(f"node {node.id!r}: metadata.app_port must be a port number")
-    if not isinstance(proxyless, bool):
-        raise BadNode(f"node {node.id!r}: metadata.proxyless must be true or false")
+    for key, flag in (("proxyless", proxyless), ("gateway", gateway)):
+        if not isinstance(flag, bool):
+            raise BadNode(f"node {node.id!r}: metadata.{key} must be true or false")
     return proxies.Proxy(
-        node.id, service, ip, int(app_port), ir.labels_of(labels), local_ip, proxyless
+        node.id, service, ip, int(app_port), ir.labels_of(labels), local_ip, proxyless, gateway
     )
 
 

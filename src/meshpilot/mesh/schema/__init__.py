@@ -12,6 +12,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshpilot.mesh.fields import Duration, ServiceName, SpecModel
+from meshpilot.mesh.schema.gateways import GatewayRouteSpec, GatewaySpec, GatewayTlsSpec
 from meshpilot.mesh.schema.policies import (
     MeshTracingSpec,
     MixerSpec,
@@ -80,6 +81,9 @@ __all__ = [
     "FaultAbortSpec",
     "FaultDelaySpec",
     "FaultSpec",
+    "GatewayRouteSpec",
+    "GatewaySpec",
+    "GatewayTlsSpec",
     "HashSpec",
     "HeaderOpsSpec",
     "HeadersSpec",
@@ -128,3 +132,4 @@ class MeshSpec(SpecModel):
     telemetry: TelemetrySpec | None = None
     policies: list[PolicySpec] = Field(default_factory=list)
     security: SecuritySpec = Field(default_factory=SecuritySpec)
+    gateways: dict[ServiceName, GatewaySpec] = Field(default_factory=dict)

@@ -172,3 +172,6 @@ class ServiceSpec(SpecModel):
     tracing: TracingSpec | None = None
     egress: list[str] | None = None  # the services this one calls; None: every service
     security: ServiceSecuritySpec | None = None  # overrides the mesh-wide `security.mtls`
+    # Every caller's sidecar also listens on its app's IP at this port (true: the service's
+    # port) for this service alone, whatever the Host: for apps that cannot set one.
+    outbound_port: bool | Port | None = None

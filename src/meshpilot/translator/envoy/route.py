@@ -246,11 +246,19 @@ def virtual_host(
     """Reached by `Host: name` or `Host: name:port`; routes in file order, first match wins.
 
     An external service (`external_names`: its endpoints' names) also answers to those names,
-    and requests reach each endpoint with its name as Host, as if the app had called it."""
+    and requests reach each endpoint with its name as Host, as if the app had called it. A
+    service with an `outbound_port` answers to any Host: its port listener has no other table
+    (the outbound listener still picks the table by Host)."""
     rewrite_host = external_names is not None
+    any_host = ["*"] if service.outbound_port is not None else []
     return rc.VirtualHost(
         name=names.virtual_host(service.name),
-        domains=[service.name, f"{service.name}:{service.port}", *(external_names or ())],
+        domains=[
+            service.name,
+            f"{service.name}:{service.port}",
+            *(external_names or ()),
+            *any_host,
+        ],
         routes=[route(service, r, cluster_of, per_filter, rewrite_host) for r in service.routes],
     )
 
