@@ -69,7 +69,7 @@ def gateway_listener(
     table = names.gateway_route(gateway.name)
     manager.strip_any_host_port = True
     tls = _server_tls(*gateway.tls_files) if gateway.tls_files else None
-    built = listener.http_listener(name, gateway.address, gateway.port, manager, tls)
+    built = listener.http_listener(name, gateway.address, gateway.port, "outbound", manager, tls)
     return resource(LISTENER, name, built, refs=[table, *refs])
 
 

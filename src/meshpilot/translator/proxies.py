@@ -182,7 +182,9 @@ def _http_port_listener(
     name = names.http_port_listener(service.name, port)
     table = names.outbound_route(service.name)
     manager, refs = _http_manager("outbound", proxy, own, policy)
-    built = listener.http_listener(name, proxy.app_ip, port, manager.with_rds(table).build())
+    built = listener.http_listener(
+        name, proxy.app_ip, port, "outbound", manager.with_rds(table).build()
+    )
     return resource(LISTENER, name, built, refs=[table, *refs])
 
 
