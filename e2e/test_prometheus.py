@@ -18,6 +18,7 @@ from tests.support.dashboards import dashboards, expressions, label_values_queri
 
 MESH = """
 mesh: prometheus
+defaults: {retries: {attempts: 0}}  # one request, one count: a retried 503 would count thrice
 telemetry:
   access_log: true
 services:

@@ -75,10 +75,10 @@ services:
 
 @pytest.fixture
 def config(tmp_path: Path) -> ProxyConfig:
-    """What the control plane would send productpage v1 (static endpoints only), canonical."""
+    """What the control plane would send productpage (static endpoints only), canonical."""
     mesh = tmp_path / "mesh.yaml"
     mesh.write_text(MESH)
-    rendered = render_resources(mesh, "productpage", "v1", "all")
+    rendered = render_resources(mesh, "productpage", None, "all")
     return sent_config({BY_SHORT[short].url: items for short, items in rendered.items()})
 
 
