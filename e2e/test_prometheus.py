@@ -115,6 +115,13 @@ def test_prometheus_scrapes_the_mesh_and_answers_with_the_traffic_sent(
     wait_counted(prometheus, sent)
     converged_once(prometheus, mesh_env, mesh)
     at = time.time()
+    # Every query below is evaluated at `at`: once each target was scraped after it, no sample up
+    # to `at` is still on its way in (under load a scrape can land after a first query ran).
+    wait_for(
+        lambda: prometheus.query(f"min(timestamp(up)) > {at:.3f}"),
+        10,
+        message="a scrape of every target after the queries' time",
+    )
 
     rates = by_destination(
         prometheus.query("sum by (destination_service) (rate(mesh_requests_total[1m]))", at)
