@@ -8,15 +8,9 @@ headers (e2e/app.py's TRACE_HEADERS) as Istio asks of apps."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
-
 import pytest
-from harness.mesh import Instance, MeshEnv
+from harness.mesh import MeshEnv
 from harness.traces import OtlpReceiver, Span, SpanStore, ZipkinReceiver
-
-from tests.support.wait import WaitTimeout
 
 MESH = """
 mesh: tracing
@@ -36,35 +30,6 @@ def one_span(spans: list[Span], service: str, kind: str) -> Span:
     found = [s for s in spans if s["localEndpoint"]["serviceName"] == service and s["kind"] == kind]
     assert len(found) == 1, f"{service} {kind}: {spans}"
     return found[0]
-
-
-def traced_request(
-    frontend: Instance, collector: SpanStore, seen: Callable[[dict[str, str]], tuple[str, str]]
-) -> tuple[list[Span], dict[str, Any]]:
-    """The spans of one request frontend -> reviews -> ratings whose trace arrived whole, and what
-    ratings answered (its `headers` as it saw them). A request whose trace is not whole after two
-    flush intervals is followed by another: spans a sidecar made before its tracer's first
-    export reached the collector may be dropped, as in any mesh starting up (seen once under
-    CI's load, OpenTelemetry)."""
-    answers: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + 45.0
-    while True:
-        with frontend.client() as client:
-            answer = client.get("reviews", "/call/ratings/ratings/7")
-        assert answer.status == 200
-        called = answer.json()["called"]
-        assert called["status"] == 200 and called["json"]["service"] == "ratings"
-        answers[seen(called["json"]["headers"])[0]] = called["json"]
-        try:
-            spans = collector.wait_for_trace(
-                lambda spans: len(spans) >= SPANS and spans[0]["traceId"] in answers,
-                timeout=min(12.0, max(0.1, deadline - time.monotonic())),
-            )
-        except WaitTimeout:
-            if time.monotonic() >= deadline:
-                raise
-            continue
-        return spans, answers[spans[0]["traceId"]]
 
 
 RECEIVERS = {"zipkin": ZipkinReceiver, "opentelemetry": OtlpReceiver}
@@ -90,7 +55,13 @@ def test_one_request_through_two_services_is_one_linked_trace(
         frontend.admin.wait_hosts("outbound|9080||reviews", [reviews.inbound])
         reviews.admin.wait_hosts("outbound|9081||ratings", [ratings.inbound])
 
-        spans, called = traced_request(frontend, collector, SEEN[protocol])
+        with frontend.client() as client:
+            answer = client.get("reviews", "/call/ratings/ratings/7")
+        assert answer.status == 200
+        called = answer.json()["called"]
+        assert called["status"] == 200 and called["json"]["service"] == "ratings"
+
+        spans = collector.wait_for_trace(lambda spans: len(spans) >= SPANS)
 
     caller = one_span(spans, "frontend", "CLIENT")
     a_server = one_span(spans, "reviews", "SERVER")
@@ -101,6 +72,7 @@ def test_one_request_through_two_services_is_one_linked_trace(
     assert a_client["parentId"] == a_server["id"]
     assert b_server["parentId"] == a_client["id"]
     assert len(spans) == SPANS and len({s["id"] for s in spans}) == SPANS
+    assert len(collector.traces()) == 1  # every span of the request in one trace
     assert b_server["tags"]["http.url"] == "http://ratings/ratings/7"
     assert [caller["name"], a_client["name"]] == ["reviews", "ratings"]  # the service called
-    assert SEEN[protocol](called["headers"]) == (caller["traceId"], b_server["id"])
+    assert SEEN[protocol](called["json"]["headers"]) == (caller["traceId"], b_server["id"])

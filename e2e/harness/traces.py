@@ -10,15 +10,13 @@ receive in one shape (Zipkin v2's: `traceId`, `id`, `parentId`, `kind`, `name`,
         ...  # a mesh whose telemetry.tracing.collector is collector.address
         trace = collector.wait_for_trace(lambda spans: len(spans) == 3)
 
-Leaving the `with` block stops them, pass or fail (the Zipkin one is a thread of the test's
-process, the OTLP one a process of its own).
+Both run in the test's process (threads), so leaving the `with` block stops them, pass or fail.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-import multiprocessing
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -37,7 +35,6 @@ from harness.wait import wait_for
 SPANS_PATH = "/api/v2/spans"
 ZIPKIN_PORT = 9411
 OTLP_GRPC_PORT = 4317
-OTLP_START_TIMEOUT = 20.0  # seconds for the receiver's process to import gRPC and listen
 Span = dict[str, Any]
 
 
@@ -177,60 +174,41 @@ def zipkin_shape(span: trace_pb2.Span, service: str) -> Span:
     return shaped
 
 
+def _scope_spans(resource_spans: trace_pb2.ResourceSpans) -> Iterable[Any]:
+    """The spans' groups: `scope_spans` in today's OTLP, `instrumentation_library_spans` in the
+    older copy of the OTLP protos that xds-protos ships (Envoy's API imports them), with the same
+    field numbers, so either reads what Envoy sends."""
+    fields = type(resource_spans).DESCRIPTOR.fields_by_name
+    name = "scope_spans" if "scope_spans" in fields else "instrumentation_library_spans"
+    groups: Iterable[Any] = getattr(resource_spans, name)
+    return groups
+
+
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, received: Callable[[list[Span]], None]) -> None:
-        self.received = received
+    def __init__(self, store: SpanStore) -> None:
+        self.store = store
 
     def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         for resource_spans in request.resource_spans:
             service = _attributes(resource_spans.resource.attributes).get("service.name", "")
-            for scope in resource_spans.scope_spans:
-                self.received([zipkin_shape(span, service) for span in scope.spans])
+            for scope in _scope_spans(resource_spans):
+                self.store.add(zipkin_shape(span, service) for span in scope.spans)
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
 class OtlpReceiver(SpanStore):
-    """An OpenTelemetry collector's OTLP/gRPC trace endpoint (plaintext) on `ip:port`.
-
-    Its gRPC server runs in a process of its own and hands the spans over a queue: a test
-    worker's process has run gRPC clients and servers of every kind by then, and a trace once
-    never arrived there under CI's load, while it always did with the receiver on its own."""
+    """An OpenTelemetry collector's OTLP/gRPC trace endpoint (plaintext) on `ip:port`."""
 
     def __init__(self, ip: str, port: int = OTLP_GRPC_PORT) -> None:
         super().__init__(f"{ip}:{port}")
-        context = multiprocessing.get_context("spawn")
-        self._spans: multiprocessing.Queue[list[Span] | None] = context.Queue()
-        self._ready = context.Event()
-        self._process = context.Process(
-            target=_serve_otlp, args=(self.address, self._spans, self._ready), daemon=True
-        )
-        self._drain = threading.Thread(target=self._take_spans, daemon=True)
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)
+        self._server.add_insecure_port(self.address)
 
     def start(self) -> None:
-        self._process.start()
-        self._drain.start()
-        if not self._ready.wait(OTLP_START_TIMEOUT):
-            self.stop()
-            raise RuntimeError(f"the OTLP receiver did not start on {self.address}")
+        self._server.start()
 
     def stop(self) -> None:
-        self._process.terminate()
-        self._process.join()
-        self._spans.put(None)
-        self._drain.join()
-
-    def _take_spans(self) -> None:
-        for spans in iter(self._spans.get, None):
-            self.add(spans)
-
-
-def _serve_otlp(address: str, spans: Any, ready: Any) -> None:
-    """The receiver's process: serve until terminated, each Export's spans put on `spans`."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(spans.put), server)
-    server.add_insecure_port(address)
-    server.start()
-    ready.set()
-    server.wait_for_termination()
+        self._server.stop(grace=None).wait()
