@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
@@ -184,11 +184,17 @@ def _scope_spans(resource_spans: trace_pb2.ResourceSpans) -> Iterable[Any]:
     return groups
 
 
-class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+class _TraceService:
+    """OTLP's TraceService, registered by name: the copy of the OTLP protos that xds-protos
+    installs has the messages but no gRPC stubs."""
+
     def __init__(self, store: SpanStore) -> None:
         self.store = store
 
-    def Export(
+    def export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         for resource_spans in request.resource_spans:
@@ -197,6 +203,14 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
                 self.store.add(zipkin_shape(span, service) for span in scope.spans)
         return trace_service_pb2.ExportTraceServiceResponse()
 
+    def handler(self) -> grpc.GenericRpcHandler:
+        export = grpc.unary_unary_rpc_method_handler(
+            self.export,
+            request_deserializer=trace_service_pb2.ExportTraceServiceRequest.FromString,
+            response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString,
+        )
+        return grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": export})
+
 
 class OtlpReceiver(SpanStore):
     """An OpenTelemetry collector's OTLP/gRPC trace endpoint (plaintext) on `ip:port`."""
@@ -204,7 +218,7 @@ class OtlpReceiver(SpanStore):
     def __init__(self, ip: str, port: int = OTLP_GRPC_PORT) -> None:
         super().__init__(f"{ip}:{port}")
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)
+        self._server.add_generic_rpc_handlers((_TraceService(self).handler(),))
         self._server.add_insecure_port(self.address)
 
     def start(self) -> None:
