@@ -163,7 +163,8 @@ def test_a_redirect_path_replaces_the_whole_path_and_301_is_the_default() -> Non
     redirect = envoy_route(built_route("- redirect: {path: /moved}\n")).redirect
     assert redirect.path_redirect == "/moved"
     assert redirect.response_code == rc.RedirectAction.MOVED_PERMANENTLY
-    assert not (redirect.host_redirect or redirect.scheme_redirect or redirect.port_redirect)
+    assert redirect.WhichOneof("scheme_rewrite_specifier") is None
+    assert not (redirect.host_redirect or redirect.port_redirect)
 
 
 def test_a_direct_response_replaces_forwarding_and_keeps_response_headers() -> None:

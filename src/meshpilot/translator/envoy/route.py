@@ -242,10 +242,11 @@ def redirect_action(redirect: ir.Redirect) -> rc.RedirectAction:
     """The parts left out keep the request's own (its scheme, Host, port, path and query)."""
     action = rc.RedirectAction(
         response_code=_REDIRECT_CODES[redirect.code],
-        scheme_redirect=redirect.scheme or "",
         host_redirect=redirect.host or "",
         port_redirect=redirect.port or 0,
     )
+    if redirect.scheme is not None:  # one of a oneof: set only when given
+        action.scheme_redirect = redirect.scheme
     if redirect.path is not None:
         action.path_redirect = redirect.path
     elif redirect.prefix is not None:
