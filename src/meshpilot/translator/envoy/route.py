@@ -2,9 +2,8 @@
 
 Everything a route does to a request is configured on the route itself: matching, the cluster
 choice (or a redirect or direct response instead), timeout, retries, mirroring, consistent-hash
-keys, header edits, the path and Host rewrites, and
-what HTTP filters configure per route (`per_filter`, given by the caller from the filters'
-order table: fault injection, see `fault`).
+keys, header edits, the path and Host rewrites, and what HTTP filters configure per route
+(`per_filter`, given by the caller from the filters' order table: fault injection, see `fault`).
 """
 
 from __future__ import annotations
