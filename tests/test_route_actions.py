@@ -83,9 +83,17 @@ REWRITE_PROBLEMS = [
         "- rewrite: {regex: {pattern: '/(?=a)', substitution: /}}\n",
         [
             "mesh.yaml:7:36: services.reviews.routes[0].rewrite.regex.pattern: Envoy's regular "
-            "expressions (RE2) support no lookaround or backreferences",
+            "expressions (RE2) refuse it: invalid perl operator: (?=",
         ],
         id="pattern-not-re2",
+    ),
+    pytest.param(
+        "- rewrite: {regex: {pattern: '/a*+', substitution: /}}\n",
+        [
+            "mesh.yaml:7:36: services.reviews.routes[0].rewrite.regex.pattern: Envoy's regular "
+            "expressions (RE2) refuse it: bad repetition operator: *+",
+        ],
+        id="pattern-python-accepts-re2-refuses",
     ),
     pytest.param(
         "- rewrite: {regex: {pattern: '/(a)', substitution: '/\\2'}}\n",
