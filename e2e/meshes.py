@@ -7,8 +7,9 @@ import textwrap
 import time
 from collections.abc import Callable, Sequence
 
-from harness.client import LoadGenerator, Result
+from harness.client import LoadGenerator, MeshClient, Result
 from harness.mesh import Instance, MeshEnv
+from harness.wait import http_json
 
 CALLER = "productpage"
 
@@ -83,3 +84,17 @@ def start_called(
         members = [i.inbound for i, s in zip(instances, callees, strict=True) if s == service]
         page.admin.wait_hosts(f"outbound|9080||{service}", members)
     return page, instances
+
+
+def version(client: MeshClient, path: str, method: str = "GET", **headers: str) -> str:
+    """The version of the reviews instance that answered `path` (which must answer 200)."""
+    reply = client.request("reviews", path, method=method, headers=headers)
+    assert reply.status == 200, (path, reply.status, reply.text)
+    answered: str = reply.json()["version"]
+    return answered
+
+
+def seen(instance: Instance) -> int:
+    """Requests with `Host: reviews` the instance's app has received so far."""
+    hosts: dict[str, int] = http_json(f"{instance.app_url}/__seen")["hosts"]
+    return hosts.get("reviews", 0)

@@ -6,9 +6,8 @@ Every route below sends what it matches to v2; anything else falls through to th
 
 from __future__ import annotations
 
-from harness.client import MeshClient
 from harness.mesh import MeshEnv
-from meshes import reviews_mesh, start_reviews_mesh
+from meshes import reviews_mesh, start_reviews_mesh, version
 
 MATCH_ROUTES = """
               - name: item-by-id
@@ -48,13 +47,6 @@ ORDER_ROUTES = """
                 to: [{subset: v1}]
               - name: whole-service
                 match: {path_prefix: /everyone}"""
-
-
-def version(client: MeshClient, path: str, method: str = "GET", **headers: str) -> str:
-    reply = client.request("reviews", path, method=method, headers=headers)
-    assert reply.status == 200, (path, reply.status, reply.text)
-    answered: str = reply.json()["version"]
-    return answered
 
 
 def test_path_regex_header_and_query_rules_and_methods(mesh_env: MeshEnv) -> None:

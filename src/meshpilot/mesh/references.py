@@ -36,7 +36,41 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
     issues += _file_checks(_get(data, "services"), base_dir)
     issues += _security_checks(data, base_dir)
     issues += _global_limit_checks(data)
+    issues += _local_answer_checks(_get(data, "services"))
     return issues
+
+
+# What a route does with a request it forwards: nothing of it happens on a route whose requests
+# the caller's sidecar answers itself.
+_LOCAL_ANSWERS = ("redirect", "direct_response")
+_FORWARDING_KEYS = ("to", "timeout", "retries", "fault", "mirror", "rewrite", "rate_limit")
+
+
+def _local_answer_checks(services: object) -> Iterator[Issue]:
+    """A `redirect` or `direct_response` (one of them) is the caller's sidecar's answer: the
+    route forwards nothing, so settings of forwarding would silently do nothing."""
+    for name, service in _items(services):
+        for i, route in _entries(_get(service, "routes")):
+            answers = [key for key in _LOCAL_ANSWERS if _get(route, key) is not None]
+            if not answers:
+                continue
+            loc = ("services", name, "routes", i)
+            if len(answers) > 1:
+                yield Issue(
+                    (*loc, answers[1]),
+                    "give 'redirect' or 'direct_response', not both",
+                    at_key=True,
+                )
+            given = [key for key in _FORWARDING_KEYS if _get(route, key) is not None]
+            if _get(_get(route, "headers"), "request") is not None:
+                given.append("headers.request")
+            for key in given:
+                yield Issue(
+                    (*loc, *key.split(".")),
+                    f"a route with '{answers[0]}' is answered by the caller's sidecar and "
+                    f"forwards nothing, so '{key}' would do nothing; remove it",
+                    at_key=True,
+                )
 
 
 def _global_limit_checks(data: object) -> Iterator[Issue]:
@@ -300,7 +334,17 @@ def _service_checks(loc: Loc, service: object) -> Iterator[Issue]:
 
 # Ports a sidecar already uses on every instance IP; a TCP service's outbound listener would clash.
 RESERVED_PORTS = (15000, 15001, 15006)
-_HTTP_ONLY_ROUTE_KEYS = ("match", "timeout", "retries", "fault", "mirror", "headers", "rewrite")
+_HTTP_ONLY_ROUTE_KEYS = (
+    "match",
+    "timeout",
+    "retries",
+    "fault",
+    "mirror",
+    "headers",
+    "rewrite",
+    "redirect",
+    "direct_response",
+)
 
 
 def _tcp_checks(loc: Loc, service: object) -> Iterator[Issue]:

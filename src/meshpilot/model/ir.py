@@ -28,6 +28,7 @@ class ValueMatch:
     name: str
     kind: MatchKind
     value: str = ""
+    ignore_case: bool = False  # of `value`: exact, prefix and regex
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class RouteMatch:
     headers: tuple[ValueMatch, ...] = ()
     query: tuple[ValueMatch, ...] = ()
     methods: tuple[str, ...] = ()
+    ignore_case: bool = False  # of the path rule
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,35 @@ class HeaderOps:
     remove: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class RegexRewrite:
+    """The path with every match of `pattern` (RE2) replaced by `substitution` (`\\1`: a group)."""
+
+    pattern: str
+    substitution: str
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """Answered by the caller's sidecar: `code`, and as Location the request's URL with the
+    parts given here replaced (`prefix` replaces the part `path_prefix` matched)."""
+
+    code: int = 301
+    scheme: str | None = None
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+    prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class DirectResponse:
+    """Answered by the caller's sidecar: `status` with `body` (None: no body)."""
+
+    status: int
+    body: str | None = None
+
+
 RateLimitScope = Literal["local", "global"]
 
 
@@ -114,6 +145,15 @@ class Route:
     response_headers: HeaderOps = HeaderOps()
     prefix_rewrite: str | None = None
     rate_limit: RateLimit | None = None
+    host_rewrite: str | None = None  # the Host (authority) the destination sees
+    regex_rewrite: RegexRewrite | None = None
+    # A route with one of these is answered by the caller's sidecar: `to` is empty.
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
+
+    @property
+    def answers_locally(self) -> bool:
+        return self.redirect is not None or self.direct_response is not None
 
 
 HashKind = Literal["header", "cookie", "source_ip", "query_parameter"]

@@ -20,6 +20,12 @@ def path_header_regex(glob: str) -> str:
     return path_glob_regex(glob)[:-1] + r"(\?.*)?$"
 
 
+def ignoring_case(regex: str) -> str:
+    """The regex with its case-insensitive flag, in RE2 and Python alike (Envoy's `ignore_case`
+    and `case_sensitive` do not apply to regexes)."""
+    return f"(?i){regex}"
+
+
 @cache
 def _compiled(glob: str) -> re.Pattern[str]:
     return re.compile(path_glob_regex(glob))
@@ -32,11 +38,20 @@ def value_matches(rule: ir.ValueMatch, value: str | None) -> bool:
         return False
     if rule.kind == "present":
         return True
-    if rule.kind == "prefix":
-        return value.startswith(rule.value)
     if rule.kind == "regex":
-        return re.fullmatch(rule.value, value) is not None
-    return value == rule.value
+        pattern = ignoring_case(rule.value) if rule.ignore_case else rule.value
+        return re.fullmatch(pattern, value) is not None
+    expected = rule.value
+    if rule.ignore_case:  # as Envoy's StringMatcher: ASCII letters only
+        value, expected = _ascii_lower(value), _ascii_lower(expected)
+    return value.startswith(expected) if rule.kind == "prefix" else value == expected
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _ascii_lower(text: str) -> str:
+    return text.translate(_ASCII_LOWER)
 
 
 def policy_matches(

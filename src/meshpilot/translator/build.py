@@ -17,6 +17,7 @@ from meshpilot.mesh.schema import (
     CircuitBreakerSpec,
     DefaultsSpec,
     DestinationSpec,
+    DirectResponseSpec,
     EndpointSpec,
     FaultSpec,
     GatewaySpec,
@@ -31,7 +32,9 @@ from meshpilot.mesh.schema import (
     PolicySpec,
     PolicyTargetSpec,
     RateLimitSpec,
+    RedirectSpec,
     RetriesSpec,
+    RewriteSpec,
     RouteSpec,
     ServiceSpec,
     TcpKeepaliveSpec,
@@ -45,6 +48,7 @@ from meshpilot.model.ir import (
     CircuitBreaker,
     Collector,
     Destination,
+    DirectResponse,
     Fault,
     Gateway,
     GatewayHost,
@@ -59,6 +63,8 @@ from meshpilot.model.ir import (
     Policy,
     PolicyTarget,
     RateLimit,
+    Redirect,
+    RegexRewrite,
     RetryPolicy,
     Route,
     RouteMatch,
@@ -349,7 +355,7 @@ def static_endpoint(spec: EndpointSpec) -> StaticEndpoint:
 
 def route(spec: RouteSpec, defaults: DefaultsSpec, name: str) -> Route:
     """A route's own timeout and retries replace the defaults whole; they are not merged."""
-    return Route(
+    built = Route(
         name=name,
         match=route_match(spec.match),
         to=destinations(spec.to),
@@ -361,7 +367,34 @@ def route(spec: RouteSpec, defaults: DefaultsSpec, name: str) -> Route:
         response_headers=header_ops(spec.headers.response if spec.headers else None),
         prefix_rewrite=spec.rewrite.prefix if spec.rewrite else None,
         rate_limit=rate_limit(spec.rate_limit),
+        host_rewrite=spec.rewrite.authority if spec.rewrite else None,
+        regex_rewrite=regex_rewrite(spec.rewrite),
+        redirect=redirect(spec.redirect),
+        direct_response=direct_response(spec.direct_response),
     )
+    return without_forwarding(built) if built.answers_locally else built
+
+
+def without_forwarding(built: Route) -> Route:
+    """A route the caller's sidecar answers sends nowhere: no destinations, and none of the
+    defaults' timeout and retries (validation keeps the route's own out)."""
+    return dataclasses.replace(built, to=(), timeout_ms=None, retries=None)
+
+
+def regex_rewrite(spec: RewriteSpec | None) -> RegexRewrite | None:
+    if spec is None or spec.regex is None:
+        return None
+    return RegexRewrite(spec.regex.pattern, spec.regex.substitution)
+
+
+def redirect(spec: RedirectSpec | None) -> Redirect | None:
+    if spec is None:
+        return None
+    return Redirect(spec.code, spec.scheme, spec.host, spec.port, spec.path, spec.prefix)
+
+
+def direct_response(spec: DirectResponseSpec | None) -> DirectResponse | None:
+    return None if spec is None else DirectResponse(spec.status, spec.body)
 
 
 def fault(spec: FaultSpec | None) -> Fault | None:
@@ -409,6 +442,7 @@ def route_match(spec: MatchSpec | None) -> RouteMatch:
         headers=tuple(headers),
         query=tuple(query),
         methods=tuple(spec.methods),
+        ignore_case=spec.ignore_case,
     )
 
 
@@ -417,11 +451,11 @@ def value_match(name: str, spec: str | ValueMatchSpec) -> ValueMatch:
     if isinstance(spec, str):
         return ValueMatch(name, "exact", spec)
     if spec.exact is not None:
-        return ValueMatch(name, "exact", spec.exact)
+        return ValueMatch(name, "exact", spec.exact, spec.ignore_case)
     if spec.prefix is not None:
-        return ValueMatch(name, "prefix", spec.prefix)
+        return ValueMatch(name, "prefix", spec.prefix, spec.ignore_case)
     if spec.regex is not None:
-        return ValueMatch(name, "regex", spec.regex)
+        return ValueMatch(name, "regex", spec.regex, spec.ignore_case)
     return ValueMatch(name, "present" if spec.present else "absent")
 
 

@@ -5,24 +5,28 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Discriminator, Field, Tag, model_validator
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from meshpilot.mesh.durations import parse_duration
 from meshpilot.mesh.fields import (
     MAPPING_FORM,
     TEXT_FORM,
+    Address,
     Duration,
     EditableHeader,
     HeaderName,
     HeaderValue,
     HttpPath,
     Percent,
+    Port,
     PositiveDuration,
     Regex,
     SpecModel,
+    host_address,
     shape,
 )
+from meshpilot.netaddr import is_ip
 
 Method = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
 # Envoy's x-envoy-retry-on and x-envoy-retry-grpc-on condition names.
@@ -105,6 +109,7 @@ class ValueMatchSpec(SpecModel):
     prefix: str | None = None
     regex: Regex | None = None
     present: bool | None = None
+    ignore_case: bool = False
 
     @model_validator(mode="after")
     def _one_rule(self) -> ValueMatchSpec:
@@ -114,6 +119,15 @@ class ValueMatchSpec(SpecModel):
                 "value_match",
                 "give exactly one of 'exact', 'prefix', 'regex' or 'present' (got {given})",
                 {"given": ", ".join(given) or "none"},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _case_of_a_value(self) -> ValueMatchSpec:
+        if self.ignore_case and self.present is not None:
+            raise PydanticCustomError(
+                "ignore_case",
+                "'ignore_case' applies to 'exact', 'prefix' and 'regex', not 'present'",
             )
         return self
 
@@ -132,6 +146,7 @@ class MatchSpec(SpecModel):
     headers: dict[HeaderName, ValueMatch] = Field(default_factory=dict)
     query: dict[Annotated[str, Field(min_length=1)], ValueMatch] = Field(default_factory=dict)
     methods: list[Method] = Field(default_factory=list)
+    ignore_case: bool = False  # of the path rule; headers and query have their own
 
     @model_validator(mode="after")
     def _one_path_rule(self) -> MatchSpec:
@@ -141,6 +156,17 @@ class MatchSpec(SpecModel):
                 "path_conflict",
                 "give one of 'path', 'path_prefix' or 'path_regex', not {given}",
                 {"given": " and ".join(given)},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _case_of_a_path(self) -> MatchSpec:
+        paths = (self.path, self.path_prefix, self.path_regex)
+        if self.ignore_case and all(p is None for p in paths):
+            raise PydanticCustomError(
+                "ignore_case",
+                "'ignore_case' applies to 'path', 'path_prefix' or 'path_regex': give one "
+                "(for headers and query, put 'ignore_case' in the value's rule)",
             )
         return self
 
@@ -187,8 +213,71 @@ class HeadersSpec(SpecModel):
     response: HeaderOpsSpec | None = None
 
 
+_RE2_ESCAPE = re.compile(r"\\(.?)")
+
+
+def _substitution_problem(substitution: str, groups: int) -> str | None:
+    """What RE2 would refuse in a rewrite: `\\N` beyond the pattern's groups, a stray `\\`."""
+    for escaped in _RE2_ESCAPE.findall(substitution):
+        if escaped == "\\":
+            continue
+        if not escaped.isdigit():
+            return "'\\' must be followed by a group number (\\1) or another '\\'"
+        if int(escaped) > groups:
+            return f"'\\{escaped}' names a group the pattern does not have ({groups} groups)"
+    return None
+
+
+class RegexRewriteSpec(SpecModel):
+    """Every match of `pattern` in the path is replaced by `substitution` (`\\1`: a group)."""
+
+    pattern: Regex
+    substitution: str
+
+    @model_validator(mode="after")
+    def _known_groups(self) -> RegexRewriteSpec:
+        problem = _substitution_problem(self.substitution, re.compile(self.pattern).groups)
+        if problem is not None:
+            raise PydanticCustomError("substitution", problem)
+        return self
+
+
+def _authority(value: str) -> str:
+    """HOST or HOST:PORT, as a Host header carries it (an IPv6 HOST in brackets)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or is_ip(value):
+        host, port = value, ""
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise PydanticCustomError(
+            "authority", "'{value}': the port must be 1 to 65535", {"value": value}
+        )
+    if port and ":" in host and not host.startswith("["):
+        raise PydanticCustomError(
+            "authority", "'{value}': put an IPv6 address in brackets", {"value": value}
+        )
+    host_address(host.removeprefix("[").removesuffix("]"))
+    return value
+
+
+Authority = Annotated[str, AfterValidator(_authority)]
+
+
 class RewriteSpec(SpecModel):
-    prefix: HttpPath
+    """The path by `prefix` or `regex` (one of them) and the Host by `authority`."""
+
+    prefix: HttpPath | None = None
+    regex: RegexRewriteSpec | None = None
+    authority: Authority | None = None
+
+    @model_validator(mode="after")
+    def _one_path_rewrite(self) -> RewriteSpec:
+        if self.prefix is not None and self.regex is not None:
+            raise PydanticCustomError(
+                "rewrite", "give one of 'prefix' or 'regex': both rewrite the path"
+            )
+        if self.prefix is None and self.regex is None and self.authority is None:
+            raise PydanticCustomError("rewrite", "give 'prefix', 'regex' or 'authority'")
+        return self
 
 
 RATE_FORM = "'N per DURATION', like '4 per 1m', '10 per 1s' or '100 per 1h'"
@@ -254,6 +343,57 @@ class RateLimitSpec(SpecModel):
         return self.requests_per_second, 1000
 
 
+RedirectCode = Literal[301, 302, 303, 307, 308]
+
+
+class RedirectSpec(SpecModel):
+    """Istio's HTTPRedirect: the caller's sidecar answers `code` with a Location that is the
+    request's URL with the given parts replaced (`prefix`: the part `path_prefix` matched)."""
+
+    scheme: Literal["http", "https"] | None = None
+    host: Address | None = None
+    port: Port | None = None
+    path: HttpPath | None = None
+    prefix: HttpPath | None = None
+    code: RedirectCode = 301
+
+    @model_validator(mode="after")
+    def _somewhere_else(self) -> RedirectSpec:
+        if self.path is not None and self.prefix is not None:
+            raise PydanticCustomError(
+                "redirect", "give one of 'path' or 'prefix': both replace the path"
+            )
+        parts = (self.scheme, self.host, self.port, self.path, self.prefix)
+        if all(p is None for p in parts):
+            raise PydanticCustomError(
+                "redirect",
+                "give 'scheme', 'host', 'port', 'path' or 'prefix': a redirect to the same URL "
+                "would loop",
+            )
+        return self
+
+
+MAX_DIRECT_BODY_BYTES = 4096  # Envoy's default max_direct_response_body_size_bytes
+
+
+class DirectResponseSpec(SpecModel):
+    """Istio's HTTPDirectResponse: the caller's sidecar answers `status` with `body` (text)."""
+
+    status: int = Field(ge=200, le=599)
+    body: str | None = None
+
+    @model_validator(mode="after")
+    def _body_fits(self) -> DirectResponseSpec:
+        size = len((self.body or "").encode())
+        if size > MAX_DIRECT_BODY_BYTES:
+            raise PydanticCustomError(
+                "direct_response",
+                "the body is {size} bytes; Envoy sends at most {limit}",
+                {"size": size, "limit": MAX_DIRECT_BODY_BYTES},
+            )
+        return self
+
+
 class RouteSpec(SpecModel):
     name: str | None = Field(default=None, min_length=1)  # None: names.unnamed_route
     match: MatchSpec | None = None
@@ -265,3 +405,5 @@ class RouteSpec(SpecModel):
     headers: HeadersSpec | None = None
     rewrite: RewriteSpec | None = None
     rate_limit: RateLimitSpec | None = None
+    redirect: RedirectSpec | None = None
+    direct_response: DirectResponseSpec | None = None

@@ -20,7 +20,7 @@ from xds.type.matcher.v3 import matcher_pb2, regex_pb2, string_pb2
 from meshpilot import identity
 from meshpilot.identity.spiffe import SpiffeId
 from meshpilot.model import ir, names
-from meshpilot.model.match import path_header_regex
+from meshpilot.model.match import ignoring_case, path_header_regex
 from meshpilot.translator.envoy.common import duration, typed
 from meshpilot.translator.envoy.filter_plugin import INBOUND, FilterContext, HttpFilter
 
@@ -89,9 +89,8 @@ def _value(rule: ir.ValueMatch) -> Predicate:
     regexes = {"exact": _literal(rule.value), "prefix": _literal(rule.value) + ".*"}
     if rule.kind == "absent":
         return Predicate(not_matcher=_header(rule.name, _ANYTHING))
-    return _header(
-        rule.name, regexes.get(rule.kind, rule.value if rule.kind == "regex" else _ANYTHING)
-    )
+    regex = regexes.get(rule.kind, rule.value if rule.kind == "regex" else _ANYTHING)
+    return _header(rule.name, ignoring_case(regex) if rule.ignore_case else regex)
 
 
 def _sources(sources: tuple[str, ...] | None, trust_domain: str | None) -> Predicate | None:

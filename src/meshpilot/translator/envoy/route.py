@@ -1,9 +1,9 @@
 """Route builders: matches, actions, virtual hosts, route tables and the scopes that pick them.
 
 Everything a route does to a request is configured on the route itself: matching, the cluster
-choice, timeout, retries, mirroring, consistent-hash keys, header edits, the prefix rewrite, and
-what HTTP filters configure per route (`per_filter`, given by the caller from the filters'
-order table: fault injection, see `fault`).
+choice (or a redirect or direct response instead), timeout, retries, mirroring, consistent-hash
+keys, header edits, the path and Host rewrites, and what HTTP filters configure per route
+(`per_filter`, given by the caller from the filters' order table: fault injection, see `fault`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
 from meshpilot.model import ir, names
+from meshpilot.model.match import ignoring_case
 from meshpilot.translator.envoy.common import duration, typed
 from meshpilot.translator.envoy.wire import length_delimited, string_field
 
@@ -46,10 +47,11 @@ def fractional_percent(percent: float) -> percent_pb2.FractionalPercent:
 
 def string_matcher(match: ir.ValueMatch) -> string_pb2.StringMatcher:
     if match.kind == "regex":
-        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=match.value))
+        regex = ignoring_case(match.value) if match.ignore_case else match.value
+        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=regex))
     if match.kind == "prefix":
-        return string_pb2.StringMatcher(prefix=match.value)
-    return string_pb2.StringMatcher(exact=match.value)
+        return string_pb2.StringMatcher(prefix=match.value, ignore_case=match.ignore_case)
+    return string_pb2.StringMatcher(exact=match.value, ignore_case=match.ignore_case)
 
 
 def header_matcher(match: ir.ValueMatch) -> rc.HeaderMatcher:
@@ -88,7 +90,17 @@ def route_match(match: ir.RouteMatch) -> rc.RouteMatch:
         result.prefix = match.path_prefix or "/"
     if match.methods:
         result.headers.append(method_matcher(match.methods))
+    if match.ignore_case:
+        ignore_path_case(result)
     return result
+
+
+def ignore_path_case(match: rc.RouteMatch) -> None:
+    """Envoy's `case_sensitive` covers the prefix and exact path; a regex gets RE2's flag."""
+    if match.HasField("safe_regex"):
+        match.safe_regex.regex = ignoring_case(match.safe_regex.regex)
+    else:
+        match.case_sensitive.value = False
 
 
 # Packed once: every retry policy carries the same predicate, and packing costs ~30 us a time.
@@ -203,7 +215,67 @@ def route_action(
         action.prefix_rewrite = route.prefix_rewrite
     if rewrite_host:
         action.auto_host_rewrite.value = True
+    if route.regex_rewrite is not None:
+        action.regex_rewrite.CopyFrom(regex_rewrite(route.regex_rewrite))
+    if route.host_rewrite is not None:  # in place of auto_host_rewrite: Envoy takes one
+        action.host_rewrite_literal = route.host_rewrite
     return action
+
+
+def regex_rewrite(rewrite: ir.RegexRewrite) -> regex_pb2.RegexMatchAndSubstitute:
+    return regex_pb2.RegexMatchAndSubstitute(
+        pattern=regex_pb2.RegexMatcher(regex=rewrite.pattern), substitution=rewrite.substitution
+    )
+
+
+_REDIRECT_CODES = {
+    301: rc.RedirectAction.MOVED_PERMANENTLY,
+    302: rc.RedirectAction.FOUND,
+    303: rc.RedirectAction.SEE_OTHER,
+    307: rc.RedirectAction.TEMPORARY_REDIRECT,
+    308: rc.RedirectAction.PERMANENT_REDIRECT,
+}
+
+
+def redirect_action(redirect: ir.Redirect) -> rc.RedirectAction:
+    """The parts left out keep the request's own (its scheme, Host, port, path and query)."""
+    action = rc.RedirectAction(
+        response_code=_REDIRECT_CODES[redirect.code],
+        host_redirect=redirect.host or "",
+        port_redirect=redirect.port or 0,
+    )
+    if redirect.scheme is not None:  # one of a oneof: set only when given
+        action.scheme_redirect = redirect.scheme
+    if redirect.path is not None:
+        action.path_redirect = redirect.path
+    elif redirect.prefix is not None:
+        action.prefix_rewrite = redirect.prefix
+    return action
+
+
+def direct_response_action(answer: ir.DirectResponse) -> rc.DirectResponseAction:
+    action = rc.DirectResponseAction(status=answer.status)
+    if answer.body is not None:
+        action.body.inline_string = answer.body
+    return action
+
+
+def route_outcome(
+    built: rc.Route,
+    service: ir.Service,
+    r: ir.Route,
+    cluster_of: ClusterNamer,
+    rewrite_host: bool,
+) -> rc.Route:
+    """`built` with what becomes of the requests it matches: a redirect or a direct response
+    from the caller's sidecar, or forwarding to the route's clusters."""
+    if r.redirect is not None:
+        built.redirect.CopyFrom(redirect_action(r.redirect))
+    elif r.direct_response is not None:
+        built.direct_response.CopyFrom(direct_response_action(r.direct_response))
+    else:
+        built.route.CopyFrom(route_action(r, cluster_of, route_hash_key(service, r), rewrite_host))
+    return built
 
 
 def header_value_options(ops: ir.HeaderOps) -> list[base_pb2.HeaderValueOption]:
@@ -225,16 +297,16 @@ def route(
     per_filter: PerRoute = no_per_route,
     rewrite_host: bool = False,
 ) -> rc.Route:
-    return rc.Route(
+    built = rc.Route(
         name=names.route(service.name, r.name),
         match=route_match(r.match),
-        route=route_action(r, cluster_of, route_hash_key(service, r), rewrite_host),
         request_headers_to_add=header_value_options(r.request_headers),
         request_headers_to_remove=r.request_headers.remove,
         response_headers_to_add=header_value_options(r.response_headers),
         response_headers_to_remove=r.response_headers.remove,
         typed_per_filter_config=per_filter(service, r),
     )
+    return route_outcome(built, service, r, cluster_of, rewrite_host)
 
 
 def virtual_host(
