@@ -62,8 +62,10 @@ def test_a_caller_keeps_to_its_zone_and_fails_over_within_its_region(mesh_env: M
     ejections = f"cluster.{CLUSTER}.outlier_detection.ejections_active"
     with page.client() as client:
         wait_for(
-            lambda: client.get("reviews", "/", **fail_home).status == 200
-            and page.admin.stat(ejections) == 1,
+            lambda: (
+                client.get("reviews", "/", **fail_home).status == 200
+                and page.admin.stat(ejections) == 1
+            ),
             10,
             interval=0,
             message="the home zone's instance to be ejected",
