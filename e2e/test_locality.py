@@ -55,6 +55,10 @@ def test_a_caller_keeps_to_its_zone_and_fails_over_within_its_region(mesh_env: M
     page.admin.wait_hosts(CLUSTER, [z.inbound for z in zones.values()])
     priorities = {h.address: h.priority for h in page.admin.clusters()[CLUSTER]}
     assert priorities == {home.ip: 0, neighbour.ip: 1, zones[ABROAD].ip: 2}
+    control_plane = mesh_env.control_plane
+    assert control_plane is not None
+    registered = control_plane.proxy(page.node_id)
+    assert registered is not None and registered["locality"] == HOME
 
     assert answered_by(page, 50) == {home.ip: 50}
 
