@@ -11,6 +11,7 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
 from meshpilot.bootstrap import BadSidecarOption, node, sidecar_identity
+from meshpilot.grpc_bootstrap import grpc_bootstrap
 from meshpilot.mesh.diagnostics import MeshInvalid
 from meshpilot.mesh.load import parse_mesh
 from meshpilot.model import ir, proxies
@@ -23,6 +24,7 @@ from meshpilot.model.locality import (
     groups,
     matches,
 )
+from meshpilot.runner.up import plan_replicas
 from meshpilot.translator.build import build_ir
 from meshpilot.translator.envoy import cluster
 from meshpilot.translator.resources import ResourceSet, decode
@@ -234,3 +236,20 @@ def test_the_control_plane_refuses_a_node_locality_with_a_gap() -> None:
     bad.locality.region, bad.locality.sub_zone = "eu-west", "x"
     with pytest.raises(BadNode, match="empty level"):
         proxy_from_node(bad)
+
+
+def test_a_proxyless_clients_bootstrap_states_its_locality_too() -> None:
+    ident = sidecar_identity(
+        "client", None, (), "127.0.1.9", 8080, "127.0.0.1:18000", locality="us-east"
+    )
+    assert grpc_bootstrap(ident)["node"]["locality"] == {"region": "us-east"}
+
+
+def test_up_gives_each_replica_of_a_run_entry_its_locality() -> None:
+    text = (
+        "mesh: m\nservices:\n  a:\n    port: 80\n    run:\n"
+        "      - {command: app, replicas: 2, locality: eu-west/a}\n      - {command: app}\n"
+    )
+    ips = iter(["127.0.9.1", "127.0.9.2", "127.0.9.3"])
+    replicas = plan_replicas(parse_mesh(text, "mesh.yaml"), lambda: next(ips))
+    assert [r.locality for r in replicas] == ["eu-west/a", "eu-west/a", None]
