@@ -88,8 +88,8 @@ def test_distribute_splits_a_share_by_group_size_and_drops_unnamed_localities() 
     weights = {str(g.locality): g.weight for g in seen}
     assert weights == {"eu-west/a": 30, "eu-west/a/x": 30, "eu-west/b": 40}
     assert {g.priority for g in seen} == {0}  # distribute replaces failover
-    abroad = for_caller(groups(PLACED), Locality("ap-south"), setting, failover=False)
-    assert abroad == groups(PLACED)  # no rule for this caller
+    abroad = for_caller(groups(PLACED), Locality("ap-south"), setting, failover=True)
+    assert abroad == groups(PLACED)  # no rule for this caller, and no failover either (Istio)
 
 
 MESH = """
@@ -190,9 +190,21 @@ def test_failover_without_outlier_detection_is_reported_where_it_is_written() ->
     text = MESH % "load_balancer: {locality: {failover: [{from: eu-west, to: us-east}]}}"
     assert problems(text) == [
         "mesh.yaml:7:32: services.reviews.load_balancer.locality.failover: locality failover "
-        "needs 'outlier_detection' on this service: without it no member is ever found "
+        "needs 'outlier_detection' on the service: without it no member is ever found "
         "unhealthy, so traffic would never fail over"
     ]
+
+
+def test_a_subsets_failover_counts_its_own_or_the_services_outlier_detection() -> None:
+    failover = "load_balancer: {locality: {failover: [{from: eu-west, to: us-east}]}}"
+    subset = f"subset_policies:\n      v1: {{{failover}, %s}}"
+    assert problems(MESH % (subset % "connect_timeout: 1s")) == [
+        "mesh.yaml:8:39: services.reviews.subset_policies.v1.load_balancer.locality.failover: "
+        "locality failover needs 'outlier_detection' on the subset or its service: without it "
+        "no member is ever found unhealthy, so traffic would never fail over"
+    ]
+    build_ir(parse_mesh(MESH % (subset % DETECTION), "mesh.yaml"), secure=False)
+    build_ir(parse_mesh(MESH % f"{DETECTION}\n    {subset % 'connect_timeout: 1s'}", "m"))
 
 
 @pytest.mark.parametrize(

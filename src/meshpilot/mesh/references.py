@@ -81,19 +81,24 @@ def _locality_failover_checks(services: object) -> Iterator[Issue]:
     for name, service in _items(services):
         loc: Loc = ("services", name)
         detected = _get(service, "outlier_detection") is not None
-        yield from _failover_needs_detection(loc, service, detected)
+        yield from _failover_needs_detection(loc, service, detected, "on the service")
         for subset, policy in _items(_get(service, "subset_policies")):
             own = detected or _get(policy, "outlier_detection") is not None
-            yield from _failover_needs_detection((*loc, "subset_policies", subset), policy, own)
+            where = "on the subset or its service"
+            yield from _failover_needs_detection(
+                (*loc, "subset_policies", subset), policy, own, where
+            )
 
 
-def _failover_needs_detection(loc: Loc, policy: object, detected: bool) -> Iterator[Issue]:
+def _failover_needs_detection(
+    loc: Loc, policy: object, detected: bool, where: str
+) -> Iterator[Issue]:
     failover = _get(_get(_get(policy, "load_balancer"), "locality"), "failover")
     if failover and not detected:
         yield Issue(
             (*loc, "load_balancer", "locality", "failover"),
-            "locality failover needs 'outlier_detection' on this service: without it no "
-            "member is ever found unhealthy, so traffic would never fail over",
+            f"locality failover needs 'outlier_detection' {where}: without it no member is "
+            "ever found unhealthy, so traffic would never fail over",
             at_key=True,
         )
 
