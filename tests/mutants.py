@@ -41,6 +41,7 @@ CERTIFICATES = "tests/test_identity_service.py"
 AGENT = "tests/test_identity_client.py"
 ADS_AUTH = "tests/test_ads_auth.py"
 INCREMENTAL = "tests/test_incremental.py"
+LOCALITY = "tests/test_locality.py"
 
 MUTANTS = (
     Mutant(
@@ -231,6 +232,27 @@ MUTANTS = (
         "return [r for r in (*from_base, *self.part.resources) if _differs(r, other)]",
         "return [r for r in from_base if _differs(r, other)]",
         (TRANSLATOR,),
+    ),
+    Mutant(
+        "callers-locality-ignored",
+        "translator/shared.py",
+        "if caller is None or not calls.by_caller:",
+        "if True:",
+        (LOCALITY,),
+    ),
+    Mutant(
+        "same-zone-other-subzone-as-near-as-the-callers-own",
+        "model/locality.py",
+        "return 0 if where.subzone == caller.subzone else 1",
+        "return 0",
+        (LOCALITY,),
+    ),
+    Mutant(
+        "distribute-weights-ignored-by-envoy",
+        "translator/envoy/cluster.py",
+        "if distributes(policy.load_balancer):",
+        "if False:",
+        (LOCALITY,),
     ),
 )
 

@@ -759,7 +759,7 @@ INVALID = [
             "mesh.yaml:7:19: services.a.endpoints[1].address: '' is neither an IP address "
             "nor a DNS name",
             "mesh.yaml:7:33: services.a.endpoints[1].zone: unknown key 'zone'; expected one of: "
-            "address, port, labels",
+            "address, port, labels, locality",
         ],
         id="endpoint",
     ),

@@ -21,6 +21,7 @@ class Host:
     healthy: bool
     health: dict[str, Any]
     stats: dict[str, int]
+    priority: int = 0  # its locality's priority in the caller's assignment (0: first choice)
 
     @property
     def endpoint(self) -> str:
@@ -113,7 +114,8 @@ def _host(status: dict[str, Any]) -> Host:
     healthy = health.get("eds_health_status", "HEALTHY") in HEALTHY_EDS_STATES and not failed
     stats = {s["name"]: int(s.get("value", 0)) for s in status.get("stats", [])}
     port = int(address.get("port_value", 0))
-    return Host(address.get("address", ""), port, healthy, health, stats)
+    priority = int(status.get("priority", 0))
+    return Host(address.get("address", ""), port, healthy, health, stats, priority)
 
 
 def _parse_stats(text: str) -> dict[str, int]:

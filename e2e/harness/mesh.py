@@ -254,13 +254,16 @@ class MeshEnv:
         xds: str | None = None,
         token: str | None = MINT,
         xds_protocol: str | None = None,
+        locality: str | None = None,
     ) -> Proc:
         """`meshpilot sidecar` (a real Envoy) for an instance; does not wait. `token`: by
         default one minted for the instance when it joins this test's secure control plane;
-        None for none. `xds_protocol`: "delta" or "sotw" (None: the sidecar's default)."""
+        None for none. `xds_protocol`: "delta" or "sotw" (None: the sidecar's default).
+        `locality`: its `--locality` (None: none)."""
         argv = [MESHPILOT, "sidecar", "--service", service, "--ip", ip]
         argv += ["--app-port", str(app_port), "--xds", xds or self._xds()]
         argv += ["--xds-protocol", xds_protocol] if xds_protocol else []
+        argv += ["--locality", locality] if locality else []
         argv += ["--version", version] if version else []
         for label in labels:
             argv += ["--label", label]
@@ -305,6 +308,7 @@ class MeshEnv:
         wait: bool = True,
         token: str | None = MINT,
         xds_protocol: str | None = None,
+        locality: str | None = None,
     ) -> Instance:
         """App + sidecar on a fresh IP; waits until the app answers and Envoy is LIVE
         (i.e. it got its configuration from the control plane)."""
@@ -319,6 +323,7 @@ class MeshEnv:
             xds=xds,
             token=token,
             xds_protocol=xds_protocol,
+            locality=locality,
         )
         instance = Instance(service, version, ip, app_port, app, sidecar)
         if wait:

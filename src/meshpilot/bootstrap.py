@@ -22,6 +22,7 @@ import yaml
 
 from meshpilot.errors import MeshpilotError
 from meshpilot.model.ir import Labels, labels_of
+from meshpilot.model.locality import Locality, locality_problem
 from meshpilot.model.names import SDS_CLUSTER
 from meshpilot.model.proxies import ADMIN_PORT
 
@@ -62,6 +63,7 @@ class SidecarIdentity:
     local_ip: str | None = None
     xds_protocol: str = "delta"  # incremental ("delta") or state of the world ("sotw")
     gateway: bool = False  # the mesh's gateway named `service`, not an instance of a service
+    locality: Locality | None = None  # where it runs: node.locality
 
     @property
     def node_id(self) -> str:
@@ -86,6 +88,7 @@ def sidecar_identity(
     local_ip: str | None = None,
     xds_protocol: str = "delta",
     gateway: bool = False,
+    locality: str | None = None,
 ) -> SidecarIdentity:
     """Turn command-line options into an identity; reports bad input as a clean error."""
     if not service:
@@ -104,8 +107,27 @@ def sidecar_identity(
             f"--xds-protocol {xds_protocol!r}: one of {', '.join(XDS_PROTOCOLS)}"
         )
     return SidecarIdentity(
-        service, ip, app_port, labels_of(mapping), host, port, local_ip, xds_protocol, gateway
+        service,
+        ip,
+        app_port,
+        labels_of(mapping),
+        host,
+        port,
+        local_ip,
+        xds_protocol,
+        gateway,
+        locality_option(locality),
     )
+
+
+def locality_option(text: str | None) -> Locality | None:
+    """`--locality REGION[/ZONE[/SUBZONE]]`; a bad one is a clean error."""
+    if text is None:
+        return None
+    problem = locality_problem(text)
+    if problem is not None:
+        raise BadSidecarOption(f"--locality {problem}")
+    return Locality.parse(text)
 
 
 def parse_labels(labels: tuple[str, ...]) -> dict[str, str]:
@@ -201,7 +223,16 @@ def node(identity: SidecarIdentity) -> dict[str, Any]:
         metadata["local_ip"] = identity.local_ip
     if identity.gateway:
         metadata["gateway"] = True
-    return {"id": identity.node_id, "cluster": identity.service, "metadata": metadata}
+    found = {"id": identity.node_id, "cluster": identity.service, "metadata": metadata}
+    if identity.locality is not None:
+        found["locality"] = node_locality(identity.locality)
+    return found
+
+
+def node_locality(locality: Locality) -> dict[str, str]:
+    """Envoy's (and gRPC's) node.locality: the levels given."""
+    levels = {"region": locality.region, "zone": locality.zone, "sub_zone": locality.subzone}
+    return {key: value for key, value in levels.items() if value}
 
 
 def admin(identity: SidecarIdentity) -> dict[str, Any]:

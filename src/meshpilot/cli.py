@@ -44,6 +44,13 @@ def _sidecar_options(func: F) -> F:
             help="Incremental xDS (only what changed is sent) or state of the world.",
         ),
         click.option(
+            "--locality",
+            default=None,
+            metavar="REGION[/ZONE[/SUBZONE]]",
+            help="Where the instance runs (e.g. eu-west/a): its calls prefer members nearby, "
+            "and callers see it in this locality.",
+        ),
+        click.option(
             "--gateway",
             is_flag=True,
             help="Be the mesh's gateway named --service (under `gateways:`): it listens where "
@@ -151,11 +158,22 @@ def validate(mesh: Path) -> None:
 @click.option(
     "--insecure", is_flag=True, help="As `serve --insecure` sends them: plaintext, no identity."
 )
-def render(mesh: Path, service: str, version_: str | None, type_: str, insecure: bool) -> None:
+@click.option(
+    "--locality",
+    default=None,
+    metavar="REGION[/ZONE[/SUBZONE]]",
+    help="As a sidecar started with this --locality gets them (endpoint priorities, weights).",
+)
+def render(
+    mesh: Path, service: str, version_: str | None, type_: str, insecure: bool, locality: str | None
+) -> None:
     """Print the xDS resources a sidecar of SERVICE would receive, as Envoy JSON."""
+    from meshpilot.bootstrap import locality_option
     from meshpilot.render import render_resources
 
-    resources = render_resources(mesh, service, version_, type_, secure=not insecure)
+    resources = render_resources(
+        mesh, service, version_, type_, secure=not insecure, locality=locality_option(locality)
+    )
     click.echo(json.dumps(resources, indent=2))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from meshpilot.bootstrap import SidecarIdentity
+from meshpilot.bootstrap import SidecarIdentity, node_locality
 
 
 def render_grpc_bootstrap(identity: SidecarIdentity) -> str:
@@ -37,7 +37,7 @@ def grpc_bootstrap(identity: SidecarIdentity) -> dict[str, Any]:
 
 def proxyless_node(identity: SidecarIdentity) -> dict[str, Any]:
     """Node id `service~ip~proxyless`, apart from a sidecar of the same service on that IP."""
-    return {
+    found: dict[str, Any] = {
         "id": f"{identity.node_id}~proxyless",
         "cluster": identity.service,
         "metadata": {
@@ -47,3 +47,6 @@ def proxyless_node(identity: SidecarIdentity) -> dict[str, Any]:
             "proxyless": True,
         },
     }
+    if identity.locality is not None:
+        found["locality"] = node_locality(identity.locality)
+    return found

@@ -9,6 +9,7 @@ from meshpilot.errors import MeshpilotError
 from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import MeshSpec
 from meshpilot.model import ir, proxies
+from meshpilot.model.locality import Locality
 from meshpilot.translator.build import build_ir
 from meshpilot.translator.resources import decode
 from meshpilot.translator.translate import Translator
@@ -20,12 +21,18 @@ RENDER_APP_PORT = 8080
 
 
 def render_resources(
-    mesh_path: Path, service: str, version: str | None, type_: str, *, secure: bool = True
+    mesh_path: Path,
+    service: str,
+    version: str | None,
+    type_: str,
+    *,
+    secure: bool = True,
+    locality: Locality | None = None,
 ) -> dict[str, list[Any]]:
     """Per short type name (cds, eds, lds, rds), the resources as Envoy JSON with `@type`.
 
-    Endpoints are the static ones from the file: no sidecar is connected offline. A name under
-    `gateways:` renders that gateway's resources.
+    Endpoints are the static ones from the file: no sidecar is connected offline, as a sidecar
+    in `locality` sees them. A name under `gateways:` renders that gateway's resources.
     """
     spec = load_mesh(mesh_path)
     mesh = build_ir(spec, mesh_path.parent, secure=secure)
@@ -34,7 +41,13 @@ def render_resources(
         check_sidecar_exists(spec, mesh_path, service, version)
     labels = ir.labels_of({"version": version} if version else {})
     proxy = proxies.Proxy(
-        f"{service}~{RENDER_IP}", service, RENDER_IP, RENDER_APP_PORT, labels, gateway=gateway
+        f"{service}~{RENDER_IP}",
+        service,
+        RENDER_IP,
+        RENDER_APP_PORT,
+        labels,
+        gateway=gateway,
+        locality=locality,
     )
     translator = Translator()
     shared = translator.translate(mesh, [])

@@ -58,6 +58,7 @@ def proxy_json(watch: Watch) -> dict[str, Any]:
         "ip": proxy.ip,
         "protocol": watch.protocol,
         "proxyless": proxy.proxyless,
+        "locality": str(proxy.locality) if proxy.locality is not None else None,
         "connected_at": watch.connected_at,
         "types": {type_url: state.as_json() for type_url, state in watch.types.items()},
     }

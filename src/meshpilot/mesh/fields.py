@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticCustomError
 
 from meshpilot.mesh.durations import DurationError, parse_duration
+from meshpilot.model.locality import locality_problem
 from meshpilot.model.names import MIXER_SERVICE
 from meshpilot.netaddr import is_ip
 
@@ -140,7 +141,32 @@ def _header_value(value: str) -> str:
     return value
 
 
+def _locality(text: str) -> str:
+    problem = locality_problem(text)
+    if problem is not None:
+        raise PydanticCustomError("locality", problem)
+    return text
+
+
+def _locality_pattern(text: str) -> str:
+    problem = locality_problem(text, wildcards=True)
+    if problem is not None:
+        raise PydanticCustomError("locality", problem)
+    return text
+
+
+def _region(text: str) -> str:
+    if "/" in text or "*" in text:
+        raise PydanticCustomError(
+            "region", "'{text}': failover is between regions: a region name alone", {"text": text}
+        )
+    return text
+
+
 Duration = Annotated[str, BeforeValidator(_duration)]
+LocalityName = Annotated[str, AfterValidator(_locality)]  # region/zone/subzone
+LocalityPattern = Annotated[str, AfterValidator(_locality_pattern)]  # may end in `/*`
+Region = Annotated[str, Field(min_length=1), AfterValidator(_region)]
 PositiveDuration = Annotated[str, BeforeValidator(_duration), AfterValidator(_positive)]
 WholeSeconds = Annotated[str, BeforeValidator(_duration), AfterValidator(_whole_seconds)]
 Regex = Annotated[str, AfterValidator(_regex)]

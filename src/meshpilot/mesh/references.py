@@ -37,6 +37,7 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
     issues += _security_checks(data, base_dir)
     issues += _global_limit_checks(data)
     issues += _local_answer_checks(_get(data, "services"))
+    issues += _locality_failover_checks(_get(data, "services"))
     return issues
 
 
@@ -71,6 +72,35 @@ def _local_answer_checks(services: object) -> Iterator[Issue]:
                     f"forwards nothing, so '{key}' would do nothing; remove it",
                     at_key=True,
                 )
+
+
+def _locality_failover_checks(services: object) -> Iterator[Issue]:
+    """Failover between localities needs outlier detection where it applies (the service's,
+    or for a subset its own or the service's): without it Envoy never sees the nearest
+    members fail, and would never fail over (Istio applies no failover then)."""
+    for name, service in _items(services):
+        loc: Loc = ("services", name)
+        detected = _get(service, "outlier_detection") is not None
+        yield from _failover_needs_detection(loc, service, detected, "on the service")
+        for subset, policy in _items(_get(service, "subset_policies")):
+            own = detected or _get(policy, "outlier_detection") is not None
+            where = "on the subset or its service"
+            yield from _failover_needs_detection(
+                (*loc, "subset_policies", subset), policy, own, where
+            )
+
+
+def _failover_needs_detection(
+    loc: Loc, policy: object, detected: bool, where: str
+) -> Iterator[Issue]:
+    failover = _get(_get(_get(policy, "load_balancer"), "locality"), "failover")
+    if failover and not detected:
+        yield Issue(
+            (*loc, "load_balancer", "locality", "failover"),
+            f"locality failover needs 'outlier_detection' {where}: without it no member is "
+            "ever found unhealthy, so traffic would never fail over",
+            at_key=True,
+        )
 
 
 def _global_limit_checks(data: object) -> Iterator[Issue]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from meshpilot.model.locality import Locality, LocalityLb
+
 Labels = tuple[tuple[str, str], ...]
 Pairs = tuple[tuple[str, str], ...]
 
@@ -174,6 +176,7 @@ class LoadBalancer:
     policy: str = "round_robin"
     hash: HashKey | None = None
     warmup_ms: int | None = None  # slow start: a new member's share grows over this long
+    locality: LocalityLb | None = None  # None: the defaults (failover with outlier detection)
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,7 @@ class StaticEndpoint:
     address: str
     port: int
     labels: Labels = ()
+    locality: Locality | None = None
 
 
 # strict: the inbound port accepts mesh certificates only; permissive: plaintext too.

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meshpilot.model.ir import Labels
+from meshpilot.model.locality import Locality
 
 INBOUND_PORT = 15006
 OUTBOUND_PORT = 15001
@@ -20,6 +21,7 @@ class Instance:
     address: str
     port: int
     labels: Labels
+    locality: Locality | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class Proxy:
     # The mesh's gateway named `service` (under `gateways:`): an edge proxy with no app, not an
     # instance of any service, whose view is its listener and the services it sends to.
     gateway: bool = False
+    # Where it runs (node.locality): orders the members of the services it calls, and its own
+    # instance's place among its service's members.
+    locality: Locality | None = None
 
     @property
     def app_ip(self) -> str:
@@ -52,4 +57,4 @@ class Proxy:
         gateway."""
         if self.proxyless or self.gateway:
             return None
-        return Instance(self.service, self.ip, INBOUND_PORT, self.labels)
+        return Instance(self.service, self.ip, INBOUND_PORT, self.labels, self.locality)

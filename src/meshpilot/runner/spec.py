@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from meshpilot.mesh.fields import Labels, Port, SpecModel
+from meshpilot.mesh.fields import Labels, LocalityName, Port, SpecModel
 
 RUN_PLACEHOLDERS = ("ip", "app_port", "service", "version")
 
@@ -45,3 +45,4 @@ class RunSpec(SpecModel):
     app_port: Port = 8080
     labels: Labels = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
+    locality: LocalityName | None = None  # region/zone/subzone of every replica

@@ -65,6 +65,7 @@ class Replica:
     labels: tuple[str, ...]
     local_ip: str | None = None  # with its own namespace: the app's, admin's and outbound's IP
     netns: str | None = None
+    locality: str | None = None  # the run entry's, given to its sidecar
 
     @property
     def name(self) -> str:
@@ -106,6 +107,7 @@ def plan_replicas(
                         env,
                         labels,
                         local_ip=local_ip,
+                        locality=run.locality,
                     )
                 )
     return replicas
@@ -173,6 +175,7 @@ class LocalMesh:
         sidecar += ["--app-port", str(replica.app_port), "--xds", self.addresses.xds]
         sidecar += ["--version", replica.version] if replica.version else []
         sidecar += ["--local-ip", replica.local_ip] if replica.local_ip else []
+        sidecar += ["--locality", replica.locality] if replica.locality else []
         for label in replica.labels:
             sidecar += ["--label", label]
         labels = dict(label.split("=", 1) for label in replica.labels)

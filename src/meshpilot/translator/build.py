@@ -24,6 +24,7 @@ from meshpilot.mesh.schema import (
     HashSpec,
     HeaderOpsSpec,
     LoadBalancerSpec,
+    LocalityLbSpec,
     MatchSpec,
     MeshSpec,
     MirrorSpec,
@@ -78,6 +79,7 @@ from meshpilot.model.ir import (
     ValueMatch,
     labels_of,
 )
+from meshpilot.model.locality import Distribute, Locality, LocalityLb
 
 DEFAULT_ROUTE = "default"
 WHOLE_SERVICE = (Destination(subset=None, weight=100),)
@@ -299,7 +301,18 @@ def load_balancer(spec: str | LoadBalancerSpec | None) -> LoadBalancer:
     if isinstance(spec, str):
         return LoadBalancer(spec)
     return LoadBalancer(
-        spec.policy, hash_key(spec.hash) if spec.hash else None, millis(spec.warmup)
+        spec.policy,
+        hash_key(spec.hash) if spec.hash else None,
+        millis(spec.warmup),
+        locality_lb(spec.locality) if spec.locality else None,
+    )
+
+
+def locality_lb(spec: LocalityLbSpec) -> LocalityLb:
+    return LocalityLb(
+        spec.enabled,
+        tuple((f.from_, f.to) for f in spec.failover),
+        tuple(Distribute(d.from_, tuple(d.to.items())) for d in spec.distribute),
     )
 
 
@@ -350,7 +363,12 @@ def rate_limit(spec: RateLimitSpec | None) -> RateLimit | None:
 
 
 def static_endpoint(spec: EndpointSpec) -> StaticEndpoint:
-    return StaticEndpoint(address=spec.address, port=spec.port, labels=labels_of(spec.labels))
+    return StaticEndpoint(
+        address=spec.address,
+        port=spec.port,
+        labels=labels_of(spec.labels),
+        locality=Locality.parse(spec.locality) if spec.locality else None,
+    )
 
 
 def route(spec: RouteSpec, defaults: DefaultsSpec, name: str) -> Route:

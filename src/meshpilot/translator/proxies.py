@@ -224,7 +224,7 @@ def proxy_view(
         return _gateway_view(shared, proxy)
     service = shared.own_service(proxy.service)
     egress = service.egress if service is not None else None
-    calls = shared.scoped(egress) if egress is not None else shared.full
+    calls = shared.calls(egress, proxy.locality)
     if proxy.proxyless:
         return _proxyless_view(calls, previous)
     by_port = (*shared.tcp_services, *shared.port_services)
@@ -245,7 +245,7 @@ def _gateway_view(shared: MeshResources, proxy: proxies.Proxy) -> ProxyView:
     services it sends to. Nothing (no listener) while the mesh declares no gateway so named.
     Built on each change: a mesh has few gateways."""
     gateway = shared.gateways.get(proxy.service)
-    calls = shared.scoped(gateway.services if gateway is not None else ())
+    calls = shared.calls(gateway.services if gateway is not None else (), proxy.locality)
     own: list[Resource] = []
     tables: list[Resource] = []
     if gateway is not None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from meshpilot.errors import InconsistentSnapshot
-from meshpilot.model import ir, names, proxies
+from meshpilot.model import ir, locality, names, proxies
+from meshpilot.model.locality import Locality
 from meshpilot.netaddr import is_ip
 from meshpilot.translator.envoy import cluster, endpoint, http_filters, listener, route
 from meshpilot.translator.envoy.filter_plugin import FilterContext
@@ -51,11 +52,16 @@ class ServiceOutput:
 
 
 class ServiceParts(NamedTuple):
-    """A service's share of every proxy's outbound configuration."""
+    """A service's share of every proxy's outbound configuration; `by_caller` when callers in
+    different localities see its members differently."""
 
     name: str
     output: ServiceOutput
     endpoints: Part
+    by_caller: CallerEndpoints | None = None
+
+    def endpoints_for(self, caller: Locality) -> Part:
+        return self.endpoints if self.by_caller is None else self.by_caller.part(caller)
 
 
 def _cluster_namer(service: ir.Service) -> route.ClusterNamer:
@@ -188,24 +194,90 @@ def external_domains(service: ir.Service) -> list[str]:
     return [d for d in domains if d not in (service.name, f"{service.name}:{service.port}")]
 
 
+Placed = tuple[str, int, Locality | None]
+
+
 def translate_endpoints(service: ir.Service, instances: tuple[proxies.Instance, ...]) -> Part:
     """One assignment per EDS cluster of the service: static endpoints plus connected
     instances. An external service has none: its clusters carry their members inline."""
     if is_external(service):
         return Part([])
-    members = [(e.address, e.port, frozenset(e.labels)) for e in service.endpoints]
-    members += [(i.address, i.port, frozenset(i.labels)) for i in instances]
+    return Part(_assignment(name, placed) for name, _, placed in _members(service, instances))
+
+
+def _members(
+    service: ir.Service, instances: tuple[proxies.Instance, ...]
+) -> list[tuple[str, ir.TrafficPolicy, list[Placed]]]:
+    """Each EDS cluster's name, policy and members: the whole service's, then each subset's."""
+    members = [(e.address, e.port, frozenset(e.labels), e.locality) for e in service.endpoints]
+    members += [(i.address, i.port, frozenset(i.labels), i.locality) for i in instances]
     namer = _cluster_namer(service)
-    everyone = [(address, port) for address, port, _ in members]
-    assignments = [(namer(None), everyone)]
+    everyone = [(address, port, where) for address, port, _, where in members]
+    clusters = [(namer(None), service.policy, everyone)]
     for subset in service.subsets:
         wanted = frozenset(subset.labels)
-        chosen = [(address, port) for address, port, labels in members if wanted <= labels]
-        assignments.append((namer(subset.name), chosen))
-    return Part(
-        resource_from_bytes(ENDPOINT, name, endpoint.cluster_load_assignment_bytes(name, chosen))
-        for name, chosen in assignments
-    )
+        chosen = [(a, p, where) for a, p, labels, where in members if wanted <= labels]
+        clusters.append((namer(subset.name), subset.policy, chosen))
+    return clusters
+
+
+def _assignment(name: str, placed: list[Placed]) -> Resource:
+    """Members without localities in one unnamed locality (the common, cheapest case), else
+    grouped by locality, each group weighted by its size."""
+    if any(where is not None for _, _, where in placed):
+        built = endpoint.grouped_assignment_bytes(name, locality.groups(placed))
+    else:
+        built = endpoint.cluster_load_assignment_bytes(name, [(a, p) for a, p, _ in placed])
+    return resource_from_bytes(ENDPOINT, name, built)
+
+
+def _ordered_by_caller(policy: ir.TrafficPolicy) -> bool:
+    """Whether callers' localities change a cluster's assignment: a distribution, or failover
+    (on by default, active only with outlier detection, as in Istio)."""
+    setting = policy.load_balancer.locality or locality.DEFAULT
+    return setting.enabled and (bool(setting.distribute) or policy.outlier_detection is not None)
+
+
+class CallerEndpoints:
+    """A service's assignments as callers in each locality see them, made once per locality
+    that asks while the members stay the same."""
+
+    __slots__ = ("_clusters", "_parts")
+
+    def __init__(self, clusters: list[tuple[str, ir.TrafficPolicy, list[Placed]]]) -> None:
+        self._clusters = [(n, p, locality.groups(placed)) for n, p, placed in clusters]
+        self._parts: dict[Locality, Part] = {}
+
+    def part(self, caller: Locality) -> Part:
+        found = self._parts.get(caller)
+        if found is None:
+            found = self._parts[caller] = Part(
+                resource_from_bytes(ENDPOINT, name, endpoint.grouped_assignment_bytes(name, seen))
+                for name, seen in self._seen_by(caller)
+            )
+        return found
+
+    def _seen_by(self, caller: Locality) -> list[tuple[str, list[locality.Group]]]:
+        seen = []
+        for name, policy, groups in self._clusters:
+            setting = policy.load_balancer.locality or locality.DEFAULT
+            failover = policy.outlier_detection is not None
+            seen.append((name, locality.for_caller(groups, caller, setting, failover)))
+        return seen
+
+
+def caller_endpoints(
+    service: ir.Service, instances: tuple[proxies.Instance, ...]
+) -> CallerEndpoints | None:
+    """None when no caller's locality changes the service's assignments (no member has a
+    locality, or no cluster orders members by it): every caller gets the same ones."""
+    policies = [service.policy, *(s.policy for s in service.subsets)]
+    if is_external(service) or not any(map(_ordered_by_caller, policies)):
+        return None
+    members: list[ir.StaticEndpoint | proxies.Instance] = [*service.endpoints, *instances]
+    if all(m.locality is None for m in members):
+        return None
+    return CallerEndpoints(_members(service, instances))
 
 
 def mixer_part(mixer: ir.Mixer) -> Part:
@@ -242,6 +314,7 @@ class ServiceEntry:
         instances = tuple(sorted(members, key=_instance_key)) if members else ()
         if self.parts is None or instances != self.instances:
             endpoints = translate_endpoints(self.service, instances)
-            self.parts = ServiceParts(self.service.name, self.output, endpoints)
+            by_caller = caller_endpoints(self.service, instances)
+            self.parts = ServiceParts(self.service.name, self.output, endpoints, by_caller)
             self.instances = instances
         return self.parts

@@ -11,9 +11,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meshpilot.model import ir
+from meshpilot.model.locality import Locality
 from meshpilot.translator.resources import Part, ResourceSet
 from meshpilot.translator.services import ServiceEntry, ServiceOutput, ServiceParts
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
+
+CallerKey = tuple[tuple[str, ...] | None, Locality]
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,13 @@ class Outbound:
     routes: ResourceSet
     scopes: ResourceSet
     outputs: tuple[ServiceOutput, ...] = field(default=(), repr=False, compare=False)
+    # The services' parts, in the order of the sets' parts (for `localized`).
+    services: tuple[ServiceParts, ...] = field(default=(), repr=False, compare=False)
+
+    @functools.cached_property
+    def by_caller(self) -> bool:
+        """Whether a caller's locality changes any of these services' endpoints."""
+        return any(s.by_caller is not None for s in self.services)
 
     @functools.cached_property
     def api(self) -> ApiSets:
@@ -66,7 +76,7 @@ def outbound(
         if clusters is previous.clusters:  # the same services (each owns its parts)
             if endpoints is previous.endpoints:
                 return previous
-            return dataclasses.replace(previous, endpoints=endpoints)
+            return dataclasses.replace(previous, endpoints=endpoints, services=tuple(services))
         routes = _reused(ROUTE, [o.route for o in outputs], previous.routes)
         scopes = _reused(SCOPED_ROUTE, [o.scopes for o in outputs], previous.scopes)
     else:
@@ -76,7 +86,24 @@ def outbound(
         )
         routes = ResourceSet(ROUTE, [o.route for o in outputs])
         scopes = ResourceSet(SCOPED_ROUTE, [o.scopes for o in outputs])
-    return Outbound(clusters, endpoints, routes, scopes, outputs)
+    return Outbound(clusters, endpoints, routes, scopes, outputs, tuple(services))
+
+
+def _shared_sets(calls: Outbound) -> tuple[ResourceSet, ...]:
+    return (calls.clusters, calls.routes, calls.scopes)
+
+
+def localized(calls: Outbound, caller: Locality, previous: Outbound | None) -> Outbound:
+    """`calls` with the endpoints a caller in `caller` sees; `previous` (this caller locality's
+    last) when that is what it would be, so its proxies keep their views."""
+    parts = [s.endpoints_for(caller) for s in calls.services]
+    if previous is None:
+        return dataclasses.replace(calls, endpoints=ResourceSet(ENDPOINT, parts))
+    endpoints = _reused(ENDPOINT, parts, previous.endpoints)
+    same = all(map(operator.is_, _shared_sets(previous), _shared_sets(calls)))
+    if endpoints is previous.endpoints and same:
+        return previous
+    return dataclasses.replace(calls, endpoints=endpoints)
 
 
 def _reused(type_url: str, parts: list[Part], previous: ResourceSet) -> ResourceSet:
@@ -125,10 +152,13 @@ class MeshResources:
     services: tuple[ServiceParts, ...] = ()
     shared_clusters: tuple[Part, ...] = ()
     previous_scoped: Mapping[tuple[str, ...], Outbound] = field(default_factory=dict)
+    # Views of callers with a locality, by (egress, locality): the previous change's, this one's.
+    previous_localized: Mapping[CallerKey, Outbound] = field(default_factory=dict)
     # Each service's entry by name: a proxy's own service is the entry's (the same object
     # while the service is unchanged, so a proxy's cached resources are found by identity).
     entries: Mapping[str, ServiceEntry] = field(default_factory=dict, compare=False)
     _scoped: dict[tuple[str, ...], Outbound] = field(default_factory=dict, compare=False)
+    _localized: dict[CallerKey, Outbound] = field(default_factory=dict, compare=False)
     _policies: dict[str, ProxyPolicy] = field(default_factory=dict, compare=False)
 
     @functools.cached_property
@@ -145,6 +175,20 @@ class MeshResources:
             parts = [self.services[i] for i in chosen]
             previous = self.previous_scoped.get(egress)
             found = self._scoped[egress] = outbound(parts, self.shared_clusters, previous)
+        return found
+
+    def calls(self, egress: tuple[str, ...] | None, caller: Locality | None) -> Outbound:
+        """What a proxy calling these services (None: all) from `caller` needs: the shared
+        sets unless its locality changes some service's endpoints (built once per change for
+        each egress list and locality, shared by every proxy that has both)."""
+        calls = self.scoped(egress) if egress is not None else self.full
+        if caller is None or not calls.by_caller:
+            return calls
+        key = (egress, caller)
+        found = self._localized.get(key)
+        if found is None:
+            previous = self.previous_localized.get(key)
+            found = self._localized[key] = localized(calls, caller, previous)
         return found
 
     def proxy_policy(self, service: str) -> ProxyPolicy:

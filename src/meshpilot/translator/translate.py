@@ -70,6 +70,7 @@ class Translator:
             services=tuple(parts),
             shared_clusters=shared_clusters,
             previous_scoped=last._scoped if last is not None else {},
+            previous_localized=last._localized if last is not None else {},
             entries=self._services,
         )
         return self._last

@@ -11,6 +11,7 @@ from google.protobuf import json_format
 
 from meshpilot.errors import MeshpilotError
 from meshpilot.model import ir, proxies
+from meshpilot.model.locality import Locality, locality_problem
 
 
 class BadNode(MeshpilotError):
@@ -45,8 +46,29 @@ def proxy_from_node(node: base_pb2.Node) -> proxies.Proxy:
         if not isinstance(flag, bool):
             raise BadNode(f"node {node.id!r}: metadata.{key} must be true or false")
     return proxies.Proxy(
-        node.id, service, ip, int(app_port), ir.labels_of(labels), local_ip, proxyless, gateway
+        node.id,
+        service,
+        ip,
+        int(app_port),
+        ir.labels_of(labels),
+        local_ip,
+        proxyless,
+        gateway,
+        _locality(node),
     )
+
+
+def _locality(node: base_pb2.Node) -> Locality | None:
+    """node.locality, as the sidecar's `--locality` set it (None: not given)."""
+    where = node.locality
+    levels = (where.region, where.zone, where.sub_zone)
+    if not any(levels):
+        return None
+    text = "/".join(levels).rstrip("/")
+    problem = locality_problem(text)
+    if problem is not None:
+        raise BadNode(f"node {node.id!r}: locality {problem}")
+    return Locality.parse(text)
 
 
 def _is_ip(text: str) -> bool:

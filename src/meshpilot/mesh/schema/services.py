@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from meshpilot.mesh.fields import (
@@ -16,9 +16,12 @@ from meshpilot.mesh.fields import (
     HeaderName,
     HttpPath,
     Labels,
+    LocalityName,
+    LocalityPattern,
     Percent,
     Port,
     PositiveDuration,
+    Region,
     SpecModel,
     WholeSeconds,
     shape,
@@ -34,6 +37,7 @@ class EndpointSpec(SpecModel):
     address: Address
     port: Port
     labels: Labels = Field(default_factory=dict)
+    locality: LocalityName | None = None
 
 
 LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "maglev"]
@@ -68,10 +72,61 @@ class HashSpec(SpecModel):
 WARMING_POLICIES = ("round_robin", "least_request")
 
 
+class FailoverSpec(SpecModel):
+    """Callers in region `from` go to region `to` when their own region has no healthy member."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+    from_: Region = Field(alias="from")
+    to: Region
+
+    @model_validator(mode="after")
+    def _two_regions(self) -> FailoverSpec:
+        if self.from_ == self.to:
+            raise PydanticCustomError("failover", "'from' and 'to' must be different regions")
+        return self
+
+
+LocalityShare = Annotated[int, Field(ge=1, le=100)]
+
+
+class DistributeSpec(SpecModel):
+    """Callers in `from` send these percentages of their requests to these localities."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+    from_: LocalityPattern = Field(alias="from")
+    to: dict[LocalityPattern, LocalityShare] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _whole(self) -> DistributeSpec:
+        total = sum(self.to.values())
+        if total != 100:
+            raise PydanticCustomError(
+                "distribute", "shares add up to {total}; they must add up to 100", {"total": total}
+            )
+        return self
+
+
+class LocalityLbSpec(SpecModel):
+    """Istio's localityLbSetting: failover between regions, or a distribution; not both."""
+
+    enabled: bool = True
+    failover: list[FailoverSpec] = Field(default_factory=list)
+    distribute: list[DistributeSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> LocalityLbSpec:
+        if self.failover and self.distribute:
+            raise PydanticCustomError("locality", "give 'failover' or 'distribute', not both")
+        return self
+
+
 class LoadBalancerSpec(SpecModel):
-    policy: LbPolicy
+    policy: LbPolicy = "round_robin"
     hash: HashSpec | None = None
     warmup: PositiveDuration | None = None  # slow start of new instances
+    locality: LocalityLbSpec | None = None
 
     @model_validator(mode="after")
     def _settings_fit_policy(self) -> LoadBalancerSpec:

@@ -146,6 +146,12 @@ def slow_start(balancer: ir.LoadBalancer, result: cluster_pb2.Cluster) -> None:
         result.round_robin_lb_config.slow_start_config.CopyFrom(window)
 
 
+def distributes(balancer: ir.LoadBalancer) -> bool:
+    """Whether callers' shares of localities follow `locality.distribute`."""
+    setting = balancer.locality
+    return setting is not None and setting.enabled and bool(setting.distribute)
+
+
 def upstream_settings(
     policy: ir.TrafficPolicy,
     tls: ir.UpstreamTls | None = None,
@@ -164,6 +170,9 @@ def upstream_settings(
         ),
     )
     slow_start(policy.load_balancer, result)
+    if distributes(policy.load_balancer):
+        # Envoy honours the locality weights of the assignment only when told to.
+        result.common_lb_config.locality_weighted_lb_config.SetInParent()
     if policy.tcp_keepalive is not None:
         result.upstream_connection_options.tcp_keepalive.CopyFrom(
             tcp_keepalive(policy.tcp_keepalive)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 
+from meshpilot.model.locality import Group, Locality
 from meshpilot.translator.envoy.wire import length_delimited, string_field, varint
 
 _PORT_TAG = varint(3 << 3)  # SocketAddress.port_value, a varint field
@@ -41,6 +42,28 @@ def cluster_load_assignment_bytes(cluster: str, members: Iterable[tuple[str, int
     lb_endpoints = b"".join([_lb_endpoint_entry(address, port) for address, port in unique])
     locality = _LOCALITY + lb_endpoints + _LOCALITY_WEIGHT
     return string_field(1, cluster) + length_delimited(2, locality)
+
+
+def grouped_assignment_bytes(cluster: str, groups: Iterable[Group]) -> bytes:
+    """An assignment of members by locality: one LocalityLbEndpoints (2) per group, with its
+    locality (1), members (2), load_balancing_weight (3) and, past 0, its priority (5)."""
+    entries = [string_field(1, cluster)]
+    for group in groups:
+        lb_endpoints = b"".join([_lb_endpoint_entry(a, p) for a, p in group.members])
+        weight = length_delimited(3, varint(1 << 3) + varint(group.weight))
+        priority = varint(5 << 3) + varint(group.priority) if group.priority else b""
+        body = _locality_field(group.locality) + lb_endpoints + weight + priority
+        entries.append(length_delimited(2, body))
+    return b"".join(entries)
+
+
+@functools.lru_cache(maxsize=4096)
+def _locality_field(locality: Locality | None) -> bytes:
+    """Locality{region (1), zone (2), sub_zone (3)}, the levels given."""
+    if locality is None:
+        return _LOCALITY
+    levels = (locality.region, locality.zone, locality.subzone)
+    return length_delimited(1, b"".join(string_field(i, v) for i, v in enumerate(levels, 1) if v))
 
 
 @functools.lru_cache(maxsize=65536)
