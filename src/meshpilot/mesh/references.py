@@ -218,7 +218,8 @@ def _token_policy_checks(policies: object, services: object) -> Iterator[Issue]:
             ),
             "jwt",
         )
-        issuers = [_get(rule, "issuer") for _, rule in _entries(rules)]
+        given = (_get(rule, "issuer") for _, rule in _entries(rules))
+        issuers = list(dict.fromkeys(i for i in given if isinstance(i, str) and i))
         for key in ("request_principals", "claims"):
             if _get(policy, key) is not None and not issuers:
                 yield Issue(
@@ -235,7 +236,7 @@ def _token_policy_checks(policies: object, services: object) -> Iterator[Issue]:
                 yield Issue(
                     ("policies", i, "request_principals", j),
                     f"issuer '{issuer}' is not one that service '{target}' verifies "
-                    f"({', '.join(map(str, issuers))})",
+                    f"({', '.join(issuers)})",
                 )
 
 
