@@ -22,7 +22,9 @@ from meshpilot.policy.authz import request_of
 from meshpilot.translator.build import IrBuilder, build_ir
 from meshpilot.translator.envoy import jwt_authn, rbac
 from meshpilot.translator.envoy.filter_plugin import FilterContext
+from tests.support.controlplane import running_control_plane
 from tests.support.jwt import Issuer
+from tests.support.wait import wait_for_async
 
 ISSUER = "https://auth.example.com"
 MESH = f"""\
@@ -263,3 +265,33 @@ def test_a_hook_sees_the_verified_payload_and_principal() -> None:
     assert request.principal == f"{ISSUER}/ann"
     anonymous = request_of(external_auth_pb2.CheckRequest(), "orders")
     assert (anonymous.claims, anonymous.principal) == ({}, None)
+
+
+async def test_the_control_plane_applies_a_changed_jwks_file_and_refuses_a_broken_one(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path)  # keys/jwks.json
+    jwks = tmp_path / "keys" / "jwks.json"
+    async with running_control_plane(tmp_path, MESH) as plane:
+        first = plane.status.version
+
+        def keys() -> str:
+            service = plane.cache.mesh.service("orders")
+            return service.jwt[0].jwks if service is not None else ""
+
+        rotated = Issuer(ISSUER, kid="k2").jwks_text()
+
+        def rotated_keys_applied() -> bool:
+            if keys() == rotated:
+                return True
+            jwks.write_text(rotated)  # again: the watcher may not have been watching yet
+            return False
+
+        await wait_for_async(rotated_keys_applied, 5, 0.2, "the new keys applied")
+        assert plane.status.version != first
+        jwks.write_text("{")
+        await wait_for_async(
+            lambda: plane.status.problems != [], 5, 0.01, "the broken file refused"
+        )
+        assert keys() == rotated  # the last good keys keep serving
+        assert "jwt[0].jwks_file: '" in plane.status.problems[0]

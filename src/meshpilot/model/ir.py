@@ -446,3 +446,8 @@ class MeshIR:
 
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)
+
+    @property
+    def files_read(self) -> tuple[str, ...]:
+        """The files besides the mesh file whose text the IR holds (JWKS files), sorted."""
+        return tuple(sorted({p.jwks_file for s in self.services for p in s.jwt}))
