@@ -137,3 +137,15 @@ def test_rotated_keys_reach_the_sidecars_without_saving_the_mesh(mesh_env: MeshE
         (mesh_env.tmp / "keys" / "jwks.json").write_text(new.jwks_text())
         wait_for(lambda: get("/orders/1", new.token()).status == 200, 10, message="new keys")
         assert get("/orders/1", old.token()).status == 401
+
+
+def test_tokens_from_a_header_of_ones_own_are_forwarded_when_asked(mesh_env: MeshEnv) -> None:
+    issuer = Issuer(ISSUER)
+    rule = "jwks_file: keys/jwks.json, forward: true, from_headers: [{name: x-token}]"
+    frontend = start(mesh_env, issuer, MESH.replace("jwks_file: keys/jwks.json", rule))
+    token = issuer.token()
+    with frontend.client() as client:
+        valid = client.get("orders", "/orders/1", **{"x-token": token})
+        forged = client.get("orders", "/orders/1", **{"x-token": Issuer(ISSUER).token()})
+    assert valid.status == 200 and valid.json()["headers"]["x-token"] == token
+    assert forged.status == 401
