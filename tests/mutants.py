@@ -37,6 +37,7 @@ DELTA = "tests/test_ads_delta.py"
 SNAPSHOT = "tests/test_snapshot.py"
 TRANSLATOR = "tests/test_translate.py"
 FILTERS = "tests/test_http_filters.py"
+JWT = "tests/test_jwt.py"
 CERTIFICATES = "tests/test_identity_service.py"
 AGENT = "tests/test_identity_client.py"
 ADS_AUTH = "tests/test_ads_auth.py"
@@ -253,6 +254,27 @@ MUTANTS = (
         "if distributes(policy.load_balancer):",
         "if False:",
         (LOCALITY,),
+    ),
+    Mutant(
+        "tokens-verified-after-the-policies-that-read-them",
+        "translator/envoy/http_filters.py",
+        "    jwt_authn.FILTER,\n    rbac.AUDIT,\n",
+        "    rbac.AUDIT,\n    jwt_authn.FILTER,\n",
+        (FILTERS,),
+    ),
+    Mutant(
+        "a-request-without-a-token-refused",
+        "translator/envoy/jwt_authn.py",
+        "requirements.append(config_pb2.JwtRequirement(allow_missing=empty_pb2.Empty()))",
+        "empty_pb2.Empty()",
+        (JWT,),
+    ),
+    Mutant(
+        "a-claim-in-a-list-not-matched-by-hooks",
+        "model/match.py",
+        "return any(v in rule.values for v in value)",
+        "return False",
+        (JWT,),
     ),
 )
 

@@ -65,6 +65,7 @@ def manager(
 
 def test_the_order_table_gives_each_chain_its_filters_router_last() -> None:
     assert http_filters.filter_names("inbound") == [
+        "envoy.filters.http.jwt_authn",
         "envoy.filters.http.rbac.audit",
         "envoy.filters.http.ext_authz",
         "envoy.filters.http.rbac.deny",
@@ -84,7 +85,8 @@ def test_the_order_table_gives_each_chain_its_filters_router_last() -> None:
 def test_a_sidecar_with_every_policy_kind_and_a_limit_runs_them_in_the_contracts_order() -> None:
     shared = ir.RateLimit(20, 60_000, 20, scope="global")
     heavy = ir.Route("heavy", ir.RouteMatch(path="/heavy"), (), rate_limit=shared)
-    web = ir.Service("web", 9080, "grpc", routes=(heavy,), rate_limit=LIMIT)
+    tokens = (ir.JwtProvider("https://auth.example.com", "/jwks.json", '{"keys": []}'),)
+    web = ir.Service("web", 9080, "grpc", routes=(heavy,), rate_limit=LIMIT, jwt=tokens)
     found = manager(ir.MeshIR("m", (web,), EVERY_KIND, MIXER))
     assert [f.name for f in found.http_filters] == http_filters.filter_names("inbound")
     configs = {f.name: f.typed_config for f in found.http_filters}
@@ -105,6 +107,7 @@ def test_a_sidecar_with_every_policy_kind_and_a_limit_runs_them_in_the_contracts
     assert [(m.key, m.value) for m in check.grpc_service.initial_metadata] == [
         (identity.DESTINATION_METADATA, "web")
     ]
+    assert check.metadata_context_namespaces == [names.JWT_FILTER]  # hooks see the claims
 
     bucket = local_rate_limit_pb2.LocalRateLimit()
     configs["envoy.filters.http.local_ratelimit"].Unpack(bucket)

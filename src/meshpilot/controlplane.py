@@ -17,7 +17,7 @@ import hashlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -100,7 +100,8 @@ class ControlPlane:
             self.cache, self.metrics, xds, self._admit if tls else None, peer_limits
         )
         self.admin = HttpServer(admin, admin_routes(self), admin_token, CONSOLE_PATHS)
-        self.watcher = MeshWatcher(mesh_path, self.reload)
+        self._files_read: tuple[Path, ...] = ()  # by the applied mesh: JWKS files
+        self.watcher = MeshWatcher(mesh_path, self.reload, also=lambda: self._files_read)
         self._convergence: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -152,7 +153,7 @@ class ControlPlane:
         except (MeshInvalid, OSError) as err:
             problems = err.problems if isinstance(err, MeshInvalid) else [self._problem(err)]
             return _Loaded("", problems=problems)
-        version = hashlib.blake2b(data, digest_size=8).hexdigest()
+        version = mesh_version(data, self._files_read)
         if version == self.status.version:
             return _Loaded(version)
         try:
@@ -162,6 +163,7 @@ class ControlPlane:
             return _Loaded(version, problems=invalid.problems)
         except MeshpilotError as err:
             return _Loaded(version, problems=[self._problem(err)])
+        version = mesh_version(data, map(Path, mesh.files_read))
         return _Loaded(version, spec, mesh, time.perf_counter() - started)
 
     async def _apply(self, loaded: _Loaded, seen_at: float | None) -> None:
@@ -179,6 +181,7 @@ class ControlPlane:
             self._reject([self._problem(err)])
             return
         self.metrics.translation.observe(loaded.seconds + time.perf_counter() - started)
+        self._files_read = tuple(map(Path, loaded.mesh.files_read))
         self._open_identity(loaded.spec)
         if seen_at is not None:
             self.metrics.change_started(seen_at)
@@ -227,6 +230,18 @@ class ControlPlane:
         for line in self.status.problems:
             log.error("%s", line)
         log.error("%s not applied; %s", self.mesh_path, serving(self.status.version))
+
+
+def mesh_version(data: bytes, files_read: Iterable[Path]) -> str:
+    """A hash of the mesh file's bytes and of the files it reads (none: of its bytes alone)."""
+    digest = hashlib.blake2b(data, digest_size=8)
+    for path in files_read:
+        digest.update(str(path).encode() + b"\0")
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            digest.update(b"\0missing")
+    return digest.hexdigest()
 
 
 def configure_logging() -> None:

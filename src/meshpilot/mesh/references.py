@@ -14,6 +14,7 @@ from pathlib import Path
 from meshpilot.identity.errors import InvalidSpiffeId
 from meshpilot.identity.spiffe import trust_domain_for_mesh
 from meshpilot.mesh.diagnostics import Issue, Loc, suggest
+from meshpilot.mesh.jwks import jwks_problem
 from meshpilot.model import names
 from meshpilot.netaddr import is_ip
 
@@ -28,12 +29,14 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
     services = [name for name, _ in _items(_get(data, "services"))]
     gateways = [name for name, _ in _items(_get(data, "gateways"))]
     issues += _policy_checks(_get(data, "policies"), services, base_dir, gateways)
+    issues += _token_policy_checks(_get(data, "policies"), _get(data, "services"))
     issues += _gateway_checks(_get(data, "gateways"), _get(data, "services"), base_dir)
     issues += _egress_checks(_get(data, "services"), services)
     issues += _tcp_port_checks(_get(data, "services"))
     issues += _outbound_port_checks(_get(data, "services"))
     issues += _host_name_checks(_get(data, "services"))
     issues += _file_checks(_get(data, "services"), base_dir)
+    issues += _authentication_checks(_get(data, "services"), base_dir)
     issues += _security_checks(data, base_dir)
     issues += _global_limit_checks(data)
     issues += _local_answer_checks(_get(data, "services"))
@@ -178,6 +181,63 @@ def _file_checks(services: object, base_dir: Path | None) -> Iterator[Issue]:
             yield Issue(
                 ("services", name, "tls", "ca_file"), f"'{base_dir / ca_file}' does not exist"
             )
+
+
+def _authentication_checks(services: object, base_dir: Path | None) -> Iterator[Issue]:
+    """JWT rules of a service: HTTP only, one per issuer, each with a usable JWKS file."""
+    for name, service in _items(services):
+        loc: Loc = ("services", name, "request_authentication")
+        rules = list(_entries(_get(_get(service, "request_authentication"), "jwt")))
+        if rules and _get(service, "protocol") == "tcp":
+            yield Issue(loc, "request authentication applies to HTTP, not tcp", at_key=True)
+        issuers: dict[object, int] = {}
+        for i, rule in rules:
+            issuer = _get(rule, "issuer")
+            if isinstance(issuer, str) and issuer in issuers:
+                yield Issue(
+                    (*loc, "jwt", i, "issuer"),
+                    f"issuer '{issuer}' is already verified by jwt[{issuers[issuer]}]",
+                )
+            issuers.setdefault(issuer, i)
+            jwks_file = _get(rule, "jwks_file")
+            if base_dir is not None and isinstance(jwks_file, str) and jwks_file:
+                problem = jwks_problem(base_dir / jwks_file)
+                if problem is not None:
+                    yield Issue((*loc, "jwt", i, "jwks_file"), problem)
+
+
+def _token_policy_checks(policies: object, services: object) -> Iterator[Issue]:
+    """`request_principals` and `claims` need tokens that the policy's service verifies, and a
+    principal names one of its issuers."""
+    for i, policy in _entries(policies):
+        target = _get(policy, "service")
+        rules = _get(
+            _get(
+                _get(services, target) if isinstance(target, str) else None,
+                "request_authentication",
+            ),
+            "jwt",
+        )
+        given = (_get(rule, "issuer") for _, rule in _entries(rules))
+        issuers = list(dict.fromkeys(i for i in given if isinstance(i, str) and i))
+        for key in ("request_principals", "claims"):
+            if _get(policy, key) is not None and not issuers:
+                yield Issue(
+                    ("policies", i, key),
+                    f"service '{target}' verifies no tokens: give it "
+                    "'request_authentication' to match on them",
+                    at_key=True,
+                )
+        if not issuers:
+            continue
+        for j, principal in _entries(_get(policy, "request_principals")):
+            issuer = principal.rpartition("/")[0] if isinstance(principal, str) else None
+            if issuer and issuer not in issuers:
+                yield Issue(
+                    ("policies", i, "request_principals", j),
+                    f"issuer '{issuer}' is not one that service '{target}' verifies "
+                    f"({', '.join(issuers)})",
+                )
 
 
 def _egress_checks(services: object, names: list[str]) -> Iterator[Issue]:

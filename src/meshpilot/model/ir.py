@@ -230,6 +230,29 @@ class UpstreamTls:
 
 
 @dataclass(frozen=True)
+class JwtHeader:
+    """A header a token is read from, after `prefix`."""
+
+    name: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class JwtProvider:
+    """Tokens of `issuer` verified at the destination with the keys of `jwks` (the text of the
+    file `jwks_file`), for one of `audiences` (none: any). No `from_headers`/`from_params`:
+    Envoy's defaults (`Authorization: Bearer`, `access_token`)."""
+
+    issuer: str
+    jwks_file: str
+    jwks: str
+    audiences: tuple[str, ...] = ()
+    forward: bool = False
+    from_headers: tuple[JwtHeader, ...] = ()
+    from_params: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Subset:
     """`policy` is the service's traffic policy with this subset's overrides applied."""
 
@@ -270,6 +293,7 @@ class Service:
     # its sidecars' inbound port (None: plaintext).
     spiffe_id: str | None = None
     mtls: MtlsMode | None = None
+    jwt: tuple[JwtProvider, ...] = ()  # tokens verified at its sidecars' inbound port
 
     def __hash__(self) -> int:
         """Hashed once: services key the translator's caches, 10,000 lookups per change."""
@@ -313,11 +337,29 @@ class PolicyTarget:
 
 
 @dataclass(frozen=True)
+class RequestPrincipal:
+    """Whose verified token: `issuer` (None: any) and `subject` (None: any of that issuer)."""
+
+    issuer: str | None = None
+    subject: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimMatch:
+    """A verified token's claim `name` is one of `values`, or a list holding one of them."""
+
+    name: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Policy:
     """An access policy, evaluated at the destination `service`'s sidecar.
 
     `sources` None means any caller, including requests no sidecar vouches for.
     `hook` is `ABSOLUTE_FILE.py:FUNCTION` for custom policies.
+    `principals` None means any request, with a verified token or without; `claims` must all
+    hold (a request without a verified token has no claims).
     """
 
     name: str
@@ -326,6 +368,8 @@ class Policy:
     sources: tuple[str, ...] | None = None
     target: PolicyTarget = PolicyTarget()
     hook: str | None = None
+    principals: tuple[RequestPrincipal, ...] | None = None
+    claims: tuple[ClaimMatch, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -402,3 +446,8 @@ class MeshIR:
 
     def service(self, name: str) -> Service | None:
         return next((s for s in self.services if s.name == name), None)
+
+    @property
+    def files_read(self) -> tuple[str, ...]:
+        """The files besides the mesh file whose text the IR holds (JWKS files), sorted."""
+        return tuple(sorted({p.jwks_file for s in self.services for p in s.jwt}))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import cache
+from typing import Any
 
 from meshpilot.model import ir
 
@@ -54,12 +55,44 @@ def _ascii_lower(text: str) -> str:
     return text.translate(_ASCII_LOWER)
 
 
+def principal_matches(wanted: ir.RequestPrincipal, claims: Mapping[str, Any]) -> bool:
+    """As Envoy's RBAC: a verified token (it has `iss`) of the issuer and subject."""
+    issuer = claims.get("iss")
+    return (
+        issuer is not None
+        and wanted.issuer in (None, issuer)
+        and wanted.subject in (None, claims.get("sub"))
+    )
+
+
+def claim_matches(rule: ir.ClaimMatch, claims: Mapping[str, Any]) -> bool:
+    value = claims.get(rule.name)
+    if isinstance(value, list):
+        return any(v in rule.values for v in value)
+    return value in rule.values
+
+
+def token_matches(policy: ir.Policy, claims: Mapping[str, Any]) -> bool:
+    """The policy's `request_principals` and `claims` against a verified payload ({}: none)."""
+    principals = policy.principals
+    return (principals is None or any(principal_matches(p, claims) for p in principals)) and all(
+        claim_matches(c, claims) for c in policy.claims
+    )
+
+
 def policy_matches(
-    policy: ir.Policy, source: str | None, method: str, path: str, headers: Mapping[str, str]
+    policy: ir.Policy,
+    source: str | None,
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    claims: Mapping[str, Any] | None = None,
 ) -> bool:
+    """`claims`: the verified token's payload (None: no verified token)."""
     target = policy.target
     return (
         (policy.sources is None or source in policy.sources)
+        and token_matches(policy, claims or {})
         and (not target.methods or method in target.methods)
         and (not target.paths or any(_compiled(g).match(path) for g in target.paths))
         and all(value_matches(h, headers.get(h.name)) for h in target.headers)

@@ -24,6 +24,10 @@ RATE_LIMIT_SERVICE_KEY = "service"
 RATE_LIMIT_ROUTE_KEY = "route"
 # Stats and dynamic-metadata keys of audit policies (Envoy RBAC shadow rules) start with this.
 AUDIT_PREFIX = "audit."
+# A verified JWT's payload is dynamic metadata of the jwt_authn filter under this key: what
+# RBAC matches principals and claims on, and what the mixer's hooks see (`request.claims`).
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+JWT_PAYLOAD = "payload"
 
 
 def collector_cluster(protocol: str) -> str:

@@ -8,10 +8,12 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
+from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 
 from meshpilot import identity
 from meshpilot.identity.spiffe import service_of
+from meshpilot.model import names
 from meshpilot.policy.decision import Decision, Request
 from meshpilot.policy.engine import CustomPolicies
 
@@ -27,7 +29,31 @@ def request_of(
     headers = dict(http.headers)
     path, _, query = http.path.partition("?")
     source = service_of(check.attributes.source.principal, trust_domain) if trust_domain else None
-    return Request(source, destination, http.method, path, headers, query)
+    claims = verified_claims(check.attributes.metadata_context)
+    return Request(source, destination, http.method, path, headers, query, claims)
+
+
+def verified_claims(metadata: base_pb2.Metadata) -> dict[str, Any]:
+    """The payload of the token the sidecar verified (jwt_authn's dynamic metadata, sent when
+    the service verifies tokens); {} without one. JSON numbers come as floats: whole ones are
+    given back as ints (`exp`, `iat`)."""
+    verified = metadata.filter_metadata.get(names.JWT_FILTER)
+    if verified is None or names.JWT_PAYLOAD not in verified.fields:
+        return {}
+    payload = verified.fields[names.JWT_PAYLOAD]
+    if payload.WhichOneof("kind") != "struct_value":
+        return {}
+    return {k: _whole(v) for k, v in json_format.MessageToDict(payload.struct_value).items()}
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _whole(v) for k, v in value.items()}
+    return value
 
 
 def _header_options(headers: dict[str, str] | Any) -> list[base_pb2.HeaderValueOption]:

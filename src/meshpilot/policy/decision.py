@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Request:
-    """The request a hook decides on. `headers` has lower-case names; `path` has no query."""
+    """The request a hook decides on. `headers` has lower-case names; `path` has no query.
+    `claims`: the payload of the token the destination verified ({}: none)."""
 
     source: str | None
     destination: str
@@ -16,6 +18,13 @@ class Request:
     path: str
     headers: Mapping[str, str] = field(default_factory=dict)
     query: str = ""
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def principal(self) -> str | None:
+        """`ISSUER/SUBJECT` of the verified token, as policies' `request_principals` name it."""
+        issuer = self.claims.get("iss")
+        return None if issuer is None else f"{issuer}/{self.claims.get('sub', '')}"
 
 
 @dataclass(frozen=True)

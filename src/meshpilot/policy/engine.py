@@ -38,7 +38,12 @@ class CustomPolicies:
         added: dict[str, str] = {}
         for policy in self._by_service.get(request.destination, ()):
             if not policy_matches(
-                policy, request.source, request.method, request.path, request.headers
+                policy,
+                request.source,
+                request.method,
+                request.path,
+                request.headers,
+                request.claims,
             ):
                 continue
             assert policy.hook is not None

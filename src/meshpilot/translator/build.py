@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+from meshpilot.errors import MeshpilotError
 from meshpilot.identity.spiffe import SpiffeId, trust_domain_for_mesh
 from meshpilot.mesh.durations import parse_duration
 from meshpilot.mesh.load import load_mesh
@@ -23,6 +24,7 @@ from meshpilot.mesh.schema import (
     GatewaySpec,
     HashSpec,
     HeaderOpsSpec,
+    JwtRuleSpec,
     LoadBalancerSpec,
     LocalityLbSpec,
     MatchSpec,
@@ -34,6 +36,7 @@ from meshpilot.mesh.schema import (
     PolicyTargetSpec,
     RateLimitSpec,
     RedirectSpec,
+    RequestAuthenticationSpec,
     RetriesSpec,
     RewriteSpec,
     RouteSpec,
@@ -47,6 +50,7 @@ from meshpilot.mesh.schema import (
 from meshpilot.model import names
 from meshpilot.model.ir import (
     CircuitBreaker,
+    ClaimMatch,
     Collector,
     Destination,
     DirectResponse,
@@ -56,6 +60,8 @@ from meshpilot.model.ir import (
     GatewayRoute,
     HashKey,
     HeaderOps,
+    JwtHeader,
+    JwtProvider,
     LoadBalancer,
     MeshIR,
     Mirror,
@@ -66,6 +72,7 @@ from meshpilot.model.ir import (
     RateLimit,
     Redirect,
     RegexRewrite,
+    RequestPrincipal,
     RetryPolicy,
     Route,
     RouteMatch,
@@ -133,7 +140,8 @@ def build_ir(
 class IrBuilder:
     """`build_ir` for successive versions of one mesh file: a service whose spec is the very
     object it was last time (`MeshReader` keeps the specs of services whose text is unchanged),
-    with the same defaults, is not built again."""
+    with the same defaults, is not built again; but for one that verifies tokens, whose JWKS
+    files may have changed since (a reload reads them again)."""
 
     def __init__(self) -> None:
         self._built: dict[str, tuple[ServiceSpec, DefaultsSpec, Path, Service]] = {}
@@ -145,7 +153,8 @@ class IrBuilder:
 
     def _service(self, name: str, spec: ServiceSpec, defaults: DefaultsSpec, base: Path) -> Service:
         found = self._built.get(name)
-        if found is not None and found[0] is spec and found[1:3] == (defaults, base):
+        unchanged = found is not None and found[0] is spec and found[1:3] == (defaults, base)
+        if found is not None and unchanged and spec.request_authentication is None:
             return found[3]
         built = service(name, spec, defaults, base)
         self._built[name] = (spec, defaults, base, built)
@@ -201,7 +210,20 @@ def policy(spec: PolicySpec, base: Path) -> Policy:
         sources=tuple(spec.from_) if spec.from_ is not None else None,
         target=PolicyTarget(tuple(target.methods), tuple(target.paths), tuple(headers)),
         hook=_absolute_hook(spec.hook, base) if spec.hook else None,
+        principals=_principals(spec.request_principals),
+        claims=tuple(ClaimMatch(n, tuple(spec.claims[n])) for n in sorted(spec.claims)),
     )
+
+
+def _principals(given: list[str] | None) -> tuple[RequestPrincipal, ...] | None:
+    """`ISS/SUB` split at its last `/`; `*` stands for any issuer or any subject."""
+    if given is None:
+        return None
+    found = []
+    for principal in given:
+        issuer, _, subject = principal.rpartition("/")
+        found.append(RequestPrincipal(issuer or None, None if subject == "*" else subject))
+    return tuple(found)
 
 
 def _absolute_hook(hook: str, base: Path) -> str:
@@ -247,6 +269,31 @@ def service(name: str, spec: ServiceSpec, defaults: DefaultsSpec, base: Path = P
         tracing_sampling=float(spec.tracing.sampling) if spec.tracing else None,
         egress=tuple(sorted(set(spec.egress))) if spec.egress is not None else None,
         outbound_port=outbound_port(spec),
+        jwt=jwt_providers(spec.request_authentication, base),
+    )
+
+
+def jwt_providers(spec: RequestAuthenticationSpec | None, base: Path) -> tuple[JwtProvider, ...]:
+    """Sorted by issuer; each with its JWKS file's text as it is now."""
+    if spec is None:
+        return ()
+    return tuple(jwt_provider(rule, base) for rule in sorted(spec.jwt, key=lambda r: r.issuer))
+
+
+def jwt_provider(spec: JwtRuleSpec, base: Path) -> JwtProvider:
+    jwks_file = (base / spec.jwks_file).resolve()
+    try:
+        jwks = jwks_file.read_text()
+    except (OSError, ValueError) as err:  # changed since it was validated
+        raise MeshpilotError(f"cannot read the JWKS file '{jwks_file}': {err}") from None
+    return JwtProvider(
+        issuer=spec.issuer,
+        jwks_file=str(jwks_file),
+        jwks=jwks,
+        audiences=tuple(spec.audiences),
+        forward=spec.forward,
+        from_headers=tuple(JwtHeader(h.name.lower(), h.prefix) for h in spec.from_headers),
+        from_params=tuple(spec.from_params),
     )
 
 

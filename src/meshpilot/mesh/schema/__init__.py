@@ -12,6 +12,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshpilot.mesh.fields import Duration, ServiceName, SpecModel
+from meshpilot.mesh.schema.authentication import (
+    JwtHeaderSpec,
+    JwtRuleSpec,
+    RequestAuthenticationSpec,
+)
 from meshpilot.mesh.schema.gateways import GatewayRouteSpec, GatewaySpec, GatewayTlsSpec
 from meshpilot.mesh.schema.policies import (
     MeshTracingSpec,
@@ -92,6 +97,8 @@ __all__ = [
     "HashSpec",
     "HeaderOpsSpec",
     "HeadersSpec",
+    "JwtHeaderSpec",
+    "JwtRuleSpec",
     "LbPolicy",
     "LoadBalancer",
     "LoadBalancerSpec",
@@ -110,6 +117,7 @@ __all__ = [
     "RateLimitSpec",
     "RedirectSpec",
     "RegexRewriteSpec",
+    "RequestAuthenticationSpec",
     "RetriesSpec",
     "RetryOn",
     "RewriteSpec",

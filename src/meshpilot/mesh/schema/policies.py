@@ -49,10 +49,25 @@ def _collector(value: str) -> str:
     return value
 
 
+def _request_principal(value: str) -> str:
+    """`ISS/SUB`, `ISS/*` (any subject of ISS) or `*` (any verified token), as Istio writes it."""
+    issuer, sep, subject = value.rpartition("/")
+    stars = value.count("*")
+    if value != "*" and (not sep or not issuer or not subject or stars > (subject == "*")):
+        raise PydanticCustomError(
+            "request_principal",
+            "'{value}' is not ISSUER/SUBJECT, ISSUER/* or * (e.g. https://auth.example.com/ann)",
+            {"value": value},
+        )
+    return value
+
+
 HostPort = Annotated[str, AfterValidator(_host_port)]
 CollectorAddress = Annotated[str, AfterValidator(_collector)]
 HookRef = Annotated[str, AfterValidator(_hook)]
 PathGlob = Annotated[str, AfterValidator(_path_glob)]
+RequestPrincipal = Annotated[str, AfterValidator(_request_principal)]
+ClaimValues = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
 PolicyAction = Literal["allow", "deny", "audit", "custom"]
 
 
@@ -73,6 +88,9 @@ class PolicySpec(SpecModel):
     from_: list[str] | None = Field(default=None, alias="from", min_length=1)
     to: PolicyTargetSpec | None = None
     hook: HookRef | None = None
+    # Verified JWTs (the service's `request_authentication`): whose, and with which claims.
+    request_principals: list[RequestPrincipal] | None = Field(default=None, min_length=1)
+    claims: dict[Annotated[str, Field(min_length=1)], ClaimValues] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _hook_fits_action(self) -> PolicySpec:

@@ -26,6 +26,7 @@ from meshpilot.mesh.fields import (
     WholeSeconds,
     shape,
 )
+from meshpilot.mesh.schema.authentication import RequestAuthenticationSpec
 from meshpilot.mesh.schema.routes import RateLimitSpec, RouteSpec
 from meshpilot.mesh.schema.security import ServiceSecuritySpec
 from meshpilot.runner.spec import RunSpec
@@ -230,3 +231,4 @@ class ServiceSpec(SpecModel):
     # Every caller's sidecar also listens on its app's IP at this port (true: the service's
     # port) for this service alone, whatever the Host: for apps that cannot set one.
     outbound_port: bool | Port | None = None
+    request_authentication: RequestAuthenticationSpec | None = None  # JWTs verified on arrival

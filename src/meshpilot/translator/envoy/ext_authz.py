@@ -104,7 +104,9 @@ def _sources(sources: tuple[str, ...] | None, trust_domain: str | None) -> Predi
 
 
 def policy_predicate(policy: ir.Policy, trust_domain: str | None = None) -> Predicate | None:
-    """What a custom policy matches, as a matcher predicate; None when it matches everything."""
+    """What a custom policy matches, as a matcher predicate; None when it matches everything.
+    Its `request_principals` and `claims` are left to the mixer (which hears the verified
+    payload): the predicate lets through every request they might match."""
     target = policy.target
     parts = [
         _sources(policy.sources, trust_domain),
@@ -149,6 +151,8 @@ def _config(context: FilterContext) -> Message | None:
     if not custom or context.mixer is None:
         return None
     check = ext_authz(context.mixer, names.MIXER_CLUSTER, context.proxy_service)
+    if context.service is not None and context.service.jwt:
+        check.metadata_context_namespaces.append(names.JWT_FILTER)  # claims for the hooks
     return ext_authz_for(custom, check, context.trust_domain)
 
 

@@ -20,6 +20,7 @@ from meshpilot.translator.envoy import (
     ext_authz,
     fault,
     global_rate_limit,
+    jwt_authn,
     rate_limit,
     rbac,
     router,
@@ -28,10 +29,12 @@ from meshpilot.translator.envoy.common import typed
 from meshpilot.translator.envoy.filter_plugin import Chain, FilterContext, HttpFilter
 from meshpilot.translator.envoy.route import PerRoute
 
-# Policies run in the contract's order: audits see every request; a custom policy's hook
+# Tokens are verified first, so that every policy can match the verified payload. Policies run
+# in the contract's order: audits see every request; a custom policy's hook
 # decides before static deny and allow policies; rate limits count only admitted requests, the
 # local bucket first so that a request it refuses costs no call to the mixer.
 ORDER: tuple[HttpFilter, ...] = (
+    jwt_authn.FILTER,
     rbac.AUDIT,
     ext_authz.FILTER,
     rbac.DENY,

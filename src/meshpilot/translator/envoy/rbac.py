@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
-from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, path_pb2, regex_pb2, string_pb2, value_pb2
 
 from meshpilot.identity.spiffe import SpiffeId
 from meshpilot.model import ir, names
@@ -39,7 +39,60 @@ def principal(sources: tuple[str, ...] | None, trust_domain: str | None) -> rbac
         )
         for source in sources
     ]
+    return _any_id(ids)
+
+
+def _payload(claim: str, value: value_pb2.ValueMatcher) -> rbac_pb2.Principal:
+    """A claim of the verified token's payload (jwt_authn's dynamic metadata)."""
+    path = [metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in (names.JWT_PAYLOAD, claim)]
+    matcher = metadata_pb2.MetadataMatcher(filter=names.JWT_FILTER, path=path, value=value)
+    return rbac_pb2.Principal(metadata=matcher)
+
+
+def _exact(value: str) -> value_pb2.ValueMatcher:
+    return value_pb2.ValueMatcher(string_match=string_pb2.StringMatcher(exact=value))
+
+
+def _all_ids(ids: Sequence[rbac_pb2.Principal]) -> rbac_pb2.Principal:
+    if not ids:
+        return rbac_pb2.Principal(any=True)
+    return ids[0] if len(ids) == 1 else rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=ids))
+
+
+def _any_id(ids: Sequence[rbac_pb2.Principal]) -> rbac_pb2.Principal:
     return ids[0] if len(ids) == 1 else rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=ids))
+
+
+def request_principal(wanted: ir.RequestPrincipal) -> rbac_pb2.Principal:
+    """A verified token of the issuer and subject (a verified token always has an issuer)."""
+    present = value_pb2.ValueMatcher(present_match=True)
+    issuer = _payload("iss", present if wanted.issuer is None else _exact(wanted.issuer))
+    subject = [] if wanted.subject is None else [_payload("sub", _exact(wanted.subject))]
+    return _all_ids([issuer, *subject])
+
+
+def claim(match: ir.ClaimMatch) -> rbac_pb2.Principal:
+    """The claim is one of the values, or a list that holds one of them."""
+    exact = [_exact(v) for v in match.values]
+    one = (
+        exact[0]
+        if len(exact) == 1
+        else value_pb2.ValueMatcher(or_match=value_pb2.OrMatcher(value_matchers=exact))
+    )
+    in_list = value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(one_of=one))
+    return _payload(
+        match.name,
+        value_pb2.ValueMatcher(or_match=value_pb2.OrMatcher(value_matchers=[one, in_list])),
+    )
+
+
+def policy_principal(policy: ir.Policy, trust_domain: str | None) -> rbac_pb2.Principal:
+    """Who a policy is about: its callers, the tokens' principals and claims, all together."""
+    ids = [] if policy.sources is None else [principal(policy.sources, trust_domain)]
+    if policy.principals is not None:
+        ids.append(_any_id([request_principal(p) for p in policy.principals]))
+    ids += [claim(c) for c in policy.claims]
+    return _all_ids(ids)
 
 
 def _any_of(rules: Sequence[rbac_pb2.Permission]) -> rbac_pb2.Permission:
@@ -74,7 +127,7 @@ def rbac_policies(
 ) -> dict[str, rbac_pb2.Policy]:
     return {
         p.name: rbac_pb2.Policy(
-            permissions=[permission(p.target)], principals=[principal(p.sources, trust_domain)]
+            permissions=[permission(p.target)], principals=[policy_principal(p, trust_domain)]
         )
         for p in policies
     }

@@ -1,0 +1,2 @@
+def check(request):
+    return request.claims.get("tier") != "trial"
