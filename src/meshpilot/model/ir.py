@@ -72,6 +72,7 @@ class Fault:
     delay_percent: float = 100
     abort_status: int | None = None
     abort_percent: float = 100
+    abort_grpc_status: int | None = None  # in place of `abort_status`, for gRPC callers
 
 
 @dataclass(frozen=True)

@@ -471,6 +471,7 @@ def fault(spec: FaultSpec | None) -> Fault | None:
         delay_percent=delay.percent if delay else 100,
         abort_status=abort.status if abort else None,
         abort_percent=abort.percent if abort else 100,
+        abort_grpc_status=abort.grpc_status if abort else None,
     )
 
 

@@ -176,14 +176,30 @@ class DestinationSpec(SpecModel):
     weight: int | None = Field(default=None, ge=0, le=100)
 
 
+# gRPC status codes an abort can give: 1 (CANCELLED) to 16 (UNAUTHENTICATED); 0 is OK.
+GrpcStatus = Annotated[int, Field(ge=1, le=16)]
+
+
 class FaultDelaySpec(SpecModel):
     fixed: PositiveDuration
     percent: Percent = 100
 
 
 class FaultAbortSpec(SpecModel):
-    status: int = Field(ge=200, le=599)
+    """The caller's sidecar answers in place of the destination: with an HTTP `status`, or, for
+    gRPC, with a `grpc_status` (14: UNAVAILABLE) that the client sees as the call's status."""
+
+    status: int | None = Field(default=None, ge=200, le=599)
+    grpc_status: GrpcStatus | None = None
     percent: Percent = 100
+
+    @model_validator(mode="after")
+    def _one_status(self) -> FaultAbortSpec:
+        if (self.status is None) == (self.grpc_status is None):
+            raise PydanticCustomError(
+                "abort", "give exactly one of 'status' (HTTP) or 'grpc_status' (gRPC)"
+            )
+        return self
 
 
 class FaultSpec(SpecModel):
