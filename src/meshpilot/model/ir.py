@@ -119,6 +119,20 @@ class DirectResponse:
     body: str | None = None
 
 
+@dataclass(frozen=True)
+class Cors:
+    """Istio's CorsPolicy: requests whose Origin matches one of `allow_origins` (conditions on
+    the `origin` header) get the access-control-* answers; a preflight is answered by the
+    caller's sidecar. `max_age_s` None: browsers' own default."""
+
+    allow_origins: tuple[ValueMatch, ...]
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age_s: int | None = None
+    allow_credentials: bool = False
+
+
 RateLimitScope = Literal["local", "global"]
 
 
@@ -153,6 +167,7 @@ class Route:
     # A route with one of these is answered by the caller's sidecar: `to` is empty.
     redirect: Redirect | None = None
     direct_response: DirectResponse | None = None
+    cors: Cors | None = None  # the route's own, else the service's
 
     @property
     def answers_locally(self) -> bool:

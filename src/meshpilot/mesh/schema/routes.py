@@ -23,6 +23,7 @@ from meshpilot.mesh.fields import (
     PositiveDuration,
     Regex,
     SpecModel,
+    WholeSeconds,
     host_address,
     shape,
 )
@@ -410,6 +411,30 @@ class DirectResponseSpec(SpecModel):
         return self
 
 
+def _an_origin_rule(rule: str | ValueMatchSpec) -> str | ValueMatchSpec:
+    if isinstance(rule, ValueMatchSpec) and rule.present is not None:
+        raise PydanticCustomError(
+            "origin", "an origin is matched by 'exact', 'prefix' or 'regex', not 'present'"
+        )
+    return rule
+
+
+# A plain string is an exact origin (`https://shop.example`; `*` allows any origin).
+OriginMatch = Annotated[ValueMatch, AfterValidator(_an_origin_rule)]
+
+
+class CorsSpec(SpecModel):
+    """Istio's CorsPolicy: which web origins a browser may call the service from, answered by
+    the caller's sidecar (or gateway), which also answers preflights itself."""
+
+    allow_origins: list[OriginMatch] = Field(min_length=1)
+    allow_methods: list[Method] = Field(default_factory=list)
+    allow_headers: list[HeaderName] = Field(default_factory=list)
+    expose_headers: list[HeaderName] = Field(default_factory=list)
+    max_age: WholeSeconds | None = None
+    allow_credentials: bool = False
+
+
 class RouteSpec(SpecModel):
     name: str | None = Field(default=None, min_length=1)  # None: names.unnamed_route
     match: MatchSpec | None = None
@@ -423,3 +448,4 @@ class RouteSpec(SpecModel):
     rate_limit: RateLimitSpec | None = None
     redirect: RedirectSpec | None = None
     direct_response: DirectResponseSpec | None = None
+    cors: CorsSpec | None = None  # None: the service's `cors`, if any
