@@ -42,7 +42,30 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
     issues += _local_answer_checks(_get(data, "services"))
     issues += _locality_failover_checks(_get(data, "services"))
     issues += _grpc_fault_checks(_get(data, "services"))
+    issues += _caller_checks(_get(data, "services"))
     return issues
+
+
+def _caller_checks(services: object) -> Iterator[Issue]:
+    """A route's caller (`match.from`) is a service of the mesh; and such a route has no rate
+    limit of its own, which the destination counts without knowing the caller's labels."""
+    known = [name for name, _ in _items(services)]
+    for name, service in _items(services):
+        for i, route in _entries(_get(service, "routes")):
+            caller = _get(_get(route, "match"), "from")
+            if caller is None:
+                continue
+            loc: Loc = ("services", name, "routes", i)
+            source = _get(caller, "service")
+            if isinstance(source, str) and source not in known:
+                yield Issue((*loc, "match", "from", "service"), _unknown_service(source, known))
+            if _get(route, "rate_limit") is not None:
+                yield Issue(
+                    (*loc, "rate_limit"),
+                    "a route's own rate limit is counted at the destination, which cannot tell "
+                    "which callers 'match.from' names; limit the service instead",
+                    at_key=True,
+                )
 
 
 def _grpc_fault_checks(services: object) -> Iterator[Issue]:

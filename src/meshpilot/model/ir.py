@@ -34,6 +34,20 @@ class ValueMatch:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Istio's sourceLabels: the sidecars whose calls a route applies to, by their service
+    (None: any) and labels (all of them). Not a request's property: a sidecar's routes are
+    rendered for it, and a route that does not apply to it is left out of its table."""
+
+    service: str | None = None
+    labels: Labels = ()
+
+    def matches(self, service: str, labels: Labels) -> bool:
+        same_service = self.service is None or self.service == service
+        return same_service and set(self.labels) <= set(labels)
+
+
+@dataclass(frozen=True)
 class RouteMatch:
     """All given conditions must hold. Nothing given matches every request."""
 
@@ -44,6 +58,7 @@ class RouteMatch:
     query: tuple[ValueMatch, ...] = ()
     methods: tuple[str, ...] = ()
     ignore_case: bool = False  # of the path rule
+    caller: Caller | None = None  # None: every caller
 
 
 @dataclass(frozen=True)
@@ -318,6 +333,11 @@ class Service:
             cached = hash(tuple(getattr(self, f.name) for f in fields(self)))
             object.__setattr__(self, "_hash", cached)
         return cached
+
+    @property
+    def matches_callers(self) -> bool:
+        """Whether its routes depend on who calls (`match.from`): callers' tables differ."""
+        return any(r.match.caller is not None for r in self.routes)
 
     def limits(self, scope: RateLimitScope) -> dict[str | None, RateLimit]:
         """The rate limits of one scope by route name; the service's own under None."""

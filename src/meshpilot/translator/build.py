@@ -15,6 +15,7 @@ from meshpilot.mesh.durations import parse_duration
 from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import (
     DEFAULT_RETRY_ATTEMPTS,
+    CallerSpec,
     CircuitBreakerSpec,
     CorsSpec,
     DefaultsSpec,
@@ -50,6 +51,7 @@ from meshpilot.mesh.schema import (
 )
 from meshpilot.model import names
 from meshpilot.model.ir import (
+    Caller,
     CircuitBreaker,
     ClaimMatch,
     Collector,
@@ -535,7 +537,12 @@ def route_match(spec: MatchSpec | None) -> RouteMatch:
         query=tuple(query),
         methods=tuple(spec.methods),
         ignore_case=spec.ignore_case,
+        caller=caller(spec.from_),
     )
+
+
+def caller(spec: CallerSpec | None) -> Caller | None:
+    return None if spec is None else Caller(spec.service, labels_of(spec.labels))
 
 
 def value_match(name: str, spec: str | ValueMatchSpec) -> ValueMatch:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from meshpilot.mesh.durations import parse_duration
@@ -18,6 +26,7 @@ from meshpilot.mesh.fields import (
     HeaderName,
     HeaderValue,
     HttpPath,
+    Labels,
     Percent,
     Port,
     PositiveDuration,
@@ -140,7 +149,23 @@ ValueMatch = Annotated[
 ]
 
 
+class CallerSpec(SpecModel):
+    """Istio's sourceLabels: the route applies only to calls from sidecars of `service` (any
+    service when left out) that carry every one of `labels`."""
+
+    service: str | None = Field(default=None, min_length=1)
+    labels: Labels = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _some_caller(self) -> CallerSpec:
+        if self.service is None and not self.labels:
+            raise PydanticCustomError("from", "give 'service', 'labels' or both")
+        return self
+
+
 class MatchSpec(SpecModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
     path_prefix: HttpPath | None = None
     path: HttpPath | None = None
     path_regex: Regex | None = None
@@ -148,6 +173,7 @@ class MatchSpec(SpecModel):
     query: dict[Annotated[str, Field(min_length=1)], ValueMatch] = Field(default_factory=dict)
     methods: list[Method] = Field(default_factory=list)
     ignore_case: bool = False  # of the path rule; headers and query have their own
+    from_: CallerSpec | None = Field(default=None, alias="from")
 
     @model_validator(mode="after")
     def _one_path_rule(self) -> MatchSpec:
