@@ -40,17 +40,16 @@ class Outbound:
     outputs: tuple[ServiceOutput, ...] = field(default=(), repr=False, compare=False)
     # The services' parts, in the order of the sets' parts (for `localized`).
     services: tuple[ServiceParts, ...] = field(default=(), repr=False, compare=False)
+    # The services whose routes match callers, by their place in `outputs` (and in
+    # `routes.parts`): found when the outputs are, kept when only endpoints change.
+    caller_tables: tuple[tuple[int, CallerTables], ...] = field(
+        default=(), repr=False, compare=False
+    )
 
     @functools.cached_property
     def by_caller(self) -> bool:
         """Whether a caller's locality changes any of these services' endpoints."""
         return any(s.by_caller is not None for s in self.services)
-
-    @functools.cached_property
-    def caller_tables(self) -> tuple[tuple[int, CallerTables], ...]:
-        """The services whose routes match callers, by their place in `outputs` (and in
-        `routes.parts`): found once per set, most meshes have none."""
-        return tuple((i, o.callers) for i, o in enumerate(self.outputs) if o.callers is not None)
 
     @functools.cached_property
     def api(self) -> ApiSets:
@@ -92,7 +91,8 @@ def outbound(
         )
         routes = ResourceSet(ROUTE, [o.route for o in outputs])
         scopes = ResourceSet(SCOPED_ROUTE, [o.scopes for o in outputs])
-    return Outbound(clusters, endpoints, routes, scopes, outputs, tuple(services))
+    callers = tuple((i, o.callers) for i, o in enumerate(outputs) if o.callers is not None)
+    return Outbound(clusters, endpoints, routes, scopes, outputs, tuple(services), callers)
 
 
 def _shared_sets(calls: Outbound) -> tuple[ResourceSet, ...]:
