@@ -4,6 +4,8 @@ and sidecars that make the same choice share one set of tables."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from meshpilot.mesh.load import parse_mesh
 from meshpilot.model import ir, proxies
 from meshpilot.translator.build import build_ir
@@ -121,3 +123,16 @@ def test_a_route_that_matches_callers_has_no_rate_limit_of_its_own() -> None:
         "counted at the destination, which cannot tell which callers 'match.from' names; "
         "limit the service instead",
     ]
+
+
+def test_a_gateway_and_a_proxyless_client_get_the_routes_no_caller_rule_limits() -> None:
+    text = MESH.replace("    port: 9080\n", "    port: 9080\n    protocol: http2\n")
+    text += "gateways:\n  ingress:\n    listen: 127.0.0.1:8000\n    hosts: {'*': reviews}\n"
+    translator = Translator()
+    shared = translator.translate(build_ir(parse_mesh(text, "mesh.yaml")), [])
+    gateway = dataclasses.replace(proxy("ingress"), gateway=True)
+    client = dataclasses.replace(proxy("web", n=3), proxyless=True)  # web: named by a rule
+    for viewer in (gateway, client):
+        (table,) = translator.view(shared, viewer)[ROUTE].resources.values()
+        (host,) = decode(table)["virtualHosts"]
+        assert [r["name"] for r in host["routes"]] == ["reviews/rest"], viewer

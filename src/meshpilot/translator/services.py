@@ -173,7 +173,7 @@ def api_listener_name(service: ir.Service) -> str | None:
     return names.api_listener(service.name, service.port) if service.speaks_http2 else None
 
 
-# The outbound chain's filters (fault, router) are the same whoever calls: every proxyless
+# The outbound chain's filters (CORS, fault, router) are the same whoever calls: every proxyless
 # client's API listeners share them.
 _CALLER = FilterContext(proxy_service="")
 
