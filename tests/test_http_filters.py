@@ -75,6 +75,7 @@ def test_the_order_table_gives_each_chain_its_filters_router_last() -> None:
         "envoy.filters.http.router",
     ]
     assert http_filters.filter_names("outbound") == [
+        "envoy.filters.http.cors",
         "envoy.filters.http.fault",
         "envoy.filters.http.router",
     ]
@@ -160,7 +161,7 @@ def test_every_outbound_chain_carries_an_idle_fault_filter_and_no_identity_heade
     found = manager(ir.MeshIR("m", (ir.Service("web", 9080, "http"),)), "outbound")
     assert [f.name for f in found.http_filters] == http_filters.filter_names("outbound")
     idle = fault_pb2.HTTPFault()
-    found.http_filters[0].typed_config.Unpack(idle)
+    found.http_filters[1].typed_config.Unpack(idle)
     assert idle == fault_pb2.HTTPFault()
     assert identity.SOURCE_HEADER not in str(found)
 

@@ -57,7 +57,7 @@ def test_fixture_loads() -> None:
     assert canary.fault is not None
     assert canary.fault.model_dump() == {
         "delay": {"fixed": "100ms", "percent": 10},
-        "abort": {"status": 503, "percent": 1},
+        "abort": {"status": 503, "grpc_status": None, "percent": 1},
     }
     assert spec.policies is not None and len(spec.policies) == 2
 

@@ -41,7 +41,47 @@ def cross_checks(data: object, base_dir: Path | None = None) -> list[Issue]:
     issues += _global_limit_checks(data)
     issues += _local_answer_checks(_get(data, "services"))
     issues += _locality_failover_checks(_get(data, "services"))
+    issues += _grpc_fault_checks(_get(data, "services"))
+    issues += _caller_checks(_get(data, "services"))
     return issues
+
+
+def _caller_checks(services: object) -> Iterator[Issue]:
+    """A route's caller (`match.from`) is a service of the mesh; and such a route has no rate
+    limit of its own, which the destination counts without knowing the caller's labels."""
+    known = [name for name, _ in _items(services)]
+    for name, service in _items(services):
+        for i, route in _entries(_get(service, "routes")):
+            caller = _get(_get(route, "match"), "from")
+            if caller is None:
+                continue
+            loc: Loc = ("services", name, "routes", i)
+            source = _get(caller, "service")
+            if isinstance(source, str) and source not in known:
+                yield Issue((*loc, "match", "from", "service"), _unknown_service(source, known))
+            if _get(route, "rate_limit") is not None:
+                yield Issue(
+                    (*loc, "rate_limit"),
+                    "a route's own rate limit is counted at the destination, which cannot tell "
+                    "which callers 'match.from' names; limit the service instead",
+                    at_key=True,
+                )
+
+
+def _grpc_fault_checks(services: object) -> Iterator[Issue]:
+    """A gRPC status is an answer only a gRPC client understands (HTTP/2, in trailers)."""
+    for name, service in _items(services):
+        protocol = _get(service, "protocol", "http")
+        if protocol in ("grpc", "http2"):
+            continue
+        for i, route in _entries(_get(service, "routes")):
+            if _get(_get(_get(route, "fault"), "abort"), "grpc_status") is not None:
+                yield Issue(
+                    ("services", name, "routes", i, "fault", "abort", "grpc_status"),
+                    f"a gRPC status answers gRPC calls, and this service's protocol is "
+                    f"{protocol}; use 'status' or set 'protocol: grpc'",
+                    at_key=True,
+                )
 
 
 # What a route does with a request it forwards: nothing of it happens on a route whose requests

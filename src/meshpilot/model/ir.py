@@ -34,6 +34,20 @@ class ValueMatch:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Istio's sourceLabels: the sidecars whose calls a route applies to, by their service
+    (None: any) and labels (all of them). Not a request's property: a sidecar's routes are
+    rendered for it, and a route that does not apply to it is left out of its table."""
+
+    service: str | None = None
+    labels: Labels = ()
+
+    def matches(self, service: str, labels: Labels) -> bool:
+        same_service = self.service is None or self.service == service
+        return same_service and set(self.labels) <= set(labels)
+
+
+@dataclass(frozen=True)
 class RouteMatch:
     """All given conditions must hold. Nothing given matches every request."""
 
@@ -44,6 +58,7 @@ class RouteMatch:
     query: tuple[ValueMatch, ...] = ()
     methods: tuple[str, ...] = ()
     ignore_case: bool = False  # of the path rule
+    caller: Caller | None = None  # None: every caller
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,7 @@ class Fault:
     delay_percent: float = 100
     abort_status: int | None = None
     abort_percent: float = 100
+    abort_grpc_status: int | None = None  # in place of `abort_status`, for gRPC callers
 
 
 @dataclass(frozen=True)
@@ -118,6 +134,20 @@ class DirectResponse:
     body: str | None = None
 
 
+@dataclass(frozen=True)
+class Cors:
+    """Istio's CorsPolicy: requests whose Origin matches one of `allow_origins` (conditions on
+    the `origin` header) get the access-control-* answers; a preflight is answered by the
+    caller's sidecar. `max_age_s` None: browsers' own default."""
+
+    allow_origins: tuple[ValueMatch, ...]
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age_s: int | None = None
+    allow_credentials: bool = False
+
+
 RateLimitScope = Literal["local", "global"]
 
 
@@ -152,6 +182,7 @@ class Route:
     # A route with one of these is answered by the caller's sidecar: `to` is empty.
     redirect: Redirect | None = None
     direct_response: DirectResponse | None = None
+    cors: Cors | None = None  # the route's own, else the service's
 
     @property
     def answers_locally(self) -> bool:
@@ -302,6 +333,11 @@ class Service:
             cached = hash(tuple(getattr(self, f.name) for f in fields(self)))
             object.__setattr__(self, "_hash", cached)
         return cached
+
+    @property
+    def matches_callers(self) -> bool:
+        """Whether its routes depend on who calls (`match.from`): callers' tables differ."""
+        return any(r.match.caller is not None for r in self.routes)
 
     def limits(self, scope: RateLimitScope) -> dict[str | None, RateLimit]:
         """The rate limits of one scope by route name; the service's own under None."""

@@ -15,7 +15,9 @@ from meshpilot.mesh.durations import parse_duration
 from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import (
     DEFAULT_RETRY_ATTEMPTS,
+    CallerSpec,
     CircuitBreakerSpec,
+    CorsSpec,
     DefaultsSpec,
     DestinationSpec,
     DirectResponseSpec,
@@ -49,9 +51,11 @@ from meshpilot.mesh.schema import (
 )
 from meshpilot.model import names
 from meshpilot.model.ir import (
+    Caller,
     CircuitBreaker,
     ClaimMatch,
     Collector,
+    Cors,
     Destination,
     DirectResponse,
     Fault,
@@ -251,6 +255,7 @@ def service(name: str, spec: ServiceSpec, defaults: DefaultsSpec, base: Path = P
     routes = [
         route(r, defaults, r.name or names.unnamed_route(i)) for i, r in enumerate(spec.routes)
     ] or [default_route(defaults)]
+    routes = with_service_cors(routes, cors(spec.cors))
     policy = traffic_policy(spec)
     subsets = (
         Subset(n, labels_of(spec.subsets[n]), subset_policy(policy, spec.subset_policies.get(n)))
@@ -436,6 +441,7 @@ def route(spec: RouteSpec, defaults: DefaultsSpec, name: str) -> Route:
         regex_rewrite=regex_rewrite(spec.rewrite),
         redirect=redirect(spec.redirect),
         direct_response=direct_response(spec.direct_response),
+        cors=cors(spec.cors),
     )
     return without_forwarding(built) if built.answers_locally else built
 
@@ -462,6 +468,28 @@ def direct_response(spec: DirectResponseSpec | None) -> DirectResponse | None:
     return None if spec is None else DirectResponse(spec.status, spec.body)
 
 
+def cors(spec: CorsSpec | None) -> Cors | None:
+    """Origins in the file's order (any one allows); `max_age` in whole seconds, as Envoy's."""
+    if spec is None:
+        return None
+    max_age = millis(spec.max_age)
+    return Cors(
+        allow_origins=tuple(value_match("origin", o) for o in spec.allow_origins),
+        allow_methods=tuple(spec.allow_methods),
+        allow_headers=tuple(spec.allow_headers),
+        expose_headers=tuple(spec.expose_headers),
+        max_age_s=None if max_age is None else max_age // 1000,
+        allow_credentials=spec.allow_credentials,
+    )
+
+
+def with_service_cors(routes: list[Route], service_cors: Cors | None) -> list[Route]:
+    """A route without a `cors` of its own has the service's."""
+    if service_cors is None:
+        return routes
+    return [r if r.cors is not None else dataclasses.replace(r, cors=service_cors) for r in routes]
+
+
 def fault(spec: FaultSpec | None) -> Fault | None:
     if spec is None:
         return None
@@ -471,6 +499,7 @@ def fault(spec: FaultSpec | None) -> Fault | None:
         delay_percent=delay.percent if delay else 100,
         abort_status=abort.status if abort else None,
         abort_percent=abort.percent if abort else 100,
+        abort_grpc_status=abort.grpc_status if abort else None,
     )
 
 
@@ -508,7 +537,12 @@ def route_match(spec: MatchSpec | None) -> RouteMatch:
         query=tuple(query),
         methods=tuple(spec.methods),
         ignore_case=spec.ignore_case,
+        caller=caller(spec.from_),
     )
+
+
+def caller(spec: CallerSpec | None) -> Caller | None:
+    return None if spec is None else Caller(spec.service, labels_of(spec.labels))
 
 
 def value_match(name: str, spec: str | ValueMatchSpec) -> ValueMatch:

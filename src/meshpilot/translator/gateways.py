@@ -19,7 +19,7 @@ from meshpilot.translator.envoy import http_filters, listener, route
 from meshpilot.translator.envoy.common import typed
 from meshpilot.translator.envoy.tls import TLS_TRANSPORT_SOCKET
 from meshpilot.translator.resources import Resource, resource
-from meshpilot.translator.services import is_external
+from meshpilot.translator.services import for_callers, is_external
 from meshpilot.xds.types import LISTENER, ROUTE
 
 
@@ -37,13 +37,14 @@ def _virtual_host(
     gateway: ir.Gateway, host: ir.GatewayHost, services: Mapping[str, ir.Service]
 ) -> rc.VirtualHost:
     """The host's entries in order; each entry is its service's routes, in theirs, limited to
-    the entry's path prefix. A service missing from the mesh adds nothing (validation says so)."""
+    the entry's path prefix, but for routes that match callers (`match.from`: sidecars of
+    services). A service missing from the mesh adds nothing (validation says so)."""
     routes = []
     for entry in host.routes:
         service = services.get(entry.service)
         if service is None or not service.is_http:
             continue
-        for r in service.routes:
+        for r in for_callers(service, frozenset()).routes:
             built = _service_route(service, r)
             if entry.path_prefix is not None:
                 prefix = ir.ValueMatch(":path", "prefix", entry.path_prefix)

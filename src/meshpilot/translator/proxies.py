@@ -227,6 +227,7 @@ def proxy_view(
     calls = shared.calls(egress, proxy.locality)
     if proxy.proxyless:
         return _proxyless_view(calls, previous)
+    calls = shared.for_caller(calls, proxy)
     by_port = (*shared.tcp_services, *shared.port_services)
     if egress is not None:
         by_port = tuple(s for s in by_port if s.name in egress)

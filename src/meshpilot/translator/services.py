@@ -42,6 +42,7 @@ class ServiceOutput:
     virtual_host_entry: bytes
     route_targets: frozenset[str]
     api_name: str | None = None
+    callers: CallerTables | None = None  # when its routes match callers (`match.from`)
 
     @functools.cached_property
     def api(self) -> ApiParts | None:
@@ -85,23 +86,71 @@ def translate_service(service: ir.Service) -> ServiceOutput:
     external = is_external(service)
     built = _dns_clusters if external else _eds_clusters
     clusters = Part(built(service, cluster_names))
+    table = names.outbound_route(service.name)
+    routes, vhost_entry = route_table(for_callers(service, frozenset()), frozenset(targets))
+    return ServiceOutput(
+        clusters,
+        routes,
+        Part(_scopes(service, table)),
+        vhost_entry,
+        frozenset(targets),
+        None if external else api_listener_name(service),
+        CallerTables(service, frozenset(targets)) if service.matches_callers else None,
+    )
+
+
+def route_table(service: ir.Service, targets: frozenset[str]) -> tuple[Part, bytes]:
+    """The service's outbound route table (its one virtual host), and that virtual host as an
+    encoded entry of a table (for the API listeners' tables)."""
+    external = is_external(service)
     virtual_host = route.virtual_host(
         service,
-        namer,
+        _cluster_namer(service),
         http_filters.OUTBOUND_ROUTES,
         external_domains(service) if external else None,
     )
     vhost_entry = route.virtual_host_entry(virtual_host.SerializeToString(deterministic=True))
     table = names.outbound_route(service.name)
     routes = route.route_configuration_bytes(table, [vhost_entry])
-    return ServiceOutput(
-        clusters,
-        Part([resource_from_bytes(ROUTE, table, routes, targets)]),
-        Part(_scopes(service, table)),
-        vhost_entry,
-        frozenset(targets),
-        None if external else api_listener_name(service),
-    )
+    return Part([resource_from_bytes(ROUTE, table, routes, targets)]), vhost_entry
+
+
+def for_callers(service: ir.Service, applying: frozenset[str]) -> ir.Service:
+    """The service as seen by callers to whom, of its routes that match callers, those named in
+    `applying` apply: the others left out (all of them for a gateway, a proxyless client, or a
+    sidecar none names)."""
+    if not service.matches_callers:
+        return service
+    kept = tuple(r for r in service.routes if r.match.caller is None or r.name in applying)
+    return dataclasses.replace(service, routes=kept)
+
+
+class CallerTables:
+    """The route tables of a service whose routes match callers (`match.from`, Istio's
+    sourceLabels): one per set of such routes that applies to a sidecar, built when a sidecar
+    first needs it and kept while the service is unchanged (its `ServiceOutput` lives as long)."""
+
+    __slots__ = ("_tables", "service", "targets")
+
+    def __init__(self, service: ir.Service, targets: frozenset[str]) -> None:
+        self.service = service
+        self.targets = targets
+        self._tables: dict[frozenset[str], Part] = {}
+
+    def applying(self, proxy: proxies.Proxy) -> frozenset[str]:
+        """The names of the routes that match callers and apply to `proxy`'s calls."""
+        return frozenset(
+            r.name
+            for r in self.service.routes
+            if r.match.caller is not None and r.match.caller.matches(proxy.service, proxy.labels)
+        )
+
+    def table(self, applying: frozenset[str]) -> Part:
+        found = self._tables.get(applying)
+        if found is None:
+            found = route_table(for_callers(self.service, applying), self.targets)[0]
+            self._tables[applying] = found
+        return found
 
 
 def _scopes(service: ir.Service, table: str) -> list[Resource]:
@@ -124,7 +173,7 @@ def api_listener_name(service: ir.Service) -> str | None:
     return names.api_listener(service.name, service.port) if service.speaks_http2 else None
 
 
-# The outbound chain's filters (fault, router) are the same whoever calls: every proxyless
+# The outbound chain's filters (CORS, fault, router) are the same whoever calls: every proxyless
 # client's API listeners share them.
 _CALLER = FilterContext(proxy_service="")
 

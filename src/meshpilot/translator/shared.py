@@ -10,10 +10,10 @@ import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from meshpilot.model import ir
+from meshpilot.model import ir, proxies
 from meshpilot.model.locality import Locality
 from meshpilot.translator.resources import Part, ResourceSet
-from meshpilot.translator.services import ServiceEntry, ServiceOutput, ServiceParts
+from meshpilot.translator.services import CallerTables, ServiceEntry, ServiceOutput, ServiceParts
 from meshpilot.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE
 
 CallerKey = tuple[tuple[str, ...] | None, Locality]
@@ -40,6 +40,11 @@ class Outbound:
     outputs: tuple[ServiceOutput, ...] = field(default=(), repr=False, compare=False)
     # The services' parts, in the order of the sets' parts (for `localized`).
     services: tuple[ServiceParts, ...] = field(default=(), repr=False, compare=False)
+    # The services whose routes match callers, by their place in `outputs` (and in
+    # `routes.parts`): found when the outputs are, kept when only endpoints change.
+    caller_tables: tuple[tuple[int, CallerTables], ...] = field(
+        default=(), repr=False, compare=False
+    )
 
     @functools.cached_property
     def by_caller(self) -> bool:
@@ -86,7 +91,8 @@ def outbound(
         )
         routes = ResourceSet(ROUTE, [o.route for o in outputs])
         scopes = ResourceSet(SCOPED_ROUTE, [o.scopes for o in outputs])
-    return Outbound(clusters, endpoints, routes, scopes, outputs, tuple(services))
+    callers = tuple((i, o.callers) for i, o in enumerate(outputs) if o.callers is not None)
+    return Outbound(clusters, endpoints, routes, scopes, outputs, tuple(services), callers)
 
 
 def _shared_sets(calls: Outbound) -> tuple[ResourceSet, ...]:
@@ -104,6 +110,15 @@ def localized(calls: Outbound, caller: Locality, previous: Outbound | None) -> O
     if endpoints is previous.endpoints and same:
         return previous
     return dataclasses.replace(calls, endpoints=endpoints)
+
+
+def _with_tables(calls: Outbound, applying: Mapping[int, frozenset[str]]) -> Outbound:
+    """`calls` with, for the services at these places, the table of the routes that apply."""
+    parts = list(calls.routes.parts)
+    for i, tables in calls.caller_tables:
+        if i in applying:
+            parts[i] = tables.table(applying[i])
+    return dataclasses.replace(calls, routes=ResourceSet(ROUTE, parts))
 
 
 def _reused(type_url: str, parts: list[Part], previous: ResourceSet) -> ResourceSet:
@@ -130,6 +145,11 @@ class ProxyPolicy:
         if service is not None and service.tracing_sampling is not None:
             return service.tracing_sampling
         return self.telemetry.sampling
+
+
+# A set (by id) and, per service (by its place in the set) whose routes match callers, those
+# that apply: proxies that make the same choice share one set (`for_caller`).
+CallerChoice = tuple[int, tuple[tuple[int, frozenset[str]], ...]]
 
 
 @dataclass(frozen=True)
@@ -160,6 +180,12 @@ class MeshResources:
     _scoped: dict[tuple[str, ...], Outbound] = field(default_factory=dict, compare=False)
     _localized: dict[CallerKey, Outbound] = field(default_factory=dict, compare=False)
     _policies: dict[str, ProxyPolicy] = field(default_factory=dict, compare=False)
+    # The sets of sidecars that services' caller-matched routes apply to (see `for_caller`),
+    # the previous change's and this one's, by the set they vary and which routes apply.
+    previous_callers: Mapping[CallerChoice, tuple[Outbound, Outbound]] = field(default_factory=dict)
+    _callers: dict[CallerChoice, tuple[Outbound, Outbound]] = field(
+        default_factory=dict, compare=False
+    )
 
     @functools.cached_property
     def _positions(self) -> dict[str, int]:
@@ -190,6 +216,25 @@ class MeshResources:
             previous = self.previous_localized.get(key)
             found = self._localized[key] = localized(calls, caller, previous)
         return found
+
+    def for_caller(self, calls: Outbound, proxy: proxies.Proxy) -> Outbound:
+        """`calls` as `proxy` should have it: for each service whose routes match callers, the
+        table holding those that apply to it. Made once per change for each distinct choice,
+        shared by the proxies that make it, and the previous change's while `calls` is the same
+        set (its services' tables are then the same), so that their views are reused."""
+        choice = tuple(
+            (i, applying)
+            for i, tables in calls.caller_tables
+            if (applying := tables.applying(proxy))
+        )
+        if not choice:
+            return calls
+        key = (id(calls), choice)  # `calls` is kept alive by the entry: no id is reused
+        found = self._callers.get(key) or self.previous_callers.get(key)
+        if found is None or found[0] is not calls:
+            found = (calls, _with_tables(calls, dict(choice)))
+        self._callers[key] = found
+        return found[1]
 
     def proxy_policy(self, service: str) -> ProxyPolicy:
         """One object per service and change, so a proxy's cached inputs compare by identity."""

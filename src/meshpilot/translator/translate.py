@@ -71,6 +71,7 @@ class Translator:
             shared_clusters=shared_clusters,
             previous_scoped=last._scoped if last is not None else {},
             previous_localized=last._localized if last is not None else {},
+            previous_callers=last._callers if last is not None else {},
             entries=self._services,
         )
         return self._last

@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from meshpilot.mesh.durations import parse_duration
@@ -18,11 +26,13 @@ from meshpilot.mesh.fields import (
     HeaderName,
     HeaderValue,
     HttpPath,
+    Labels,
     Percent,
     Port,
     PositiveDuration,
     Regex,
     SpecModel,
+    WholeSeconds,
     host_address,
     shape,
 )
@@ -139,7 +149,23 @@ ValueMatch = Annotated[
 ]
 
 
+class CallerSpec(SpecModel):
+    """Istio's sourceLabels: the route applies only to calls from sidecars of `service` (any
+    service when left out) that carry every one of `labels`."""
+
+    service: str | None = Field(default=None, min_length=1)
+    labels: Labels = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _some_caller(self) -> CallerSpec:
+        if self.service is None and not self.labels:
+            raise PydanticCustomError("from", "give 'service', 'labels' or both")
+        return self
+
+
 class MatchSpec(SpecModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
     path_prefix: HttpPath | None = None
     path: HttpPath | None = None
     path_regex: Regex | None = None
@@ -147,6 +173,7 @@ class MatchSpec(SpecModel):
     query: dict[Annotated[str, Field(min_length=1)], ValueMatch] = Field(default_factory=dict)
     methods: list[Method] = Field(default_factory=list)
     ignore_case: bool = False  # of the path rule; headers and query have their own
+    from_: CallerSpec | None = Field(default=None, alias="from")
 
     @model_validator(mode="after")
     def _one_path_rule(self) -> MatchSpec:
@@ -176,14 +203,30 @@ class DestinationSpec(SpecModel):
     weight: int | None = Field(default=None, ge=0, le=100)
 
 
+# gRPC status codes an abort can give: 1 (CANCELLED) to 16 (UNAUTHENTICATED); 0 is OK.
+GrpcStatus = Annotated[int, Field(ge=1, le=16)]
+
+
 class FaultDelaySpec(SpecModel):
     fixed: PositiveDuration
     percent: Percent = 100
 
 
 class FaultAbortSpec(SpecModel):
-    status: int = Field(ge=200, le=599)
+    """The caller's sidecar answers in place of the destination: with an HTTP `status`, or, for
+    gRPC, with a `grpc_status` (14: UNAVAILABLE) that the client sees as the call's status."""
+
+    status: int | None = Field(default=None, ge=200, le=599)
+    grpc_status: GrpcStatus | None = None
     percent: Percent = 100
+
+    @model_validator(mode="after")
+    def _one_status(self) -> FaultAbortSpec:
+        if (self.status is None) == (self.grpc_status is None):
+            raise PydanticCustomError(
+                "abort", "give exactly one of 'status' (HTTP) or 'grpc_status' (gRPC)"
+            )
+        return self
 
 
 class FaultSpec(SpecModel):
@@ -394,6 +437,30 @@ class DirectResponseSpec(SpecModel):
         return self
 
 
+def _an_origin_rule(rule: str | ValueMatchSpec) -> str | ValueMatchSpec:
+    if isinstance(rule, ValueMatchSpec) and rule.present is not None:
+        raise PydanticCustomError(
+            "origin", "an origin is matched by 'exact', 'prefix' or 'regex', not 'present'"
+        )
+    return rule
+
+
+# A plain string is an exact origin (`https://shop.example`; `*` allows any origin).
+OriginMatch = Annotated[ValueMatch, AfterValidator(_an_origin_rule)]
+
+
+class CorsSpec(SpecModel):
+    """Istio's CorsPolicy: which web origins a browser may call the service from, answered by
+    the caller's sidecar (or gateway), which also answers preflights itself."""
+
+    allow_origins: list[OriginMatch] = Field(min_length=1)
+    allow_methods: list[Method] = Field(default_factory=list)
+    allow_headers: list[HeaderName] = Field(default_factory=list)
+    expose_headers: list[HeaderName] = Field(default_factory=list)
+    max_age: WholeSeconds | None = None
+    allow_credentials: bool = False
+
+
 class RouteSpec(SpecModel):
     name: str | None = Field(default=None, min_length=1)  # None: names.unnamed_route
     match: MatchSpec | None = None
@@ -407,3 +474,4 @@ class RouteSpec(SpecModel):
     rate_limit: RateLimitSpec | None = None
     redirect: RedirectSpec | None = None
     direct_response: DirectResponseSpec | None = None
+    cors: CorsSpec | None = None  # None: the service's `cors`, if any

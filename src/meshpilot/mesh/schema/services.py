@@ -27,7 +27,7 @@ from meshpilot.mesh.fields import (
     shape,
 )
 from meshpilot.mesh.schema.authentication import RequestAuthenticationSpec
-from meshpilot.mesh.schema.routes import RateLimitSpec, RouteSpec
+from meshpilot.mesh.schema.routes import CorsSpec, RateLimitSpec, RouteSpec
 from meshpilot.mesh.schema.security import ServiceSecuritySpec
 from meshpilot.runner.spec import RunSpec
 
@@ -232,3 +232,4 @@ class ServiceSpec(SpecModel):
     # port) for this service alone, whatever the Host: for apps that cannot set one.
     outbound_port: bool | Port | None = None
     request_authentication: RequestAuthenticationSpec | None = None  # JWTs verified on arrival
+    cors: CorsSpec | None = None  # of every route that sets no `cors` of its own

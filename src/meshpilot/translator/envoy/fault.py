@@ -22,6 +22,9 @@ def http_fault(fault: ir.Fault) -> fault_pb2.HTTPFault:
         result.delay.percentage.CopyFrom(fractional_percent(fault.delay_percent))
     if fault.abort_status is not None:
         result.abort.http_status = fault.abort_status
+    elif fault.abort_grpc_status is not None:
+        result.abort.grpc_status = fault.abort_grpc_status
+    if result.HasField("abort"):
         result.abort.percentage.CopyFrom(fractional_percent(fault.abort_percent))
     return result
 

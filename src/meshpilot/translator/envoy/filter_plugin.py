@@ -45,10 +45,12 @@ def no_clusters(context: FilterContext) -> Sequence[str]:
 @dataclass(frozen=True)
 class HttpFilter:
     """One HTTP filter: `config` gives the filter's config for a listener (None: left out),
-    `clusters` the clusters that config calls, `per_route` a route's own config (None: none)."""
+    `clusters` the clusters that config calls, `per_route` a route's own config (None: none).
+    `optional`: a client that does not know the filter (a proxyless gRPC one) may skip it."""
 
     name: str
     chains: frozenset[Chain]
     config: Callable[[FilterContext], Message | None]
     clusters: Callable[[FilterContext], Sequence[str]] = no_clusters
     per_route: Callable[[ir.Service, ir.Route], Message | None] | None = None
+    optional: bool = False

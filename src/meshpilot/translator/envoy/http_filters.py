@@ -17,6 +17,7 @@ from google.protobuf import any_pb2
 
 from meshpilot.model import ir
 from meshpilot.translator.envoy import (
+    cors,
     ext_authz,
     fault,
     global_rate_limit,
@@ -32,7 +33,8 @@ from meshpilot.translator.envoy.route import PerRoute
 # Tokens are verified first, so that every policy can match the verified payload. Policies run
 # in the contract's order: audits see every request; a custom policy's hook
 # decides before static deny and allow policies; rate limits count only admitted requests, the
-# local bucket first so that a request it refuses costs no call to the mixer.
+# local bucket first so that a request it refuses costs no call to the mixer. CORS answers a
+# preflight before a fault could abort it.
 ORDER: tuple[HttpFilter, ...] = (
     jwt_authn.FILTER,
     rbac.AUDIT,
@@ -41,6 +43,7 @@ ORDER: tuple[HttpFilter, ...] = (
     rbac.ALLOW,
     rate_limit.FILTER,
     global_rate_limit.FILTER,
+    cors.FILTER,
     fault.FILTER,
     router.FILTER,
 )
@@ -55,7 +58,11 @@ def http_filters(chain: Chain, context: FilterContext) -> tuple[list[hcm.HttpFil
         if chain in plugin.chains:
             config = plugin.config(context)
             if config is not None:
-                chosen.append(hcm.HttpFilter(name=plugin.name, typed_config=typed(config)))
+                chosen.append(
+                    hcm.HttpFilter(
+                        name=plugin.name, typed_config=typed(config), is_optional=plugin.optional
+                    )
+                )
                 clusters.extend(plugin.clusters(context))
     return chosen, clusters
 

@@ -45,8 +45,11 @@ def configured_routes(
     """The service's routes in file order up to the last one a filter configures (a rate limit
     of its own), each forwarding like the catch-all. Earlier routes are kept so that the
     destination picks the same first match as the caller did (they keep the filters' defaults:
-    the service's bucket)."""
-    configs = [per_filter(service, r) for r in service.routes]
+    the service's bucket). Routes that match callers (`match.from`) are left out: the
+    destination cannot tell callers' labels, and one matching any path would hide every later
+    route's limit from every caller."""
+    routes = [r for r in service.routes if r.match.caller is None]
+    configs = [per_filter(service, r) for r in routes]
     last = max((i for i, found in enumerate(configs) if found), default=-1)
     return [
         rc.Route(
@@ -55,5 +58,5 @@ def configured_routes(
             route=forward,
             typed_per_filter_config=found,
         )
-        for r, found in zip(service.routes[: last + 1], configs, strict=False)
+        for r, found in zip(routes[: last + 1], configs, strict=False)
     ]
