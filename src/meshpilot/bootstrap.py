@@ -75,7 +75,7 @@ class SidecarIdentity:
 
     @property
     def admin_url(self) -> str:
-        return f"http://{_url_host(self.app_ip)}:{ADMIN_PORT}"
+        return f"http://{url_host(self.app_ip)}:{ADMIN_PORT}"
 
 
 def sidecar_identity(
@@ -164,7 +164,8 @@ def _check_ip(ip: str, option: str) -> None:
         raise BadSidecarOption(f"{option} {ip!r}: not an IP address") from None
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
+    """A host as written before `:PORT` (an IPv6 address in brackets)."""
     return f"[{host}]" if ":" in host else host
 
 

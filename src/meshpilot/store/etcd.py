@@ -1,0 +1,268 @@
+"""The store on etcd: the registry under leases, the mesh history as keys, shared by replicas.
+
+Keys (all under /meshpilot/):
+- `registry/<replica>/<node id>`: an instance a replica holds, JSON, attached to that replica's
+  lease. The lease lives LEASE_TTL_S seconds past the replica's last keep-alive: a replica that
+  dies (or is cut off) loses its instances that long after, and the other replicas' watches
+  remove them from every sidecar's endpoints.
+- `history/<version>`: a stored mesh version (JSON); `current`: the name of the served one.
+
+Every call has a deadline (CALL_TIMEOUT_S); when etcd does not answer, replicas keep serving
+what they last saw, say so in `health`, and retry every RETRY_S seconds until it answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import aetcd
+import grpc
+
+from meshpilot.bootstrap import url_host
+from meshpilot.model.ir import labels_of
+from meshpilot.model.proxies import Instance
+from meshpilot.store.base import History, MeshVersion, Registry, Store, StoreHealth
+
+log = logging.getLogger(__name__)
+
+PREFIX = b"/meshpilot/"
+REGISTRY = PREFIX + b"registry/"
+HISTORY = PREFIX + b"history/"
+CURRENT = PREFIX + b"current"
+LEASE_TTL_S = 6  # a dead replica's instances leave every sidecar's endpoints within this
+KEEPALIVE_S = LEASE_TTL_S / 3
+CALL_TIMEOUT_S = 2
+RETRY_S = 0.5
+# What a call to an unreachable or failing etcd raises.
+STORE_ERRORS = (aetcd.ClientError, grpc.RpcError, TimeoutError, OSError)
+
+
+def etcd_client(endpoints: Sequence[tuple[str, int]]) -> aetcd.Client:
+    """One client for every member: gRPC spreads calls over the members that answer and leaves
+    out the ones that do not (round robin over an `ipv4:`/`ipv6:` target of all of them)."""
+    host, port = endpoints[-1]
+    if len(endpoints) > 1:  # aetcd dials f"{host}:{port}": the others go before the last host
+        family = "ipv6" if ":" in host else "ipv4"
+        others = ",".join(_host_port(h, p) for h, p in endpoints[:-1])
+        host = f"{family}:{others},{url_host(host)}"
+    options = {
+        "grpc.lb_policy_name": "round_robin",
+        "grpc.keepalive_time_ms": 5_000,  # etcd's least allowed interval
+        "grpc.keepalive_timeout_ms": 2_000,
+        "grpc.initial_reconnect_backoff_ms": 200,
+        "grpc.max_reconnect_backoff_ms": 1_000,
+    }
+    return aetcd.Client(host, port, timeout=CALL_TIMEOUT_S, options=options)
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"{url_host(host)}:{port}"
+
+
+class EtcdStore(Store):
+    def __init__(self, url: str, endpoints: Sequence[tuple[str, int]]) -> None:
+        self.url = url
+        self.health = StoreHealth()
+        self.client = etcd_client(endpoints)
+        self._history = EtcdHistory(self)
+
+    def registry(self, replica: str) -> Registry:
+        return EtcdRegistry(self, replica)
+
+    @property
+    def history(self) -> History:
+        return self._history
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    def failed(self, doing: str, err: BaseException) -> None:
+        """Note a failed call (logged once per outage)."""
+        if self.health.connected:
+            log.warning("etcd %s: %s while %s; serving the last state", self.url, _why(err), doing)
+        self.health.failed(f"{doing}: {_why(err)}")
+
+    def answered(self) -> None:
+        if not self.health.connected:
+            log.info("etcd %s answers again", self.url)
+        self.health.ok()
+
+
+def _why(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+class EtcdRegistry(Registry):
+    """What this replica holds is written by one task: under a lease of its own, kept alive;
+    after an outage that cost the lease, everything is written again under a new one."""
+
+    def __init__(self, store: EtcdStore, replica: str) -> None:
+        self._store = store
+        self._prefix = REGISTRY + replica.encode() + b"/"
+        self._wanted: dict[str, Instance] = {}
+        self._changed = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    def register(self, node_id: str, instance: Instance) -> None:
+        self._wanted[node_id] = instance
+        self._wake_writer()
+
+    def deregister(self, node_id: str) -> None:
+        if self._wanted.pop(node_id, None) is not None:
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        self._changed.set()
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_forever())
+
+    async def _write_forever(self) -> None:
+        while True:
+            try:
+                await self._hold_under_one_lease()
+            except STORE_ERRORS as err:
+                self._store.failed("holding the registry", err)
+                await asyncio.sleep(RETRY_S)
+
+    async def _hold_under_one_lease(self) -> None:
+        """Grant a lease, then keep writing what changed and keeping the lease alive, until
+        a call fails or the lease is found gone."""
+        client = self._store.client
+        lease = await client.lease(LEASE_TTL_S)
+        written: dict[str, Instance] = {}
+        while True:
+            await self._write_changes(client, lease.id, written)
+            self._store.answered()
+            try:
+                async with asyncio.timeout(KEEPALIVE_S):
+                    await self._changed.wait()
+                continue
+            except TimeoutError:
+                pass
+            reply = await client.refresh_lease(lease.id)
+            if reply is None or reply.TTL <= 0:
+                log.warning("registry lease expired; writing every instance again")
+                return
+
+    async def _write_changes(
+        self, client: aetcd.Client, lease: int, written: dict[str, Instance]
+    ) -> None:
+        self._changed.clear()
+        for node_id in [n for n in written if n not in self._wanted]:
+            await client.delete(self._prefix + node_id.encode())
+            del written[node_id]
+        for node_id, instance in list(self._wanted.items()):
+            if written.get(node_id) != instance:
+                await client.put(self._prefix + node_id.encode(), _encode(instance), lease=lease)
+                written[node_id] = instance
+
+    async def others(self) -> AsyncIterator[frozenset[Instance]]:
+        held: dict[bytes, Instance] = {}
+        last: frozenset[Instance] | None = None
+        while True:
+            try:
+                async for found in self._watch(held):
+                    if found != last:
+                        last = found
+                        yield found
+            except STORE_ERRORS as err:
+                self._store.failed("watching the registry", err)
+                await asyncio.sleep(RETRY_S)
+
+    async def _watch(self, held: dict[bytes, Instance]) -> AsyncIterator[frozenset[Instance]]:
+        """Read every replica's instances, then follow the changes from that revision on."""
+        client = self._store.client
+        listing = await client.get_prefix(REGISTRY)
+        held.clear()
+        held.update({kv.key: _decode(kv.value) for kv in listing if self._theirs(kv.key)})
+        self._store.answered()
+        yield frozenset(held.values())
+        watch = await client.watch_prefix(REGISTRY, start_revision=listing.header.revision + 1)
+        async for event in watch:
+            if not self._theirs(event.kv.key):
+                continue
+            if event.kind == aetcd.EventKind.PUT:
+                held[event.kv.key] = _decode(event.kv.value)
+            else:
+                held.pop(event.kv.key, None)
+            yield frozenset(held.values())
+
+    def _theirs(self, key: bytes) -> bool:
+        return not key.startswith(self._prefix)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+        try:
+            await self._store.client.delete_prefix(self._prefix)
+        except STORE_ERRORS as err:
+            log.warning("could not remove this replica's instances (its lease will): %s", err)
+
+
+def _encode(instance: Instance) -> bytes:
+    return json.dumps(
+        {
+            "service": instance.service,
+            "address": instance.address,
+            "port": instance.port,
+            "labels": dict(instance.labels),
+        },
+        sort_keys=True,
+    ).encode()
+
+
+def _decode(value: bytes) -> Instance:
+    data: dict[str, Any] = json.loads(value)
+    return Instance(data["service"], data["address"], data["port"], labels_of(data["labels"]))
+
+
+class EtcdHistory(History):
+    def __init__(self, store: EtcdStore) -> None:
+        self._store = store
+
+    async def put(self, version: MeshVersion) -> None:
+        client = self._store.client
+        await client.put(HISTORY + version.version.encode(), _encode_version(version))
+        await client.put(CURRENT, version.version.encode())
+
+    async def versions(self) -> list[MeshVersion]:
+        listing = await self._store.client.get_prefix(HISTORY)
+        return sorted((_decode_version(kv.value) for kv in listing), key=lambda v: v.created_at)
+
+    async def get(self, version: str) -> MeshVersion | None:
+        found = await self._store.client.get(HISTORY + version.encode())
+        return None if found is None else _decode_version(found.value)
+
+    async def current(self) -> AsyncIterator[MeshVersion]:
+        client = self._store.client
+        found = await client.get(CURRENT)
+        revision = found.header.revision if found is not None else 0
+        if found is not None and (version := await self.get(found.value.decode())) is not None:
+            yield version
+        async for event in await client.watch(CURRENT, start_revision=revision + 1):
+            if event.kind == aetcd.EventKind.PUT:
+                version = await self.get(event.kv.value.decode())
+                if version is not None:
+                    yield version
+
+
+def _encode_version(version: MeshVersion) -> bytes:
+    return json.dumps(
+        {
+            "version": version.version,
+            "content": version.content.decode("utf-8", "replace"),
+            "author": version.author,
+            "created_at": version.created_at,
+        }
+    ).encode()
+
+
+def _decode_version(value: bytes) -> MeshVersion:
+    data: dict[str, Any] = json.loads(value)
+    return MeshVersion(
+        data["version"], data["content"].encode(), data["author"], data["created_at"]
+    )
