@@ -217,6 +217,13 @@ def render(
     show_default=True,
     help="New ADS streams per second one peer address may open (0: no limit).",
 )
+@click.option(
+    "--store",
+    default=None,
+    metavar="etcd://HOST:PORT[,HOST:PORT...]",
+    help="Run as one of several replicas: the registry of instances lives in this etcd, and "
+    "every replica serves every instance. Default: this process's memory (one control plane).",
+)
 def serve(
     mesh: Path,
     xds: str,
@@ -228,6 +235,7 @@ def serve(
     admin_token_file: Path | None,
     peer_max_streams: int,
     peer_stream_rate: float,
+    store: str | None,
 ) -> None:
     """Run the control plane: ADS gRPC server, certificate service and admin HTTP API, watching
     MESH. Secure by default: TLS on the xDS port, sidecars join with tokens, mTLS between them."""
@@ -235,6 +243,7 @@ def serve(
     from meshpilot.admin.graph import MIXER_METRICS
     from meshpilot.controlplane import ControlPlane, run_control_plane
     from meshpilot.identity.state import default_state_dir
+    from meshpilot.store import open_store
     from meshpilot.xds.peers import PeerLimits
 
     # Insecure: no CA, no certificate service (nothing is signed over plaintext).
@@ -252,6 +261,7 @@ def serve(
         token,
         peer_limits=peers,
         mixer_metrics=http_address(mixer_metrics, MIXER_METRICS),
+        store=open_store(store),
     )
     run_control_plane(plane)
 

@@ -8,6 +8,10 @@ service (`identity/service.py`) is served on the xDS port (UNAVAILABLE until a m
 applied); with `tls` that port (ADS included) speaks TLS with a certificate from the mesh CA,
 made at start (so TLS needs a usable mesh file at start), and admits only ADS streams with a
 join token for the node they describe (`identity/admission.py`).
+
+The registry of instances is the store's (`store/`): this process's memory by default; on etcd
+(`serve --store`), replicas register the instances of the sidecars streaming to them and serve
+those of every other replica too.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import secrets
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -40,6 +47,7 @@ from meshpilot.mesh.schema.security import SecuritySpec
 from meshpilot.mesh.watch import MeshWatcher
 from meshpilot.model.ir import MeshIR
 from meshpilot.model.proxies import Proxy
+from meshpilot.store import MemoryStore, Store
 from meshpilot.translator.build import IrBuilder
 from meshpilot.wording import serving
 from meshpilot.xds.cache import SnapshotCache
@@ -78,6 +86,7 @@ class ControlPlane:
         join_limits: JoinLimits | None = None,
         peer_limits: PeerLimits | None = None,
         mixer_metrics: str = MIXER_HTTP.default,
+        store: Store | None = None,
     ) -> None:
         if tls and state_dir is None:
             raise MeshpilotError("TLS on the xDS port needs the mesh CA: give a state directory")
@@ -92,7 +101,11 @@ class ControlPlane:
         self._identity_source: tuple[str, SecuritySpec] | None = None
         self.metrics = XdsMetrics(lambda: len(self.cache.watches))
         self.certificates = CertificateService(None, IdentityMetrics(self.metrics.registry))
-        self.cache = SnapshotCache(self.metrics)
+        self.store = store if store is not None else MemoryStore()
+        self.replica = replica_name()
+        self.registry = self.store.registry(self.replica)
+        self.cache = SnapshotCache(self.metrics, members=self.registry)
+        self.metrics.store_up(lambda: self.store.health.connected)
         self.status = MeshStatus()
         # A save is read and built again only where its text changed (one save at a time).
         self._reader, self._ir = MeshReader(), IrBuilder()
@@ -103,6 +116,7 @@ class ControlPlane:
         self._files_read: tuple[Path, ...] = ()  # by the applied mesh: JWKS files
         self.watcher = MeshWatcher(mesh_path, self.reload, also=lambda: self._files_read)
         self._convergence: asyncio.Task[None] | None = None
+        self._others: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self._reload(seen_at=None)
@@ -122,16 +136,24 @@ class ControlPlane:
             await self.ads.start([self.certificates.handler()], credentials)
         await self.admin.start()
         await self.watcher.start()
+        self._others = background(self._follow_other_replicas(), "other replicas' instances")
         self._convergence = background(
             track_convergence(self.metrics, self.cache.all_synced), "convergence"
         )
 
     async def stop(self) -> None:
-        if self._convergence is not None:
-            self._convergence.cancel()
+        for task in (self._convergence, self._others):
+            if task is not None:
+                task.cancel()
         await self.watcher.stop()
         await self.admin.stop()
         await self.ads.stop(grace=1.0)
+        await self.registry.close()
+        await self.store.close()
+
+    async def _follow_other_replicas(self) -> None:
+        async for others in self.registry.others():
+            self.cache.set_others(others)
 
     async def reload(self) -> None:
         """Load, validate and apply the mesh file; a bad file changes nothing that is serving.
@@ -242,6 +264,11 @@ def mesh_version(data: bytes, files_read: Iterable[Path]) -> str:
         except OSError:
             digest.update(b"\0missing")
     return digest.hexdigest()
+
+
+def replica_name() -> str:
+    """Unique to this process: the store's key of what it holds (never part of a resource)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 def configure_logging() -> None:

@@ -91,6 +91,7 @@ class Store(ABC):
 
     url: str
     health: StoreHealth
+    shared: bool  # with other processes (replicas): reported by the admin API
 
     @abstractmethod
     def registry(self, replica: str) -> Registry:

@@ -64,6 +64,8 @@ def _host_port(host: str, port: int) -> str:
 
 
 class EtcdStore(Store):
+    shared = True
+
     def __init__(self, url: str, endpoints: Sequence[tuple[str, int]]) -> None:
         self.url = url
         self.health = StoreHealth()

@@ -37,6 +37,8 @@ class _Changes:
 
 
 class MemoryStore(Store):
+    shared = False
+
     def __init__(self) -> None:
         self.url = "memory"
         self.health = StoreHealth()
