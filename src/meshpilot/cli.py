@@ -35,7 +35,14 @@ def _sidecar_options(func: F) -> F:
             "admin, outbound port and the app there, only the inbound port on --ip.",
         ),
         click.option("--app-port", default=8080, show_default=True, type=int),
-        _address("--xds", "127.0.0.1:18000"),
+        click.option(
+            "--xds",
+            default="127.0.0.1:18000",
+            show_default=True,
+            metavar="HOST:PORT[,HOST:PORT...]",
+            help="The control plane; with replicas, every one of them (the sidecar reconnects "
+            "to another when its replica goes away).",
+        ),
         click.option(
             "--xds-protocol",
             type=click.Choice(["delta", "sotw"]),
@@ -304,7 +311,7 @@ def bootstrap(
     channel = None
     if token_file is not None:
         token = read_token_file(token_file, identity.service)
-        ca_pem = pinned_anchor(opts["xds"], read_token(token).ca_fingerprint).decode()
+        ca_pem = pinned_anchor(identity.first_xds, read_token(token).ca_fingerprint).decode()
         channel = ControlChannel(ca_pem, token, sds_socket)
     _write(output, render_bootstrap(identity, channel))
 
