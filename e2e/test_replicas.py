@@ -5,14 +5,17 @@ with nothing re-pushed; replicas ride out etcd being down, and the loss of one e
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
-from harness.client import LoadGenerator
+from harness.client import LoadGenerator, MeshClient
 from harness.etcd import EtcdCluster
 from harness.mesh import ControlPlane, Instance, MeshEnv
-from harness.wait import http_get, wait_for
+from harness.wait import http_get, http_json, wait_for
 from meshes import CALLER, reviews_mesh
 from test_restart import acked_versions, describe, pushes_total
+from test_up import pids_running, start_up
 
 from meshpilot.store import open_store
 from meshpilot.store.etcd import LEASE_TTL_S, REGISTRY, STORE_ERRORS, EtcdStore
@@ -179,3 +182,30 @@ def test_losing_one_etcd_member_of_three_does_not_touch_traffic_or_registration(
     wait_for(  # the late instance is registered too, through the members left
         lambda: len(registry_keys(etcd_cluster.url)) == 4, 10, ignore=STORE_ERRORS
     )
+
+
+def test_up_runs_replicas_on_a_local_etcd_that_share_every_sidecar(mesh_env: MeshEnv) -> None:
+    up, rows, _plane = start_up(mesh_env, options=("--replicas", "2"))
+    banner = up.log()
+    admins = [
+        line.rsplit("admin http://", 1)[1].split()[0]
+        for line in banner.splitlines()
+        if line.startswith(("control plane: xds ", "control plane replica: xds "))
+    ]
+    assert len(admins) == 2, banner
+    etcd_url = next(line for line in banner.splitlines() if line.startswith("etcd "))
+    for admin in admins:
+        assert "store etcd://" in http_get(f"http://{admin}/healthz").text
+
+    def held() -> int:
+        return sum(len(http_json(f"http://{admin}/proxies")) for admin in admins)
+
+    wait_for(lambda: held() == len(rows), 15, message="every sidecar held by one replica")
+    frontend = next(r for r in rows if r.service == "frontend")
+    with MeshClient(frontend.ip) as client:
+        assert {client.get("backend").json()["version"] for _ in range(10)} == {"v1"}
+
+    os.kill(up.pid, signal.SIGINT)
+    wait_for(lambda: not up.alive(), 20, message="up to stop")
+    assert up.returncode == 0
+    assert pids_running(etcd_url.rsplit("http://", 1)[1]) == [], "etcd outlived up"

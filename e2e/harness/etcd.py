@@ -17,9 +17,8 @@ from pathlib import Path
 from harness.processes import Proc, Processes
 from harness.wait import http_json, wait_for
 from meshpilot.runner.addresses import LoopbackAllocator
+from meshpilot.runner.etcd import CLIENT_PORT, client_url, etcd_argv
 
-ETCD = "etcd"
-CLIENT_PORT, PEER_PORT = 2379, 2380
 START_TIMEOUT = 20.0
 
 
@@ -31,20 +30,12 @@ class EtcdMember:
     proc: Proc | None = None
 
     @property
-    def client_url(self) -> str:
-        return f"http://{self.ip}:{CLIENT_PORT}"
-
-    @property
-    def peer_url(self) -> str:
-        return f"http://{self.ip}:{PEER_PORT}"
-
-    @property
     def endpoint(self) -> str:
         return f"{self.ip}:{CLIENT_PORT}"
 
     def healthy(self) -> bool:
         """etcd's own /health: true once the member is part of a cluster with a leader."""
-        return bool(http_json(f"{self.client_url}/health").get("health") == "true")
+        return bool(http_json(f"{client_url(self.ip)}/health").get("health") == "true")
 
 
 @dataclass
@@ -85,30 +76,7 @@ class EtcdCluster:
         )
 
     def _argv(self, member: EtcdMember) -> list[str]:
-        cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
-        return [
-            ETCD,
-            "--name",
-            member.name,
-            "--data-dir",
-            str(member.data_dir),
-            "--listen-client-urls",
-            member.client_url,
-            "--advertise-client-urls",
-            member.client_url,
-            "--listen-peer-urls",
-            member.peer_url,
-            "--initial-advertise-peer-urls",
-            member.peer_url,
-            "--initial-cluster",
-            cluster,
-            "--initial-cluster-state",
-            "new",
-            "--initial-cluster-token",
-            f"meshpilot-{self.members[0].ip}",
-            "--log-level",
-            "warn",
-        ]
+        return etcd_argv(member.name, member.data_dir, {m.name: m.ip for m in self.members})
 
 
 def start_etcd(

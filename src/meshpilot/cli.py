@@ -588,6 +588,14 @@ def top(mixer_: str, window: float, watch: float | None) -> None:
     help="As root: each replica in its own network namespace, where only its sidecar's mTLS "
     "inbound port faces the others; xDS and the mixer then listen on the host's bridge IP.",
 )
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Control planes to run: more than one run on a local etcd (`serve --store`), each on "
+    "its own IP (:18000, :18001), and every sidecar lists them all.",
+)
 def up(
     mesh: Path,
     xds: str | None,
@@ -595,8 +603,9 @@ def up(
     listen: str | None,
     metrics: str | None,
     netns: bool,
+    replicas: int,
 ) -> None:
     """Run a whole mesh locally: control plane, mixer, and every `run:` replica with a sidecar."""
     from meshpilot.runner.up import run_up
 
-    sys.exit(run_up(mesh, xds, admin, listen, metrics, netns))
+    sys.exit(run_up(mesh, xds, admin, listen, metrics, netns, replicas))
