@@ -4,6 +4,7 @@ when its lease expires, and go on through the loss of one member of three."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -14,23 +15,34 @@ from harness.processes import Processes
 from meshpilot.model.proxies import Instance
 from meshpilot.store import open_store
 from meshpilot.store.base import MeshVersion
-from meshpilot.store.etcd import KEEPALIVE_S, LEASE_TTL_S, EtcdStore
+from meshpilot.store.etcd import KEEPALIVE_S, LEASE_TTL_S, TXN_OPS, EtcdStore
 from tests.support.wait import wait_for_async
 
 A = Instance("reviews", "127.0.0.5", 15006, (("version", "v1"),))
 B = Instance("ratings", "127.0.0.6", 15006, ())
 
 
-class Seen:
-    """The latest answer of a registry's `others()`, read in the background."""
+class Replica:
+    """One replica's view of the store: its registry, and the latest answer of `others()`,
+    read in the background."""
 
-    def __init__(self, updates: AsyncIterator[frozenset[Instance]]) -> None:
-        self.updates = updates
+    def __init__(self, store: EtcdStore, name: str) -> None:
+        self.store = store
+        self.registry = store.registry(name)
         self.latest: frozenset[Instance] | None = None
+        self._following = asyncio.create_task(self._follow())
 
-    async def follow(self) -> None:
-        async for found in self.updates:
+    async def _follow(self) -> None:
+        async for found in self.registry.others():
             self.latest = found
+
+    async def sees(self, wanted: set[Instance], what: str, timeout: float = 15) -> None:
+        await wait_for_async(lambda: self.latest == wanted, timeout, message=what)
+
+    async def close(self) -> None:
+        self._following.cancel()
+        await self.registry.close()
+        await self.store.close()
 
 
 def etcd_store(url: str) -> EtcdStore:
@@ -39,27 +51,44 @@ def etcd_store(url: str) -> EtcdStore:
     return store
 
 
-async def test_replicas_see_each_others_instances_and_not_their_own(etcd: EtcdCluster) -> None:
-    first, second = etcd_store(etcd.url), etcd_store(etcd.url)
-    one, two = first.registry("one"), second.registry("two")
-    seen_by_two = Seen(two.others())
-    seen_by_one = Seen(one.others())
-    tasks = [asyncio.create_task(s.follow()) for s in (seen_by_one, seen_by_two)]
+@contextlib.asynccontextmanager
+async def replicas(url: str, *names: str) -> AsyncIterator[list[Replica]]:
+    """A store connection and registry per name, all closed afterwards."""
+    started = [Replica(etcd_store(url), name) for name in names]
     try:
-        one.register("reviews~127.0.0.5", A)
-        two.register("ratings~127.0.0.6", B)
-        await wait_for_async(lambda: seen_by_two.latest == {A}, 10, message="two sees A")
-        await wait_for_async(lambda: seen_by_one.latest == {B}, 10, message="one sees B")
-        one.deregister("reviews~127.0.0.5")
-        await wait_for_async(lambda: seen_by_two.latest == frozenset(), 10, message="A gone")
-        assert first.health.connected and second.health.connected
+        yield started
     finally:
-        for task in tasks:
-            task.cancel()
-        await one.close()
-        await two.close()
-        await first.close()
-        await second.close()
+        for replica in started:
+            await replica.close()
+
+
+async def test_replicas_see_each_others_instances_and_not_their_own(etcd: EtcdCluster) -> None:
+    async with replicas(etcd.url, "one", "two") as (one, two):
+        one.registry.register("reviews~127.0.0.5", A)
+        two.registry.register("ratings~127.0.0.6", B)
+        await two.sees({A}, "two sees A")
+        await one.sees({B}, "one sees B")
+        one.registry.deregister("reviews~127.0.0.5")
+        await two.sees(set(), "A gone")
+        assert one.store.health.connected and two.store.health.connected
+
+
+async def test_more_instances_than_one_transaction_holds_are_all_registered(
+    etcd: EtcdCluster,
+) -> None:
+    instances = {
+        f"reviews~127.0.{i // 200}.{i % 200 + 1}": Instance(
+            "reviews", f"127.0.{i // 200}.{i % 200 + 1}", 15006, ()
+        )
+        for i in range(2 * TXN_OPS + 50)
+    }
+    async with replicas(etcd.url, "many", "other") as (many, other):
+        for node_id, instance in instances.items():
+            many.registry.register(node_id, instance)
+        await other.sees(set(instances.values()), "all of them")
+        for node_id in list(instances)[: TXN_OPS + 10]:
+            many.registry.deregister(node_id)
+        await other.sees(set(list(instances.values())[TXN_OPS + 10 :]), "the rest")
 
 
 HOLDER = """
@@ -79,24 +108,14 @@ asyncio.run(hold())
 async def test_a_replica_that_dies_loses_its_instances_when_its_lease_expires(
     etcd: EtcdCluster, processes: Processes
 ) -> None:
-    watching = etcd_store(etcd.url)
-    other = watching.registry("watching")
-    seen = Seen(other.others())
-    task = asyncio.create_task(seen.follow())
     script = HOLDER.format(instance=(A.service, A.address, A.port, A.labels))
-    holder = processes.start("holder", [sys.executable, "-c", script, etcd.url])
-    try:
-        await wait_for_async(lambda: seen.latest == {A}, 15, message="A registered")
+    async with replicas(etcd.url, "watching") as (watching,):
+        holder = processes.start("holder", [sys.executable, "-c", script, etcd.url])
+        await watching.sees({A}, "A registered")
         processes.kill(holder)
         killed_at = time.monotonic()
-        await wait_for_async(
-            lambda: seen.latest == frozenset(), LEASE_TTL_S + 5, message="A expired"
-        )
+        await watching.sees(set(), "A expired", timeout=LEASE_TTL_S + 5)
         assert time.monotonic() - killed_at >= LEASE_TTL_S - 2 * KEEPALIVE_S
-    finally:
-        task.cancel()
-        await other.close()
-        await watching.close()
 
 
 async def test_the_history_keeps_versions_and_follows_the_current_one(etcd: EtcdCluster) -> None:
@@ -120,19 +139,9 @@ async def test_the_history_keeps_versions_and_follows_the_current_one(etcd: Etcd
 async def test_the_registry_goes_on_when_one_member_of_three_dies(
     etcd_cluster: EtcdCluster,
 ) -> None:
-    writer_store, reader_store = etcd_store(etcd_cluster.url), etcd_store(etcd_cluster.url)
-    writer, reader = writer_store.registry("w"), reader_store.registry("r")
-    seen = Seen(reader.others())
-    task = asyncio.create_task(seen.follow())
-    try:
-        writer.register("reviews~127.0.0.5", A)
-        await wait_for_async(lambda: seen.latest == {A}, 10, message="A registered")
+    async with replicas(etcd_cluster.url, "w", "r") as (writer, reader):
+        writer.registry.register("reviews~127.0.0.5", A)
+        await reader.sees({A}, "A registered")
         etcd_cluster.kill(etcd_cluster.members[0])
-        writer.register("ratings~127.0.0.6", B)
-        await wait_for_async(lambda: seen.latest == {A, B}, 15, message="B registered")
-    finally:
-        task.cancel()
-        await writer.close()
-        await reader.close()
-        await writer_store.close()
-        await reader_store.close()
+        writer.registry.register("ratings~127.0.0.6", B)
+        await reader.sees({A, B}, "B registered")

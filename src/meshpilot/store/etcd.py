@@ -22,6 +22,7 @@ from typing import Any
 import aetcd
 import grpc
 
+from meshpilot.background import background
 from meshpilot.bootstrap import url_host
 from meshpilot.model.ir import labels_of
 from meshpilot.model.proxies import Instance
@@ -37,6 +38,7 @@ LEASE_TTL_S = 6  # a dead replica's instances leave every sidecar's endpoints wi
 KEEPALIVE_S = LEASE_TTL_S / 3
 CALL_TIMEOUT_S = 2
 RETRY_S = 0.5
+TXN_OPS = 100  # etcd allows 128 operations in one transaction by default
 # What a call to an unreachable or failing etcd raises.
 STORE_ERRORS = (aetcd.ClientError, grpc.RpcError, TimeoutError, OSError)
 
@@ -120,7 +122,7 @@ class EtcdRegistry(Registry):
     def _wake_writer(self) -> None:
         self._changed.set()
         if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write_forever())
+            self._writer = background(self._write_forever(), "registry writer")
 
     async def _write_forever(self) -> None:
         while True:
@@ -153,14 +155,24 @@ class EtcdRegistry(Registry):
     async def _write_changes(
         self, client: aetcd.Client, lease: int, written: dict[str, Instance]
     ) -> None:
+        """Make etcd hold what is wanted, in transactions of up to TXN_OPS changes (thousands
+        of sidecars on one replica are written again after an outage in a few calls)."""
         self._changed.clear()
-        for node_id in [n for n in written if n not in self._wanted]:
-            await client.delete(self._prefix + node_id.encode())
-            del written[node_id]
-        for node_id, instance in list(self._wanted.items()):
-            if written.get(node_id) != instance:
-                await client.put(self._prefix + node_id.encode(), _encode(instance), lease=lease)
-                written[node_id] = instance
+        wanted = dict(self._wanted)
+        ops: list[Any] = [
+            client.transactions.delete(self._prefix + node_id.encode())
+            for node_id in written
+            if node_id not in wanted
+        ]
+        ops += [
+            client.transactions.put(self._prefix + node_id.encode(), _encode(instance), lease)
+            for node_id, instance in wanted.items()
+            if written.get(node_id) != instance
+        ]
+        for start in range(0, len(ops), TXN_OPS):
+            await client.transaction([], ops[start : start + TXN_OPS], [])
+        written.clear()
+        written.update(wanted)
 
     async def others(self) -> AsyncIterator[frozenset[Instance]]:
         held: dict[bytes, Instance] = {}
