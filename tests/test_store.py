@@ -7,8 +7,10 @@ import asyncio
 import pytest
 
 from meshpilot.errors import MeshpilotError
+from meshpilot.model.locality import Locality
 from meshpilot.model.proxies import Instance
 from meshpilot.store import MemoryStore, MeshVersion, open_store, parse_store_url
+from meshpilot.store.etcd import decode_instance, encode_instance
 from tests.support.wait import wait_for_async
 
 A = Instance("reviews", "127.0.0.5", 15006, (("version", "v1"),))
@@ -31,6 +33,19 @@ def test_a_bad_store_url_is_one_line_naming_it(url: str) -> None:
         parse_store_url(url)
     message = str(err.value)
     assert "\n" not in message and "--store" in message and "etcd://" in message
+
+
+@pytest.mark.parametrize(
+    "instance",
+    [
+        A,
+        B,
+        Instance("reviews", "10.0.0.7", 15006, (("version", "v2"),), Locality("eu", "a", "x")),
+        Instance("reviews", "10.0.0.8", 15006, (), Locality("eu", "", "x")),
+    ],
+)
+def test_the_registry_stores_every_field_of_an_instance(instance: Instance) -> None:
+    assert decode_instance(encode_instance(instance)) == instance
 
 
 def test_no_store_url_is_the_memory_store() -> None:

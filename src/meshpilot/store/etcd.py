@@ -25,6 +25,7 @@ import grpc
 from meshpilot.background import background
 from meshpilot.bootstrap import url_host
 from meshpilot.model.ir import labels_of
+from meshpilot.model.locality import Locality
 from meshpilot.model.proxies import Instance
 from meshpilot.store.base import History, MeshVersion, Registry, Store, StoreHealth
 
@@ -160,12 +161,12 @@ class EtcdRegistry(Registry):
         self._changed.clear()
         wanted = dict(self._wanted)
         ops: list[Any] = [
-            client.transactions.delete(self._prefix + node_id.encode())
+            client.transactions.delete(self._key(node_id))
             for node_id in written
             if node_id not in wanted
         ]
         ops += [
-            client.transactions.put(self._prefix + node_id.encode(), _encode(instance), lease)
+            client.transactions.put(self._key(node_id), encode_instance(instance), lease)
             for node_id, instance in wanted.items()
             if written.get(node_id) != instance
         ]
@@ -173,6 +174,9 @@ class EtcdRegistry(Registry):
             await client.transaction([], ops[start : start + TXN_OPS], [])
         written.clear()
         written.update(wanted)
+
+    def _key(self, node_id: str) -> bytes:
+        return self._prefix + node_id.encode()
 
     async def others(self) -> AsyncIterator[frozenset[Instance]]:
         held: dict[bytes, Instance] = {}
@@ -192,7 +196,7 @@ class EtcdRegistry(Registry):
         client = self._store.client
         listing = await client.get_prefix(REGISTRY)
         held.clear()
-        held.update({kv.key: _decode(kv.value) for kv in listing if self._theirs(kv.key)})
+        held.update({kv.key: decode_instance(kv.value) for kv in listing if self._theirs(kv.key)})
         self._store.answered()
         yield frozenset(held.values())
         watch = await client.watch_prefix(REGISTRY, start_revision=listing.header.revision + 1)
@@ -200,7 +204,7 @@ class EtcdRegistry(Registry):
             if not self._theirs(event.kv.key):
                 continue
             if event.kind == aetcd.EventKind.PUT:
-                held[event.kv.key] = _decode(event.kv.value)
+                held[event.kv.key] = decode_instance(event.kv.value)
             else:
                 held.pop(event.kv.key, None)
             yield frozenset(held.values())
@@ -217,21 +221,32 @@ class EtcdRegistry(Registry):
             log.warning("could not remove this replica's instances (its lease will): %s", err)
 
 
-def _encode(instance: Instance) -> bytes:
+def encode_instance(instance: Instance) -> bytes:
+    """An instance as the registry stores it: every field, so that every replica translates
+    exactly what the one holding it would."""
+    locality = instance.locality
     return json.dumps(
         {
             "service": instance.service,
             "address": instance.address,
             "port": instance.port,
             "labels": dict(instance.labels),
+            "locality": None if locality is None else str(locality),
         },
         sort_keys=True,
     ).encode()
 
 
-def _decode(value: bytes) -> Instance:
+def decode_instance(value: bytes) -> Instance:
     data: dict[str, Any] = json.loads(value)
-    return Instance(data["service"], data["address"], data["port"], labels_of(data["labels"]))
+    locality = data.get("locality")
+    return Instance(
+        data["service"],
+        data["address"],
+        data["port"],
+        labels_of(data["labels"]),
+        None if locality is None else Locality.parse(locality),
+    )
 
 
 class EtcdHistory(History):
