@@ -399,10 +399,10 @@ def run_up(
     isolate: bool = False,
     control_planes: int = 1,
 ) -> int:
-    if isolate:
-        netns.require_root()
     if isolate and control_planes > 1:
         raise MeshpilotError("--replicas and --netns cannot be used together yet")
+    if isolate:
+        netns.require_root()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s up: %(message)s")
     spec = load_mesh(mesh_path)
     needs_mixer = build_ir(spec, mesh_path.parent).mixer is not None
