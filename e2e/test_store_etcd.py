@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -30,11 +31,13 @@ class Replica:
         self.store = store
         self.registry = store.registry(name)
         self.latest: frozenset[Instance] | None = None
+        self.answers: list[frozenset[Instance]] = []
         self._following = asyncio.create_task(self._follow())
 
     async def _follow(self) -> None:
         async for found in self.registry.others():
             self.latest = found
+            self.answers.append(found)
 
     async def sees(self, wanted: set[Instance], what: str, timeout: float = 15) -> None:
         await wait_for_async(lambda: self.latest == wanted, timeout, message=what)
@@ -89,6 +92,20 @@ async def test_more_instances_than_one_transaction_holds_are_all_registered(
         for node_id in list(instances)[: TXN_OPS + 10]:
             many.registry.deregister(node_id)
         await other.sees(set(list(instances.values())[TXN_OPS + 10 :]), "the rest")
+
+
+async def test_a_replica_whose_instances_keep_changing_keeps_its_lease(etcd: EtcdCluster) -> None:
+    async with replicas(etcd.url, "busy", "other") as (busy, other):
+        joined: set[Instance] = set()
+        started = time.monotonic()
+        while time.monotonic() - started < LEASE_TTL_S + 2 * KEEPALIVE_S:
+            instance = Instance("reviews", f"127.0.1.{len(joined) + 1}", 15006, ())
+            busy.registry.register(f"reviews~{instance.address}", instance)
+            joined.add(instance)
+            await asyncio.sleep(KEEPALIVE_S / 4)  # a change more often than the lease's renewal
+        await other.sees(joined, "every instance")
+        lost = [old - new for old, new in itertools.pairwise(other.answers) if old - new]
+        assert lost == [], f"instances expired meanwhile: {lost[0]}"
 
 
 HOLDER = """

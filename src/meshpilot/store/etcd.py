@@ -14,6 +14,7 @@ what they last saw, say so in `health`, and retry every RETRY_S seconds until it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -134,24 +135,26 @@ class EtcdRegistry(Registry):
                 await asyncio.sleep(RETRY_S)
 
     async def _hold_under_one_lease(self) -> None:
-        """Grant a lease, then keep writing what changed and keeping the lease alive, until
-        a call fails or the lease is found gone."""
+        """Grant a lease, then keep writing what changed and renewing the lease every
+        KEEPALIVE_S (however often things change), until a call fails or the lease is gone."""
         client = self._store.client
+        loop = asyncio.get_running_loop()
         lease = await client.lease(LEASE_TTL_S)
+        renew_at = loop.time() + KEEPALIVE_S
         written: dict[str, Instance] = {}
         while True:
             await self._write_changes(client, lease.id, written)
             self._store.answered()
-            try:
-                async with asyncio.timeout(KEEPALIVE_S):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, renew_at - loop.time())):
                     await self._changed.wait()
+            if loop.time() < renew_at:
                 continue
-            except TimeoutError:
-                pass
             reply = await client.refresh_lease(lease.id)
             if reply is None or reply.TTL <= 0:
                 log.warning("registry lease expired; writing every instance again")
                 return
+            renew_at = loop.time() + KEEPALIVE_S
 
     async def _write_changes(
         self, client: aetcd.Client, lease: int, written: dict[str, Instance]
@@ -179,11 +182,10 @@ class EtcdRegistry(Registry):
         return self._prefix + node_id.encode()
 
     async def others(self) -> AsyncIterator[frozenset[Instance]]:
-        held: dict[bytes, Instance] = {}
         last: frozenset[Instance] | None = None
         while True:
             try:
-                async for found in self._watch(held):
+                async for found in self._watch():
                     if found != last:
                         last = found
                         yield found
@@ -191,12 +193,11 @@ class EtcdRegistry(Registry):
                 self._store.failed("watching the registry", err)
                 await asyncio.sleep(RETRY_S)
 
-    async def _watch(self, held: dict[bytes, Instance]) -> AsyncIterator[frozenset[Instance]]:
-        """Read every replica's instances, then follow the changes from that revision on."""
+    async def _watch(self) -> AsyncIterator[frozenset[Instance]]:
+        """Read every other replica's instances, then follow the changes from that revision."""
         client = self._store.client
         listing = await client.get_prefix(REGISTRY)
-        held.clear()
-        held.update({kv.key: decode_instance(kv.value) for kv in listing if self._theirs(kv.key)})
+        held = {kv.key: decode_instance(kv.value) for kv in listing if self._theirs(kv.key)}
         self._store.answered()
         yield frozenset(held.values())
         watch = await client.watch_prefix(REGISTRY, start_revision=listing.header.revision + 1)
