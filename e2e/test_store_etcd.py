@@ -15,7 +15,6 @@ from harness.processes import Processes
 
 from meshpilot.model.proxies import Instance
 from meshpilot.store import open_store
-from meshpilot.store.base import MeshVersion
 from meshpilot.store.etcd import KEEPALIVE_S, LEASE_TTL_S, TXN_OPS, EtcdStore
 from tests.support.wait import wait_for_async
 
@@ -135,22 +134,40 @@ async def test_a_replica_that_dies_loses_its_instances_when_its_lease_expires(
         assert time.monotonic() - killed_at >= LEASE_TTL_S - 2 * KEEPALIVE_S
 
 
-async def test_the_history_keeps_versions_and_follows_the_current_one(etcd: EtcdCluster) -> None:
-    store = etcd_store(etcd.url)
+async def test_the_history_numbers_versions_and_follows_the_current_one(
+    etcd: EtcdCluster,
+) -> None:
+    store, other = etcd_store(etcd.url), etcd_store(etcd.url)
     try:
-        first = MeshVersion("aaaa", b"mesh: one\n", "ann", 1.0)
-        second = MeshVersion("bbbb", b"mesh: two\n", "bob", 2.0)
-        await store.history.put(first)
-        await store.history.put(second)
-        assert [v.version for v in await store.history.versions()] == ["aaaa", "bbbb"]
-        assert await store.history.get("aaaa") == first
-        assert await store.history.get("cccc") is None
-        current = store.history.current()
-        assert await anext(current) == second
-        await store.history.put(first)
+        first, _ = await store.history.append(b"mesh: one\n", "/m/mesh.yaml", "ann")
+        current = other.history.current()
         assert await anext(current) == first
+        second, _ = await store.history.append(b"mesh: two\n", "/m/mesh.yaml", "bob")
+        assert await anext(current) == second
+        back, new = await other.history.rollback(1, "cid")
+        assert new and back.number == 3 and back.content == first.content
+        assert await anext(current) == back
+        assert [v.number for v in await store.history.versions()] == [1, 2, 3]
+        assert await store.history.get(2) == second and await store.history.get(9) is None
     finally:
         await store.close()
+        await other.close()
+
+
+async def test_concurrent_appends_from_two_clients_take_distinct_numbers(
+    etcd: EtcdCluster,
+) -> None:
+    stores = [etcd_store(etcd.url) for _ in range(2)]
+    try:
+        appends = [
+            stores[i % 2].history.append(f"mesh: m{i}\n".encode(), "/m", "x") for i in range(10)
+        ]
+        stored = await asyncio.gather(*appends)
+        assert sorted(v.number for v, new in stored if new) == list(range(1, 11))
+        assert [v.number for v in await stores[0].history.versions()] == list(range(1, 11))
+    finally:
+        for store in stores:
+            await store.close()
 
 
 async def test_the_registry_goes_on_when_one_member_of_three_dies(

@@ -9,7 +9,7 @@ import pytest
 from meshpilot.errors import MeshpilotError
 from meshpilot.model.locality import Locality
 from meshpilot.model.proxies import Instance
-from meshpilot.store import MemoryStore, MeshVersion, open_store, parse_store_url
+from meshpilot.store import MemoryStore, open_store, parse_store_url
 from meshpilot.store.etcd import decode_instance, encode_instance
 from tests.support.wait import wait_for_async
 
@@ -72,17 +72,3 @@ async def test_replicas_on_one_memory_store_see_each_others_instances() -> None:
         assert {A} in seen and all(B not in found for found in seen)
     finally:
         task.cancel()
-
-
-async def test_the_memory_history_makes_each_put_current() -> None:
-    history = MemoryStore().history
-    first = MeshVersion("aaaa", b"mesh: one\n", "ann", 1.0)
-    second = MeshVersion("bbbb", b"mesh: two\n", "bob", 2.0)
-    await history.put(first)
-    current = history.current()
-    assert await anext(current) == first
-    await history.put(second)
-    assert await anext(current) == second
-    assert [v.version for v in await history.versions()] == ["aaaa", "bbbb"]
-    assert await history.get("bbbb") == second
-    assert await history.get("cccc") is None

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -134,6 +134,13 @@ def main() -> None:
     """meshpilot: a service-mesh control plane driving real Envoy sidecars."""
 
 
+def _exit_invalid(problems: list[Any]) -> NoReturn:
+    """Print every problem as `validate` does, and exit 1."""
+    for problem in problems:
+        click.echo(problem.format())
+    sys.exit(1)
+
+
 @main.command()
 @click.argument("mesh", type=click.Path(path_type=Path))
 def validate(mesh: Path) -> None:
@@ -145,9 +152,7 @@ def validate(mesh: Path) -> None:
     try:
         spec = load_mesh(mesh)
     except MeshInvalid as invalid:
-        for problem in invalid.problems:
-            click.echo(problem.format())
-        sys.exit(1)
+        _exit_invalid(invalid.problems)
     routes = sum(len(s.routes) for s in spec.services.values())
     click.echo(
         f"{mesh}: valid: mesh {spec.mesh!r}, {counted(len(spec.services), 'service')}, "
@@ -185,7 +190,7 @@ def render(
 
 
 @main.command()
-@click.argument("mesh", type=click.Path(path_type=Path))
+@click.argument("mesh", type=click.Path(path_type=Path), required=False)
 @_address("--xds", "127.0.0.1:18000")
 @_address("--admin", "127.0.0.1:18001")
 @click.option(
@@ -232,7 +237,7 @@ def render(
     "every replica serves every instance. Default: this process's memory (one control plane).",
 )
 def serve(
-    mesh: Path,
+    mesh: Path | None,
     xds: str,
     admin: str,
     mixer_address: str | None,
@@ -245,7 +250,9 @@ def serve(
     store: str | None,
 ) -> None:
     """Run the control plane: ADS gRPC server, certificate service and admin HTTP API, watching
-    MESH. Secure by default: TLS on the xDS port, sidecars join with tokens, mTLS between them."""
+    MESH. Secure by default: TLS on the xDS port, sidecars join with tokens, mTLS between them.
+    With --store, it serves the mesh history's current version; MESH, if given, is watched and
+    each valid save published as a new version."""
     from meshpilot.admin.client import http_address
     from meshpilot.admin.graph import MIXER_METRICS
     from meshpilot.controlplane import ControlPlane, run_control_plane
@@ -271,6 +278,54 @@ def serve(
         store=open_store(store),
     )
     run_control_plane(plane)
+
+
+_store_option = click.option(
+    "--store",
+    required=True,
+    envvar="MESHPILOT_STORE",
+    metavar="etcd://HOST:PORT[,HOST:PORT...]",
+    help="The store holding the mesh history (default: $MESHPILOT_STORE).",
+)
+_author_option = click.option(
+    "--author", default=None, help="Who stores the version, for the history (default: user@host)."
+)
+
+
+@main.command()
+@click.argument("mesh", type=click.Path(path_type=Path))
+@_store_option
+@_author_option
+def apply(mesh: Path, store: str, author: str | None) -> None:
+    """Validate MESH as `validate` does and store it as the mesh history's next version, which
+    every replica (`serve --store`) then serves; nothing is stored when it is not valid."""
+    from meshpilot.mesh.diagnostics import MeshInvalid
+    from meshpilot.store.history import apply_mesh, version_line
+
+    try:
+        click.echo(version_line(*apply_mesh(mesh, store, author)))
+    except MeshInvalid as invalid:
+        _exit_invalid(invalid.problems)
+
+
+@main.command()
+@_store_option
+def history(store: str) -> None:
+    """List the stored mesh versions: number, when, who, content hash, which one is current."""
+    from meshpilot.store.history import print_history
+
+    print_history(store)
+
+
+@main.command()
+@click.argument("version", type=click.IntRange(min=1))
+@_store_option
+@_author_option
+def rollback(version: int, store: str, author: str | None) -> None:
+    """Make stored VERSION current again, as a new version "rollback to VERSION"."""
+    from meshpilot.store.history import rollback_mesh, version_line
+
+    click.echo(version_line(*rollback_mesh(version, store, author)))
 
 
 @main.command()

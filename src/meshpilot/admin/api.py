@@ -25,6 +25,7 @@ class MeshStatus:
     version: str | None = None
     applied_at: float | None = None
     problems: list[str] = field(default_factory=list)
+    stored_version: int | None = None  # its number in the mesh history (`serve --store`)
 
 
 def utc_timestamp(epoch: float | None) -> str | None:
@@ -110,6 +111,7 @@ def admin_routes(plane: ControlPlane) -> dict[str, Handler]:
                 "version": status.version,
                 "applied_at": utc_timestamp(status.applied_at),
                 "problems": status.problems,
+                "stored_version": status.stored_version,
             }
         )
 

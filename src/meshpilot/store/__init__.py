@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from meshpilot.bootstrap import parse_host_port
 from meshpilot.errors import MeshpilotError
-from meshpilot.store.base import History, MeshVersion, Registry, Store, StoreHealth
+from meshpilot.store.base import (
+    History,
+    MeshVersion,
+    Registry,
+    Store,
+    StoreHealth,
+    StoreUnavailable,
+    UnknownVersion,
+    content_digest,
+    who,
+)
 from meshpilot.store.memory import MemoryStore
 
 __all__ = [
@@ -15,8 +25,12 @@ __all__ = [
     "Registry",
     "Store",
     "StoreHealth",
+    "StoreUnavailable",
+    "UnknownVersion",
+    "content_digest",
     "open_store",
     "parse_store_url",
+    "who",
 ]
 
 ETCD_SCHEME = "etcd://"

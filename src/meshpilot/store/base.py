@@ -8,22 +8,49 @@ control plane, or several in one test); `etcd` shares them between replicas.
 
 from __future__ import annotations
 
+import getpass
+import hashlib
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from meshpilot.errors import MeshpilotError
 from meshpilot.model.proxies import Instance
 
 
 @dataclass(frozen=True)
 class MeshVersion:
-    """One stored mesh file: its content hash (the version), the text, who stored it and when."""
+    """One stored mesh file: its number in the history, its content hash (what `/mesh` calls its
+    version), the text, the file it was read from (problems name it; relative paths in it resolve
+    from its directory), who stored it, when, and why if not a plain apply ("rollback to 2")."""
 
-    version: str
+    number: int
+    digest: str
     content: bytes
+    source: str
     author: str
     created_at: float
+    note: str = ""
+
+
+def content_digest(content: bytes) -> str:
+    """The version of a mesh file's content: equal contents, equal versions, on every replica."""
+    return hashlib.blake2b(content, digest_size=8).hexdigest()
+
+
+def who() -> str:
+    """`user@host`: who stores a version when `--author` does not say."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+class StoreUnavailable(MeshpilotError):
+    """The store did not answer a call (`apply`, `history`, `rollback` say so in one line)."""
+
+
+class UnknownVersion(MeshpilotError):
+    """A rollback to a version the history does not hold."""
 
 
 @dataclass
@@ -67,23 +94,56 @@ class Registry(ABC):
 
 
 class History(ABC):
-    """The stored mesh versions and which one replicas serve."""
+    """The stored mesh versions, numbered from 1; the last one is the current one, which
+    replicas serve. A rollback is one more version, with an older one's content (as Helm's)."""
+
+    async def append(
+        self, content: bytes, source: str, author: str, note: str = ""
+    ) -> tuple[MeshVersion, bool]:
+        """Store `content` as the next version, unless the current one has the same content:
+        (the current version, whether it is new). Two appends at once never take one number:
+        the one that loses the race reads the history again and takes the next."""
+        digest = content_digest(content)
+        while True:
+            current = await self.latest()
+            if current is not None and current.digest == digest:
+                return current, False
+            number = 1 if current is None else current.number + 1
+            version = MeshVersion(number, digest, content, source, author, time.time(), note)
+            if await self._commit(version):
+                return version, True
+
+    async def rollback(self, number: int, author: str) -> tuple[MeshVersion, bool]:
+        """Make version `number`'s content current again, as a new version "rollback to N"
+        (nothing new when it is the current content already)."""
+        old = await self.get(number)
+        if old is None:
+            latest = await self.latest()
+            held = f"versions 1 to {latest.number}" if latest else "no version yet"
+            raise UnknownVersion(f"no version {number} in the mesh history (it holds {held})")
+        return await self.append(old.content, old.source, author, f"rollback to {number}")
 
     @abstractmethod
-    async def put(self, version: MeshVersion) -> None:
-        """Store `version` and make it the current one."""
+    async def _commit(self, version: MeshVersion) -> bool:
+        """Store `version` only if the history's last number is still `version.number - 1`
+        (atomically): whether it was stored."""
+
+    @abstractmethod
+    async def latest(self) -> MeshVersion | None:
+        """The current version, None while the history is empty."""
 
     @abstractmethod
     async def versions(self) -> list[MeshVersion]:
         """Every stored version, oldest first."""
 
     @abstractmethod
-    async def get(self, version: str) -> MeshVersion | None:
-        """The stored version named `version`, or None."""
+    async def get(self, number: int) -> MeshVersion | None:
+        """Version `number`, or None."""
 
     @abstractmethod
     def current(self) -> AsyncIterator[MeshVersion]:
-        """The current version (if any), then each new current one."""
+        """The current version (if any), then each new current one. While the store is
+        unreachable nothing is yielded (the last answer stands)."""
 
 
 class Store(ABC):

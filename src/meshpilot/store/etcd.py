@@ -5,7 +5,8 @@ Keys (all under /meshpilot/):
   lease. The lease lives LEASE_TTL_S seconds past the replica's last keep-alive: a replica that
   dies (or is cut off) loses its instances that long after, and the other replicas' watches
   remove them from every sidecar's endpoints.
-- `history/<version>`: a stored mesh version (JSON); `current`: the name of the served one.
+- `history/<number>`: a stored mesh version (JSON); `current`: the number of the last one, which
+  replicas serve.
 
 Every call has a deadline (CALL_TIMEOUT_S); when etcd does not answer, replicas keep serving
 what they last saw, say so in `health`, and retry every RETRY_S seconds until it answers again.
@@ -17,8 +18,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import asdict
+from typing import Any, TypeVar
 
 import aetcd
 import grpc
@@ -28,9 +30,17 @@ from meshpilot.bootstrap import url_host
 from meshpilot.model.ir import labels_of
 from meshpilot.model.locality import Locality
 from meshpilot.model.proxies import Instance
-from meshpilot.store.base import History, MeshVersion, Registry, Store, StoreHealth
+from meshpilot.store.base import (
+    History,
+    MeshVersion,
+    Registry,
+    Store,
+    StoreHealth,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PREFIX = b"/meshpilot/"
 REGISTRY = PREFIX + b"registry/"
@@ -251,48 +261,94 @@ def decode_instance(value: bytes) -> Instance:
 
 
 class EtcdHistory(History):
+    """Versions under `history/<number>` (JSON); `current` holds the last one's number. A new
+    version and `current` are written in one transaction that holds only if `current` was
+    written exactly `number - 1` times before (its etcd version): of two appends at once, one
+    fails and takes the next number."""
+
     def __init__(self, store: EtcdStore) -> None:
         self._store = store
 
-    async def put(self, version: MeshVersion) -> None:
+    async def _commit(self, version: MeshVersion) -> bool:
         client = self._store.client
-        await client.put(HISTORY + version.version.encode(), _encode_version(version))
-        await client.put(CURRENT, version.version.encode())
+        ops = client.transactions
+        written, _ = await self._call(
+            "storing a mesh version",
+            client.transaction(
+                compare=[ops.version(CURRENT) == version.number - 1],
+                success=[
+                    ops.put(_history_key(version.number), _encode_version(version)),
+                    ops.put(CURRENT, str(version.number).encode()),
+                ],
+                failure=[],
+            ),
+        )
+        return bool(written)
+
+    async def latest(self) -> MeshVersion | None:
+        found = await self._call(
+            "reading the current mesh version", self._store.client.get(CURRENT)
+        )
+        return None if found is None else await self.get(int(found.value))
 
     async def versions(self) -> list[MeshVersion]:
-        listing = await self._store.client.get_prefix(HISTORY)
-        return sorted((_decode_version(kv.value) for kv in listing), key=lambda v: v.created_at)
+        listing = await self._call(
+            "reading the mesh history", self._store.client.get_prefix(HISTORY)
+        )
+        return sorted((_decode_version(kv.value) for kv in listing), key=lambda v: v.number)
 
-    async def get(self, version: str) -> MeshVersion | None:
-        found = await self._store.client.get(HISTORY + version.encode())
+    async def get(self, number: int) -> MeshVersion | None:
+        found = await self._call(
+            "reading a mesh version", self._store.client.get(_history_key(number))
+        )
         return None if found is None else _decode_version(found.value)
 
     async def current(self) -> AsyncIterator[MeshVersion]:
+        last: MeshVersion | None = None
+        while True:
+            try:
+                async for version in self._follow():
+                    if version != last:
+                        last = version
+                        yield version
+            except (*STORE_ERRORS, StoreUnavailable) as err:
+                self._store.failed("watching the mesh history", err)
+                await asyncio.sleep(RETRY_S)
+
+    async def _follow(self) -> AsyncIterator[MeshVersion]:
+        """The current version, then each new one, from one read and the watch after it."""
         client = self._store.client
-        found = await client.get(CURRENT)
-        revision = found.header.revision if found is not None else 0
-        if found is not None and (version := await self.get(found.value.decode())) is not None:
-            yield version
-        async for event in await client.watch(CURRENT, start_revision=revision + 1):
-            if event.kind == aetcd.EventKind.PUT:
-                version = await self.get(event.kv.value.decode())
-                if version is not None:
-                    yield version
+        listing = await client.get_prefix(CURRENT)  # has the revision even with no key yet
+        self._store.answered()
+        for kv in listing:
+            if (version := await self.get(int(kv.value))) is not None:
+                yield version
+        watch = await client.watch(CURRENT, start_revision=listing.header.revision + 1)
+        async for event in watch:
+            if event.kind != aetcd.EventKind.PUT:
+                continue
+            if (version := await self.get(int(event.kv.value))) is not None:
+                yield version
+
+    async def _call(self, doing: str, call: Awaitable[T]) -> T:
+        """`call`'s answer; an etcd that does not answer is one clear StoreUnavailable."""
+        try:
+            return await call
+        except STORE_ERRORS as err:
+            raise StoreUnavailable(f"etcd {self._store.url}: {_why(err)} while {doing}") from None
+
+
+def _history_key(number: int) -> bytes:
+    return HISTORY + str(number).encode()
 
 
 def _encode_version(version: MeshVersion) -> bytes:
-    return json.dumps(
-        {
-            "version": version.version,
-            "content": version.content.decode("utf-8", "replace"),
-            "author": version.author,
-            "created_at": version.created_at,
-        }
-    ).encode()
+    fields = asdict(version)
+    fields["content"] = version.content.decode("utf-8", "replace")
+    return json.dumps(fields).encode()
 
 
 def _decode_version(value: bytes) -> MeshVersion:
-    data: dict[str, Any] = json.loads(value)
-    return MeshVersion(
-        data["version"], data["content"].encode(), data["author"], data["created_at"]
-    )
+    fields: dict[str, Any] = json.loads(value)
+    fields["content"] = fields["content"].encode()
+    return MeshVersion(**fields)

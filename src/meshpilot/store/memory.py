@@ -91,24 +91,29 @@ class MemoryRegistry(Registry):
 
 class MemoryHistory(History):
     def __init__(self) -> None:
-        self._versions: dict[str, MeshVersion] = {}
-        self._current: MeshVersion | None = None
+        self._versions: list[MeshVersion] = []
         self._changes = _Changes()
 
-    async def put(self, version: MeshVersion) -> None:
-        self._versions.setdefault(version.version, version)
-        self._current = version
+    async def _commit(self, version: MeshVersion) -> bool:
+        if len(self._versions) != version.number - 1:
+            return False
+        self._versions.append(version)
         self._changes.notify()
+        return True
+
+    async def latest(self) -> MeshVersion | None:
+        return self._versions[-1] if self._versions else None
 
     async def versions(self) -> list[MeshVersion]:
-        return sorted(self._versions.values(), key=lambda v: v.created_at)
+        return list(self._versions)
 
-    async def get(self, version: str) -> MeshVersion | None:
-        return self._versions.get(version)
+    async def get(self, number: int) -> MeshVersion | None:
+        return self._versions[number - 1] if 0 < number <= len(self._versions) else None
 
     async def current(self) -> AsyncIterator[MeshVersion]:
         last: MeshVersion | None = None
         async for _ in self._changes.each():
-            if self._current is not None and self._current is not last:
-                last = self._current
+            latest = await self.latest()
+            if latest is not None and latest is not last:
+                last = latest
                 yield last
