@@ -5,11 +5,16 @@ prints. (On etcd: e2e/test_store_etcd.py; with replicas and Envoy: e2e/test_hist
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from meshpilot.cli import main
 from meshpilot.store import MemoryStore, UnknownVersion, content_digest
 from meshpilot.store.history import history_table
+
+NOWHERE = "etcd://127.0.0.1:1"  # nothing listens there
 
 ONE, TWO = b"mesh: one\n", b"mesh: two\n"
 
@@ -76,3 +81,27 @@ async def test_the_table_marks_the_last_version_current() -> None:
     assert lines[0].split() == ["VERSION", "WHEN", "WHO", "HASH", "STATUS", "DESCRIPTION"]
     assert lines[1].split()[0::2] == ["1", "ann@a", "superseded"]
     assert lines[2].split()[2:] == ["bob@b", content_digest(TWO), "current", "apply"]
+
+
+def test_an_invalid_apply_prints_every_problem_before_asking_the_store(tmp_path: Path) -> None:
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text("mesh: e2e\nservices:\n  reviews: {port: nine}\n")
+    result = CliRunner().invoke(main, ["apply", str(mesh), "--store", NOWHERE])
+    assert result.exit_code == 1
+    expected = f"{mesh}:3:19: services.reviews.port: expected an integer, got string 'nine'\n"
+    assert result.output == expected
+
+
+def test_a_store_that_does_not_answer_is_one_line() -> None:
+    result = CliRunner().invoke(main, ["history", "--store", NOWHERE])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: etcd {NOWHERE} did not answer while reading the ")
+    assert result.output.count("\n") == 1
+
+
+def test_serve_needs_a_mesh_file_or_a_store() -> None:
+    result = CliRunner().invoke(main, ["serve", "--insecure"])
+    assert (result.exit_code, result.output) == (
+        1,
+        "error: give a mesh file, or a store (--store) whose history to serve\n",
+    )

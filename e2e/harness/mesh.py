@@ -41,7 +41,7 @@ class ControlPlane:
     ip: str
     xds_port: int
     admin_port: int
-    mesh_path: Path
+    mesh_path: Path | None  # None: it serves its store's mesh history
     secure: bool = True
 
     @property
@@ -183,7 +183,7 @@ class MeshEnv:
 
     def start_control_plane(
         self,
-        mesh_path: Path,
+        mesh_path: Path | None,
         *,
         ip: str | None = None,
         xds_port: int = XDS_PORT,
@@ -196,15 +196,17 @@ class MeshEnv:
     ) -> ControlPlane:
         """`meshpilot serve` on its own IP; waits for `/healthz` unless `wait=False`.
         Pass the old `ip` to restart a stopped control plane on the same addresses. With a
-        `store` URL it is one more replica: sidecars started afterwards list every replica."""
+        `store` URL it is one more replica: sidecars started afterwards list every replica; with
+        no `mesh_path` it serves the store's mesh history."""
         ip = ip or self.ips.ip()
-        argv = [MESHPILOT, "serve", str(mesh_path)]
+        argv = [MESHPILOT, "serve", *([str(mesh_path)] if mesh_path else [])]
         argv += ["--xds", f"{ip}:{xds_port}", "--admin", f"{ip}:{admin_port}"]
         argv += ["--mixer", mixer] if mixer else []
         argv += ["--mixer-metrics", mixer_metrics] if mixer_metrics else []
         argv += ["--insecure"] if insecure else ["--state-dir", str(self.state_dir)]
         argv += ["--store", store] if store else []
-        proc = self.processes.start("controlplane", argv, cwd=mesh_path.parent)
+        cwd = mesh_path.parent if mesh_path else self.tmp
+        proc = self.processes.start("controlplane", argv, cwd=cwd)
         cp = ControlPlane(proc, ip, xds_port, admin_port, mesh_path, not insecure)
         if wait:
             wait_http_ok(f"{cp.admin_url}/healthz", START_TIMEOUT, procs=[proc])

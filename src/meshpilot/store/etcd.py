@@ -335,7 +335,9 @@ class EtcdHistory(History):
         try:
             return await call
         except STORE_ERRORS as err:
-            raise StoreUnavailable(f"etcd {self._store.url}: {_why(err)} while {doing}") from None
+            raise StoreUnavailable(
+                f"etcd {self._store.url} did not answer while {doing}: {_why(err)}"
+            ) from None
 
 
 def _history_key(number: int) -> bytes:
