@@ -4,6 +4,7 @@ replica watching the mesh file publishes each save for the other to serve (GitOp
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from harness.mesh import MESHPILOT, ControlPlane, Instance, MeshEnv
 from harness.wait import wait_for
 from meshes import CALLER, reviews_mesh, version
 
-from meshpilot.store import content_digest
+from meshpilot.store import content_digest, open_store
 
 V1, V2 = reviews_mesh(100, 0), reviews_mesh(0, 100)
 BAD = reviews_mesh(60, 30)
@@ -107,6 +108,42 @@ def test_an_invalid_apply_stores_nothing_and_says_where(
     assert done.returncode == 1
     assert done.stdout == f"{path}{BAD_PROBLEM}\n"
     assert [row[0] for row in history_rows(etcd)] == ["1"]
+
+
+def store_unchecked(etcd: EtcdCluster, content: str, source: Path) -> None:
+    """Store `content` as the next version without validating it, as `apply` never would (an
+    older meshpilot, or a file a replica's host lacks)."""
+
+    async def append() -> None:
+        store = open_store(etcd.url)
+        try:
+            await store.history.append(content.encode(), str(source), "someone")
+        finally:
+            await store.close()
+
+    asyncio.run(append())
+
+
+def test_a_stored_version_a_replica_cannot_use_leaves_the_last_good_one_serving(
+    mesh_env: MeshEnv, etcd: EtcdCluster
+) -> None:
+    path = mesh_env.write_mesh(V1)
+    applied(path, etcd)
+    replica = mesh_env.start_control_plane(None, store=etcd.url)
+    caller = caller_on(mesh_env, replica)
+    start_reviews(mesh_env, [caller])
+    wait_answered_by([caller], "v1")
+
+    store_unchecked(etcd, BAD, path)
+    problems = wait_for(lambda: replica.mesh()["problems"], 5, message="version 2 rejected")
+    assert problems == [f"{path}{BAD_PROBLEM}"]
+    assert replica.mesh()["stored_version"] == 1
+    wait_answered_by([caller], "v1")
+
+    mesh_env.write_mesh(V2)
+    applied(path, etcd)
+    wait_answered_by([caller], "v2")
+    assert replica.mesh()["problems"] == [] and replica.mesh()["stored_version"] == 3
 
 
 def test_a_file_watching_replica_publishes_each_save_the_other_serves(

@@ -135,6 +135,8 @@ class ControlPlane:
         self._convergence: asyncio.Task[None] | None = None
         self._others: asyncio.Task[None] | None = None
         self._history: asyncio.Task[None] | None = None
+        # A save being published and a stored version being applied are read one at a time.
+        self._translating = asyncio.Lock()
 
     async def start(self) -> None:
         if self.from_history:
@@ -204,17 +206,19 @@ class ControlPlane:
 
     async def _apply_stored(self, version: MeshVersion, seen_at: float | None) -> None:
         """Serve a stored version; one this replica cannot translate changes nothing."""
-        loaded = await asyncio.to_thread(
-            self._translate, version.content, Path(version.source), version.number
-        )
-        await self._apply(loaded, seen_at)
+        async with self._translating:
+            loaded = await asyncio.to_thread(
+                self._translate, version.content, Path(version.source), version.number
+            )
+            await self._apply(loaded, seen_at)
 
     async def publish(self) -> None:
         """GitOps: a valid save of the mesh file is stored as the history's next version (which
         every replica then serves, this one included); a bad one is rejected as without a
         store, and nothing is stored."""
         assert self.mesh_path is not None
-        loaded = await asyncio.to_thread(self._load)
+        async with self._translating:
+            loaded = await asyncio.to_thread(self._load)
         if loaded.problems:
             self._reject(loaded.problems, str(self.mesh_path))
             return
