@@ -45,6 +45,7 @@ INCREMENTAL = "tests/test_incremental.py"
 LOCALITY = "tests/test_locality.py"
 REPLICAS = "tests/test_replicas.py"
 STORE = "tests/test_store.py"
+HISTORY = "tests/test_history.py"
 
 MUTANTS = (
     Mutant(
@@ -151,6 +152,20 @@ MUTANTS = (
         '"locality": None if locality is None else str(locality),',
         '"locality": None,',
         (STORE,),
+    ),
+    Mutant(
+        "history-commit-ignores-a-concurrent-append",
+        "store/memory.py",
+        "if len(self._versions) != version.number - 1:",
+        "if False:",
+        (HISTORY,),
+    ),
+    Mutant(
+        "history-stores-the-current-content-again",
+        "store/base.py",
+        "if current is not None and current.digest == digest:",
+        "if False:",
+        (HISTORY,),
     ),
     Mutant(
         "consistency-not-checked-when-served",

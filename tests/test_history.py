@@ -11,8 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from meshpilot.cli import main
-from meshpilot.store import MemoryStore, UnknownVersion, content_digest
+from meshpilot.store import MemoryStore, MeshVersion, UnknownVersion, content_digest
 from meshpilot.store.history import history_table
+from meshpilot.store.memory import MemoryHistory
 
 NOWHERE = "etcd://127.0.0.1:1"  # nothing listens there
 
@@ -37,8 +38,18 @@ async def test_the_current_content_again_stores_nothing() -> None:
     assert len(await history.versions()) == 1
 
 
+class Interleaving(MemoryHistory):
+    """The memory history, letting every other append run between an append's reading of the
+    history and its commit (as concurrent appends to etcd do)."""
+
+    async def latest(self) -> MeshVersion | None:
+        found = await super().latest()
+        await asyncio.sleep(0)
+        return found
+
+
 async def test_concurrent_appends_take_distinct_numbers() -> None:
-    history = MemoryStore().history
+    history = Interleaving()
     contents = [f"mesh: m{i}\n".encode() for i in range(8)]
     stored = await asyncio.gather(*(history.append(c, "/m", "x") for c in contents))
     assert sorted(v.number for v, _ in stored) == list(range(1, 9))
