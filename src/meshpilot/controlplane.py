@@ -219,19 +219,21 @@ class ControlPlane:
         assert self.mesh_path is not None
         async with self._translating:
             loaded = await asyncio.to_thread(self._load)
-        if loaded.problems:
-            self._reject(loaded.problems, str(self.mesh_path))
-            return
-        try:
-            stored, new = await self.store.history.append(
-                loaded.data, str(self.mesh_path.resolve()), who(), SAVE_NOTE
-            )
-        except StoreUnavailable as err:
-            log.error("%s not published: %s", self.mesh_path, err)
-            return
-        self.status.problems = []
-        said = "published as" if new else "unchanged from stored"
-        log.info("%s %s version %d (%s)", self.mesh_path, said, stored.number, stored.digest)
+            if loaded.problems:
+                self._reject(loaded.problems, str(self.mesh_path))
+                return
+            try:
+                stored, new = await self.store.history.append(
+                    loaded.data, str(self.mesh_path.resolve()), who(), SAVE_NOTE
+                )
+            except StoreUnavailable as err:
+                log.error("%s not published: %s", self.mesh_path, err)
+                return
+            self.status.problems = []
+            said = "published as" if new else "unchanged from stored"
+            log.info("%s %s version %d (%s)", self.mesh_path, said, stored.number, stored.digest)
+            if not new and loaded.mesh is not None:  # the same text, but a file it reads changed
+                await self._apply(replace(loaded, stored=stored.number), time.monotonic())
 
     async def reload(self) -> None:
         """Load, validate and apply the mesh file; a bad file changes nothing that is serving.
