@@ -18,7 +18,10 @@ so the simulator does not run in the control plane's process. For each size it p
     service is called by the first K services; "every sidecar" then means every sidecar of
     those callers (the others are not to receive it);
   - the control plane's RSS (now and peak, /proc/PID/status) and CPU seconds (utime + stime,
-    /proc/PID/stat) per phase.
+    /proc/PID/stat) per phase;
+  - with --replicas N: N control planes on a local etcd (`serve --store`), on --ip and the next
+    addresses, each simulator worker's sidecars streaming to one of them (worker n to replica
+    n mod N, so --workers is raised to N at least); RSS and CPU are the first replica's.
 
 Targets (issue 14): 1,000 services / 2,000 sidecars: save -> every sidecar has the change
 <= 0.5 s on delta, <= 1.5 s on state of the world; <= 5 KB per sidecar for a one-service edit;
@@ -27,6 +30,7 @@ Targets (issue 14): 1,000 services / 2,000 sidecars: save -> every sidecar has t
     python bench/fanout.py [--sizes 100x100,1000x2000,2000x5000] [--saves 3]
     python bench/fanout.py --services 1000 --proxies 2000 --protocol sotw
     python bench/fanout.py --sizes 1000x2000 --egress 5 --edit weight
+    python bench/fanout.py --sizes 1000x4000 --replicas 2   # against --sizes 1000x2000
 
 Everything it starts is stopped on exit, whatever happens.
 """
@@ -51,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.sup
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 
 from common import check_free, raise_exit
+from harness.etcd import EtcdCluster, EtcdMember
 from harness.mesh import MESHPILOT
 from harness.processes import Proc, Processes
 from harness.wait import http_json, wait_http_ok
@@ -251,7 +256,7 @@ class Workers:
     def __init__(
         self,
         count: int,
-        address: str,
+        addresses: list[str],
         services: int,
         proxies: int,
         channels: int,
@@ -267,6 +272,7 @@ class Workers:
         for n in range(count):
             size = share + (1 if n < extra else 0)
             parent, child = context.Pipe()
+            address = addresses[n % len(addresses)]
             worker = WorkerArgs(address, first, size, services, channels, protocol)
             proc = context.Process(
                 target=worker_main,
@@ -429,24 +435,25 @@ def run_size(
     args: argparse.Namespace, services: int, proxies: int, start: str, tmp: Path
 ) -> Result:
     result = Result(services, proxies, start, args.protocol, args.edit, args.egress)
-    check_free(args.ip, [XDS_PORT, ADMIN_PORT], "--ip")
+    ips = replica_ips(args.ip, args.replicas)
+    for ip in ips:
+        check_free(ip, [XDS_PORT, ADMIN_PORT], "--ip")
     mesh = tmp / "mesh.yaml"
     egress = args.egress
     # warm: one service, unscoped (a scoped proxy that calls nothing never asks for endpoints)
     mesh.write_text(mesh_yaml(services, egress=egress) if start == "cold" else mesh_yaml(1))
-    xds, admin = f"{args.ip}:{XDS_PORT}", f"http://{args.ip}:{ADMIN_PORT}"
+    admin = f"http://{args.ip}:{ADMIN_PORT}"
     procs = Processes(tmp / "logs")
     workers: Workers | None = None
     try:
-        # simulated sidecars: plaintext, all from one address
-        argv = [MESHPILOT, "serve", str(mesh), "--xds", xds, "--insecure"]
-        argv += ["--peer-max-streams", "0", "--peer-stream-rate", "0"]
-        control_plane = procs.start("controlplane", [*argv, "--admin", f"{args.ip}:{ADMIN_PORT}"])
-        wait_http_ok(f"{admin}/healthz", START_TIMEOUT, procs=[control_plane])
+        store = start_store(procs, args.ip, tmp) if args.replicas > 1 else None
+        control_plane = start_replicas(procs, mesh, ips, store)
         result.rss_idle = rss_kib(pid := control_plane.pid)[0]
         min_available = args.min_free_gib * 2**30
+        xds = [f"{ip}:{XDS_PORT}" for ip in ips]
+        count = max(args.workers, args.replicas)
         workers = Workers(
-            args.workers, xds, services, proxies, args.channels, args.protocol, min_available
+            count, xds, services, proxies, args.channels, args.protocol, min_available
         )
         bench = Bench(args, mesh, admin, control_plane, workers)
         workers.replies("ready", control_plane, START_TIMEOUT)  # imported, specs built
@@ -529,6 +536,33 @@ def run_size(
             args.logs.mkdir(parents=True, exist_ok=True)
             for log in (tmp / "logs").glob("*.log"):
                 log.replace(args.logs / f"{services}x{proxies}-{start}-{log.name}")
+
+
+def replica_ips(first: str, count: int) -> list[str]:
+    """`first`, then the next addresses of its /24."""
+    prefix, _, host = first.rpartition(".")
+    return [f"{prefix}.{int(host) + n}" for n in range(count)]
+
+
+def start_store(procs: Processes, ip: str, tmp: Path) -> str:
+    """A one-member etcd on `ip` for the replicas; its `--store` URL."""
+    etcd = EtcdCluster(procs, [EtcdMember("bench", ip, tmp / "etcd")])
+    etcd.start()
+    return etcd.url
+
+
+def start_replicas(procs: Processes, mesh: Path, ips: list[str], store: str | None) -> Proc:
+    """A control plane on each of `ips` (on `store`, if given), once each answers; the first."""
+    started = []
+    for n, ip in enumerate(ips):
+        # simulated sidecars: plaintext, all from one address
+        argv = [MESHPILOT, "serve", str(mesh), "--xds", f"{ip}:{XDS_PORT}", "--insecure"]
+        argv += ["--peer-max-streams", "0", "--peer-stream-rate", "0"]
+        argv += ["--admin", f"{ip}:{ADMIN_PORT}", *(["--store", store] if store else [])]
+        proc = procs.start("controlplane" if n == 0 else f"controlplane-{n + 1}", argv)
+        wait_http_ok(f"http://{ip}:{ADMIN_PORT}/healthz", START_TIMEOUT, procs=[proc])
+        started.append(proc)
+    return started[0]
 
 
 # --- output -----------------------------------------------------------------------------------
@@ -622,6 +656,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="simulator processes")
     parser.add_argument("--channels", type=int, default=16, help="gRPC channels per worker")
     parser.add_argument("--ip", default="127.0.88.1", help="the control plane's loopback IP")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="control planes on a local etcd (on --ip and the next addresses), the sidecars "
+        "split over them by worker",
+    )
     parser.add_argument(
         "--start",
         choices=("cold", "warm", "both"),

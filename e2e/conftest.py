@@ -17,6 +17,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from harness.etcd import EtcdCluster, start_etcd
 from harness.mesh import MeshEnv
 from harness.processes import Processes
 
@@ -72,3 +73,15 @@ def pytest_runtest_makereport(
     if report.failed and procs is not None and procs.procs:
         report.sections.append((f"process logs ({report.when})", procs.tails()))
     return report
+
+
+@pytest.fixture
+def etcd(tmp_path: Path, loopback: LoopbackAllocator, processes: Processes) -> EtcdCluster:
+    """One real etcd member on a loopback IP of this test's own (stopped with `processes`)."""
+    return start_etcd(processes, loopback, tmp_path)
+
+
+@pytest.fixture
+def etcd_cluster(tmp_path: Path, loopback: LoopbackAllocator, processes: Processes) -> EtcdCluster:
+    """A real three-member etcd cluster, each member on its own loopback IP."""
+    return start_etcd(processes, loopback, tmp_path, size=3)

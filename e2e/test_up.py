@@ -83,9 +83,12 @@ def pids_running(text: str) -> list[int]:
     return found
 
 
-def start_up(mesh_env: MeshEnv, env: dict[str, str] | None = None) -> tuple[Proc, list[Row], str]:
+def start_up(
+    mesh_env: MeshEnv, env: dict[str, str] | None = None, options: tuple[str, ...] = ()
+) -> tuple[Proc, list[Row], str]:
     mesh = mesh_env.write_mesh(mesh_text(100, 0))
-    up = mesh_env.processes.start("up", [MESHPILOT, "up", str(mesh)], cwd=mesh_env.tmp, env=env)
+    argv = [MESHPILOT, "up", *options, str(mesh)]
+    up = mesh_env.processes.start("up", argv, cwd=mesh_env.tmp, env=env)
     wait_for(lambda: "ready; Ctrl-C" in up.log(), 60, message="up to be ready", procs=[up])
     return up, replicas(up.log()), plane_ip(up.log())
 

@@ -43,6 +43,9 @@ AGENT = "tests/test_identity_client.py"
 ADS_AUTH = "tests/test_ads_auth.py"
 INCREMENTAL = "tests/test_incremental.py"
 LOCALITY = "tests/test_locality.py"
+REPLICAS = "tests/test_replicas.py"
+STORE = "tests/test_store.py"
+HISTORY = "tests/test_history.py"
 
 MUTANTS = (
     Mutant(
@@ -135,6 +138,34 @@ MUTANTS = (
         "self._open[key] += 1",
         "pass",
         (STUCK,),
+    ),
+    Mutant(
+        "other-replicas-instances-not-served",
+        "xds/cache.py",
+        "{w.instance for w in watches if w.instance is not None}.union(others)",
+        "{w.instance for w in watches if w.instance is not None}",
+        (REPLICAS,),
+    ),
+    Mutant(
+        "registry-drops-locality",
+        "store/etcd.py",
+        '"locality": None if locality is None else str(locality),',
+        '"locality": None,',
+        (STORE,),
+    ),
+    Mutant(
+        "history-commit-ignores-a-concurrent-append",
+        "store/memory.py",
+        "if len(self._versions) != version.number - 1:",
+        "if False:",
+        (HISTORY,),
+    ),
+    Mutant(
+        "history-stores-the-current-content-again",
+        "store/base.py",
+        "if current is not None and current.digest == digest:",
+        "if False:",
+        (HISTORY,),
     ),
     Mutant(
         "consistency-not-checked-when-served",

@@ -130,6 +130,29 @@ def test_ipv6_control_plane_address() -> None:
     assert (ident.xds_host, ident.xds_port) == ("::1", 18000)
 
 
+def test_every_control_plane_replica_is_an_endpoint_and_a_name_the_sidecar_accepts() -> None:
+    ident = identity(xds="127.0.0.5:18000,127.0.0.6:18010")
+    xds_cluster, _ = parsed(ident, CHANNEL)["static_resources"]["clusters"]
+    endpoints = xds_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert [e["endpoint"]["address"]["socket_address"] for e in endpoints] == [
+        {"address": "127.0.0.5", "port_value": 18000},
+        {"address": "127.0.0.6", "port_value": 18010},
+    ]
+    validation = xds_cluster["transport_socket"]["typed_config"]["common_tls_context"][
+        "validation_context"
+    ]
+    assert [m["matcher"]["exact"] for m in validation["match_typed_subject_alt_names"]] == [
+        "127.0.0.5",
+        "127.0.0.6",
+    ]
+    assert ident.first_xds == "127.0.0.5:18000"
+
+
+def test_a_bad_replica_address_is_one_line_naming_it() -> None:
+    with pytest.raises(BadSidecarOption, match=r"^--xds '127.0.0.6': expected HOST:PORT"):
+        identity(xds="127.0.0.5:18000,127.0.0.6")
+
+
 @pytest.mark.parametrize(
     ("xds", "san"), [("127.0.0.5:18000", "IP_ADDRESS"), ("controlplane:18000", "DNS")]
 )

@@ -143,3 +143,17 @@ def test_version_prints_the_installed_package_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert result.output == f"meshpilot {importlib.metadata.version('meshpilot')}\n"
+
+
+def test_serve_with_a_bad_store_url_is_one_clean_line() -> None:
+    result = CliRunner().invoke(main, ["serve", str(FIXTURE), "--store", "http://127.0.0.1:2379"])
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: --store 'http://127.0.0.1:2379': expected etcd://127.0.0.1:2379,127.0.0.2:2379\n"
+    )
+
+
+def test_up_with_replicas_and_netns_is_one_clean_line() -> None:
+    result = CliRunner().invoke(main, ["up", str(FIXTURE), "--replicas", "2", "--netns"])
+    assert result.exit_code == 1
+    assert result.output == "error: --replicas and --netns cannot be used together yet\n"

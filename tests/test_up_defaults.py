@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from meshpilot.runner.addresses import UP_RANGE, block_count, block_prefix, try_claim, up_allocator
-from meshpilot.runner.up import meshpilot_command
+from meshpilot.runner.up import Addresses, meshpilot_command
 
 OWN_SCRIPT = Path(sys.executable).parent / "meshpilot"
 
@@ -56,3 +56,16 @@ def test_the_banner_says_meshpilot_when_path_finds_this_one(
 ) -> None:
     monkeypatch.setenv("PATH", str(OWN_SCRIPT.parent))
     assert meshpilot_command() == "meshpilot"
+
+
+def test_with_replicas_every_sidecar_is_given_every_control_plane() -> None:
+    addresses = Addresses(
+        "127.200.0.1:18000",
+        "127.200.0.1:18001",
+        None,
+        None,
+        (("127.200.0.2:18000", "127.200.0.2:18001"),),
+        "127.200.0.1",
+    )
+    assert addresses.sidecar_xds == "127.200.0.1:18000,127.200.0.2:18000"
+    assert [admin for _, admin in addresses.planes] == ["127.200.0.1:18001", "127.200.0.2:18001"]

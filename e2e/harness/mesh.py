@@ -41,7 +41,7 @@ class ControlPlane:
     ip: str
     xds_port: int
     admin_port: int
-    mesh_path: Path
+    mesh_path: Path | None  # None: it serves its store's mesh history
     secure: bool = True
 
     @property
@@ -159,6 +159,7 @@ class MeshEnv:
         self.tmp, self.ips, self.processes = tmp, ips, processes
         self.state_dir = tmp / "state"
         self.control_plane: ControlPlane | None = None
+        self.replicas: list[ControlPlane] = []  # control planes sharing a store (`store=`)
         self.instances: list[Instance] = []
 
     def token(self, service: str, labels: dict[str, str] | None = None, **options: Any) -> str:
@@ -182,7 +183,7 @@ class MeshEnv:
 
     def start_control_plane(
         self,
-        mesh_path: Path,
+        mesh_path: Path | None,
         *,
         ip: str | None = None,
         xds_port: int = XDS_PORT,
@@ -191,20 +192,27 @@ class MeshEnv:
         mixer: str | None = None,
         mixer_metrics: str | None = None,
         insecure: bool = False,
+        store: str | None = None,
     ) -> ControlPlane:
         """`meshpilot serve` on its own IP; waits for `/healthz` unless `wait=False`.
-        Pass the old `ip` to restart a stopped control plane on the same addresses."""
+        Pass the old `ip` to restart a stopped control plane on the same addresses. With a
+        `store` URL it is one more replica: sidecars started afterwards list every replica; with
+        no `mesh_path` it serves the store's mesh history."""
         ip = ip or self.ips.ip()
-        argv = [MESHPILOT, "serve", str(mesh_path)]
+        argv = [MESHPILOT, "serve", *([str(mesh_path)] if mesh_path else [])]
         argv += ["--xds", f"{ip}:{xds_port}", "--admin", f"{ip}:{admin_port}"]
         argv += ["--mixer", mixer] if mixer else []
         argv += ["--mixer-metrics", mixer_metrics] if mixer_metrics else []
         argv += ["--insecure"] if insecure else ["--state-dir", str(self.state_dir)]
-        proc = self.processes.start("controlplane", argv, cwd=mesh_path.parent)
+        argv += ["--store", store] if store else []
+        cwd = mesh_path.parent if mesh_path else self.tmp
+        proc = self.processes.start("controlplane", argv, cwd=cwd)
         cp = ControlPlane(proc, ip, xds_port, admin_port, mesh_path, not insecure)
         if wait:
             wait_http_ok(f"{cp.admin_url}/healthz", START_TIMEOUT, procs=[proc])
         self.control_plane = cp
+        if store:
+            self.replicas.append(cp)
         return cp
 
     def start_with_mixer(self, mesh_path: Path, workers: int = 1) -> tuple[ControlPlane, Mixer]:
@@ -338,6 +346,9 @@ class MeshEnv:
         self.instances.remove(instance)
 
     def _xds(self) -> str:
+        """The control plane, or every replica (the sidecar picks one, and fails over)."""
+        if self.replicas:
+            return ",".join(replica.xds for replica in self.replicas)
         if self.control_plane is None:
             raise RuntimeError("start a control plane first, or pass xds=")
         return self.control_plane.xds

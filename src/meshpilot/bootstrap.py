@@ -2,7 +2,9 @@
 
 Everything else (listeners, clusters, routes, endpoints) comes over ADS, so the bootstrap stays
 small: the node identity with its metadata, the admin endpoint on `IP:15000`, the ADS config
-source and one static cluster, `xds_cluster`, that reaches the control plane over HTTP/2.
+source and one static cluster, `xds_cluster`, that reaches the control plane over HTTP/2 (with
+replicas, `--xds` lists all of them: each is an endpoint of that cluster, and a sidecar whose
+replica goes away reconnects to another).
 
 A secure sidecar (with a join token, `ControlChannel`) also gets: TLS to the control plane,
 trusting only the mesh CA the token pins and checking the server's name; the token as ADS
@@ -64,6 +66,17 @@ class SidecarIdentity:
     xds_protocol: str = "delta"  # incremental ("delta") or state of the world ("sotw")
     gateway: bool = False  # the mesh's gateway named `service`, not an instance of a service
     locality: Locality | None = None  # where it runs: node.locality
+    xds_replicas: tuple[tuple[str, int], ...] = ()  # more control-plane replicas, after the first
+
+    @property
+    def xds_addresses(self) -> tuple[tuple[str, int], ...]:
+        """Every control-plane replica the sidecar may stream to, as (host, port)."""
+        return ((self.xds_host, self.xds_port), *self.xds_replicas)
+
+    @property
+    def first_xds(self) -> str:
+        """The first control plane as HOST:PORT: where the agent gets certificates."""
+        return f"{url_host(self.xds_host)}:{self.xds_port}"
 
     @property
     def node_id(self) -> str:
@@ -75,7 +88,7 @@ class SidecarIdentity:
 
     @property
     def admin_url(self) -> str:
-        return f"http://{_url_host(self.app_ip)}:{ADMIN_PORT}"
+        return f"http://{url_host(self.app_ip)}:{ADMIN_PORT}"
 
 
 def sidecar_identity(
@@ -101,7 +114,7 @@ def sidecar_identity(
         _check_ip(local_ip, "--local-ip")
     if not 0 < app_port < 65536:
         raise BadSidecarOption(f"--app-port {app_port}: must be between 1 and 65535")
-    host, port = parse_host_port(xds, option="--xds")
+    (host, port), *replicas = [parse_host_port(a, option="--xds") for a in xds.split(",")]
     if xds_protocol not in XDS_PROTOCOLS:
         raise BadSidecarOption(
             f"--xds-protocol {xds_protocol!r}: one of {', '.join(XDS_PROTOCOLS)}"
@@ -117,6 +130,7 @@ def sidecar_identity(
         xds_protocol,
         gateway,
         locality_option(locality),
+        tuple(replicas),
     )
 
 
@@ -164,7 +178,8 @@ def _check_ip(ip: str, option: str) -> None:
         raise BadSidecarOption(f"{option} {ip!r}: not an IP address") from None
 
 
-def _url_host(host: str) -> str:
+def url_host(host: str) -> str:
+    """A host as written before `:PORT` (an IPv6 address in brackets)."""
     return f"[{host}]" if ":" in host else host
 
 
@@ -284,12 +299,13 @@ def ads_config(protocol: str = "delta") -> dict[str, Any]:
 
 
 def xds_cluster(identity: SidecarIdentity) -> dict[str, Any]:
-    """The control plane: HTTP/2 with keepalives so a dead peer is noticed, fast connect."""
-    host, port = identity.xds_host, identity.xds_port
-    address = socket_address(host, port)
+    """The control plane (every replica an endpoint): HTTP/2 with keepalives so a dead peer is
+    noticed, fast connect."""
+    addresses = identity.xds_addresses
+    endpoints = [{"endpoint": {"address": socket_address(h, p)}} for h, p in addresses]
     return {
         "name": XDS_CLUSTER,
-        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "type": "STATIC" if all(_is_ip(h) for h, _ in addresses) else "STRICT_DNS",
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {HTTP_PROTOCOL_OPTIONS: http2_options()},
         "upstream_connection_options": {
@@ -297,7 +313,7 @@ def xds_cluster(identity: SidecarIdentity) -> dict[str, Any]:
         },
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+            "endpoints": [{"lb_endpoints": endpoints}],
         },
     }
 
@@ -306,16 +322,17 @@ def secure_xds_cluster(identity: SidecarIdentity, channel: ControlChannel) -> di
     """`xds_cluster` over TLS: only the pinned CA is trusted, and the certificate must name the
     host sidecars dial; connections leave from the instance IP."""
     host = identity.xds_host
-    san_type = "IP_ADDRESS" if _is_ip(host) else "DNS"
+    names = [
+        {"san_type": "IP_ADDRESS" if _is_ip(h) else "DNS", "matcher": {"exact": h}}
+        for h, _ in identity.xds_addresses
+    ]
     tls: dict[str, Any] = {
         "@type": f"type.googleapis.com/{UPSTREAM_TLS}",
         "common_tls_context": {
             "alpn_protocols": ["h2"],
             "validation_context": {
                 "trusted_ca": {"inline_string": channel.ca_pem},
-                "match_typed_subject_alt_names": [
-                    {"san_type": san_type, "matcher": {"exact": host}}
-                ],
+                "match_typed_subject_alt_names": names,
             },
         },
     }

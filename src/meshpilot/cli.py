@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -35,7 +35,14 @@ def _sidecar_options(func: F) -> F:
             "admin, outbound port and the app there, only the inbound port on --ip.",
         ),
         click.option("--app-port", default=8080, show_default=True, type=int),
-        _address("--xds", "127.0.0.1:18000"),
+        click.option(
+            "--xds",
+            default="127.0.0.1:18000",
+            show_default=True,
+            metavar="HOST:PORT[,HOST:PORT...]",
+            help="The control plane; with replicas, every one of them (the sidecar reconnects "
+            "to another when its replica goes away).",
+        ),
         click.option(
             "--xds-protocol",
             type=click.Choice(["delta", "sotw"]),
@@ -127,6 +134,13 @@ def main() -> None:
     """meshpilot: a service-mesh control plane driving real Envoy sidecars."""
 
 
+def _exit_invalid(problems: list[Any]) -> NoReturn:
+    """Print every problem as `validate` does, and exit 1."""
+    for problem in problems:
+        click.echo(problem.format())
+    sys.exit(1)
+
+
 @main.command()
 @click.argument("mesh", type=click.Path(path_type=Path))
 def validate(mesh: Path) -> None:
@@ -138,9 +152,7 @@ def validate(mesh: Path) -> None:
     try:
         spec = load_mesh(mesh)
     except MeshInvalid as invalid:
-        for problem in invalid.problems:
-            click.echo(problem.format())
-        sys.exit(1)
+        _exit_invalid(invalid.problems)
     routes = sum(len(s.routes) for s in spec.services.values())
     click.echo(
         f"{mesh}: valid: mesh {spec.mesh!r}, {counted(len(spec.services), 'service')}, "
@@ -178,7 +190,7 @@ def render(
 
 
 @main.command()
-@click.argument("mesh", type=click.Path(path_type=Path))
+@click.argument("mesh", type=click.Path(path_type=Path), required=False)
 @_address("--xds", "127.0.0.1:18000")
 @_address("--admin", "127.0.0.1:18001")
 @click.option(
@@ -217,8 +229,15 @@ def render(
     show_default=True,
     help="New ADS streams per second one peer address may open (0: no limit).",
 )
+@click.option(
+    "--store",
+    default=None,
+    metavar="etcd://HOST:PORT[,HOST:PORT...]",
+    help="Run as one of several replicas: the registry of instances lives in this etcd, and "
+    "every replica serves every instance. Default: this process's memory (one control plane).",
+)
 def serve(
-    mesh: Path,
+    mesh: Path | None,
     xds: str,
     admin: str,
     mixer_address: str | None,
@@ -228,13 +247,17 @@ def serve(
     admin_token_file: Path | None,
     peer_max_streams: int,
     peer_stream_rate: float,
+    store: str | None,
 ) -> None:
     """Run the control plane: ADS gRPC server, certificate service and admin HTTP API, watching
-    MESH. Secure by default: TLS on the xDS port, sidecars join with tokens, mTLS between them."""
+    MESH. Secure by default: TLS on the xDS port, sidecars join with tokens, mTLS between them.
+    With --store, it serves the mesh history's current version; MESH, if given, is watched and
+    each valid save published as a new version."""
     from meshpilot.admin.client import http_address
     from meshpilot.admin.graph import MIXER_METRICS
     from meshpilot.controlplane import ControlPlane, run_control_plane
     from meshpilot.identity.state import default_state_dir
+    from meshpilot.store import open_store
     from meshpilot.xds.peers import PeerLimits
 
     # Insecure: no CA, no certificate service (nothing is signed over plaintext).
@@ -252,8 +275,57 @@ def serve(
         token,
         peer_limits=peers,
         mixer_metrics=http_address(mixer_metrics, MIXER_METRICS),
+        store=open_store(store),
     )
     run_control_plane(plane)
+
+
+_store_option = click.option(
+    "--store",
+    required=True,
+    envvar="MESHPILOT_STORE",
+    metavar="etcd://HOST:PORT[,HOST:PORT...]",
+    help="The store holding the mesh history (default: $MESHPILOT_STORE).",
+)
+_author_option = click.option(
+    "--author", default=None, help="Who stores the version, for the history (default: user@host)."
+)
+
+
+@main.command()
+@click.argument("mesh", type=click.Path(path_type=Path))
+@_store_option
+@_author_option
+def apply(mesh: Path, store: str, author: str | None) -> None:
+    """Validate MESH as `validate` does and store it as the mesh history's next version, which
+    every replica (`serve --store`) then serves; nothing is stored when it is not valid."""
+    from meshpilot.mesh.diagnostics import MeshInvalid
+    from meshpilot.store.history import apply_mesh, version_line
+
+    try:
+        click.echo(version_line(*apply_mesh(mesh, store, author)))
+    except MeshInvalid as invalid:
+        _exit_invalid(invalid.problems)
+
+
+@main.command()
+@_store_option
+def history(store: str) -> None:
+    """List the stored mesh versions: number, when, who, content hash, which one is current."""
+    from meshpilot.store.history import print_history
+
+    print_history(store)
+
+
+@main.command()
+@click.argument("version", type=click.IntRange(min=1))
+@_store_option
+@_author_option
+def rollback(version: int, store: str, author: str | None) -> None:
+    """Make stored VERSION current again, as a new version "rollback to VERSION"."""
+    from meshpilot.store.history import rollback_mesh, version_line
+
+    click.echo(version_line(*rollback_mesh(version, store, author)))
 
 
 @main.command()
@@ -294,7 +366,7 @@ def bootstrap(
     channel = None
     if token_file is not None:
         token = read_token_file(token_file, identity.service)
-        ca_pem = pinned_anchor(opts["xds"], read_token(token).ca_fingerprint).decode()
+        ca_pem = pinned_anchor(identity.first_xds, read_token(token).ca_fingerprint).decode()
         channel = ControlChannel(ca_pem, token, sds_socket)
     _write(output, render_bootstrap(identity, channel))
 
@@ -571,6 +643,14 @@ def top(mixer_: str, window: float, watch: float | None) -> None:
     help="As root: each replica in its own network namespace, where only its sidecar's mTLS "
     "inbound port faces the others; xDS and the mixer then listen on the host's bridge IP.",
 )
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Control planes to run: more than one run on a local etcd (`serve --store`), each on "
+    "its own IP (:18000, :18001), and every sidecar lists them all.",
+)
 def up(
     mesh: Path,
     xds: str | None,
@@ -578,8 +658,9 @@ def up(
     listen: str | None,
     metrics: str | None,
     netns: bool,
+    replicas: int,
 ) -> None:
     """Run a whole mesh locally: control plane, mixer, and every `run:` replica with a sidecar."""
     from meshpilot.runner.up import run_up
 
-    sys.exit(run_up(mesh, xds, admin, listen, metrics, netns))
+    sys.exit(run_up(mesh, xds, admin, listen, metrics, netns, replicas))

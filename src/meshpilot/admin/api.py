@@ -12,6 +12,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from meshpilot.admin.console import console_routes
 from meshpilot.admin.graph import DEFAULT_WINDOW_S, fetch_edges, service_graph
 from meshpilot.admin.http import Handler, Reply
+from meshpilot.store import Store
 from meshpilot.translator.resources import decode
 from meshpilot.xds.cache import SnapshotCache, Watch
 from meshpilot.xds.metrics import XdsMetrics
@@ -24,6 +25,7 @@ class MeshStatus:
     version: str | None = None
     applied_at: float | None = None
     problems: list[str] = field(default_factory=list)
+    stored_version: int | None = None  # its number in the mesh history (`serve --store`)
 
 
 def utc_timestamp(epoch: float | None) -> str | None:
@@ -47,6 +49,7 @@ class ControlPlane(Protocol):
     metrics: XdsMetrics
     status: MeshStatus
     mixer_metrics: str  # the mixer's HTTP address, for the console's service graph
+    store: Store  # of the registry: a shared one is reported by /healthz
 
 
 def proxy_json(watch: Watch) -> dict[str, Any]:
@@ -75,6 +78,21 @@ def config_dump(watch: Watch) -> dict[str, Any]:
     }
 
 
+def healthz(store: Store) -> str:
+    """`ok` while serving; with a shared store, a second line says whether it answers (while it
+    does not, the last state it gave keeps serving)."""
+    if not store.shared:
+        return "ok\n"
+    health = store.health
+    if health.connected:
+        return f"ok\nstore {store.url}: connected\n"
+    since = utc_timestamp(health.since)
+    return (
+        f"ok\nstore {store.url}: unreachable since {since} ({health.error}); "
+        "serving the last state it gave\n"
+    )
+
+
 def admin_routes(plane: ControlPlane) -> dict[str, Handler]:
     def proxies(_: dict[str, str]) -> Reply:
         return Reply.json([proxy_json(w) for w in plane.cache.watches])
@@ -93,6 +111,7 @@ def admin_routes(plane: ControlPlane) -> dict[str, Handler]:
                 "version": status.version,
                 "applied_at": utc_timestamp(status.applied_at),
                 "problems": status.problems,
+                "stored_version": status.stored_version,
             }
         )
 
@@ -110,7 +129,7 @@ def admin_routes(plane: ControlPlane) -> dict[str, Handler]:
         return Reply.json({"window_s": window, "mixer": mixer, **shown})
 
     return {
-        "/healthz": lambda _: Reply(200, b"ok\n"),
+        "/healthz": lambda _: Reply(200, healthz(plane.store).encode()),
         "/proxies": proxies,
         "/config_dump": dump,
         "/mesh": mesh,

@@ -38,7 +38,7 @@ def run_secure_sidecar(identity: SidecarIdentity, token: str) -> int:
 
 
 async def _sidecar(identity: SidecarIdentity, token: str) -> int:
-    client = CertificateClient(f"{identity.xds_host}:{identity.xds_port}", token)
+    client = CertificateClient(identity.first_xds, token)
     agent = IdentityAgent(client)
     try:
         credentials = await agent.first_credentials()

@@ -11,6 +11,10 @@ on its address on a host bridge, where the control plane's xDS port and the mixe
 
 Secure as `serve` is: the control plane keeps its CA and token key in the run directory's
 `state/`, and `up` issues a join token (0600, in `tokens/`) for each replica and the mixer.
+
+With `--replicas N` (N > 1), `up` runs a local etcd (data in the run directory's `etcd/`) and N
+control planes on it (`serve --store`), each on its own loopback IP; every sidecar lists all of
+them, and they share the state directory (one CA).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from meshpilot.model.names import MIXER_SERVICE
 from meshpilot.model.proxies import ADMIN_PORT, OUTBOUND_PORT
 from meshpilot.runner import netns
 from meshpilot.runner.addresses import up_allocator
+from meshpilot.runner.etcd import client_url, etcd_argv
 from meshpilot.runner.processes import Supervised, Supervisor
 from meshpilot.translator.build import build_ir
 from meshpilot.wording import counted, serving
@@ -119,6 +124,18 @@ class Addresses:
     admin: str
     mixer: str | None
     metrics: str | None
+    more_planes: tuple[tuple[str, str], ...] = ()  # (xds, admin) of the other replicas
+    etcd_ip: str | None = None  # with replicas: the local etcd they share
+
+    @property
+    def planes(self) -> tuple[tuple[str, str], ...]:
+        """Every control plane's (xds, admin), the first one first."""
+        return ((self.xds, self.admin), *self.more_planes)
+
+    @property
+    def sidecar_xds(self) -> str:
+        """What sidecars are given as `--xds`: every control plane."""
+        return ",".join(xds for xds, _ in self.planes)
 
 
 class LocalMesh:
@@ -150,19 +167,34 @@ class LocalMesh:
         self.supervisor.start(Supervised(name, argv, self.run_dir / f"{name}.log", env or {}))
 
     def start_control_plane(self) -> None:
-        argv = [*MESHPILOT, "serve", str(self.mesh_path), "--xds", self.addresses.xds]
-        argv += ["--admin", self.addresses.admin, "--state-dir", str(self.state_dir)]
-        if self.addresses.mixer:
-            argv += ["--mixer", self.addresses.mixer]
-        if self.addresses.metrics:
-            argv += ["--mixer-metrics", self.addresses.metrics]
-        self._start("controlplane", argv)
-        _wait_until(f"http://{self.addresses.admin}/healthz", b"ok", "the control plane")
+        """The control plane (with replicas: etcd, then every replica), then the mixer."""
+        store = self._start_etcd()
+        for index, (xds, admin) in enumerate(self.addresses.planes):
+            argv = [*MESHPILOT, "serve", str(self.mesh_path), "--xds", xds]
+            argv += ["--admin", admin, "--state-dir", str(self.state_dir)]
+            argv += ["--store", store] if store else []
+            if self.addresses.mixer:
+                argv += ["--mixer", self.addresses.mixer]
+            if self.addresses.metrics:
+                argv += ["--mixer-metrics", self.addresses.metrics]
+            name = f"controlplane-{index + 1}" if store else "controlplane"
+            self._start(name, argv)
+            # One at a time: the first makes the CA in the state directory the others read.
+            _wait_until(f"http://{admin}/healthz", b"ok", f"the control plane ({name})")
         if self.addresses.mixer and self.addresses.metrics:
             argv = [*MESHPILOT, "mixer", str(self.mesh_path), "--listen", self.addresses.mixer]
             argv += ["--metrics", self.addresses.metrics, "--xds", self.addresses.xds]
             argv += ["--token-file", str(self.token_file("mixer", MIXER_SERVICE))]
             self._start("mixer", argv)
+
+    def _start_etcd(self) -> str | None:
+        """With replicas, a one-member etcd for them; its `--store` URL."""
+        ip = self.addresses.etcd_ip
+        if ip is None:
+            return None
+        self._start("etcd", etcd_argv("meshpilot", self.run_dir / "etcd", {"meshpilot": ip}))
+        _wait_until(f"{client_url(ip)}/health", b'"health":"true"', "etcd")
+        return f"etcd://{ip}:2379"
 
     def start_replica(self, replica: Replica) -> None:
         app = [
@@ -172,7 +204,7 @@ class LocalMesh:
         ]
         self._start(f"{replica.name}.app", app, replica.env, replica.netns)
         sidecar = [*MESHPILOT, "sidecar", "--service", replica.service, "--ip", replica.ip]
-        sidecar += ["--app-port", str(replica.app_port), "--xds", self.addresses.xds]
+        sidecar += ["--app-port", str(replica.app_port), "--xds", self.addresses.sidecar_xds]
         sidecar += ["--version", replica.version] if replica.version else []
         sidecar += ["--local-ip", replica.local_ip] if replica.local_ip else []
         sidecar += ["--locality", replica.locality] if replica.locality else []
@@ -188,7 +220,8 @@ class LocalMesh:
     def start_gateway(self, name: str, ip: str) -> None:
         """The gateway's Envoy, on the host: its admin on `ip`, its listener where the mesh says."""
         argv = [*MESHPILOT, "sidecar", "--service", name, "--gateway", "--ip", ip]
-        argv += ["--xds", self.addresses.xds, "--token-file", str(self.token_file(name, name))]
+        argv += ["--xds", self.addresses.sidecar_xds]
+        argv += ["--token-file", str(self.token_file(name, name))]
         self._start(f"{name}.gateway", argv)
 
     def wait_ready(self, replicas: list[Replica]) -> None:
@@ -241,6 +274,8 @@ def describe(spec: MeshSpec, mesh: LocalMesh, replicas: list[Replica]) -> str:
         f"mesh '{spec.mesh}' from {mesh.mesh_path}; logs in {mesh.run_dir}",
         f"control plane: xds {a.xds}, admin http://{a.admin} "
         f"({meshpilot_command()} status --admin {a.admin})",
+        *(f"control plane replica: xds {x}, admin http://{admin}" for x, admin in a.more_planes),
+        *([f"etcd (the replicas' store): {client_url(a.etcd_ip)}"] if a.etcd_ip else []),
         f"web console: http://{a.admin}/ui",
     ]
     if a.mixer:
@@ -362,7 +397,10 @@ def run_up(
     listen: str | None,
     metrics: str | None,
     isolate: bool = False,
+    control_planes: int = 1,
 ) -> int:
+    if isolate and control_planes > 1:
+        raise MeshpilotError("--replicas and --netns cannot be used together yet")
     if isolate:
         netns.require_root()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s up: %(message)s")
@@ -375,11 +413,14 @@ def run_up(
         bridge = cleanup.enter_context(netns.Bridge(os.getpid())) if isolate else None
         plane_ip = ips.ip()
         shared_ip = bridge.ip if bridge else plane_ip  # where sidecars reach xDS and the mixer
+        more_ips = [ips.ip() for _ in range(control_planes - 1)]
         addresses = Addresses(
             xds or f"{shared_ip}:18000",
             admin or f"{plane_ip}:18001",
             (listen or f"{shared_ip}:18081") if needs_mixer else None,
             (metrics or f"{plane_ip}:18082") if needs_mixer else None,
+            tuple((f"{ip}:18000", f"{ip}:18001") for ip in more_ips),
+            plane_ip if more_ips else None,
         )
         run_dir = Path(".run") / f"{spec.mesh}-{time.strftime('%Y%m%d-%H%M%S')}-{plane_ip}"
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,10 @@ after a debounce, so that thousands of proxies (re)connecting together cause a f
 endpoints to everyone, not one per proxy. The debounce waits longer the more proxies there are
 (each change costs a push to every one of them); in a big fleet, a joining proxy does not
 wait for it: it is served the last translation at once, its own endpoint with the next change.
+
+With replicas (a shared store), each proxy's instance is registered in the store while its
+stream lasts (`Members`), and the instances other replicas hold (`set_others`) are served with
+the local ones: every replica translates the same set, so sends the same versions.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from meshpilot.background import background
 from meshpilot.errors import InconsistentSnapshot
@@ -48,6 +53,14 @@ MEMBERSHIP_LONGEST_WAIT_S = 10.0
 # From this many proxies on, a joining proxy is served at once instead of with the next
 # membership change (which is then a second or more away).
 SERVE_AT_ONCE_FROM = 1_000
+
+
+class Members(Protocol):
+    """Where the instances of the proxies connected here are registered (the store's registry)."""
+
+    def register(self, node_id: str, instance: proxies.Instance) -> None: ...
+
+    def deregister(self, node_id: str) -> None: ...
 
 
 @dataclass(eq=False)
@@ -78,9 +91,14 @@ class Watch:
 
 class SnapshotCache:
     def __init__(
-        self, metrics: XdsMetrics | None = None, translator: Translator | None = None
+        self,
+        metrics: XdsMetrics | None = None,
+        translator: Translator | None = None,
+        members: Members | None = None,
     ) -> None:
         self._translator = translator if translator is not None else Translator()
+        self._members = members
+        self._others: frozenset[proxies.Instance] = frozenset()  # held by other replicas
         self.metrics = metrics if metrics is not None else XdsMetrics(lambda: len(self._watches))
         self._mesh = EMPTY_MESH
         self._watches: list[Watch] = []
@@ -148,6 +166,8 @@ class SnapshotCache:
         watch = Watch(proxy, types, protocol, hold_claims_until=self._hold_until)
         self._watches.append(watch)
         self._proxies[proxy] += 1
+        if self._members is not None and watch.instance is not None:
+            self._members.register(proxy.node_id, watch.instance)
         self._membership.schedule()
         if len(self._watches) < SERVE_AT_ONCE_FROM:
             return watch
@@ -189,7 +209,15 @@ class SnapshotCache:
         if not self._proxies[watch.proxy]:
             del self._proxies[watch.proxy]
             self._left.append(watch.proxy)
+            if self._members is not None and watch.instance is not None:
+                self._members.deregister(watch.proxy.node_id)
         self._membership.schedule()
+
+    def set_others(self, instances: frozenset[proxies.Instance]) -> None:
+        """The instances other replicas hold changed: served with the next membership change."""
+        if instances != self._others:
+            self._others = instances
+            self._membership.schedule()
 
     def _rebuild(self) -> None:
         """Membership changed: every proxy's snapshot of the current mesh, off the loop."""
@@ -203,8 +231,8 @@ class SnapshotCache:
 
     def _submit(self, mesh: ir.MeshIR | None) -> Future[_Made]:
         """Translate `mesh` (None: the current one, for a membership change) for the proxies
-        connected now, on the translation thread."""
-        return self._translating.submit(self._publish, mesh, list(self._watches))
+        connected now and the instances other replicas hold, on the translation thread."""
+        return self._translating.submit(self._publish, mesh, list(self._watches), self._others)
 
     def _install(self, made: _Made) -> None:
         """On the loop: hand the snapshots to their streams (of proxies that left meanwhile
@@ -213,7 +241,9 @@ class SnapshotCache:
             watch.source, watch.snapshot = view, snapshot
             watch.wakeup.set()
 
-    def _publish(self, mesh: ir.MeshIR | None, watches: list[Watch]) -> _Made:
+    def _publish(
+        self, mesh: ir.MeshIR | None, watches: list[Watch], others: frozenset[proxies.Instance]
+    ) -> _Made:
         """On the translation thread: each proxy's snapshot of `mesh`. For a new mesh, all or
         nothing: InconsistentSnapshot if any view is not consistent (the mesh stays as it
         was); for the current one (None) a proxy whose view is not consistent keeps its last
@@ -221,7 +251,7 @@ class SnapshotCache:
         self._forget_left()
         all_or_nothing = mesh is not None
         target = mesh if mesh is not None else self._mesh
-        members = [w.instance for w in watches if w.instance is not None]
+        members = {w.instance for w in watches if w.instance is not None}.union(others)
         shared = self._translator.translate(target, members)
         views = [(w, self._translator.view(shared, w.proxy)) for w in watches]
         made: _Made = []

@@ -84,6 +84,14 @@ class XdsMetrics:
         )
         self._change_started: float | None = None
 
+    def store_up(self, connected: Callable[[], bool]) -> None:
+        """`meshpilot_store_up`: 1 while the store (registry, mesh history) answers."""
+        Gauge(
+            "meshpilot_store_up",
+            "1 while the store answers, 0 while it does not (the last state it gave serves)",
+            registry=self.registry,
+        ).set_function(lambda: float(connected()))
+
     def inconsistent_snapshots(self, count: int) -> None:
         self._inconsistent.inc(count)
 
