@@ -103,6 +103,7 @@ ROTATING = MESH + "security: {certificate_ttl: 60s}\n"
 ROTATIONS = 2
 
 
+@pytest.mark.slow
 def test_certificates_rotate_under_load_with_no_failed_request(mesh_env: MeshEnv) -> None:
     """60 s certificates are renewed about every 30 s: each sidecar presents new ones while
     requests flow, and none fails."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 from harness.etcd import EtcdCluster, EtcdMember
 from harness.mesh import MESHPILOT, ControlPlane, MeshEnv
 from harness.wait import wait_for, wait_http_ok
@@ -16,6 +17,8 @@ from test_up_netns import namespaces_usable  # noqa: F401 (skips this module wit
 
 from meshpilot.runner import netns
 from meshpilot.store.etcd import LEASE_TTL_S, STORE_ERRORS
+
+pytestmark = pytest.mark.slow
 
 # Envoy notices a dead control-plane connection by its HTTP/2 keepalive (30 s, 5 s timeout).
 DEAD_STREAM_NOTICED_S = 45.0
