@@ -429,6 +429,12 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.ti
 )
 @click.option("--revoke", metavar="TOKEN_ID", default=None, help="Revoke a token by its id.")
 @click.option(
+    "--store",
+    default=None,
+    metavar="etcd://HOST:PORT[,HOST:PORT...]",
+    help="Issue the token with the token key the replicas (`serve --store`) share in this store.",
+)
+@click.option(
     "--any-address",
     is_flag=True,
     help="Let the sidecar register an endpoint address other than its connection's source "
@@ -441,6 +447,7 @@ def token(
     state_dir: Path | None,
     mesh_file: Path | None,
     revoke: str | None,
+    store: str | None,
     any_address: bool,
 ) -> None:
     """Print a join token for a sidecar of SERVICE (or revoke one with --revoke)."""
@@ -456,7 +463,12 @@ def token(
         return
     if service is None:
         raise click.UsageError("give --service NAME (or --revoke TOKEN_ID)")
-    authority = token_authority(state_dir, mesh_file)
+    if store is None:
+        authority = token_authority(state_dir, mesh_file)
+    else:
+        from meshpilot.identity.shared import store_token_authority
+
+        authority = store_token_authority(store, state_dir, mesh_file)
     click.echo(authority.issue(service, parse_labels(labels), ttl, any_address=any_address))
 
 

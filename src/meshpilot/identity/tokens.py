@@ -96,22 +96,30 @@ class TokenAuthority:
         """The authority of `mesh`, with the token key in `state_dir` (generated if absent)."""
         key_path = state_dir / SIGNING_KEY
         if not key_path.exists():
-            key = Ed25519PrivateKey.generate()
-            pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+            pem = new_signing_key_pem()
             private_dir(key_path.parent)
             if create_file(key_path, pem, secret=True):
-                return cls(key, mesh, ca_fingerprint, state_dir / REVOKED)
+                return cls.from_pem(pem, mesh, ca_fingerprint, state_dir / REVOKED)
+        pem = read_file(key_path, secret=True)
+        return cls.from_pem(pem, mesh, ca_fingerprint, state_dir / REVOKED, f"'{key_path}'")
+
+    @classmethod
+    def from_pem(
+        cls,
+        pem: bytes,
+        mesh: str,
+        ca_fingerprint: str,
+        revoked: Path,
+        name: str = "the token key",
+    ) -> TokenAuthority:
+        """The authority of `mesh` with the token key `pem` (`name` says where it came from)."""
         try:
-            loaded = serialization.load_pem_private_key(read_file(key_path, secret=True), None)
+            loaded = serialization.load_pem_private_key(pem, None)
         except (ValueError, TypeError, UnsupportedAlgorithm):
-            raise IdentityError(f"'{key_path}' holds no unencrypted private key") from None
+            raise IdentityError(f"{name} holds no unencrypted private key") from None
         if not isinstance(loaded, Ed25519PrivateKey):
-            raise IdentityError(f"'{key_path}' is not an Ed25519 key")
-        return cls(loaded, mesh, ca_fingerprint, state_dir / REVOKED)
+            raise IdentityError(f"{name} is not an Ed25519 key")
+        return cls(loaded, mesh, ca_fingerprint, revoked)
 
     def issue(
         self,
@@ -169,6 +177,13 @@ class TokenAuthority:
 
     def revoke(self, token_id: str) -> None:
         self._revocations.add(token_id)
+
+
+def new_signing_key_pem() -> bytes:
+    """A new Ed25519 token key, PEM (PKCS#8, unencrypted: kept 0600 or in the store)."""
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def revoke_token(state_dir: Path, token_id: str) -> None:
