@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from meshpilot.identity.ca import CertificateAuthority
+from meshpilot.identity.authority import open_token_authority
+from meshpilot.identity.ca import ROOT_CERT, ROOT_KEY, CertificateAuthority
 from meshpilot.identity.errors import IdentityError, TokenSignatureInvalid
 from meshpilot.identity.shared import open_shared_identity, shared_token_authority
 from meshpilot.identity.tokens import TokenAuthority
@@ -35,6 +36,25 @@ async def test_replicas_opening_at_once_share_one_ca_and_accept_each_others_toke
     assert one.ca.fingerprint == two.ca.fingerprint
     assert two.tokens.verify(one.tokens.issue("reviews")).service == "reviews"
     assert one.tokens.verify(two.tokens.issue("ratings")).service == "ratings"
+
+
+async def test_each_replica_keeps_a_copy_so_token_state_dir_works_on_its_host(
+    spec: MeshSpec, tmp_path: Path
+) -> None:
+    state = tmp_path / "replica"
+    ran_alone = CertificateAuthority.open(state, "demo")  # another CA: moved aside
+    keys = MemoryStore().keys
+    first = await open_shared_identity(spec, tmp_path, tmp_path / "first", keys)
+    await open_shared_identity(spec, tmp_path, state, keys)
+    assert first.tokens.verify(open_token_authority(state).issue("reviews")).service == "reviews"
+    assert CertificateAuthority.open(state, "demo").fingerprint == first.ca.fingerprint
+    aside = (state / ROOT_KEY).with_name(ROOT_KEY.name + ".replaced")
+    assert (
+        CertificateAuthority.from_files(
+            (state / ROOT_CERT).with_name(ROOT_CERT.name + ".replaced"), aside, "demo"
+        ).fingerprint
+        == ran_alone.fingerprint
+    )
 
 
 async def test_the_first_replica_offers_the_ca_and_token_key_of_its_state_dir(

@@ -7,6 +7,8 @@ read by the others (create-if-absent, so two replicas starting at once agree on 
 first one offers its state directory's root and token key when it has them, so a control
 plane that ran alone keeps its CA and its tokens when it becomes a replica; else new ones.
 The mesh they serve (its name and CA fingerprint) is stored too, for `meshpilot token --store`.
+Each replica keeps a copy of the shared CA and token key in its state directory, so `meshpilot
+token --state-dir` on its host works as without a store.
 
 A plugged-in CA (`security.ca` files) is read from the files by every replica; only the token
 key is shared then. Revocations stay in each replica's state directory (`tokens/revoked`).
@@ -15,7 +17,9 @@ key is shared then. Revocations stay in each replica's state directory (`tokens/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from pathlib import Path
 
 from meshpilot.identity.authority import (
@@ -27,11 +31,13 @@ from meshpilot.identity.authority import (
 )
 from meshpilot.identity.ca import ROOT_CERT, ROOT_KEY, new_root_pem
 from meshpilot.identity.errors import IdentityError
-from meshpilot.identity.state import read_file
+from meshpilot.identity.state import private_dir, read_file, write_file
 from meshpilot.identity.tokens import REVOKED, SIGNING_KEY, TokenAuthority, new_signing_key_pem
 from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import MeshSpec
 from meshpilot.store import SharedKeys, open_store
+
+log = logging.getLogger(__name__)
 
 ROOT = "root-ca"  # JSON {"cert": PEM, "key": PEM}: one value, so both are stored together
 TOKEN_KEY = "token-key"
@@ -44,6 +50,10 @@ async def open_shared_identity(
     """The mesh identity every replica on the store of `keys` shares (see the module)."""
     root = None if spec.security.ca is not None else await _shared_root(keys, state_dir)
     token_key = await keys.setdefault(TOKEN_KEY, _local_or_new_token_key(state_dir))
+    if root is not None:
+        _keep_copy(state_dir / ROOT_CERT, root[0], secret=False)
+        _keep_copy(state_dir / ROOT_KEY, root[1], secret=True)
+    _keep_copy(state_dir / SIGNING_KEY, token_key, secret=True)
     identity = open_mesh_identity(spec, mesh_dir, state_dir, SharedSecrets(root, token_key))
     await keys.put(BINDING, binding_record(identity.ca, spec.mesh))
     return identity
@@ -97,6 +107,20 @@ def _local_root(state_dir: Path) -> tuple[bytes, bytes] | None:
     if not (cert.is_file() and key.is_file()):
         return None
     return read_file(cert, secret=False), read_file(key, secret=True)
+
+
+def _keep_copy(path: Path, data: bytes, *, secret: bool) -> None:
+    """Keep the store's `data` in the state directory too, so that `meshpilot token
+    --state-dir` on a replica's host issues tokens every replica accepts; a different file
+    there (a control plane that ran alone, with another CA) is moved aside, not lost."""
+    if path.is_file() and read_file(path, secret=secret) == data:
+        return
+    if path.is_file():
+        aside = path.with_name(path.name + ".replaced")
+        with contextlib.suppress(FileNotFoundError):  # moved by a replica sharing the dir
+            path.replace(aside)
+        log.warning("%s is not the replicas' shared one: moved to %s", path, aside)
+    write_file(private_dir(path.parent) / path.name, data, secret=secret)
 
 
 def _local_or_new_token_key(state_dir: Path) -> bytes:
