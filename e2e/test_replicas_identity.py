@@ -1,10 +1,11 @@
 """Secure replicas share one mesh CA and one token key through etcd (issue #17, item 5), with
 real Envoy and traffic: each replica has a state directory of its own, the tokens come from
 `meshpilot token --store`, and a sidecar whose replica dies goes on with another replica, the
-same token and a certificate of the same CA."""
+same token and a certificate of the same CA; a token revoked through the store is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -17,8 +18,10 @@ from harness.wait import wait_for
 from meshes import CALLER, caller_mesh
 from test_restart import describe
 
+from meshpilot.identity.agent import WorkloadKey
 from meshpilot.identity.authority import BINDING
 from meshpilot.identity.ca import ROOT_CERT
+from meshpilot.identity.client import CertificateClient, SigningRefused
 from meshpilot.identity.tokens import read_token
 
 MESH = caller_mesh("reviews: {port: 9080}")
@@ -30,6 +33,22 @@ def store_token(url: str, state_dir: Path, service: str) -> str:
     argv = [MESHPILOT, "token", "--store", url, "--state-dir", str(state_dir)]
     argv += ["--service", service]
     return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30).stdout
+
+
+def refused_as_revoked(xds: str, token: str) -> bool:
+    """Whether the replica at `xds` refuses to certify `token`'s holder because it is revoked."""
+
+    async def ask() -> bool:
+        client = CertificateClient(xds, token)
+        try:
+            await client.sign(WorkloadKey())
+        except SigningRefused as err:
+            return "revoked" in str(err)
+        finally:
+            await client.close()
+        return False
+
+    return asyncio.run(ask())
 
 
 def ca_fingerprint(state_dir: Path) -> str:
@@ -75,3 +94,10 @@ def test_a_secure_sidecar_moves_to_another_replica_with_its_token_and_the_one_ca
         message="reviews' sidecar to get the new service from B",
         ignore=(OSError,),
     )
+
+    # A token revoked through the store is refused by the replica left.
+    revoked = read_token(tokens["reviews"]).token_id
+    argv = [MESHPILOT, "token", "--revoke", revoked, "--store", etcd.url]
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+    wait_for(lambda: refused_as_revoked(b.xds, tokens["reviews"]), 10, message="B to refuse it")
+    assert not refused_as_revoked(b.xds, tokens[CALLER])

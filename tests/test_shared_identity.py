@@ -10,9 +10,14 @@ import pytest
 
 from meshpilot.identity.authority import open_token_authority
 from meshpilot.identity.ca import ROOT_CERT, ROOT_KEY, CertificateAuthority
-from meshpilot.identity.errors import IdentityError, TokenSignatureInvalid
-from meshpilot.identity.shared import open_shared_identity, shared_token_authority
-from meshpilot.identity.tokens import TokenAuthority
+from meshpilot.identity.errors import IdentityError, TokenRevoked, TokenSignatureInvalid
+from meshpilot.identity.shared import (
+    REVOKED_PREFIX,
+    follow_revocations,
+    open_shared_identity,
+    shared_token_authority,
+)
+from meshpilot.identity.tokens import TokenAuthority, read_token
 from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import MeshSpec
 from meshpilot.store import MemoryStore
@@ -90,3 +95,18 @@ async def test_tokens_from_the_store_are_those_of_the_mesh_the_replicas_opened(
     issued = (await shared_token_authority(keys, tmp_path / "cli")).issue("reviews")
     grant = replica.tokens.verify(issued)
     assert (grant.mesh, grant.ca_fingerprint) == ("demo", replica.ca.fingerprint)
+
+
+async def test_a_token_revoked_through_the_store_is_refused_once_followed(
+    spec: MeshSpec, tmp_path: Path
+) -> None:
+    keys = MemoryStore().keys
+    replica = await open_shared_identity(spec, tmp_path, tmp_path / "replica", keys)
+    token = replica.tokens.issue("reviews")
+    revocations = follow_revocations(keys)
+    assert await anext(revocations) == frozenset()
+    await keys.put(REVOKED_PREFIX + read_token(token).token_id, b"")
+    replica.tokens.shared_revocations = await anext(revocations)
+    with pytest.raises(TokenRevoked):
+        replica.tokens.verify(token)
+    assert replica.tokens.verify(replica.tokens.issue("reviews")).service == "reviews"

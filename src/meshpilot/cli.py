@@ -432,7 +432,8 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.ti
     "--store",
     default=None,
     metavar="etcd://HOST:PORT[,HOST:PORT...]",
-    help="Issue the token with the token key the replicas (`serve --store`) share in this store.",
+    help="Issue (or --revoke) the token with the token key the replicas (`serve --store`) share "
+    "in this store.",
 )
 @click.option(
     "--any-address",
@@ -454,11 +455,10 @@ def token(
     from meshpilot.bootstrap import parse_labels
     from meshpilot.identity.authority import token_authority
     from meshpilot.identity.state import default_state_dir
-    from meshpilot.identity.tokens import revoke_token
 
     state_dir = state_dir or default_state_dir()
     if revoke is not None:
-        revoke_token(state_dir, revoke)
+        _revoke(revoke, state_dir, store)
         click.echo(f"revoked {revoke}")
         return
     if service is None:
@@ -470,6 +470,18 @@ def token(
 
         authority = store_token_authority(store, state_dir, mesh_file)
     click.echo(authority.issue(service, parse_labels(labels), ttl, any_address=any_address))
+
+
+def _revoke(token_id: str, state_dir: Path, store: str | None) -> None:
+    """In the state directory, or with `store` for every replica on it."""
+    if store is None:
+        from meshpilot.identity.tokens import revoke_token
+
+        revoke_token(state_dir, token_id)
+    else:
+        from meshpilot.identity.shared import store_revoke
+
+        store_revoke(store, token_id)
 
 
 @main.command()

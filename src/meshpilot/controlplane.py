@@ -44,7 +44,7 @@ from meshpilot.identity.admission import JoinLimits, Metadata, admit_stream
 from meshpilot.identity.authority import MeshIdentity, open_mesh_identity
 from meshpilot.identity.errors import IdentityError
 from meshpilot.identity.service import CertificateService, IdentityMetrics
-from meshpilot.identity.shared import open_shared_identity
+from meshpilot.identity.shared import follow_revocations, open_shared_identity
 from meshpilot.identity.tls import ServerCertificate
 from meshpilot.mesh.diagnostics import Diagnostic, MeshInvalid
 from meshpilot.mesh.incremental import MeshReader
@@ -137,6 +137,8 @@ class ControlPlane:
         self._convergence: asyncio.Task[None] | None = None
         self._others: asyncio.Task[None] | None = None
         self._history: asyncio.Task[None] | None = None
+        self._revocations: asyncio.Task[None] | None = None
+        self._shared_revocations: frozenset[str] = frozenset()  # through the store
         # A save being published and a stored version being applied are read one at a time.
         self._translating = asyncio.Lock()
 
@@ -164,13 +166,15 @@ class ControlPlane:
             await self.watcher.start()
         if self.from_history:
             self._history = background(self._follow_history(), "the mesh history")
+        if self.store.shared and self.state_dir is not None:
+            self._revocations = background(self._follow_revocations(), "token revocations")
         self._others = background(self._follow_other_replicas(), "other replicas' instances")
         self._convergence = background(
             track_convergence(self.metrics, self.cache.all_synced), "convergence"
         )
 
     async def stop(self) -> None:
-        for task in (self._convergence, self._others, self._history):
+        for task in (self._convergence, self._others, self._history, self._revocations):
             if task is not None:
                 task.cancel()
         if self.watcher is not None:
@@ -181,6 +185,12 @@ class ControlPlane:
         await self.registry.leave()
         await self.ads.stop(grace=1.0)
         await self.store.close()
+
+    async def _follow_revocations(self) -> None:
+        async for revoked in follow_revocations(self.store.keys):
+            self._shared_revocations = revoked
+            if self.identity is not None:
+                self.identity.tokens.shared_revocations = revoked
 
     async def _follow_other_replicas(self) -> None:
         async for others in self.registry.others():
@@ -324,6 +334,7 @@ class ControlPlane:
             kept = "the previous CA keeps signing" if self.identity else "no certificates signed"
             log.error("mesh identity not opened (%s): %s", kept, err)
             return
+        identity.tokens.shared_revocations = self._shared_revocations
         self.identity = self.certificates.identity = identity
         self._identity_source = source
         log.info(

@@ -11,7 +11,9 @@ Each replica keeps a copy of the shared CA and token key in its state directory,
 token --state-dir` on its host works as without a store.
 
 A plugged-in CA (`security.ca` files) is read from the files by every replica; only the token
-key is shared then. Revocations stay in each replica's state directory (`tokens/revoked`).
+key is shared then. `meshpilot token --revoke ID --store` revokes a token on every replica:
+the id is stored under `revoked/<id>`, which replicas follow (a watch); a replica's own
+`tokens/revoked` file still counts too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from meshpilot.identity.authority import (
@@ -32,7 +35,13 @@ from meshpilot.identity.authority import (
 from meshpilot.identity.ca import ROOT_CERT, ROOT_KEY, new_root_pem
 from meshpilot.identity.errors import IdentityError
 from meshpilot.identity.state import private_dir, read_file, write_file
-from meshpilot.identity.tokens import REVOKED, SIGNING_KEY, TokenAuthority, new_signing_key_pem
+from meshpilot.identity.tokens import (
+    REVOKED,
+    SIGNING_KEY,
+    TokenAuthority,
+    check_token_id,
+    new_signing_key_pem,
+)
 from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import MeshSpec
 from meshpilot.store import SharedKeys, open_store
@@ -42,6 +51,7 @@ log = logging.getLogger(__name__)
 ROOT = "root-ca"  # JSON {"cert": PEM, "key": PEM}: one value, so both are stored together
 TOKEN_KEY = "token-key"
 BINDING = "mesh"
+REVOKED_PREFIX = "revoked/"
 
 
 async def open_shared_identity(
@@ -69,6 +79,26 @@ async def shared_token_authority(keys: SharedKeys, state_dir: Path) -> TokenAuth
         )
     mesh, fingerprint = read_binding(record, "the store's mesh record")
     return TokenAuthority.from_pem(token_key, mesh, fingerprint, state_dir / REVOKED)
+
+
+async def follow_revocations(keys: SharedKeys) -> AsyncIterator[frozenset[str]]:
+    """The ids of the tokens revoked through the store: now, then each time one is added."""
+    async for ids in keys.names(REVOKED_PREFIX):
+        yield ids
+
+
+def store_revoke(url: str, token_id: str) -> None:
+    """`meshpilot token --revoke ID --store`: refused by every replica from its next check."""
+    check_token_id(token_id)
+
+    async def run() -> None:
+        store = open_store(url)
+        try:
+            await store.keys.put(REVOKED_PREFIX + token_id, b"")
+        finally:
+            await store.close()
+
+    asyncio.run(run())
 
 
 def store_token_authority(url: str, state_dir: Path, mesh_file: Path | None) -> TokenAuthority:

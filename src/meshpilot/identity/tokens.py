@@ -90,6 +90,9 @@ class TokenAuthority:
         self._public_key = key.public_key()
         self.key_id = _key_id(key)
         self._revocations = RevocationList(revoked)
+        # Revoked through the store that replicas share (`identity/shared.py`), kept current
+        # by the control plane.
+        self.shared_revocations: frozenset[str] = frozenset()
 
     @classmethod
     def open(cls, state_dir: Path, mesh: str, ca_fingerprint: str) -> TokenAuthority:
@@ -171,7 +174,7 @@ class TokenAuthority:
             )
         if (now or dt.datetime.now(dt.UTC)) >= grant.expires_at:
             raise TokenExpired(f"token {grant.token_id} expired at {grant.expires_at:%F %T}Z")
-        if grant.token_id in self._revocations:
+        if grant.token_id in self.shared_revocations or grant.token_id in self._revocations:
             raise TokenRevoked(f"token {grant.token_id} has been revoked")
         return grant
 
@@ -214,8 +217,7 @@ class RevocationList:
         return token_id in self._ids
 
     def add(self, token_id: str) -> None:
-        if not _TOKEN_ID.fullmatch(token_id):
-            raise IdentityError(f"'{token_id}' is not a token id")
+        check_token_id(token_id)
         private_dir(self.path.parent)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -223,6 +225,12 @@ class RevocationList:
                 out.write(token_id + "\n")
         except OSError as err:
             raise IdentityError(f"cannot write '{self.path}': {err.strerror}") from None
+
+
+def check_token_id(token_id: str) -> str:
+    if not _TOKEN_ID.fullmatch(token_id):
+        raise IdentityError(f"'{token_id}' is not a token id")
+    return token_id
 
 
 def read_token(token: str) -> Grant:

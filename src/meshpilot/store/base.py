@@ -167,6 +167,11 @@ class SharedKeys(ABC):
     @abstractmethod
     async def put(self, name: str, value: bytes) -> None: ...
 
+    @abstractmethod
+    def names(self, prefix: str) -> AsyncIterator[frozenset[str]]:
+        """The names stored under `prefix` (without it): now, then each time they change.
+        While the store is unreachable nothing is yielded (the last answer stands)."""
+
 
 class Store(ABC):
     """The registry, the mesh history and the shared keys behind one connection."""

@@ -393,6 +393,34 @@ class EtcdKeys(SharedKeys):
             f"storing the shared {name}", self._store.client.put(KEYS + name.encode(), value)
         )
 
+    async def names(self, prefix: str) -> AsyncIterator[frozenset[str]]:
+        last: frozenset[str] | None = None
+        while True:
+            try:
+                async for found in self._follow_names(KEYS + prefix.encode()):
+                    if found != last:
+                        last = found
+                        yield found
+            except STORE_ERRORS as err:
+                self._store.failed(f"watching the shared {prefix}", err)
+                await asyncio.sleep(RETRY_S)
+
+    async def _follow_names(self, prefix: bytes) -> AsyncIterator[frozenset[str]]:
+        """The names under `prefix`, from one read and the watch after it."""
+        client = self._store.client
+        listing = await client.get_prefix(prefix)
+        held = {kv.key.removeprefix(prefix).decode() for kv in listing}
+        self._store.answered()
+        yield frozenset(held)
+        watch = await client.watch_prefix(prefix, start_revision=listing.header.revision + 1)
+        async for event in watch:
+            name = event.kv.key.removeprefix(prefix).decode()
+            if event.kind == aetcd.EventKind.PUT:
+                held.add(name)
+            else:
+                held.discard(name)
+            yield frozenset(held)
+
 
 def _history_key(number: int) -> bytes:
     return HISTORY + str(number).encode()

@@ -108,15 +108,27 @@ class MemoryRegistry(Registry):
 class MemoryKeys(SharedKeys):
     def __init__(self) -> None:
         self._values: dict[str, bytes] = {}
+        self._changes = _Changes()
 
     async def setdefault(self, name: str, value: bytes) -> bytes:
-        return self._values.setdefault(name, value)
+        stored = self._values.setdefault(name, value)
+        self._changes.notify()
+        return stored
 
     async def get(self, name: str) -> bytes | None:
         return self._values.get(name)
 
     async def put(self, name: str, value: bytes) -> None:
         self._values[name] = value
+        self._changes.notify()
+
+    async def names(self, prefix: str) -> AsyncIterator[frozenset[str]]:
+        last: frozenset[str] | None = None
+        async for _ in self._changes.each():
+            found = frozenset(n.removeprefix(prefix) for n in self._values if n.startswith(prefix))
+            if found != last:
+                last = found
+                yield found
 
 
 class MemoryHistory(History):
