@@ -1,7 +1,8 @@
 """Secure replicas share one mesh CA and one token key through etcd (issue #17, item 5), with
 real Envoy and traffic: each replica has a state directory of its own, the tokens come from
 `meshpilot token --store`, and a sidecar whose replica dies goes on with another replica, the
-same token and a certificate of the same CA; a token revoked through the store is refused."""
+same token and a certificate of the same CA; a sidecar listing the dead replica first is
+certified by the next; a token revoked through the store is refused."""
 
 from __future__ import annotations
 
@@ -94,6 +95,12 @@ def test_a_secure_sidecar_moves_to_another_replica_with_its_token_and_the_one_ca
         message="reviews' sidecar to get the new service from B",
         ignore=(OSError,),
     )
+
+    # A sidecar that lists dead A first joins through B: its agent asks B for its certificate.
+    late = mesh_env.start_instance("reviews", xds=f"{a.xds},{b.xds}", token=tokens["reviews"])
+    page.admin.wait_hosts("outbound|9080||reviews", [reviews.inbound, late.inbound], 15)
+    with page.client() as client:
+        assert [client.get("reviews").status for _ in range(10)] == [200] * 10
 
     # A token revoked through the store is refused by the replica left.
     revoked = read_token(tokens["reviews"]).token_id
