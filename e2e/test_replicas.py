@@ -1,6 +1,8 @@
 """Control-plane replicas on etcd with real Envoy sidecars and real traffic: every replica serves
 every instance; a replica killed under load costs no request and its sidecars resync elsewhere
-with nothing re-pushed; replicas ride out etcd being down, and the loss of one etcd member."""
+with nothing re-pushed; a replica stopped gracefully leaves its instances in every sidecar's
+endpoints until its lease expires, its sidecars registered elsewhere meanwhile; replicas ride
+out etcd being down, and the loss of one etcd member."""
 
 from __future__ import annotations
 
@@ -134,6 +136,46 @@ def test_a_replica_killed_under_load_costs_no_request_and_its_sidecars_get_nothi
     assert acked_versions(survivor) == before
     assert pushes_total(survivor) == pushed_before, survivor.metrics()
     assert {r.body["version"] for r in load.since(killed_at)} == {"v1", "v2"}
+
+
+def test_a_replica_stopped_under_load_leaves_its_instances_to_its_lease(
+    mesh_env: MeshEnv, etcd: EtcdCluster
+) -> None:
+    replicas, page, v1, v2 = start_replicated_mesh(mesh_env, etcd)
+    nodes = [page.node_id, v1.node_id, v2.node_id]
+    wait_all_held(replicas, nodes)
+    reviews = {v1.node_id, v2.node_id}
+    victim = max(replicas, key=lambda r: len(held_by(r) & reviews))
+    survivor = next(r for r in replicas if r is not victim)
+    held_before_stop = held_by(victim)
+    moving = held_before_stop & reviews
+
+    with LoadGenerator(page.client(), "reviews", concurrency=2) as load:
+        load.wait_for_results(50)
+        stopped_at = time.monotonic()
+        assert mesh_env.processes.terminate(victim.proc) == 0  # SIGTERM: a graceful stop
+        survivor.wait_synced(nodes, timeout=15)
+        # Its sidecars are registered by the survivor while its own keys are still there
+        # (until its lease expires, LEASE_TTL_S after its last renewal)...
+        wait_for(
+            lambda: len(registry_keys(etcd.url)) == len(nodes) + len(held_before_stop),
+            LEASE_TTL_S / 2,
+            message="the survivor's and the stopped replica's registrations, both",
+            ignore=STORE_ERRORS,
+        )
+        # ...which expire with its lease, not at its stop.
+        wait_for(
+            lambda: len(registry_keys(etcd.url)) == len(nodes),
+            LEASE_TTL_S + 10,
+            message="the stopped replica's registrations expired",
+            ignore=STORE_ERRORS,
+        )
+        load.wait_for_results(50)
+
+    assert moving, "the stopped replica held no reviews sidecar"
+    failures = load.failures()
+    assert failures == [], f"{len(failures)} failed: {describe(failures, stopped_at)}"
+    assert {r.body["version"] for r in load.since(stopped_at)} == {"v1", "v2"}
 
 
 def test_replicas_serve_the_last_state_while_etcd_is_down_and_catch_up_after(

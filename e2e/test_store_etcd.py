@@ -9,10 +9,13 @@ import itertools
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from harness.etcd import EtcdCluster
 from harness.processes import Processes
 
+from meshpilot.identity.shared import open_shared_identity, shared_token_authority
+from meshpilot.mesh.load import load_mesh
 from meshpilot.model.proxies import Instance
 from meshpilot.store import open_store
 from meshpilot.store.etcd import KEEPALIVE_S, LEASE_TTL_S, TXN_OPS, EtcdStore
@@ -109,6 +112,8 @@ async def test_a_replica_whose_instances_keep_changing_keeps_its_lease(etcd: Etc
 
 HOLDER = """
 import asyncio, sys
+from meshpilot.identity.shared import open_shared_identity, shared_token_authority
+from meshpilot.mesh.load import load_mesh
 from meshpilot.model.proxies import Instance
 from meshpilot.store import open_store
 
@@ -132,6 +137,45 @@ async def test_a_replica_that_dies_loses_its_instances_when_its_lease_expires(
         killed_at = time.monotonic()
         await watching.sees(set(), "A expired", timeout=LEASE_TTL_S + 5)
         assert time.monotonic() - killed_at >= LEASE_TTL_S - 2 * KEEPALIVE_S
+
+
+async def test_a_replica_that_leaves_keeps_its_instances_until_its_lease_expires(
+    etcd: EtcdCluster,
+) -> None:
+    async with replicas(etcd.url, "leaving", "watching") as (leaving, watching):
+        leaving.registry.register("reviews~127.0.0.5", A)
+        await watching.sees({A}, "A registered")
+        seen_before = len(watching.answers)
+        await leaving.registry.leave()
+        left_at = time.monotonic()
+        leaving.registry.deregister("reviews~127.0.0.5")  # its stream ending as the replica stops
+        await watching.sees(set(), "A expired with the lease", timeout=LEASE_TTL_S + 5)
+        assert time.monotonic() - left_at >= LEASE_TTL_S - 2 * KEEPALIVE_S
+        assert watching.answers[seen_before:] == [frozenset()]  # nothing between
+
+
+async def test_replicas_opening_the_identity_at_once_share_one_ca_and_token_key(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text("mesh: demo\nservices: {reviews: {port: 9080}}\n")
+    spec = load_mesh(mesh)
+    stores = [etcd_store(etcd.url) for _ in range(3)]
+    try:
+        one, two = await asyncio.gather(
+            *(
+                open_shared_identity(spec, tmp_path, tmp_path / n, s.keys)
+                for n, s in zip(("one", "two"), stores, strict=False)
+            )
+        )
+        assert one.ca.fingerprint == two.ca.fingerprint
+        assert one.ca.chain_pem == two.ca.chain_pem
+        assert two.tokens.verify(one.tokens.issue("reviews")).service == "reviews"
+        cli = await shared_token_authority(stores[2].keys, tmp_path / "cli")
+        assert one.tokens.verify(cli.issue("ratings")).ca_fingerprint == one.ca.fingerprint
+    finally:
+        for store in stores:
+            await store.close()
 
 
 async def test_the_history_numbers_versions_and_follows_the_current_one(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -157,3 +158,21 @@ async def test_the_agent_retries_until_the_control_plane_can_sign(tmp_path: Path
             await asyncio.gather(running, return_exceptions=True)
             await agent.client.close()
     assert san(published(seen)[0]) == [REVIEWS]
+
+
+async def test_an_agent_whose_first_replica_is_gone_is_certified_by_the_next(
+    plane: ControlPlane,
+) -> None:
+    with socket.socket() as closed:  # a port that nothing listens on once closed
+        closed.bind(("127.0.0.1", 0))
+        gone = f"127.0.0.1:{closed.getsockname()[1]}"
+    token = identity(plane).tokens.issue("reviews")
+    to_both = CertificateClient(gone, token, insecure=not plane.tls, fallbacks=[plane.ads.address])
+    agent = IdentityAgent(to_both)
+    try:
+        async with asyncio.timeout(10):  # without the fallback it would retry the gone one
+            credentials = await agent.first_credentials()
+    finally:
+        await to_both.close()
+    assert to_both.address == plane.ads.address
+    assert san(credentials.certificate) == [REVIEWS]

@@ -167,6 +167,14 @@ def test_the_grpc_bootstrap_names_the_control_plane_and_a_proxyless_node() -> No
     assert written["node"]["id"] == "client~127.0.0.9~proxyless"
 
 
+def test_the_grpc_bootstrap_lists_every_replica_in_order() -> None:
+    replicas = "10.0.0.1:18000,[::1]:18100,cp-3:18000"
+    identity = sidecar_identity("client", None, (), "127.0.0.9", 8080, replicas)
+    servers = grpc_bootstrap(identity)["xds_servers"]
+    assert [s["server_uri"] for s in servers] == ["10.0.0.1:18000", "[::1]:18100", "cp-3:18000"]
+    assert all(s["channel_creds"] == [{"type": "insecure"}] for s in servers)
+
+
 def test_bootstrap_proxyless_prints_json_and_refuses_a_token(tmp_path: Path) -> None:
     runner = CliRunner()
     printed = runner.invoke(main, ["bootstrap", "--proxyless", "--service", "client"])

@@ -193,17 +193,19 @@ class MeshEnv:
         mixer_metrics: str | None = None,
         insecure: bool = False,
         store: str | None = None,
+        state_dir: Path | None = None,
     ) -> ControlPlane:
         """`meshpilot serve` on its own IP; waits for `/healthz` unless `wait=False`.
         Pass the old `ip` to restart a stopped control plane on the same addresses. With a
         `store` URL it is one more replica: sidecars started afterwards list every replica; with
-        no `mesh_path` it serves the store's mesh history."""
+        no `mesh_path` it serves the store's mesh history. `state_dir`: its own (default: the
+        test's, shared by every control plane)."""
         ip = ip or self.ips.ip()
         argv = [MESHPILOT, "serve", *([str(mesh_path)] if mesh_path else [])]
         argv += ["--xds", f"{ip}:{xds_port}", "--admin", f"{ip}:{admin_port}"]
         argv += ["--mixer", mixer] if mixer else []
         argv += ["--mixer-metrics", mixer_metrics] if mixer_metrics else []
-        argv += ["--insecure"] if insecure else ["--state-dir", str(self.state_dir)]
+        argv += ["--insecure"] if insecure else ["--state-dir", str(state_dir or self.state_dir)]
         argv += ["--store", store] if store else []
         cwd = mesh_path.parent if mesh_path else self.tmp
         proc = self.processes.start("controlplane", argv, cwd=cwd)

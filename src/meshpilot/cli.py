@@ -429,6 +429,13 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> dt.ti
 )
 @click.option("--revoke", metavar="TOKEN_ID", default=None, help="Revoke a token by its id.")
 @click.option(
+    "--store",
+    default=None,
+    metavar="etcd://HOST:PORT[,HOST:PORT...]",
+    help="Issue (or --revoke) the token with the token key the replicas (`serve --store`) share "
+    "in this store.",
+)
+@click.option(
     "--any-address",
     is_flag=True,
     help="Let the sidecar register an endpoint address other than its connection's source "
@@ -441,23 +448,40 @@ def token(
     state_dir: Path | None,
     mesh_file: Path | None,
     revoke: str | None,
+    store: str | None,
     any_address: bool,
 ) -> None:
     """Print a join token for a sidecar of SERVICE (or revoke one with --revoke)."""
     from meshpilot.bootstrap import parse_labels
     from meshpilot.identity.authority import token_authority
     from meshpilot.identity.state import default_state_dir
-    from meshpilot.identity.tokens import revoke_token
 
     state_dir = state_dir or default_state_dir()
     if revoke is not None:
-        revoke_token(state_dir, revoke)
+        _revoke(revoke, state_dir, store)
         click.echo(f"revoked {revoke}")
         return
     if service is None:
         raise click.UsageError("give --service NAME (or --revoke TOKEN_ID)")
-    authority = token_authority(state_dir, mesh_file)
+    if store is None:
+        authority = token_authority(state_dir, mesh_file)
+    else:
+        from meshpilot.identity.shared import store_token_authority
+
+        authority = store_token_authority(store, state_dir, mesh_file)
     click.echo(authority.issue(service, parse_labels(labels), ttl, any_address=any_address))
+
+
+def _revoke(token_id: str, state_dir: Path, store: str | None) -> None:
+    """In the state directory, or with `store` for every replica on it."""
+    if store is None:
+        from meshpilot.identity.tokens import revoke_token
+
+        revoke_token(state_dir, token_id)
+    else:
+        from meshpilot.identity.shared import store_revoke
+
+        store_revoke(store, token_id)
 
 
 @main.command()

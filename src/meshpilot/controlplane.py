@@ -2,8 +2,9 @@
 
 This is the one place where the long-running components are created, started and stopped.
 
-With a state directory, the mesh identity (CA and join tokens, `identity/authority.py`) is opened
-from each applied mesh file whose name or `security:` section changed, and the certificate
+With a state directory, the mesh identity (CA and join tokens, `identity/authority.py`; shared
+by the replicas on a shared store, `identity/shared.py`) is opened from each applied mesh file
+whose name or `security:` section changed, and the certificate
 service (`identity/service.py`) is served on the xDS port (UNAVAILABLE until a mesh file was
 applied); with `tls` that port (ADS included) speaks TLS with a certificate from the mesh CA,
 made at start (so TLS needs a usable mesh file at start), and admits only ADS streams with a
@@ -43,6 +44,7 @@ from meshpilot.identity.admission import JoinLimits, Metadata, admit_stream
 from meshpilot.identity.authority import MeshIdentity, open_mesh_identity
 from meshpilot.identity.errors import IdentityError
 from meshpilot.identity.service import CertificateService, IdentityMetrics
+from meshpilot.identity.shared import follow_revocations, open_shared_identity
 from meshpilot.identity.tls import ServerCertificate
 from meshpilot.mesh.diagnostics import Diagnostic, MeshInvalid
 from meshpilot.mesh.incremental import MeshReader
@@ -135,6 +137,8 @@ class ControlPlane:
         self._convergence: asyncio.Task[None] | None = None
         self._others: asyncio.Task[None] | None = None
         self._history: asyncio.Task[None] | None = None
+        self._revocations: asyncio.Task[None] | None = None
+        self._shared_revocations: frozenset[str] = frozenset()  # through the store
         # A save being published and a stored version being applied are read one at a time.
         self._translating = asyncio.Lock()
 
@@ -162,21 +166,31 @@ class ControlPlane:
             await self.watcher.start()
         if self.from_history:
             self._history = background(self._follow_history(), "the mesh history")
+        if self.store.shared and self.state_dir is not None:
+            self._revocations = background(self._follow_revocations(), "token revocations")
         self._others = background(self._follow_other_replicas(), "other replicas' instances")
         self._convergence = background(
             track_convergence(self.metrics, self.cache.all_synced), "convergence"
         )
 
     async def stop(self) -> None:
-        for task in (self._convergence, self._others, self._history):
+        for task in (self._convergence, self._others, self._history, self._revocations):
             if task is not None:
                 task.cancel()
         if self.watcher is not None:
             await self.watcher.stop()
         await self.admin.stop()
+        # Before the streams end: their instances stay (till the lease expires) while their
+        # sidecars move to another replica.
+        await self.registry.leave()
         await self.ads.stop(grace=1.0)
-        await self.registry.close()
         await self.store.close()
+
+    async def _follow_revocations(self) -> None:
+        async for revoked in follow_revocations(self.store.keys):
+            self._shared_revocations = revoked
+            if self.identity is not None:
+                self.identity.tokens.shared_revocations = revoked
 
     async def _follow_other_replicas(self) -> None:
         async for others in self.registry.others():
@@ -291,7 +305,7 @@ class ControlPlane:
             return
         self.metrics.translation.observe(loaded.seconds + time.perf_counter() - started)
         self._files_read = tuple(map(Path, loaded.mesh.files_read))
-        self._open_identity(loaded.spec, loaded.source.parent)
+        await self._open_identity(loaded.spec, loaded.source.parent)
         if seen_at is not None:
             self.metrics.change_started(seen_at)
         self.metrics.reloaded("applied")
@@ -301,19 +315,26 @@ class ControlPlane:
     def _problem(self, err: Exception, source: Path | None = None) -> Diagnostic:
         return Diagnostic(str(source or self.mesh_path), 1, 1, "<root>", str(err))
 
-    def _open_identity(self, spec: MeshSpec, base_dir: Path) -> None:
+    async def _open_identity(self, spec: MeshSpec, base_dir: Path) -> None:
         """(Re)open the mesh identity when the mesh's name or `security:` section changed; on
         failure the previous one, if any, keeps signing. The xDS port's TLS certificate is made
-        at start: a new CA takes a restart to reach it."""
+        at start: a new CA takes a restart to reach it. Replicas on a shared store share one
+        CA and token key through it."""
         source = (spec.mesh, spec.security)
         if self.state_dir is None or source == self._identity_source:
             return
         try:
-            identity = open_mesh_identity(spec, base_dir, self.state_dir)
-        except IdentityError as err:
+            if self.store.shared:
+                identity = await open_shared_identity(
+                    spec, base_dir, self.state_dir, self.store.keys
+                )
+            else:
+                identity = open_mesh_identity(spec, base_dir, self.state_dir)
+        except (IdentityError, StoreUnavailable) as err:
             kept = "the previous CA keeps signing" if self.identity else "no certificates signed"
             log.error("mesh identity not opened (%s): %s", kept, err)
             return
+        identity.tokens.shared_revocations = self._shared_revocations
         self.identity = self.certificates.identity = identity
         self._identity_source = source
         log.info(

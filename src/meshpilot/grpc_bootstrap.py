@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from meshpilot.bootstrap import SidecarIdentity, node_locality
+from meshpilot.bootstrap import SidecarIdentity, node_locality, url_host
 
 
 def render_grpc_bootstrap(identity: SidecarIdentity) -> str:
@@ -21,17 +21,20 @@ def render_grpc_bootstrap(identity: SidecarIdentity) -> str:
 
 
 def grpc_bootstrap(identity: SidecarIdentity) -> dict[str, Any]:
-    """One xDS server, spoken to in plaintext over state-of-the-world ADS (xDS v3)."""
-    host = f"[{identity.xds_host}]" if ":" in identity.xds_host else identity.xds_host
+    """Every control-plane replica given (`--xds`), in order, each spoken to in plaintext over
+    state-of-the-world ADS (xDS v3): gRPC streams to the first and, with xDS fallback (gRFC
+    A71), to the next one while the first is unreachable."""
     return {
-        "xds_servers": [
-            {
-                "server_uri": f"{host}:{identity.xds_port}",
-                "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3"],
-            }
-        ],
+        "xds_servers": [xds_server(host, port) for host, port in identity.xds_addresses],
         "node": proxyless_node(identity),
+    }
+
+
+def xds_server(host: str, port: int) -> dict[str, Any]:
+    return {
+        "server_uri": f"{url_host(host)}:{port}",
+        "channel_creds": [{"type": "insecure"}],
+        "server_features": ["xds_v3"],
     }
 
 

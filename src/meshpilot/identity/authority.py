@@ -3,7 +3,8 @@ from a mesh file's `security:` section and the state directory.
 
 Opening them records the mesh they serve in `tokens/mesh.json` of the state directory, so that
 `meshpilot token` can issue tokens for that mesh (bound to its name and CA fingerprint) without
-being given the mesh file again.
+being given the mesh file again. Replicas on a shared store (`serve --store`) take the root CA
+and the token key from the store instead (`identity/shared.py`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 from meshpilot.identity.ca import CertificateAuthority, load_ca
 from meshpilot.identity.errors import IdentityError
 from meshpilot.identity.spiffe import trust_domain_for_mesh
-from meshpilot.identity.state import read_file, write_file
-from meshpilot.identity.tokens import TokenAuthority
+from meshpilot.identity.state import private_dir, read_file, write_file
+from meshpilot.identity.tokens import REVOKED, TokenAuthority
 from meshpilot.mesh.durations import parse_duration
 from meshpilot.mesh.load import load_mesh
 from meshpilot.mesh.schema import MeshSpec
@@ -32,18 +33,47 @@ class MeshIdentity:
     certificate_ttl: dt.timedelta
 
 
-def open_mesh_identity(spec: MeshSpec, mesh_dir: Path, state_dir: Path) -> MeshIdentity:
-    """The CA (plugged in by the mesh file, or the state dir's root) and the token authority
-    of the mesh `spec`; `mesh_dir` is where relative CA file names start."""
+@dataclass(frozen=True)
+class SharedSecrets:
+    """The root CA (certificate and key, PEM) and the token key that control-plane replicas
+    share through their store (`identity/shared.py`); `root` is None with a plugged-in CA."""
+
+    root: tuple[bytes, bytes] | None
+    token_key: bytes
+
+
+def open_mesh_identity(
+    spec: MeshSpec, mesh_dir: Path, state_dir: Path, shared: SharedSecrets | None = None
+) -> MeshIdentity:
+    """The CA (plugged in by the mesh file, else the replicas' `shared` root, else the state
+    dir's) and the token authority (with the `shared` token key, else the state dir's) of the
+    mesh `spec`; `mesh_dir` is where relative CA file names start."""
     security = spec.security
     trust_domain = security.trust_domain or trust_domain_for_mesh(spec.mesh)
     files = (mesh_dir / security.ca.cert, mesh_dir / security.ca.key) if security.ca else None
-    ca = load_ca(trust_domain, state_dir, files)
-    tokens = TokenAuthority.open(state_dir, spec.mesh, ca.fingerprint)
-    record = {"mesh": spec.mesh, "trust_domain": trust_domain, "ca_fingerprint": ca.fingerprint}
-    write_file(state_dir / BINDING, json.dumps(record, indent=2).encode() + b"\n", secret=False)
+    if shared is not None and shared.root is not None and files is None:
+        ca = CertificateAuthority.from_pem(*shared.root, trust_domain)
+    else:
+        ca = load_ca(trust_domain, state_dir, files)
+    if shared is None:
+        tokens = TokenAuthority.open(state_dir, spec.mesh, ca.fingerprint)
+    else:
+        tokens = TokenAuthority.from_pem(
+            shared.token_key, spec.mesh, ca.fingerprint, state_dir / REVOKED
+        )
+    write_file(
+        private_dir(state_dir / BINDING.parent) / BINDING.name,
+        binding_record(ca, spec.mesh),
+        secret=False,
+    )
     ttl = dt.timedelta(milliseconds=parse_duration(security.certificate_ttl))
     return MeshIdentity(ca, tokens, ttl)
+
+
+def binding_record(ca: CertificateAuthority, mesh: str) -> bytes:
+    """What `meshpilot token` needs to know of the mesh it issues tokens for (JSON)."""
+    record = {"mesh": mesh, "trust_domain": ca.trust_domain, "ca_fingerprint": ca.fingerprint}
+    return json.dumps(record, indent=2).encode() + b"\n"
 
 
 def token_authority(state_dir: Path, mesh_file: Path | None = None) -> TokenAuthority:
@@ -62,9 +92,14 @@ def open_token_authority(state_dir: Path) -> TokenAuthority:
             f"no mesh has used the state directory '{state_dir}' yet: run `meshpilot serve "
             "--state-dir` there once, or pass the mesh file with --mesh"
         )
+    mesh, fingerprint = read_binding(read_file(path, secret=False), f"'{path}'")
+    return TokenAuthority.open(state_dir, mesh, fingerprint)
+
+
+def read_binding(record: bytes, name: str) -> tuple[str, str]:
+    """The mesh name and CA fingerprint of a `binding_record` (`name` says where it is)."""
     try:
-        record = json.loads(read_file(path, secret=False))
-        mesh, fingerprint = record["mesh"], record["ca_fingerprint"]
+        fields = json.loads(record)
+        return str(fields["mesh"]), str(fields["ca_fingerprint"])
     except (ValueError, KeyError, TypeError):
-        raise IdentityError(f"'{path}' is damaged; pass the mesh file with --mesh") from None
-    return TokenAuthority.open(state_dir, str(mesh), str(fingerprint))
+        raise IdentityError(f"{name} is damaged; pass the mesh file with --mesh") from None

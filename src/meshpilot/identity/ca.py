@@ -114,38 +114,49 @@ class CertificateAuthority:
         """The root kept in `state_dir`, generated (ECDSA P-256) if there is none yet."""
         cert_path, key_path = state_dir / ROOT_CERT, state_dir / ROOT_KEY
         if not cert_path.parent.exists():
-            key = ec.generate_private_key(ec.SECP256R1())
-            root = _self_signed_root(key, dt.datetime.now(dt.UTC))
+            cert_pem, key_pem = new_root_pem()
 
             def fill(directory: Path) -> None:
-                write_file(directory / ROOT_KEY.name, _private_pem(key), secret=True)
-                write_file(directory / ROOT_CERT.name, root.public_bytes(_PEM), secret=False)
+                write_file(directory / ROOT_KEY.name, key_pem, secret=True)
+                write_file(directory / ROOT_CERT.name, cert_pem, secret=False)
 
             if create_dir(cert_path.parent, fill):
-                return cls(key, [root], trust_domain)
+                return cls.from_pem(cert_pem, key_pem, trust_domain)
         return cls.from_files(cert_path, key_path, trust_domain)
 
     @classmethod
     def from_files(cls, cert: Path, key: Path, trust_domain: str) -> CertificateAuthority:
         """A CA from PEM files: `cert` (the CA certificate, then its chain), `key` (its key)."""
+        cert_pem, key_pem = read_file(cert, secret=False), read_file(key, secret=True)
+        return cls.from_pem(cert_pem, key_pem, trust_domain, (f"'{cert}'", f"'{key}'"))
+
+    @classmethod
+    def from_pem(
+        cls,
+        cert_pem: bytes,
+        key_pem: bytes,
+        trust_domain: str,
+        names: tuple[str, str] = ("the CA certificate", "the CA key"),
+    ) -> CertificateAuthority:
+        """A CA from PEM: `cert_pem` (the CA certificate, then its chain), `key_pem` (its key);
+        `names` say where they came from, in errors."""
+        cert, key = names
         try:
-            chain = x509.load_pem_x509_certificates(read_file(cert, secret=False))
+            chain = x509.load_pem_x509_certificates(cert_pem)
         except ValueError:
-            raise CaError(f"'{cert}' holds no PEM certificate") from None
+            raise CaError(f"{cert} holds no PEM certificate") from None
         try:
-            loaded = serialization.load_pem_private_key(read_file(key, secret=True), None)
+            loaded = serialization.load_pem_private_key(key_pem, None)
         except TypeError:
-            raise CaError(
-                f"'{key}' is encrypted; give the CA key unencrypted (mode 0600)"
-            ) from None
+            raise CaError(f"{key} is encrypted; give the CA key unencrypted (mode 0600)") from None
         except (ValueError, UnsupportedAlgorithm):
-            raise CaError(f"'{key}' holds no PEM private key") from None
+            raise CaError(f"{key} holds no PEM private key") from None
         if not isinstance(loaded, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-            raise CaError(f"'{key}': the CA key must be ECDSA or RSA")
+            raise CaError(f"{key}: the CA key must be ECDSA or RSA")
         try:
             return cls(loaded, chain, trust_domain)
         except CaError as err:
-            raise CaError(f"'{cert}': {err}") from None
+            raise CaError(f"{cert}: {err}") from None
 
     @property
     def certificate(self) -> x509.Certificate:
@@ -254,6 +265,13 @@ def load_ca(
     if plugged_in is not None:
         return CertificateAuthority.from_files(*plugged_in, trust_domain)
     return CertificateAuthority.open(state_dir, trust_domain)
+
+
+def new_root_pem() -> tuple[bytes, bytes]:
+    """A new self-signed root (ECDSA P-256): its certificate and its key, PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    root = _self_signed_root(key, dt.datetime.now(dt.UTC))
+    return root.public_bytes(_PEM), _private_pem(key)
 
 
 def certificate_fingerprint(certificate: x509.Certificate) -> str:

@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -42,6 +42,8 @@ RETRY_MAX_S = 60.0
 FIRST_RETRY_S = 0.2
 FIRST_RETRY_MAX_S = 5.0
 CALL_TIMEOUT_S = 10.0
+# A refusal that says the replica could not be asked (or had no CA yet): another may answer.
+_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def read_token_file(path: Path, service: str | None = None) -> str:
@@ -68,10 +70,15 @@ class SigningRefused(IdentityError):
 
 
 class CertificateClient:
-    """One channel to the certificate service, authenticated as the CA the token pins."""
+    """One channel to the certificate service, authenticated as the CA the token pins. With
+    `fallbacks` (the other control-plane replicas), a call that finds its replica unreachable
+    moves the channel to the next one, so the retry asks that one (replicas share one CA)."""
 
-    def __init__(self, address: str, token: str, *, insecure: bool = False) -> None:
+    def __init__(
+        self, address: str, token: str, *, insecure: bool = False, fallbacks: Sequence[str] = ()
+    ) -> None:
         self.address = address
+        self._addresses = [address, *fallbacks]
         self.token = token.strip()
         self.grant: Grant = read_token(self.token)
         self.insecure = insecure
@@ -91,6 +98,20 @@ class CertificateClient:
 
     async def sign(self, key: WorkloadKey, now: dt.datetime | None = None) -> Credentials:
         """Credentials for `key`, signed by the control plane and checked."""
+        try:
+            return await self._sign(key, now)
+        except (ControlPlaneUnreachable, SigningRefused) as err:
+            if not isinstance(err, SigningRefused) or err.code in _UNREACHABLE:
+                await self._next_replica()
+            raise
+
+    async def _next_replica(self) -> None:
+        if len(self._addresses) > 1:
+            await self.close()
+            self._addresses.append(self._addresses.pop(0))
+            self.address = self._addresses[0]
+
+    async def _sign(self, key: WorkloadKey, now: dt.datetime | None) -> Credentials:
         channel = await self._open()
         call = channel.unary_unary(FULL_METHOD, response_deserializer=decode_response)
         try:

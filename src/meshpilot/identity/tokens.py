@@ -90,28 +90,39 @@ class TokenAuthority:
         self._public_key = key.public_key()
         self.key_id = _key_id(key)
         self._revocations = RevocationList(revoked)
+        # Revoked through the store that replicas share (`identity/shared.py`), kept current
+        # by the control plane.
+        self.shared_revocations: frozenset[str] = frozenset()
 
     @classmethod
     def open(cls, state_dir: Path, mesh: str, ca_fingerprint: str) -> TokenAuthority:
         """The authority of `mesh`, with the token key in `state_dir` (generated if absent)."""
         key_path = state_dir / SIGNING_KEY
         if not key_path.exists():
-            key = Ed25519PrivateKey.generate()
-            pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+            pem = new_signing_key_pem()
             private_dir(key_path.parent)
             if create_file(key_path, pem, secret=True):
-                return cls(key, mesh, ca_fingerprint, state_dir / REVOKED)
+                return cls.from_pem(pem, mesh, ca_fingerprint, state_dir / REVOKED)
+        pem = read_file(key_path, secret=True)
+        return cls.from_pem(pem, mesh, ca_fingerprint, state_dir / REVOKED, f"'{key_path}'")
+
+    @classmethod
+    def from_pem(
+        cls,
+        pem: bytes,
+        mesh: str,
+        ca_fingerprint: str,
+        revoked: Path,
+        name: str = "the token key",
+    ) -> TokenAuthority:
+        """The authority of `mesh` with the token key `pem` (`name` says where it came from)."""
         try:
-            loaded = serialization.load_pem_private_key(read_file(key_path, secret=True), None)
+            loaded = serialization.load_pem_private_key(pem, None)
         except (ValueError, TypeError, UnsupportedAlgorithm):
-            raise IdentityError(f"'{key_path}' holds no unencrypted private key") from None
+            raise IdentityError(f"{name} holds no unencrypted private key") from None
         if not isinstance(loaded, Ed25519PrivateKey):
-            raise IdentityError(f"'{key_path}' is not an Ed25519 key")
-        return cls(loaded, mesh, ca_fingerprint, state_dir / REVOKED)
+            raise IdentityError(f"{name} is not an Ed25519 key")
+        return cls(loaded, mesh, ca_fingerprint, revoked)
 
     def issue(
         self,
@@ -163,12 +174,19 @@ class TokenAuthority:
             )
         if (now or dt.datetime.now(dt.UTC)) >= grant.expires_at:
             raise TokenExpired(f"token {grant.token_id} expired at {grant.expires_at:%F %T}Z")
-        if grant.token_id in self._revocations:
+        if grant.token_id in self.shared_revocations or grant.token_id in self._revocations:
             raise TokenRevoked(f"token {grant.token_id} has been revoked")
         return grant
 
     def revoke(self, token_id: str) -> None:
         self._revocations.add(token_id)
+
+
+def new_signing_key_pem() -> bytes:
+    """A new Ed25519 token key, PEM (PKCS#8, unencrypted: kept 0600 or in the store)."""
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def revoke_token(state_dir: Path, token_id: str) -> None:
@@ -199,8 +217,7 @@ class RevocationList:
         return token_id in self._ids
 
     def add(self, token_id: str) -> None:
-        if not _TOKEN_ID.fullmatch(token_id):
-            raise IdentityError(f"'{token_id}' is not a token id")
+        check_token_id(token_id)
         private_dir(self.path.parent)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -208,6 +225,12 @@ class RevocationList:
                 out.write(token_id + "\n")
         except OSError as err:
             raise IdentityError(f"cannot write '{self.path}': {err.strerror}") from None
+
+
+def check_token_id(token_id: str) -> str:
+    if not _TOKEN_ID.fullmatch(token_id):
+        raise IdentityError(f"'{token_id}' is not a token id")
+    return token_id
 
 
 def read_token(token: str) -> Grant:

@@ -1,8 +1,9 @@
 """`meshpilot sidecar --token-file`: the agent (istio-agent's job) and Envoy, in one process.
 
 Before Envoy starts, the agent makes the workload key and gets its certificate from the control
-plane (waiting while the control plane is unreachable, as Envoy would; failing at once when it
-refuses the token). Then it serves SDS on a socket in a private run directory, writes the
+plane (waiting while it is unreachable, as Envoy would, and asking the next replica given;
+failing at once when it refuses the token); renewals go to the next replica too while one is
+unreachable. Then it serves SDS on a socket in a private run directory, writes the
 bootstrap there (0600: it holds the token), runs Envoy, and renews the certificate in the
 background until Envoy exits. SIGTERM/SIGINT are passed on to Envoy.
 """
@@ -16,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from meshpilot.background import background
-from meshpilot.bootstrap import ControlChannel, SidecarIdentity, render_bootstrap
+from meshpilot.bootstrap import ControlChannel, SidecarIdentity, render_bootstrap, url_host
 from meshpilot.errors import EnvoyNotFound
 from meshpilot.identity.agent import Credentials
 from meshpilot.identity.client import CertificateClient, IdentityAgent
@@ -38,7 +39,8 @@ def run_secure_sidecar(identity: SidecarIdentity, token: str) -> int:
 
 
 async def _sidecar(identity: SidecarIdentity, token: str) -> int:
-    client = CertificateClient(identity.first_xds, token)
+    others = [f"{url_host(host)}:{port}" for host, port in identity.xds_addresses[1:]]
+    client = CertificateClient(identity.first_xds, token, fallbacks=others)
     agent = IdentityAgent(client)
     try:
         credentials = await agent.first_credentials()

@@ -92,6 +92,12 @@ class Registry(ABC):
     async def close(self) -> None:
         """Stop holding anything (in a shared store, the instances go at once)."""
 
+    @abstractmethod
+    async def leave(self) -> None:
+        """Stop holding anything, for a graceful stop: in a shared store the instances stay
+        until this replica's lease expires, while their sidecars move to another replica, so
+        no sidecar's endpoints lose them meanwhile. Later deregistrations change nothing."""
+
 
 class History(ABC):
     """The stored mesh versions, numbered from 1; the last one is the current one, which
@@ -146,8 +152,29 @@ class History(ABC):
         unreachable nothing is yielded (the last answer stands)."""
 
 
+class SharedKeys(ABC):
+    """Small values that every replica must agree on (the mesh CA, the join-token key): the
+    first one stored under a name is the one every replica gets."""
+
+    @abstractmethod
+    async def setdefault(self, name: str, value: bytes) -> bytes:
+        """The value stored under `name`, storing `value` first if there is none (atomically:
+        of two replicas storing at once, both get the winner's)."""
+
+    @abstractmethod
+    async def get(self, name: str) -> bytes | None: ...
+
+    @abstractmethod
+    async def put(self, name: str, value: bytes) -> None: ...
+
+    @abstractmethod
+    def names(self, prefix: str) -> AsyncIterator[frozenset[str]]:
+        """The names stored under `prefix` (without it): now, then each time they change.
+        While the store is unreachable nothing is yielded (the last answer stands)."""
+
+
 class Store(ABC):
-    """The registry and the mesh history behind one connection."""
+    """The registry, the mesh history and the shared keys behind one connection."""
 
     url: str
     health: StoreHealth
@@ -160,6 +187,10 @@ class Store(ABC):
     @property
     @abstractmethod
     def history(self) -> History: ...
+
+    @property
+    @abstractmethod
+    def keys(self) -> SharedKeys: ...
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -7,6 +7,13 @@ Keys (all under /meshpilot/):
   remove them from every sidecar's endpoints.
 - `history/<number>`: a stored mesh version (JSON); `current`: the number of the last one, which
   replicas serve.
+- `keys/<name>`: what every replica must agree on (the mesh CA, the join-token key,
+  `identity/shared.py`), created by the first replica in a transaction that holds only while
+  the key is absent.
+
+A replica that stops gracefully leaves its instances to its lease (they go LEASE_TTL_S later,
+by which time their sidecars are registered by another replica): a sidecar elsewhere never
+loses their endpoints. `close` (for tests) removes them at once.
 
 Every call has a deadline (CALL_TIMEOUT_S); when etcd does not answer, replicas keep serving
 what they last saw, say so in `health`, and retry every RETRY_S seconds until it answers again.
@@ -34,6 +41,7 @@ from meshpilot.store.base import (
     History,
     MeshVersion,
     Registry,
+    SharedKeys,
     Store,
     StoreHealth,
     StoreUnavailable,
@@ -46,6 +54,7 @@ PREFIX = b"/meshpilot/"
 REGISTRY = PREFIX + b"registry/"
 HISTORY = PREFIX + b"history/"
 CURRENT = PREFIX + b"current"
+KEYS = PREFIX + b"keys/"
 LEASE_TTL_S = 6  # a dead replica's instances leave every sidecar's endpoints within this
 KEEPALIVE_S = LEASE_TTL_S / 3
 CALL_TIMEOUT_S = 2
@@ -85,6 +94,7 @@ class EtcdStore(Store):
         self.health = StoreHealth()
         self.client = etcd_client(endpoints)
         self._history = EtcdHistory(self)
+        self._keys = EtcdKeys(self)
 
     def registry(self, replica: str) -> Registry:
         return EtcdRegistry(self, replica)
@@ -92,6 +102,19 @@ class EtcdStore(Store):
     @property
     def history(self) -> History:
         return self._history
+
+    @property
+    def keys(self) -> SharedKeys:
+        return self._keys
+
+    async def call(self, doing: str, call: Awaitable[T]) -> T:
+        """`call`'s answer; an etcd that does not answer is one clear StoreUnavailable."""
+        try:
+            return await call
+        except STORE_ERRORS as err:
+            raise StoreUnavailable(
+                f"etcd {self.url} did not answer while {doing}: {_why(err)}"
+            ) from None
 
     async def close(self) -> None:
         await self.client.close()
@@ -122,13 +145,15 @@ class EtcdRegistry(Registry):
         self._wanted: dict[str, Instance] = {}
         self._changed = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._leaving = False
 
     def register(self, node_id: str, instance: Instance) -> None:
-        self._wanted[node_id] = instance
-        self._wake_writer()
+        if not self._leaving:
+            self._wanted[node_id] = instance
+            self._wake_writer()
 
     def deregister(self, node_id: str) -> None:
-        if self._wanted.pop(node_id, None) is not None:
+        if not self._leaving and self._wanted.pop(node_id, None) is not None:
             self._wake_writer()
 
     def _wake_writer(self) -> None:
@@ -224,12 +249,16 @@ class EtcdRegistry(Registry):
         return not key.startswith(self._prefix)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
+        await self.leave()
         try:
             await self._store.client.delete_prefix(self._prefix)
         except STORE_ERRORS as err:
             log.warning("could not remove this replica's instances (its lease will): %s", err)
+
+    async def leave(self) -> None:
+        self._leaving = True
+        if self._writer is not None:
+            self._writer.cancel()
 
 
 def encode_instance(instance: Instance) -> bytes:
@@ -272,7 +301,7 @@ class EtcdHistory(History):
     async def _commit(self, version: MeshVersion) -> bool:
         client = self._store.client
         ops = client.transactions
-        written, _ = await self._call(
+        written, _ = await self._store.call(
             "storing a mesh version",
             client.transaction(
                 compare=[ops.version(CURRENT) == version.number - 1],
@@ -286,19 +315,19 @@ class EtcdHistory(History):
         return bool(written)
 
     async def latest(self) -> MeshVersion | None:
-        found = await self._call(
+        found = await self._store.call(
             "reading the current mesh version", self._store.client.get(CURRENT)
         )
         return None if found is None else await self.get(int(found.value))
 
     async def versions(self) -> list[MeshVersion]:
-        listing = await self._call(
+        listing = await self._store.call(
             "reading the mesh history", self._store.client.get_prefix(HISTORY)
         )
         return sorted((_decode_version(kv.value) for kv in listing), key=lambda v: v.number)
 
     async def get(self, number: int) -> MeshVersion | None:
-        found = await self._call(
+        found = await self._store.call(
             "reading a mesh version", self._store.client.get(_history_key(number))
         )
         return None if found is None else _decode_version(found.value)
@@ -330,14 +359,67 @@ class EtcdHistory(History):
             if (version := await self.get(int(event.kv.value))) is not None:
                 yield version
 
-    async def _call(self, doing: str, call: Awaitable[T]) -> T:
-        """`call`'s answer; an etcd that does not answer is one clear StoreUnavailable."""
-        try:
-            return await call
-        except STORE_ERRORS as err:
-            raise StoreUnavailable(
-                f"etcd {self._store.url} did not answer while {doing}: {_why(err)}"
-            ) from None
+
+class EtcdKeys(SharedKeys):
+    """Shared keys under `keys/<name>`, with no lease: they outlive every replica."""
+
+    def __init__(self, store: EtcdStore) -> None:
+        self._store = store
+
+    async def setdefault(self, name: str, value: bytes) -> bytes:
+        client, key = self._store.client, KEYS + name.encode()
+        ops = client.transactions
+        created, replies = await self._store.call(
+            f"storing the shared {name}",
+            client.transaction(
+                compare=[ops.version(key) == 0],
+                success=[ops.put(key, value)],
+                failure=[ops.get(key)],
+            ),
+        )
+        if created:
+            return value
+        [(stored, _)] = replies[0]
+        return bytes(stored)
+
+    async def get(self, name: str) -> bytes | None:
+        found = await self._store.call(
+            f"reading the shared {name}", self._store.client.get(KEYS + name.encode())
+        )
+        return None if found is None else bytes(found.value)
+
+    async def put(self, name: str, value: bytes) -> None:
+        await self._store.call(
+            f"storing the shared {name}", self._store.client.put(KEYS + name.encode(), value)
+        )
+
+    async def names(self, prefix: str) -> AsyncIterator[frozenset[str]]:
+        last: frozenset[str] | None = None
+        while True:
+            try:
+                async for found in self._follow_names(KEYS + prefix.encode()):
+                    if found != last:
+                        last = found
+                        yield found
+            except STORE_ERRORS as err:
+                self._store.failed(f"watching the shared {prefix}", err)
+                await asyncio.sleep(RETRY_S)
+
+    async def _follow_names(self, prefix: bytes) -> AsyncIterator[frozenset[str]]:
+        """The names under `prefix`, from one read and the watch after it."""
+        client = self._store.client
+        listing = await client.get_prefix(prefix)
+        held = {kv.key.removeprefix(prefix).decode() for kv in listing}
+        self._store.answered()
+        yield frozenset(held)
+        watch = await client.watch_prefix(prefix, start_revision=listing.header.revision + 1)
+        async for event in watch:
+            name = event.kv.key.removeprefix(prefix).decode()
+            if event.kind == aetcd.EventKind.PUT:
+                held.add(name)
+            else:
+                held.discard(name)
+            yield frozenset(held)
 
 
 def _history_key(number: int) -> bytes:

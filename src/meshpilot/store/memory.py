@@ -10,7 +10,14 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from meshpilot.model.proxies import Instance
-from meshpilot.store.base import History, MeshVersion, Registry, Store, StoreHealth
+from meshpilot.store.base import (
+    History,
+    MeshVersion,
+    Registry,
+    SharedKeys,
+    Store,
+    StoreHealth,
+)
 
 
 class _Changes:
@@ -45,6 +52,7 @@ class MemoryStore(Store):
         self.held: dict[str, dict[str, Instance]] = {}  # replica -> node id -> instance
         self.registry_changes = _Changes()
         self._history = MemoryHistory()
+        self._keys = MemoryKeys()
 
     def registry(self, replica: str) -> Registry:
         return MemoryRegistry(self, replica)
@@ -52,6 +60,10 @@ class MemoryStore(Store):
     @property
     def history(self) -> History:
         return self._history
+
+    @property
+    def keys(self) -> SharedKeys:
+        return self._keys
 
     async def close(self) -> None:
         self.held.clear()
@@ -87,6 +99,36 @@ class MemoryRegistry(Registry):
     async def close(self) -> None:
         if self._store.held.pop(self._replica, None):
             self._store.registry_changes.notify()
+
+    async def leave(self) -> None:
+        """No lease to wait for in one process: the instances go at once."""
+        await self.close()
+
+
+class MemoryKeys(SharedKeys):
+    def __init__(self) -> None:
+        self._values: dict[str, bytes] = {}
+        self._changes = _Changes()
+
+    async def setdefault(self, name: str, value: bytes) -> bytes:
+        stored = self._values.setdefault(name, value)
+        self._changes.notify()
+        return stored
+
+    async def get(self, name: str) -> bytes | None:
+        return self._values.get(name)
+
+    async def put(self, name: str, value: bytes) -> None:
+        self._values[name] = value
+        self._changes.notify()
+
+    async def names(self, prefix: str) -> AsyncIterator[frozenset[str]]:
+        last: frozenset[str] | None = None
+        async for _ in self._changes.each():
+            found = frozenset(n.removeprefix(prefix) for n in self._values if n.startswith(prefix))
+            if found != last:
+                last = found
+                yield found
 
 
 class MemoryHistory(History):
