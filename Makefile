@@ -21,8 +21,8 @@ COVERAGE := --cov=meshpilot.translator --cov-report=term-missing:skip-covered --
 test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadgroup -m 'not slow' $(COVERAGE) tests e2e
 
-# The fault tests that take most of a minute each (certificate rotation under load, a network
-# partition); CI runs them after `make test`.
+# The replica suites on real etcd (several control planes, etcd clusters, a network partition)
+# and certificate rotation under load; CI runs them after `make test`.
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadgroup -m slow tests e2e
 

@@ -8,12 +8,15 @@ import asyncio
 import subprocess
 from pathlib import Path
 
+import pytest
 from harness.etcd import EtcdCluster
 from harness.mesh import MESHPILOT, ControlPlane, Instance, MeshEnv
 from harness.wait import wait_for
 from meshes import CALLER, reviews_mesh, version
 
 from meshpilot.store import content_digest, open_store
+
+pytestmark = pytest.mark.slow  # several control planes and etcd members: `make test-slow`
 
 V1, V2 = reviews_mesh(100, 0), reviews_mesh(0, 100)
 BAD = reviews_mesh(60, 30)

@@ -11,6 +11,7 @@ import os
 import signal
 import time
 
+import pytest
 from harness.client import LoadGenerator, MeshClient
 from harness.etcd import EtcdCluster
 from harness.mesh import ControlPlane, Instance, MeshEnv
@@ -21,6 +22,8 @@ from test_up import pids_running, start_up
 
 from meshpilot.store import open_store
 from meshpilot.store.etcd import LEASE_TTL_S, REGISTRY, STORE_ERRORS, EtcdStore
+
+pytestmark = pytest.mark.slow  # several control planes and etcd members: `make test-slow`
 
 REPLICAS = 2
 

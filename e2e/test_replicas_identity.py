@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from harness.client import LoadGenerator
 from harness.etcd import EtcdCluster
 from harness.mesh import MESHPILOT, XDS_PORT, MeshEnv
@@ -24,6 +25,8 @@ from meshpilot.identity.authority import BINDING
 from meshpilot.identity.ca import ROOT_CERT
 from meshpilot.identity.client import CertificateClient, SigningRefused
 from meshpilot.identity.tokens import read_token
+
+pytestmark = pytest.mark.slow  # several control planes and etcd members: `make test-slow`
 
 MESH = caller_mesh("reviews: {port: 9080}")
 MESH_WITH_RATINGS = caller_mesh("reviews: {port: 9080}\nratings: {port: 9080}")

@@ -59,7 +59,7 @@ def partitioned_replica(env: MeshEnv, bridge: netns.Bridge) -> None:
     v1 = env.start_instance("reviews", "v1", xds=both)
     v2 = env.start_instance("reviews", "v2", xds=both)
     other = env.start_control_plane(isolated.mesh_path, ip=bridge.ip, insecure=True, store=etcd.url)
-    page = env.start_instance(CALLER, "v1")
+    page = env.start_instance(CALLER, "v1", xds=other.xds)  # on the side that stays up
     assert held_by(isolated) == {v1.node_id, v2.node_id}
     page.admin.wait_hosts("outbound|9080||reviews", [v1.inbound, v2.inbound], 15)
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from harness.etcd import EtcdCluster
 from harness.processes import Processes
 
@@ -20,6 +21,8 @@ from meshpilot.model.proxies import Instance
 from meshpilot.store import open_store
 from meshpilot.store.etcd import KEEPALIVE_S, LEASE_TTL_S, TXN_OPS, EtcdStore
 from tests.support.wait import wait_for_async
+
+pytestmark = pytest.mark.slow  # several control planes and etcd members: `make test-slow`
 
 A = Instance("reviews", "127.0.0.5", 15006, (("version", "v1"),))
 B = Instance("ratings", "127.0.0.6", 15006, ())
